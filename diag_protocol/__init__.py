@@ -1,0 +1,41 @@
+"""vmdiag wire protocol, version 1: framing, message kinds, schema and limits (stdlib only).
+
+Everything a guest sends is untrusted: use ``LineDecoder`` to turn bytes into validated,
+cleaned messages, and ``encode`` to write them. See DESIGN.md, "Wire protocol".
+"""
+
+from .clean import clean, clean_string
+from .constants import (
+    ALLOWED_METHODS,
+    CHANNEL_NAME,
+    CHECK_STATUSES,
+    GUEST_DEVICE,
+    HOST_CHANNELS_DIR,
+    MAX_DEPTH,
+    MAX_LINE_BYTES,
+    MAX_STRING,
+    MESSAGE_TYPES,
+    PROTOCOL_VERSION,
+    SECTIONS,
+    SUPPORTED_VERSIONS,
+    host_socket_path,
+)
+from .errors import ProtocolError
+from .framing import LineDecoder, decode_line, encode, validate, validate_envelope
+from .messages import (
+    make_envelope,
+    make_heartbeat,
+    make_hello,
+    make_reply,
+    make_report,
+    make_request,
+)
+from .schema import SCHEMA, negotiate
+
+__all__ = [
+    "ALLOWED_METHODS", "CHANNEL_NAME", "CHECK_STATUSES", "GUEST_DEVICE", "HOST_CHANNELS_DIR",
+    "MAX_DEPTH", "MAX_LINE_BYTES", "MAX_STRING", "MESSAGE_TYPES", "PROTOCOL_VERSION", "SECTIONS",
+    "SUPPORTED_VERSIONS", "SCHEMA", "LineDecoder", "ProtocolError", "clean", "clean_string",
+    "decode_line", "encode", "host_socket_path", "make_envelope", "make_heartbeat", "make_hello",
+    "make_reply", "make_report", "make_request", "negotiate", "validate", "validate_envelope",
+]

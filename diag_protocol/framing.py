@@ -1,0 +1,145 @@
+"""Newline-delimited JSON framing, hardened for bytes that come from an untrusted guest.
+
+``LineDecoder`` is incremental: feed it whatever ``read()`` returned and it gives back the
+complete, valid, cleaned messages, identical however the stream was chunked. It never holds
+more than ``max_line`` bytes: a longer line is dropped whole (counted as ``oversize``) and the
+decoder skips to the next newline without buffering the rest.
+"""
+
+import collections
+import json
+from typing import Any, Dict, List
+
+from .clean import clean
+from .constants import MAX_LINE_BYTES, MESSAGE_TYPES, PROTOCOL_VERSION
+from .errors import ProtocolError
+from .schema import SCHEMA, check
+
+Message = Dict[str, Any]
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError("%s is not JSON" % name)
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def validate(msg: Any) -> Message:
+    """Return a cleaned copy of a valid protocol message, else raise ProtocolError."""
+    if not isinstance(msg, dict):
+        raise ProtocolError("not_object", "a message must be a JSON object")
+    kind = msg.get("type")
+    if kind not in MESSAGE_TYPES:
+        raise ProtocolError("unknown_type", "type %r" % (str(kind)[:64],))
+    if msg.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError("bad_version", "v %r, this side speaks %d"
+                            % (str(msg.get("v"))[:16], PROTOCOL_VERSION))
+    msg = clean(msg)
+    check(msg, SCHEMA["$defs"][kind])
+    return msg
+
+
+def validate_envelope(envelope: Any) -> Message:
+    """Validate a relay-to-engine envelope ``{host_id, vm_id, received_at, report}``."""
+    if not isinstance(envelope, dict):
+        raise ProtocolError("not_object", "an envelope must be a JSON object")
+    envelope = clean(envelope)
+    check(envelope, SCHEMA["$defs"]["envelope"])
+    return envelope
+
+
+def decode_line(line: bytes) -> Message:
+    """Decode and validate one line (without its newline); raise ProtocolError if unusable."""
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolError("oversize", "%d bytes" % len(line))
+    text = line.decode("utf-8", errors="replace")
+    try:
+        value = _decoder.decode(text)
+    except RecursionError as err:
+        raise ProtocolError("too_deep", "nesting too deep to decode") from err
+    except ValueError as err:
+        raise ProtocolError("bad_json", str(err)[:200]) from err
+    return validate(value)
+
+
+def encode(msg: Message) -> bytes:
+    """Validate ``msg`` and return it as one compact UTF-8 JSON line ending in a newline."""
+    checked = validate(msg)
+    line = json.dumps(checked, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False).encode("utf-8")
+    if len(line) >= MAX_LINE_BYTES:
+        raise ProtocolError("oversize", "encoded message is %d bytes" % len(line))
+    return line + b"\n"
+
+
+class LineDecoder:
+    """Incremental decoder of a byte stream of JSON lines.
+
+    >>> dec = LineDecoder()
+    >>> dec.feed(b'{"type":"heartbeat","v":1,"ti') + dec.feed(b'me":1}\\n')
+    [{'type': 'heartbeat', 'v': 1, 'time': 1}]
+
+    Counters: ``messages`` (accepted), ``bytes`` (all fed), ``drops`` (a Counter by reason;
+    ``bad_utf8`` counts lines that were decoded with replacement characters but kept).
+    """
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self.max_line = max_line
+        self.messages = 0
+        self.bytes = 0
+        self.drops: collections.Counter[str] = collections.Counter()
+        self._buf = bytearray()
+        self._skipping = False  # inside an oversize line: discard until the next newline
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> List[Message]:
+        self.bytes += len(data)
+        out: List[Message] = []
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                self._keep(data, start)
+                return out
+            if self._skipping:
+                self._skipping = False
+            else:
+                if self._buf:
+                    self._buf += data[start:nl]
+                    line = bytes(self._buf)
+                    self._buf.clear()
+                else:
+                    line = data[start:nl]
+                if len(line) > self.max_line:
+                    self.drops["oversize"] += 1
+                else:
+                    self._line(line, out)
+            start = nl + 1
+
+    def _keep(self, data: bytes, start: int) -> None:
+        if self._skipping:
+            return
+        self._buf += data[start:]
+        if len(self._buf) > self.max_line:
+            self.drops["oversize"] += 1
+            self._buf.clear()
+            self._skipping = True
+
+    def _line(self, line: bytes, out: List[Message]) -> None:
+        line = line.strip()
+        if not line:
+            return
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            self.drops["bad_utf8"] += 1
+        try:
+            out.append(decode_line(line))
+        except ProtocolError as err:
+            self.drops[err.reason] += 1
+            return
+        self.messages += 1
