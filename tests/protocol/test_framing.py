@@ -1,0 +1,137 @@
+"""LineDecoder: chunking, resync, caps and cleaning, as vdsm's guest-agent reader is tested."""
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from diag_protocol import (
+    MAX_DEPTH,
+    LineDecoder,
+    ProtocolError,
+    encode,
+    make_heartbeat,
+    make_report,
+    make_request,
+)
+
+HB = make_heartbeat("boot-1", "run-1", 3, now=1700000000.0)
+REQ = make_request("r1", "ping")
+
+
+def stream_of(*msgs):
+    return b"".join(encode(m) for m in msgs)
+
+
+def feed_in_chunks(data, sizes):
+    dec = LineDecoder()
+    out, pos, i = [], 0, 0
+    while pos < len(data):
+        size = sizes[i % len(sizes)] if sizes else len(data)
+        out += dec.feed(data[pos:pos + size])
+        pos += size
+        i += 1
+    return dec, out
+
+
+def test_every_fixed_chunk_size_gives_the_same_messages():
+    data = stream_of(HB, REQ, HB)
+    expected = LineDecoder().feed(data)
+    assert [m["type"] for m in expected] == ["heartbeat", "request", "heartbeat"]
+    for size in range(1, len(data) + 1):
+        _, got = feed_in_chunks(data, [size])
+        assert got == expected, size
+
+
+@given(st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=20))
+def test_arbitrary_chunking_gives_the_same_messages(sizes):
+    data = stream_of(HB, REQ, HB, REQ)
+    _, got = feed_in_chunks(data, sizes)
+    assert got == LineDecoder().feed(data)
+
+
+@given(st.lists(st.binary(max_size=200).filter(lambda b: b"\n" not in b), max_size=8))
+@settings(max_examples=200)
+def test_garbage_between_valid_lines_is_counted_and_valid_lines_survive(garbage):
+    good = encode(HB)
+    dec = LineDecoder()
+    got = dec.feed(b"".join(g + b"\n" + good for g in garbage) + good)
+    expected = []
+    for g in garbage:
+        expected += LineDecoder().feed(g + b"\n") + LineDecoder().feed(good)
+    expected += LineDecoder().feed(good)
+    assert got == expected
+    assert dec.messages == len(expected)
+    dropped = sum(n for reason, n in dec.drops.items() if reason != "bad_utf8")
+    assert dropped == sum(1 for g in garbage if g.strip()) - (len(expected) - len(garbage) - 1)
+
+
+def test_oversize_line_is_dropped_whole_and_decoder_resyncs():
+    dec = LineDecoder(max_line=1000)
+    out = dec.feed(b'{"type":"heartbeat","v":1,"time":1,"x":"' + b"a" * 600)
+    out += dec.feed(b"a" * 600)   # now over the cap: buffer released, skipping
+    assert dec.buffered == 0
+    out += dec.feed(b"a" * 5000)  # still the same line: nothing kept
+    assert dec.buffered == 0
+    out += dec.feed(b'"}\n' + encode(HB))
+    assert out == [LineDecoder().feed(encode(HB))[0]]
+    assert dec.drops["oversize"] == 1
+
+
+def test_one_mebibyte_cap_is_the_default():
+    dec = LineDecoder()
+    dec.feed(b"x" * (1 << 20) + b"x")
+    assert dec.buffered == 0 and dec.drops["oversize"] == 1
+
+
+def test_invalid_utf8_is_replaced_and_counted():
+    line = b'{"type":"heartbeat","v":1,"time":1,"boot_id":"ab\xff\xfecd"}\n'
+    dec = LineDecoder()
+    [msg] = dec.feed(line)
+    assert msg["boot_id"] == "ab\ufffd\ufffdcd"
+    assert dec.drops["bad_utf8"] == 1
+
+
+def test_escaped_control_characters_and_lone_surrogates_are_cleaned():
+    line = json.dumps({"type": "heartbeat", "v": 1, "time": 1,
+                       "boot_id": "a\u0000b\u001b[31m\ud800c\u2028"}).encode() + b"\n"
+    [msg] = LineDecoder().feed(line)
+    assert msg["boot_id"] == "a\ufffdb\ufffd[31m\ufffdc\ufffd"
+
+
+def test_deep_nesting_is_dropped_not_fatal():
+    deep = b'{"type":"reply","v":1,"id":"1","ok":true,"result":' + b"[" * 100000 \
+        + b"]" * 100000 + b"}\n"
+    shallow_but_over = (b'{"type":"reply","v":1,"id":"1","ok":true,"result":'
+                        + b"[" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}\n")
+    dec = LineDecoder()
+    assert dec.feed(deep + shallow_but_over + encode(HB))[0]["type"] == "heartbeat"
+    assert dec.drops["too_deep"] == 2
+
+
+def test_wrong_shapes_are_dropped_with_their_reason():
+    dec = LineDecoder()
+    lines = [b"[1,2]", b'"str"', b'{"type":"nope","v":1}', b'{"type":"heartbeat","v":2,"time":1}',
+             b'{"type":"heartbeat","v":1,"time":"yesterday"}', b"{not json",
+             b'{"type":"heartbeat","v":1,"time":NaN}',
+             b'{"type":"request","v":1,"id":"1","method":"shell.exec"}']
+    assert dec.feed(b"\n".join(lines) + b"\n") == []
+    assert dec.drops == {"not_object": 2, "unknown_type": 1, "bad_version": 1, "invalid": 2,
+                         "bad_json": 2}
+
+
+def test_lists_over_their_cap_are_invalid():
+    sections = {"resources": {"collected_at": 1.0, "data": {
+        "top_cpu": [{"pid": i, "name": "p"} for i in range(101)]}}}
+    try:
+        encode(make_report("b", "r", 0, sections))
+    except ProtocolError as err:
+        assert err.reason == "invalid" and "top_cpu" in err.detail
+    else:
+        raise AssertionError("a 101-process list must be refused")
+
+
+def test_blank_lines_and_crlf_are_tolerated():
+    dec = LineDecoder()
+    assert len(dec.feed(b"\n\r\n" + encode(HB).replace(b"\n", b"\r\n"))) == 1
+    assert not dec.drops

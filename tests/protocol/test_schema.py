@@ -1,0 +1,110 @@
+"""The schema is valid JSON Schema, generated messages round-trip, and our validator agrees
+with the reference implementation (jsonschema) on generated and mutated input."""
+
+import copy
+import json
+
+import jsonschema
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis_jsonschema import from_schema
+
+from diag_protocol import (
+    SCHEMA,
+    LineDecoder,
+    ProtocolError,
+    clean,
+    encode,
+    make_hello,
+    negotiate,
+    validate,
+    validate_envelope,
+)
+
+KINDS = ["hello", "report", "heartbeat", "request", "reply"]
+
+
+def schema_for(kind):
+    sch = copy.deepcopy(SCHEMA["$defs"][kind])
+    sch["$defs"] = SCHEMA["$defs"]
+    return sch
+
+
+def depth(v):
+    if isinstance(v, dict):
+        return 1 + max(map(depth, v.values()), default=0)
+    if isinstance(v, list):
+        return 1 + max(map(depth, v), default=0)
+    return 0
+
+
+def test_schema_is_valid_draft_2020_12():
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+@pytest.mark.parametrize("kind", KINDS + ["envelope"])
+def test_generated_messages_round_trip(kind):
+    @given(from_schema(schema_for(kind)))
+    @settings(max_examples=60, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    def run(msg):
+        assume(depth(msg) < 15)
+        if kind == "envelope":
+            assert validate_envelope(msg) == clean(msg)
+            return
+        cleaned = validate(msg)
+        assert cleaned == clean(msg)
+        line = encode(msg)
+        assert LineDecoder().feed(line) == [cleaned]
+    run()
+
+
+def _mutations():
+    leaf = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=False,
+                     allow_infinity=False), st.text(max_size=20))
+    return st.recursive(leaf, lambda c: st.one_of(st.lists(c, max_size=4),
+                                                  st.dictionaries(st.text(max_size=8), c,
+                                                                  max_size=4)), max_leaves=12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_our_validator_agrees_with_jsonschema(kind):
+    sch = schema_for(kind)
+    reference = jsonschema.Draft202012Validator(sch)
+
+    @given(from_schema(sch), st.data())
+    @settings(max_examples=80, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    def run(msg, data):
+        assume(depth(msg) < 12)
+        msg = clean(msg)
+        # mutate one path of the valid message, or not at all
+        path, node = [], msg
+        while isinstance(node, (dict, list)) and node and data.draw(st.booleans()):
+            key = data.draw(st.sampled_from(sorted(node) if isinstance(node, dict)
+                                            else range(len(node))))
+            path.append(key)
+            node = node[key]
+        mutated = copy.deepcopy(msg)
+        if path:
+            target = mutated
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = clean(data.draw(_mutations()))
+        ours = True
+        try:
+            validate(mutated)
+        except ProtocolError:
+            ours = False
+        assert ours == reference.is_valid(mutated), json.dumps(mutated)[:500]
+    run()
+
+
+def test_version_negotiation_picks_the_highest_common_version():
+    hello = validate(make_hello("1.0", {"name": "Debian"}, "g", "b"))
+    assert negotiate(hello) == 1
+    hello["protocol_versions"] = [2, 3]
+    with pytest.raises(ProtocolError) as err:
+        negotiate(hello)
+    assert err.value.reason == "bad_version"
