@@ -1,0 +1,56 @@
+"""One distribution for every part of vmdiag; extras choose what a role needs.
+
+    pip install .            guest agent only (Python + psutil)
+    pip install .[host]      + VDSM hook and relay (libvirt-python, aiohttp)
+    pip install .[engine]    + engine service (aiohttp, jinja2, ovirtsdk4, psycopg)
+    pip install .[all,test]  everything, plus the test tools
+"""
+
+from setuptools import find_packages, setup
+
+VERSION = "0.1.0"
+
+HOST = ["libvirt-python>=7.0", "aiohttp>=3.7"]
+ENGINE = ["aiohttp>=3.7", "jinja2>=2.11", "ovirt-engine-sdk-python>=4.4",
+          "psycopg[binary]>=3.1", "psycopg-pool>=3.1"]
+TEST = ["pytest>=7", "pytest-asyncio>=0.21", "pytest-timeout", "hypothesis>=6",
+        "hypothesis-jsonschema", "jsonschema>=4", "trustme>=1.0", "cryptography",
+        "selenium>=4.10", "ruff", "mypy", "vermin"]
+
+setup(
+    name="vmdiag",
+    version=VERSION,
+    description="Guest OS diagnostics for oVirt/KVM virtual machines, inside the oVirt console",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["diag_protocol*", "guest_agent*", "vdsm_hooks*",
+                                    "engine_plugin*"]),
+    include_package_data=True,
+    package_data={
+        "vdsm_hooks": ["hooks/*/50_vmdiag"],
+        "engine_plugin": ["ui/templates/*", "ui/templates/**/*", "ui/static/*",
+                          "ui/static/**/*", "ui/plugin/*", "ui/plugin/**/*",
+                          "storage/migrations/*", "storage/migrations/**/*"],
+    },
+    install_requires=["psutil>=5.8"],
+    extras_require={
+        "host": HOST,
+        "engine": ENGINE,
+        "test": TEST,
+        "all": sorted(set(HOST + ENGINE)),
+    },
+    entry_points={
+        "console_scripts": [
+            "vmdiag-agent = guest_agent.cli:main",
+            "vmdiag-relay = vdsm_hooks.relay.cli:main",
+            "vmdiag-engine = engine_plugin.service.cli:main",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+        "Topic :: System :: Monitoring",
+    ],
+)
