@@ -1,0 +1,128 @@
+"""Synthetic histories whose answer is known: the forecast must find the fill, within a
+tolerance, and stay silent on sawtooth, spikes, cleanups and flat lines."""
+
+import random
+
+import pytest
+
+from engine_plugin.health import Thresholds, forecast
+from engine_plugin.health.verdict import forecast_vm
+
+DAY = 86400.0
+CAP = 100.0 * 2**30   # a 100 GiB filesystem
+NOW = 7 * DAY
+GIB = 2**30
+
+
+def series(f, days=7.0, step=60.0, noise=0.0, seed=7):
+    rnd = random.Random(seed)
+    out, t = [], NOW - days * DAY
+    while t <= NOW:
+        out.append((t, f(t - (NOW - days * DAY)) + rnd.gauss(0, noise)))
+        t += step
+    return out
+
+
+def eta_days(points, cap=CAP):
+    f = forecast(points, cap, NOW)
+    return None if f.eta_s is None else f.eta_s / DAY
+
+
+def test_steady_linear_fill_is_caught_with_the_right_time_left():
+    # 20 GiB + 10 GiB/day: at 90 GiB now, full in exactly one day
+    assert eta_days(series(lambda t: 20 * GIB + 10 * GIB * t / DAY)) == pytest.approx(1.0, rel=0.02)
+
+
+def test_noisy_fill_is_caught_within_ten_percent():
+    pts = series(lambda t: 20 * GIB + 5 * GIB * t / DAY, noise=2 * GIB)
+    assert eta_days(pts) == pytest.approx(9.0, rel=0.1)
+
+
+def test_fill_is_caught_early_from_a_day_of_history():
+    pts = series(lambda t: 70 * GIB + 3 * GIB * t / DAY, days=1.0)
+    assert eta_days(pts) == pytest.approx(9.0, rel=0.1)
+
+
+def test_fill_then_cleanup_raises_no_alarm():
+    pts = series(lambda t: (20 + 10 * t / DAY) * GIB if t < 5 * DAY else 30 * GIB, noise=0.2 * GIB)
+    f = forecast(pts, CAP, NOW)
+    assert f.resets == 1 and f.trend.method == "after_reset"
+    assert f.eta_s is None
+
+
+def test_cleanup_then_new_fill_uses_only_the_new_data():
+    pts = series(lambda t: (20 + 10 * t / DAY) * GIB if t < 5 * DAY
+                 else (30 + 20 * (t - 5 * DAY) / DAY) * GIB)
+    # 70 GiB now, 20 GiB/day after the cleanup: 1.5 days left (the old rate would say 3)
+    assert eta_days(pts) == pytest.approx(1.5, rel=0.05)
+
+
+def test_daily_log_rotation_sawtooth_raises_no_alarm():
+    pts = series(lambda t: (60 + 20 * ((t % DAY) / DAY)) * GIB, noise=0.1 * GIB)
+    f = forecast(pts, CAP, NOW)
+    assert f.resets >= 5 and f.trend.method == "sawtooth"
+    assert f.eta_s is None
+
+
+def test_sawtooth_whose_peaks_grow_is_caught():
+    pts = series(lambda t: (40 + 5 * t / DAY + 10 * ((t % DAY) / DAY)) * GIB)
+    assert eta_days(pts) == pytest.approx(3.0, rel=0.1)
+
+
+def test_sawtooth_whose_ramp_reaches_the_limit_before_the_rotation_is_caught():
+    # rotation every day, but today's ramp is steeper and will hit 100 GiB before midnight
+    def f(t):
+        if t < 6 * DAY:
+            return (50 + 20 * ((t % DAY) / DAY)) * GIB
+        return (50 + 80 * ((t - 6 * DAY) / DAY)) * GIB
+    days = eta_days(series(f))
+    assert days is not None and days < 0.5
+
+
+def test_single_spike_raises_no_alarm():
+    pts = series(lambda t: 40 * GIB + (50 * GIB if abs(t - 6.5 * DAY) < 90 else 0),
+                 noise=0.05 * GIB)
+    assert eta_days(pts) is None
+
+
+def test_spike_at_the_latest_sample_raises_no_alarm():
+    pts = series(lambda t: 40 * GIB, noise=0.05 * GIB)
+    pts[-1] = (pts[-1][0], 95 * GIB)
+    assert eta_days(pts) is None
+
+
+def test_flat_raises_no_alarm():
+    assert eta_days(series(lambda t: 60 * GIB, noise=0.5 * GIB)) is None
+
+
+def test_short_history_is_not_enough_to_alarm():
+    f = forecast(series(lambda t: 20 * GIB + 100 * GIB * t / DAY, days=0.04), CAP, NOW)
+    assert f.trend.method == "insufficient" and f.eta_s is None
+
+
+def test_slow_leak_of_a_process_is_suspected():
+    mem = 8 * GIB
+    hist = {"proc.rss:java": series(lambda t: 1 * GIB + 0.08 * GIB * t / DAY, noise=0.01 * GIB),
+            "memory.total": [(NOW, mem)]}
+    [doc] = forecast_vm(None, hist, Thresholds(), {}, NOW)
+    assert doc["kind"] == "process_memory" and doc["status"] == "warning"
+    assert "leak" in doc["message"] and "56%" in doc["message"]
+
+
+def test_stable_process_is_not_a_leak():
+    hist = {"proc.rss:nginx": series(lambda t: 1 * GIB, noise=0.01 * GIB),
+            "memory.total": [(NOW, 8 * GIB)]}
+    [doc] = forecast_vm(None, hist, Thresholds(), {}, NOW)
+    assert doc["status"] == "ok"
+
+
+def test_filesystem_forecast_document_for_the_api():
+    hist = {"fs.used:/var": series(lambda t: 20 * GIB + 10 * GIB * t / DAY),
+            "fs.total:/var": [(NOW, CAP)]}
+    [doc] = forecast_vm(None, hist, Thresholds(), {}, NOW)
+    assert doc["status"] == "critical" and doc["kind"] == "filesystem_bytes"
+    assert doc["eta_at"] == pytest.approx(NOW + DAY, rel=1e-3)
+    assert doc["trend_per_day"] == pytest.approx(10 * GIB, rel=0.01)
+    assert doc["message"].startswith("/var will be full in about 24 h (growing 10.0 GiB a day)")
+    fit = doc["fit"]
+    assert fit["intercept"] + fit["slope"] * (NOW - fit["t0"]) == pytest.approx(90 * GIB, rel=0.01)

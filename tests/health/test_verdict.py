@@ -1,0 +1,74 @@
+"""Verdicts: checks, silence, minimum duration and hysteresis."""
+
+from engine_plugin.health import Thresholds, evaluate_vm
+
+T = Thresholds(warning_min_duration_s=300, silence_s=300)
+
+
+def report(checks=(), memory=None, steal=None):
+    res = {}
+    if memory is not None:
+        res["memory"] = {"percent": memory}
+    if steal is not None:
+        res["cpu"] = {"steal": steal}
+    return {"sections": {"checks": {"data": {"results": [
+        {"id": i, "status": s, "message": m} for i, s, m in checks]}},
+        "resources": {"data": res}}}
+
+
+def test_no_report_yet_is_unknown_with_a_reason():
+    verdict, _ = evaluate_vm(None, {}, T, None, 1000.0, None)
+    assert verdict["status"] == "unknown"
+    assert verdict["reasons"][0]["code"] == "agent.not_reporting"
+
+
+def test_silent_agent_is_unknown_with_how_long():
+    verdict, _ = evaluate_vm(report(), {}, T, None, 10000.0, 10000.0 - 7200)
+    assert verdict["status"] == "unknown"
+    assert "silent for 2.0 h" in verdict["reasons"][0]["message"]
+
+
+def test_critical_check_is_raised_at_once_warning_after_min_duration():
+    rep = report(checks=[("units.failed", "critical", "1 unit failed: app.service"),
+                         ("fs.fill:/", "warning", "/ is 88% full")])
+    v1, s1 = evaluate_vm(rep, {}, T, None, 1000.0, 1000.0)
+    assert v1["status"] == "critical"
+    assert [r["code"] for r in v1["reasons"]] == ["check:units.failed"]
+    v2, s2 = evaluate_vm(rep, {}, T, s1, 1200.0, 1200.0)
+    assert [r["code"] for r in v2["reasons"]] == ["check:units.failed"]
+    v3, _ = evaluate_vm(rep, {}, T, s2, 1301.0, 1301.0)
+    assert [r["code"] for r in v3["reasons"]] == ["check:units.failed", "check:fs.fill:/"]
+    assert v3["since"] == 1000.0  # critical since the first pass
+
+
+def test_a_warning_that_comes_and_goes_never_raises():
+    state = None
+    for i in range(20):
+        rep = report(checks=[("fs.fill:/", "warning" if i % 2 else "ok", "x")])
+        verdict, state = evaluate_vm(rep, {}, T, state, 1000.0 + 120 * i, 1000.0 + 120 * i)
+        assert verdict["status"] == "ok"
+
+
+def test_memory_hovering_at_the_threshold_does_not_flap():
+    state, statuses = None, []
+    t = 1000.0
+    for value in [91, 91, 91, 91, 89, 91, 88, 90.5, 86, 84]:
+        verdict, state = evaluate_vm(report(memory=value), {}, T, state, t, t)
+        statuses.append(verdict["status"])
+        t += 100
+    # raised once it held 300 s, kept while above 85 (90 - 5 of hysteresis), cleared at 84
+    assert statuses == ["ok", "ok", "ok", "warning", "warning", "warning", "warning",
+                        "warning", "warning", "ok"]
+
+
+def test_steal_critical_is_immediate_and_named():
+    verdict, _ = evaluate_vm(report(steal=40.0), {}, T, None, 1000.0, 1000.0)
+    assert verdict["status"] == "critical"
+    assert "steal is 40%" in verdict["reasons"][0]["message"]
+
+
+def test_steady_state_keeps_since():
+    rep = report(checks=[("units.failed", "critical", "x")])
+    v1, s1 = evaluate_vm(rep, {}, T, None, 1000.0, 1000.0)
+    v2, _ = evaluate_vm(rep, {}, T, s1, 5000.0, 5000.0)
+    assert v1["since"] == v2["since"] == 1000.0
