@@ -1,0 +1,220 @@
+"""VMSession against fake guests on real unix sockets (the test binds the socket, as QEMU does)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from diag_protocol import make_heartbeat, make_reply, validate_envelope
+from tests.relay.fakes import FakeGuest, hello, sample_report
+from vdsm_hooks.relay.cache import ReportCache
+from vdsm_hooks.relay.session import (
+    NotConnected,
+    RemoteError,
+    RequestError,
+    RequestTimeout,
+    Runstate,
+    SessionConfig,
+    StateError,
+    VMSession,
+)
+
+FAST = SessionConfig(reconnect_min_backoff=0.05, reconnect_max_backoff=0.2,
+                     silence_timeout=60, request_timeout=2)
+
+
+async def until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def guest(tmp_path):
+    g = await FakeGuest(str(tmp_path / "vm.org.vmdiag.agent.0")).start()
+    yield g
+    await g.close()
+
+
+@pytest.fixture
+def cache():
+    return ReportCache()
+
+
+def session_for(g: FakeGuest, cache: ReportCache, config: SessionConfig = FAST, **kw):
+    s = VMSession(g.vm_id, g.path, cache, name="vm-" + g.vm_id[:4], host_id="host-1",
+                  config=config, **kw)
+    s.start()
+    return s
+
+
+async def test_hello_and_reports_are_cached_and_forwarded_as_envelopes(guest, cache):
+    envelopes = []
+    s = session_for(guest, cache, on_report=envelopes.append)
+    try:
+        await s.wait_state(Runstate.CONNECTED, timeout=5)
+        await guest.send(hello("2.1.0"), sample_report(seq=0), sample_report(seq=1),
+                         make_heartbeat("boot-1", "run-1", 2))
+        await until(lambda: s.entry.counters.heartbeats == 1, what="heartbeat")
+        entry = cache.get(guest.vm_id)
+        assert entry is s.entry
+        assert entry.agent_version == "2.1.0"
+        assert entry.responsive is True
+        assert entry.summary.seq == 1 and entry.summary.run_id == "run-1"
+        assert entry.summary.worst["status"] == "warning"
+        assert entry.report()["seq"] == 1
+        assert entry.counters.messages == 4 and entry.counters.reports == 2
+        assert entry.counters.dropped == 0
+        assert [e["report"]["seq"] for e in envelopes] == [0, 1]
+        for env in envelopes:
+            validate_envelope(env)
+            assert env["vm_id"] == guest.vm_id and env["host_id"] == "host-1"
+        row = entry.status_row()
+        assert row["state"] == "connected" and row["last_report_age"] < 5
+    finally:
+        await s.close()
+    assert s.state is Runstate.CLOSED
+    assert entry.session_state == "closed"
+
+
+async def test_replayed_or_older_report_never_replaces_the_latest(guest, cache):
+    s = session_for(guest, cache)
+    try:
+        await guest.send(sample_report(seq=5), sample_report(seq=3), sample_report(seq=5))
+        await until(lambda: s.entry.counters.drops["stale_seq"] == 2, what="stale drops")
+        assert s.entry.summary.seq == 5
+        # a new agent run starts again at seq 0 and is accepted
+        await guest.send(sample_report(seq=0, run_id="run-2"))
+        await until(lambda: s.entry.summary.run_id == "run-2", what="new run")
+        assert s.entry.counters.reports == 2
+    finally:
+        await s.close()
+
+
+async def test_reconnects_after_qemu_closes_the_channel_and_agent_restarts(guest, cache):
+    s = session_for(guest, cache)
+    try:
+        await guest.send(hello(boot_id="boot-1"), sample_report(seq=7))
+        await until(lambda: s.entry.summary is not None, what="first report")
+        await guest.drop()
+        await s.wait_state(Runstate.BACKOFF, timeout=5)
+        assert "closed" in s.entry.last_error
+        await s.wait_state(Runstate.CONNECTED, timeout=5)
+        # the guest rebooted: new boot id, new run, seq starts over
+        await guest.send(hello(boot_id="boot-2"), sample_report(seq=0, run_id="run-9",
+                                                               boot_id="boot-2"))
+        await until(lambda: s.entry.summary.run_id == "run-9", what="report after restart")
+        assert s.entry.hello["boot_id"] == "boot-2"
+        assert s.entry.counters.connects == 2 and s.entry.counters.disconnects == 1
+        assert guest.connections == 2
+    finally:
+        await s.close()
+
+
+async def test_waits_in_backoff_until_the_socket_appears(tmp_path, cache):
+    path = str(tmp_path / "late.sock")
+    g = FakeGuest(path)
+    s = session_for(g, cache)
+    try:
+        await s.wait_state(Runstate.BACKOFF, timeout=5)
+        assert "cannot open channel socket" in s.entry.last_error
+        with pytest.raises(NotConnected):
+            await s.request("ping")
+        await g.start()
+        await s.wait_state(Runstate.CONNECTED, timeout=5)
+        await g.send(sample_report(seq=1))
+        await until(lambda: s.entry.summary is not None, what="report")
+    finally:
+        await s.close()
+        await g.close()
+
+
+async def test_silence_marks_the_agent_unresponsive_and_speech_revives_it(guest, cache):
+    cfg = SessionConfig(silence_timeout=0.3, reconnect_min_backoff=0.05)
+    s = session_for(guest, cache, config=cfg)
+    try:
+        await guest.send(hello())
+        await until(lambda: s.entry.responsive is True, what="hello")
+        await until(lambda: s.entry.responsive is False, timeout=3, what="unresponsive")
+        assert s.state is Runstate.CONNECTED  # the channel itself is fine
+        await guest.send(make_heartbeat("boot-1", "run-1", 1))
+        await until(lambda: s.entry.responsive is True, what="responsive again")
+    finally:
+        await s.close()
+
+
+async def test_a_channel_that_never_speaks_is_tolerated(guest, cache):
+    s = session_for(guest, cache, config=SessionConfig(silence_timeout=0.2))
+    try:
+        await s.wait_state(Runstate.CONNECTED, timeout=5)
+        assert s.entry.responsive is None
+        await until(lambda: s.entry.responsive is False, timeout=3, what="unresponsive")
+        with pytest.raises(RequestTimeout, match="is the agent running"):
+            await s.request("ping", timeout=0.2)
+        assert s.state is Runstate.CONNECTED
+    finally:
+        await s.close()
+
+
+async def test_requests_are_matched_by_id(tmp_path, cache):
+    g = await FakeGuest(str(tmp_path / "r.sock"), auto_reply=True).start()
+    s = session_for(g, cache)
+    try:
+        await s.wait_state(Runstate.CONNECTED, timeout=5)
+        results = await asyncio.gather(s.request("ping"), s.request("report.now"),
+                                       s.request("checks.run"))
+        assert [r["method"] for r in results] == ["ping", "report.now", "checks.run"]
+        ids = [m["id"] for m in g.requests]
+        assert len(set(ids)) == 3
+        with pytest.raises(RequestError, match="not one of"):
+            await s.request("shell.exec")
+    finally:
+        await s.close()
+        await g.close()
+
+
+async def test_error_replies_and_unmatched_replies(guest, cache):
+    s = session_for(guest, cache)
+    try:
+        await s.wait_state(Runstate.CONNECTED, timeout=5)
+        task = asyncio.ensure_future(s.request("config.get"))
+        await until(lambda: guest.requests, what="request at the guest")
+        req = guest.requests[0]
+        await guest.send(make_reply("nobody-asked", True, 1),
+                         make_reply(req["id"], False, code="denied", message="not today"))
+        with pytest.raises(RemoteError) as info:
+            await task
+        assert info.value.code == "denied"
+        assert s.entry.counters.drops["unmatched_reply"] == 1
+    finally:
+        await s.close()
+
+
+async def test_pending_request_fails_when_the_channel_drops(guest, cache):
+    s = session_for(guest, cache)
+    try:
+        await s.wait_state(Runstate.CONNECTED, timeout=5)
+        task = asyncio.ensure_future(s.request("ping", timeout=5))
+        await until(lambda: guest.requests, what="request")
+        await guest.drop()
+        with pytest.raises(NotConnected):
+            await task
+    finally:
+        await s.close()
+
+
+async def test_state_machine_guards(guest, cache):
+    s = session_for(guest, cache)
+    with pytest.raises(StateError):
+        s.start()
+    await s.close()
+    await s.close()  # idempotent
+    with pytest.raises(StateError):
+        s.start()
+    assert s.state is Runstate.CLOSED
+    assert not os.path.exists(guest.path) or guest.connections <= 1
