@@ -1,0 +1,117 @@
+"""Where the platform layer reads from: a root path for files and a runner for commands.
+
+Every platform function takes a ``Machine``. The default one reads the real ``/proc``, ``/sys``,
+``/etc`` and runs real commands; tests build one on a fixture tree and a recorded-output runner,
+so parsing is tested on real file contents without patching any function. The same mechanism
+lets the agent run in a container that sees the guest's root under some prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Protocol, Sequence
+
+from .errors import CommandFailed, CommandNotFound, CommandTimeout
+
+#: Commands get a C locale and no pager/colour so their output parses the same everywhere.
+COMMAND_ENV = {"LC_ALL": "C", "LANG": "C", "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0",
+               "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Root of the filesystem to read; ``Paths("/x")`` reads ``/x/proc/stat`` for ``/proc/stat``."""
+
+    root: str = "/"
+
+    def host(self, path: str) -> str:
+        """The real path of the machine's absolute ``path`` (e.g. ``/etc/os-release``)."""
+        if self.root in ("", "/"):
+            return path
+        return os.path.join(self.root, path.lstrip("/"))
+
+    def proc(self, *parts: str) -> str:
+        return self.host(os.path.join("/proc", *parts))
+
+    def sys(self, *parts: str) -> str:
+        return self.host(os.path.join("/sys", *parts))
+
+    def etc(self, *parts: str) -> str:
+        return self.host(os.path.join("/etc", *parts))
+
+    @property
+    def is_live(self) -> bool:
+        """True when this is the running system's own root (pwd/NSS lookups then apply)."""
+        return self.root in ("", "/")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: Sequence[str]
+    rc: int
+    stdout: str
+    stderr: str = ""
+
+
+class Runner(Protocol):
+    """Runs ``argv`` and returns its result; raises CommandNotFound or CommandTimeout."""
+
+    def __call__(self, argv: Sequence[str], timeout: float) -> CommandResult: ...
+
+
+def subprocess_runner(argv: Sequence[str], timeout: float) -> CommandResult:
+    """Run a real command with a timeout, C locale, no stdin; kill it when the timeout passes."""
+    env = dict(os.environ)
+    env.update(COMMAND_ENV)
+    try:
+        done = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=timeout, env=env, check=False)
+    except FileNotFoundError as err:
+        raise CommandNotFound(argv) from err
+    except PermissionError as err:
+        raise CommandNotFound(argv) from err
+    except subprocess.TimeoutExpired as err:
+        raise CommandTimeout(argv, timeout) from err
+    return CommandResult(argv, done.returncode, done.stdout.decode("utf-8", "replace"),
+                         done.stderr.decode("utf-8", "replace"))
+
+
+def _psutil_if_addrs() -> Dict[str, List[Any]]:
+    import psutil
+
+    return psutil.net_if_addrs()
+
+
+def _psutil_users() -> List[Any]:
+    import psutil
+
+    return psutil.users()
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The machine the platform functions look at.
+
+    ``if_addrs`` and ``users`` are the two things Linux exposes only through C APIs
+    (getifaddrs, getutxent) rather than files; they default to psutil's wrappers and take
+    the same shapes (``psutil.net_if_addrs()``, ``psutil.users()``) when a test supplies them.
+    """
+
+    paths: Paths = field(default_factory=Paths)
+    runner: Runner = subprocess_runner
+    if_addrs: Callable[[], Dict[str, List[Any]]] = _psutil_if_addrs
+    users: Callable[[], List[Any]] = _psutil_users
+    command_timeout: float = 10.0
+
+    def run(self, argv: Sequence[str], ok_codes: Sequence[int] = (0,),
+            timeout: float = 0.0) -> CommandResult:
+        """Run a helper command; raise CommandFailed if it exits with a code not in ok_codes."""
+        result = self.runner(argv, timeout or self.command_timeout)
+        if result.rc not in ok_codes:
+            raise CommandFailed(argv, result.rc, result.stderr or result.stdout)
+        return result
+
+
+LOCAL = Machine()
