@@ -5,6 +5,10 @@ sentence of documentation (the habit of vdsm's ``config.py.in``), so the parser,
 messages and ``vmdiag-engine config`` (which prints the effective values) share one source.
 Drop-ins are read in sorted order and later files win. An unknown section or key is an error,
 not a silent no-op: a typo in ``[ingest] cert`` must not make the service start without TLS.
+
+Health thresholds are the exception: ``[health]``, ``[health:cluster:<name>]`` and
+``[health:vm:<name or id>]`` hold the keys of ``engine_plugin.health.Thresholds`` (declared
+there, once) and are validated by it; ``Config.thresholds_for`` resolves them for one VM.
 """
 
 from __future__ import annotations
@@ -117,9 +121,11 @@ OPTIONS: Tuple[Option, ...] = (
            "host_id differs from it.", ("certificate", "strict")),
     Option("storage", "url", "str", "sqlite:////var/lib/vmdiag/vmdiag.db",
            "Store URL: sqlite:////absolute/path.db or postgresql://user@host/db."),
-    Option("storage", "raw_retention", "duration", "7d",
+    Option("storage", "raw_retention", "duration", "48h",
            "How long raw samples are kept before only 5-minute rollups remain."),
-    Option("storage", "rollup_retention", "duration", "90d", "How long 5-minute rollups are kept."),
+    Option("storage", "rollup_retention", "duration", "30d", "How long 5-minute rollups are kept."),
+    Option("storage", "vm_retention", "duration", "30d",
+           "How long a VM that stopped reporting is remembered at all."),
     Option("storage", "retention_interval", "duration", "1h",
            "How often the running service applies retention."),
     Option("ovirt", "url", "str", "https://localhost/ovirt-engine/api",
@@ -144,18 +150,6 @@ OPTIONS: Tuple[Option, ...] = (
     Option("events", "min_severity", "str", "warning",
            "Least severe verdict that raises an event on entering it (recoveries always do).",
            ("ok", "warning", "critical")),
-    Option("health", "silent_after", "duration", "5m",
-           "A VM whose agent sent nothing for this long is 'silent'."),
-    Option("health", "fs_warning_percent", "percent", "85", "Filesystem use that warns."),
-    Option("health", "fs_critical_percent", "percent", "95", "Filesystem use that is critical."),
-    Option("health", "memory_warning_percent", "percent", "90", "Memory use that warns."),
-    Option("health", "memory_critical_percent", "percent", "97", "Memory use that is critical."),
-    Option("health", "forecast_warning", "duration", "7d",
-           "A resource forecast to run out sooner than this warns."),
-    Option("health", "forecast_critical", "duration", "1d",
-           "A resource forecast to run out sooner than this is critical."),
-    Option("health", "history_window", "duration", "3d",
-           "How much history the forecasts fit their trend on."),
     Option("metrics", "allow", "networks", "127.0.0.1/32,::1/128",
            "CIDRs allowed to scrape /vmdiag/metrics (it needs no user token)."),
 )
@@ -183,9 +177,11 @@ class Section:
 class Config:
     """Typed, validated configuration; ``sources`` lists the files it was read from."""
 
-    def __init__(self, values: Dict[str, Dict[str, Any]], sources: Sequence[str]) -> None:
+    def __init__(self, values: Dict[str, Dict[str, Any]], sources: Sequence[str],
+                 health: Dict[str, Any] | None = None) -> None:
         self._values = values
         self.sources = list(sources)
+        self._health: Dict[str, Any] = health or {}
 
     def __getattr__(self, section: str) -> Section:
         if section.startswith("_") or section not in self._values:
@@ -197,6 +193,19 @@ class Config:
 
     def as_dict(self) -> Dict[str, Dict[str, Any]]:
         return {name: dict(values) for name, values in self._values.items()}
+
+    def thresholds_for(self, vm_id: str | None = None, vm_name: str | None = None,
+                       cluster: str | None = None) -> Any:
+        """The ``Thresholds`` of one VM: [health], then its cluster's keys, then its own."""
+        from .health import Thresholds
+
+        result = Thresholds()
+        for key in ("health", "health:cluster:%s" % cluster if cluster else None,
+                    "health:vm:%s" % vm_name if vm_name else None,
+                    "health:vm:%s" % vm_id if vm_id else None):
+            if key and key in self._health:
+                result = _build_thresholds(key, self._health[key], result)
+        return result
 
 
 def _convert(option: Option, raw: str, origin: str) -> Any:
@@ -231,6 +240,7 @@ def load(path: str = DEFAULT_PATH, overrides: Dict[str, Dict[str, str]] | None =
         values.setdefault(option.section, {})[option.key] = _convert(
             option, option.default, "built-in default")
     files = config_files(path)
+    health: Dict[str, Dict[str, Tuple[str, str]]] = {}
     for name in files:
         parser = configparser.ConfigParser(interpolation=None)
         try:
@@ -238,11 +248,34 @@ def load(path: str = DEFAULT_PATH, overrides: Dict[str, Dict[str, str]] | None =
                 parser.read_file(handle)
         except (OSError, UnicodeDecodeError, configparser.Error) as err:
             raise ConfigError("%s: cannot be read as an INI file: %s" % (name, err)) from err
-        _apply(values, _items(parser), name)
+        _apply(values, _items(parser), name, health)
     if overrides:
         _apply(values, ((s, k, v) for s, kv in overrides.items() for k, v in kv.items()),
-               "override")
-    return Config(values, files)
+               "override", health)
+    return Config(values, files, _thresholds(health))
+
+
+def _build_thresholds(section: str, raw: Dict[str, Tuple[str, str]], base: Any) -> Any:
+    from .health import Thresholds
+
+    result = base
+    for key, (value, origin) in raw.items():
+        try:
+            result = Thresholds.from_mapping({key: value}, result, origin)
+        except ValueError as err:
+            raise ConfigError("%s (section [%s])" % (err, section)) from err
+    return result
+
+
+def _thresholds(raw: Dict[str, Dict[str, Tuple[str, str]]]) -> Dict[str, Any]:
+    """Check every health section now (on top of [health]) so errors surface at start-up."""
+    if raw:
+        from .health import Thresholds
+
+        base = _build_thresholds("health", raw.get("health", {}), Thresholds())
+        for section, values in raw.items():
+            _build_thresholds(section, values, base)
+    return raw
 
 
 def _items(parser: configparser.ConfigParser) -> Iterable[Tuple[str, str, str]]:
@@ -252,8 +285,11 @@ def _items(parser: configparser.ConfigParser) -> Iterable[Tuple[str, str, str]]:
 
 
 def _apply(values: Dict[str, Dict[str, Any]], items: Iterable[Tuple[str, str, str]],
-           origin: str) -> None:
+           origin: str, health: Dict[str, Dict[str, Tuple[str, str]]]) -> None:
     for section, key, raw in items:
+        if section == "health" or section.startswith(("health:cluster:", "health:vm:")):
+            health.setdefault(section, {})[key] = (raw, origin)
+            continue
         if section not in values:
             raise ConfigError("%s: unknown section [%s]; known sections: %s"
                               % (origin, section, ", ".join(sorted(values))))
