@@ -22,9 +22,9 @@ This module does the following instead, on bucketed medians so its cost is bound
    a day the data covers, so a short or noisy history never raises an alarm.
 """
 
+import bisect
 import dataclasses
 import math
-import statistics
 from typing import List, Optional, Sequence, Tuple
 
 Point = Tuple[float, float]
@@ -68,15 +68,33 @@ class Forecast:
 
 def bucket_medians(points: Sequence[Point], max_buckets: int = MAX_BUCKETS) -> List[Point]:
     """Median time and value per equal-width time bucket; at most ``max_buckets`` points."""
-    pts = sorted(p for p in points if _finite(p[1]))
-    if len(pts) <= max_buckets:
+    pts = sorted(points)  # linear for the already sorted series the store returns
+    if not pts:
+        return []
+    times, values = zip(*pts)
+    if not math.isfinite(math.fsum(values)):
+        pts = [p for p in pts if math.isfinite(p[1])]
+        return bucket_medians(pts, max_buckets) if pts else []
+    n = len(pts)
+    if n <= max_buckets:
         return pts
-    start, end = pts[0][0], pts[-1][0]
-    width = (end - start) / max_buckets or 1.0
-    buckets: List[List[Point]] = [[] for _ in range(max_buckets)]
-    for p in pts:
-        buckets[min(max_buckets - 1, int((p[0] - start) / width))].append(p)
-    return [_median_point(b) for b in buckets if b]
+    start = times[0]
+    width = (times[-1] - start) / max_buckets or 1.0
+    out: List[Point] = []
+    lo = 0
+    for k in range(1, max_buckets + 1):
+        hi = n if k == max_buckets else bisect.bisect_right(times, start + k * width, lo)
+        if hi > lo:
+            out.append((times[(lo + hi - 1) // 2], median(values[lo:hi])))
+            lo = hi
+    return out
+
+
+def median(values: Sequence[float]) -> float:
+    """statistics.median without its overhead, for the many short lists here."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
 
 
 def hampel(points: Sequence[Point], half_window: int = 2, k: float = 4.0,
@@ -89,9 +107,10 @@ def hampel(points: Sequence[Point], half_window: int = 2, k: float = 4.0,
         if len(window) < 2:
             kept.append(p)
             continue
-        med = statistics.median(window)
-        scale = 1.4826 * statistics.median([abs(v - med) for v in window])
-        if abs(p[1] - med) > max(k * scale, floor) and not _is_step(values, i, med, floor):
+        med = median(window)
+        scale = 1.4826 * median([abs(v - med) for v in window])
+        dev = abs(p[1] - med)
+        if dev > floor and dev > k * scale and not _is_step(values, i, med, floor):
             continue
         kept.append(p)
     return kept
@@ -109,8 +128,8 @@ def find_resets(points: Sequence[Point], floor: float) -> List[int]:
     diffs = [b[1] - a[1] for a, b in zip(points, points[1:])]
     if not diffs:
         return []
-    med = statistics.median(diffs)
-    scale = 1.4826 * statistics.median([abs(d - med) for d in diffs])
+    med = median(diffs)
+    scale = 1.4826 * median([abs(d - med) for d in diffs])
     limit = max(6 * scale, floor)
     return [i + 1 for i, d in enumerate(diffs) if d < -limit]
 
@@ -121,13 +140,13 @@ def fit(points: Sequence[Point]) -> Trend:
     span = points[-1][0] - points[0][0] if n else 0.0
     t0 = points[-1][0] if n else 0.0
     if n < MIN_POINTS or span < MIN_SPAN_S:
-        level = statistics.median([v for _, v in points]) if n else 0.0
+        level = median([v for _, v in points]) if n else 0.0
         return Trend(0.0, level, t0, 0.0, "insufficient")
     lag = max(1, n // 2)
     slopes = [(points[i + lag][1] - points[i][1]) / (points[i + lag][0] - points[i][0])
               for i in range(n - lag) if points[i + lag][0] > points[i][0]]
-    slope = statistics.median(slopes)
-    intercept = statistics.median([v + slope * (t0 - t) for t, v in points])
+    slope = median(slopes)
+    intercept = median([v + slope * (t0 - t) for t, v in points])
     if slope == 0:
         agreement = 0.0
     else:
@@ -144,6 +163,9 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
     if not pts:
         return Forecast(Trend(0.0, 0.0, now, 0.0, "insufficient"), 0.0, capacity, None, 0)
     span_values = max(v for _, v in pts) - min(v for _, v in pts)
+    if span_values == 0:
+        flat = Trend(0.0, pts[-1][1], pts[-1][0], 1.0 if len(pts) >= MIN_POINTS else 0.0, "linear")
+        return Forecast(flat, pts[-1][1], capacity, None, 0)
     floor = reset_floor_fraction * capacity if capacity else 0.05 * span_values
     pts = hampel(pts, floor=floor)
     resets = find_resets(pts, floor)
@@ -172,7 +194,7 @@ def _sawtooth(pts: Sequence[Point], resets: Sequence[int], capacity: Optional[fl
     eta_ramp = None
     if capacity is not None and len(current) >= 3 and lengths:
         ramp = fit_ramp(current)
-        remaining = max(0.0, statistics.median(lengths) - (current[-1][0] - current[0][0]))
+        remaining = max(0.0, median(lengths) - (current[-1][0] - current[0][0]))
         level = current[-1][1]
         if ramp > 0 and level + ramp * remaining >= capacity:
             eta_ramp = max(0.0, (capacity - level) / ramp)
@@ -187,9 +209,9 @@ def _peak_fit(peaks: Sequence[Point]) -> Trend:
         return Trend(0.0, level, t0, 0.5 if len(peaks) == 2 else 0.0, "sawtooth")
     slopes = [(b[1] - a[1]) / (b[0] - a[0]) for i, a in enumerate(peaks)
               for b in peaks[i + 1:] if b[0] > a[0]]
-    slope = statistics.median(slopes)
+    slope = median(slopes)
     t0 = peaks[-1][0]
-    intercept = statistics.median([v + slope * (t0 - t) for t, v in peaks])
+    intercept = median([v + slope * (t0 - t) for t, v in peaks])
     same = sum(1 for s in slopes if s != 0 and (s > 0) == (slope > 0))
     conf = max(0.0, 2.0 * same / len(slopes) - 1.0) if slope else 0.0
     return Trend(slope, intercept, t0, round(conf, 3), "sawtooth")
@@ -198,7 +220,7 @@ def _peak_fit(peaks: Sequence[Point]) -> Trend:
 def fit_ramp(points: Sequence[Point]) -> float:
     """Median slope between consecutive points: the rate of the current ramp."""
     slopes = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(points, points[1:]) if b[0] > a[0]]
-    return statistics.median(slopes) if slopes else 0.0
+    return median(slopes) if slopes else 0.0
 
 
 def _eta(trend: Trend, capacity: Optional[float], now: float) -> Optional[float]:
@@ -210,11 +232,3 @@ def _eta(trend: Trend, capacity: Optional[float], now: float) -> Optional[float]
         return 0.0
     eta = (capacity - level) / trend.slope
     return eta if eta <= MAX_ETA_S else None
-
-
-def _median_point(bucket: Sequence[Point]) -> Point:
-    return (statistics.median([t for t, _ in bucket]), statistics.median([v for _, v in bucket]))
-
-
-def _finite(v: float) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)

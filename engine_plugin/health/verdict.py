@@ -9,6 +9,7 @@ only when the time left exceeds its horizon by a quarter), so values hovering at
 do not raise and clear events on every report.
 """
 
+import bisect
 import dataclasses
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -32,15 +33,25 @@ class Finding:
                 "metric": self.metric}
 
 
-def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Histories,
+def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Optional[Histories],
                 thresholds: Thresholds, previous: Optional[Mapping[str, Any]], now: float,
                 received_at: Optional[float]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """Return ``(verdict, state)``; ``verdict`` = {status, since, reasons, forecasts}."""
+    """Return ``(verdict, state)``; ``verdict`` = {status, since, reasons, forecasts}.
+
+    Forecasts cost milliseconds per VM and move slowly, while checks change with every
+    report: pass ``histories=None`` to reuse the forecasts kept in ``previous`` (the service
+    refreshes them every few minutes, not on every report).
+    """
     prev = dict(previous or {})
     active: Dict[str, str] = dict(prev.get("active") or {})
     pending: Dict[str, float] = dict(prev.get("pending") or {})
 
-    forecasts = forecast_vm(report, histories, thresholds, active, now)
+    if histories is None:
+        forecasts = list(prev.get("forecasts") or [])
+        forecasts_at = prev.get("forecasts_at")
+    else:
+        forecasts = forecast_vm(report, histories, thresholds, active, now)
+        forecasts_at = now
     candidates = _check_findings(report) + _metric_findings(report, thresholds, active)
     candidates += [Finding("forecast:" + f["metric"], f["status"], f["message"], f["metric"])
                    for f in forecasts if f["status"] != "ok"]
@@ -68,6 +79,7 @@ def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Histories,
     verdict = {"status": status, "since": since, "reasons": [f.as_dict() for f in raised],
                "forecasts": [{k: v for k, v in f.items() if k != "message"} for f in forecasts]}
     state = {"status": status, "since": since, "pending": new_pending,
+             "forecasts": forecasts, "forecasts_at": forecasts_at,
              "active": {f.code: f.severity for f in raised if not f.code.startswith("agent.")}}
     return verdict, state
 
@@ -131,8 +143,9 @@ def forecast_vm(report: Optional[Mapping[str, Any]], histories: Histories, t: Th
     since = now - t.forecast_window_s
     out = []
 
-    def series(name: str) -> List[Point]:
-        return [p for p in histories.get(name, ()) if p[0] >= since]
+    def series(name: str) -> Sequence[Point]:
+        pts = histories.get(name, ())
+        return pts[bisect.bisect_left(pts, (since,)):] if pts and pts[0][0] < since else pts
 
     def capacity(name: str, fallback: Optional[float] = None) -> Optional[float]:
         pts = histories.get(name)

@@ -72,3 +72,13 @@ def test_steady_state_keeps_since():
     v1, s1 = evaluate_vm(rep, {}, T, None, 1000.0, 1000.0)
     v2, _ = evaluate_vm(rep, {}, T, s1, 5000.0, 5000.0)
     assert v1["since"] == v2["since"] == 1000.0
+
+
+def test_forecasts_are_reused_when_no_history_is_given():
+    day = 86400.0
+    hist = {"fs.used:/": [(t * 600.0, 50e9 + t * 600.0 * 1e5) for t in range(300)],
+            "fs.total:/": [(180000.0, 100e9)]}
+    v1, s1 = evaluate_vm(report(), hist, T, None, 180000.0, 180000.0)
+    assert v1["forecasts"][0]["metric"] == "fs.used:/"
+    v2, s2 = evaluate_vm(report(), None, T, s1, 180000.0 + day / 24, 180000.0 + day / 24)
+    assert v2["forecasts"] == v1["forecasts"] and s2["forecasts_at"] == 180000.0
