@@ -1,0 +1,314 @@
+"""oVirt external events for health changes: planned once, stored, delivered until accepted.
+
+Flow::
+
+    verdict --plan()--> new events + new dedup state  --(store, under one lock)--> outbox
+    outbox --EventDispatcher--> EventsService.add(origin='vmdiag', custom_id, severity, vm)
+
+* Dedup: ``plan`` compares a verdict with the last *notified* state of the VM
+  (``store.event_state("events:vm:<id>")``); a steady state plans nothing.
+* Which changes raise an event: the status moving between ok, warning and critical (a
+  recovery to ok is a NORMAL event), and a forecast entering or worsening to warning/critical
+  (it crossed a horizon) while the status itself did not change. The "unknown" status (agent
+  silent or absent) raises none: a VM being shut down makes its agent silent, and oVirt
+  already reports VM state changes; the next known status is compared with the last notified
+  one.
+* custom_id: the engine keeps ``(origin, custom_id)`` unique and stores custom_id in a 32-bit
+  column. Ids come from a counter in the store whose floor is seconds since 2020-09-13
+  (1.6e9 Unix), so a re-created database continues above ids it issued before, unless it
+  issued more than one a second on average; it lasts until 2088.
+* Delivery: the outbox lives in the store, so events planned while the engine is down survive
+  a restart. An event keeps its custom_id across retries; if the engine accepted it but the
+  answer was lost, the retry is refused as a duplicate and that counts as delivered.
+  A down engine never blocks ingest: planning only writes the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Tuple
+
+import ovirtsdk4
+from ovirtsdk4 import types
+
+from .connection import EngineEndpoint
+
+log = logging.getLogger(__name__)
+
+ORIGIN = "vmdiag"
+CUSTOM_ID_EPOCH = 1_600_000_000
+INT32_MAX = 2**31 - 1
+MAX_OUTBOX = 5000
+MAX_DESCRIPTION = 3000
+
+RANK = {"ok": 0, "warning": 2, "critical": 3}
+SEVERITY = {"ok": types.LogSeverity.NORMAL, "warning": types.LogSeverity.WARNING,
+            "critical": types.LogSeverity.ERROR}
+
+KEY_OUTBOX = "events:outbox"
+KEY_COUNTER = "events:custom_id"
+
+
+def vm_key(vm_id: str) -> str:
+    return "events:vm:" + vm_id
+
+
+@dataclass
+class PlannedEvent:
+    """An event decided on, before it has a custom_id."""
+
+    vm_id: str
+    status: str
+    description: str
+
+
+def plan(vm_id: str, vm_label: str, verdict: Mapping[str, Any],
+         previous: Mapping[str, Any] | None, min_severity: str = "warning"
+         ) -> Tuple[List[PlannedEvent], Dict[str, Any]]:
+    """Events a verdict calls for, and the VM's new notified state (pure)."""
+    status = verdict.get("status")
+    forecasts = {f.get("metric"): f for f in verdict.get("forecasts") or ()
+                 if f.get("status") in ("warning", "critical")}
+    prev = dict(previous or {})
+    prev_status = prev.get("status")
+    prev_forecasts: Dict[str, str] = dict(prev.get("forecasts") or {})
+    state = {"status": prev_status, "forecasts": {m: f["status"] for m, f in forecasts.items()}}
+    if status not in RANK:  # "unknown": keep the last notified status, plan nothing
+        state["forecasts"] = prev_forecasts
+        return [], state
+    state["status"] = status
+    events: List[PlannedEvent] = []
+    reasons = [r for r in verdict.get("reasons") or () if r.get("severity") == status]
+    if status != prev_status:
+        # Entering a level worth an event, or leaving one that was worth an event (recovery).
+        entering = RANK[status] >= RANK[min_severity]
+        leaving = prev_status in RANK and RANK[prev_status] >= RANK[min_severity]
+        if entering or leaving:
+            events.append(PlannedEvent(vm_id, status, describe(vm_label, status, reasons)))
+        return events, state
+    for metric, forecast in sorted(forecasts.items()):
+        before = prev_forecasts.get(metric, "ok")
+        if RANK[forecast["status"]] > RANK.get(before, 0):
+            text = "VM %s: %s" % (vm_label, _forecast_text(forecast, verdict))
+            events.append(PlannedEvent(vm_id, forecast["status"], text))
+    return events, state
+
+
+def describe(vm_label: str, status: str, reasons: List[Mapping[str, Any]]) -> str:
+    if status == "ok":
+        return "VM %s is healthy again (vmdiag)." % vm_label
+    text = "VM %s is %s (vmdiag): %s" % (vm_label, status, "; ".join(
+        str(r.get("message")) for r in reasons[:3]) or "see its Diagnostics tab.")
+    return text[:MAX_DESCRIPTION]
+
+
+def _forecast_text(forecast: Mapping[str, Any], verdict: Mapping[str, Any]) -> str:
+    for reason in verdict.get("reasons") or ():
+        if reason.get("metric") == forecast.get("metric") and reason.get("message"):
+            return str(reason["message"])[:MAX_DESCRIPTION]
+    return "%s is forecast to run out (%s)." % (forecast.get("label") or forecast.get("metric"),
+                                                forecast.get("status"))
+
+
+def next_custom_ids(counter: Mapping[str, Any] | None, count: int, now: float
+                    ) -> Tuple[List[int], Dict[str, Any]]:
+    """``count`` fresh custom_ids and the new counter state (pure)."""
+    floor = int(now) - CUSTOM_ID_EPOCH
+    start = max(int((counter or {}).get("next", 0)), floor, 1)
+    if start + count > INT32_MAX:
+        start = 1  # only after 2088; duplicates are then refused by the engine and counted
+    return list(range(start, start + count)), {"next": start + count}
+
+
+class EventOutbox:
+    """Plans events and keeps the undelivered ones in the store (the store is synchronous)."""
+
+    def __init__(self, store: Any, min_severity: str = "warning",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.min_severity = min_severity
+        self.clock = clock
+        self.dropped = 0
+
+    def record(self, vm_id: str, vm_label: str, verdict: Mapping[str, Any]) -> int:
+        """Plan events for one verdict; return how many were queued. Call under one lock."""
+        events, state = plan(vm_id, vm_label, verdict, self.store.event_state(vm_key(vm_id)),
+                             self.min_severity)
+        if events:
+            ids, counter = next_custom_ids(self.store.event_state(KEY_COUNTER), len(events),
+                                           self.clock())
+            outbox = self.pending()
+            now = self.clock()
+            for custom_id, event in zip(ids, events):
+                outbox.append({"custom_id": custom_id, "vm_id": event.vm_id,
+                               "status": event.status, "description": event.description,
+                               "planned_at": now, "attempts": 0})
+            if len(outbox) > MAX_OUTBOX:
+                self.dropped += len(outbox) - MAX_OUTBOX
+                log.warning("event outbox full: dropped the %d oldest undelivered events",
+                            len(outbox) - MAX_OUTBOX)
+                outbox = outbox[-MAX_OUTBOX:]
+            self.store.set_event_state(KEY_COUNTER, counter)
+            self.store.set_event_state(KEY_OUTBOX, {"items": outbox})
+        self.store.set_event_state(vm_key(vm_id), state)
+        return len(events)
+
+    def pending(self) -> List[Dict[str, Any]]:
+        return list((self.store.event_state(KEY_OUTBOX) or {}).get("items") or [])
+
+    def settle(self, done: List[int], retried: List[int]) -> None:
+        """Remove delivered (or undeliverable) ids; count an attempt on the retried ones."""
+        items = []
+        for item in self.pending():
+            if item["custom_id"] in done:
+                continue
+            if item["custom_id"] in retried:
+                item["attempts"] = int(item.get("attempts", 0)) + 1
+            items.append(item)
+        self.store.set_event_state(KEY_OUTBOX, {"items": items})
+
+
+class ServiceAccount:
+    """The service's own engine session (never a user's), used to add events."""
+
+    def __init__(self, endpoint: EngineEndpoint, user: str = "", password: str = "",
+                 token: str = "") -> None:
+        if not token and not (user and password):
+            raise ValueError("set [ovirt] user and password (or password_file), or token_file, "
+                             "so vmdiag can add events to the engine; or set [events] "
+                             "enabled = no")
+        self.endpoint = endpoint
+        self.user = user
+        self.password = password
+        self.token = token
+        self._conn: ovirtsdk4.Connection | None = None
+
+    def connection(self) -> ovirtsdk4.Connection:
+        if self._conn is None:
+            self._conn = ovirtsdk4.Connection(
+                url=self.endpoint.url, username=self.user or None,
+                password=self.password or None, token=self.token or None,
+                ca_file=self.endpoint.ca_file, timeout=int(self.endpoint.timeout))
+        return self._conn
+
+    def reset(self) -> None:
+        """Forget the connection (after a failure), so the next attempt starts afresh."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close(logout=False)
+            except Exception:  # closing a broken connection may fail too; nothing to do
+                log.debug("closing a failed engine connection failed", exc_info=True)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close(logout=not self.token)  # revoke only tokens we created
+            except ovirtsdk4.Error as err:
+                log.info("could not log the service account out of the engine: %s", err)
+
+    def add_event(self, item: Mapping[str, Any]) -> str:
+        """Add one event; return "sent", "duplicate" (already there) or raise."""
+        event = types.Event(origin=ORIGIN, custom_id=int(item["custom_id"]),
+                            severity=SEVERITY[item["status"]],
+                            description=item["description"], vm=types.Vm(id=item["vm_id"]))
+        try:
+            self.connection().system_service().events_service().add(event)
+            return "sent"
+        except ovirtsdk4.Error as err:
+            if getattr(err, "code", None) == 409 and "same custom ID" in str(err):
+                return "duplicate"
+            raise
+
+
+class EventDispatcher:
+    """Delivers the outbox in the background; retries every ``retry_interval`` seconds."""
+
+    def __init__(self, outbox: EventOutbox, account: ServiceAccount, lock: asyncio.Lock,
+                 executor: concurrent.futures.Executor, retry_interval: float = 60.0,
+                 on_result: Callable[[str], None] | None = None) -> None:
+        self.outbox = outbox
+        self.account = account
+        self.lock = lock
+        self.executor = executor
+        self.retry_interval = retry_interval
+        self.on_result = on_result
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="vmdiag-events")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.account.close)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.retry_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.deliver()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must survive anything; the next pass retries
+                log.exception("delivering events failed; retrying in %.0f s", self.retry_interval)
+
+    async def deliver(self) -> Dict[str, int]:
+        """One pass over the outbox; returns counts by outcome."""
+        loop = asyncio.get_running_loop()
+        async with self.lock:
+            items = await loop.run_in_executor(self.executor, self.outbox.pending)
+        counts = {"sent": 0, "duplicate": 0, "rejected": 0, "failed": 0}
+        done: List[int] = []
+        retried: List[int] = []
+        for item in items:
+            outcome = await loop.run_in_executor(self.executor, self._attempt, item)
+            counts[outcome] += 1
+            if self.on_result is not None:
+                self.on_result(outcome)
+            if outcome == "failed":
+                retried.append(item["custom_id"])
+                break  # the engine is down or refuses us: keep order, retry later
+            done.append(item["custom_id"])
+        if done or retried:
+            async with self.lock:
+                await loop.run_in_executor(self.executor, self.outbox.settle, done, retried)
+        return counts
+
+    def _attempt(self, item: Mapping[str, Any]) -> str:
+        try:
+            outcome = self.account.add_event(item)
+            self.last_error = None
+            return outcome
+        except ovirtsdk4.Error as err:
+            code = getattr(err, "code", None)
+            if code in (400, 404):
+                # The engine will never take this one (the VM was removed, say): drop it.
+                log.warning("the engine rejected event %s for VM %s for good: %s",
+                            item["custom_id"], item["vm_id"], err)
+                return "rejected"
+            if self.last_error is None:
+                log.warning("cannot add events to the engine (will retry every %.0f s): %s",
+                            self.retry_interval, err)
+            self.last_error = str(err)
+            self.account.reset()
+            return "failed"
