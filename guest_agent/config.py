@@ -35,7 +35,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Option:
-    """One declared option. ``kind`` is int, float, str, list, choice, targets or urls."""
+    """One declared option. ``kind`` is int, float, bool, str, list, choice, targets or urls."""
 
     section: str
     key: str
@@ -50,6 +50,8 @@ class Option:
         """What a valid value looks like, for error messages and docs."""
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
+        if self.kind == "bool":
+            return "yes or no"
         if self.kind in ("int", "float"):
             what = "an integer" if self.kind == "int" else "a number"
             if self.minimum is not None and self.maximum is not None:
@@ -93,6 +95,8 @@ OPTIONS: Tuple[Option, ...] = (
     _o("probes", "tcp_targets", "targets", (), "host:port pairs that must accept connections."),
     _o("probes", "http_targets", "urls", (), "URLs that must answer below HTTP 500."),
     _o("probes", "timeout", "float", 2.0, "Seconds each probe may take.", 0.1, 30),
+    _o("probes", "gateway", "bool", True,
+       "Probe the default gateway (ICMP echo, else a TCP connect) with every report."),
     # [settings]
     _o("settings", "sysctls", "list",
       ("vm.swappiness", "vm.overcommit_memory", "net.ipv4.ip_forward", "kernel.panic",
@@ -141,6 +145,8 @@ ORDERED_PAIRS = (
     ("time_offset_warning_ms", "time_offset_critical_ms"),
 )
 
+_TRUE = ("yes", "true", "on", "1")
+_FALSE = ("no", "false", "off", "0")
 _BY_NAME: Dict[Tuple[str, str], Option] = {(o.section, o.key): o for o in OPTIONS}
 _HOSTPORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>\d+)$")
 
@@ -187,6 +193,13 @@ def parse_value(opt: Option, text: str) -> Any:
     text = text.strip()
     if opt.kind in ("int", "float"):
         return _parse_number(opt, text)
+    if opt.kind == "bool":
+        lowered = text.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError("%r is not %s" % (text, opt.allowed()))
     if opt.kind == "choice":
         upper = text.upper()
         if upper not in opt.choices:
@@ -270,11 +283,14 @@ class AgentConfig:
         return {"options": out, "files": list(self.files),
                 "overridden": sorted("%s.%s" % k for k in self.sources)}
 
-    def collector_options(self) -> Any:
-        """The ``CollectorOptions`` the collectors take, built from this configuration."""
+    def collector_options(self, **overrides: Any) -> Any:
+        """The ``CollectorOptions`` the collectors take, built from this configuration.
+
+        ``overrides`` set fields that are not configuration, such as the ``machine`` to read.
+        """
         from guest_agent.collectors.options import CollectorOptions
 
-        return CollectorOptions(
+        fields: Dict[str, Any] = dict(
             watched_units=list(self.get("watch", "units")),
             watched_processes=list(self.get("watch", "processes")),
             dns_names=list(self.get("probes", "dns_names")),
@@ -285,7 +301,11 @@ class AgentConfig:
             probe_timeout_s=float(self.get("probes", "timeout")),
             packages_interval_s=float(self.get("collect", "packages_interval")),
             listening_interval_s=float(self.get("collect", "listening_interval")),
+            top_interval_s=float(self.get("collect", "top_interval")),
+            probe_gateway=bool(self.get("probes", "gateway")),
         )
+        fields.update(overrides)
+        return CollectorOptions(**fields)
 
 
 def _read_file(path: str) -> configparser.RawConfigParser:
@@ -361,6 +381,8 @@ def describe_options(out: Callable[[str], Any] = print) -> None:
         default = opt.default
         if isinstance(default, tuple):
             default = ", ".join(default)
+        elif isinstance(default, bool):
+            default = "yes" if default else "no"
         elif isinstance(default, float):
             default = _num(default)
         out("# %s Allowed: %s." % (opt.doc, opt.allowed()))
