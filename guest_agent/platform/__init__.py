@@ -15,7 +15,7 @@ The facade:
     resources:  cpu_stat, load_average, meminfo, vmstat, pressure, mounts,
                 real_filesystems, statvfs, disk_stats, file_handles, uptime,
                 page_size, clock_ticks
-    processes:  scan, cmdline, owner_uid, user_name
+    processes:  scan, process_name, cmdline, owner_uid, user_name
     network:    interfaces, addresses, routes, default_gateway, resolv_conf,
                 listening_sockets, socket_owners
     services:   failed_units, unit_states
@@ -65,6 +65,7 @@ if sys.platform.startswith("linux"):
         package_db_stamp,
         page_size,
         pressure,
+        process_name,
         real_filesystems,
         reboot_required,
         resolv_conf,
@@ -110,6 +111,7 @@ else:  # pragma: no cover - exercised only on other operating systems
         package_db_stamp,
         page_size,
         pressure,
+        process_name,
         real_filesystems,
         reboot_required,
         resolv_conf,
@@ -137,7 +139,7 @@ __all__ = [
     "file_handles", "fqdn_from_hosts", "hostname", "installed_packages", "interfaces",
     "kernel_release", "listening_sockets", "load_average", "logged_in_users", "meminfo",
     "mounts", "os_release", "owner_uid", "package_db_stamp", "page_size", "pressure",
-    "real_filesystems", "reboot_required", "resolv_conf", "routes", "scan", "security_modules",
-    "socket_owners", "statvfs", "subprocess_runner", "sysctl", "time_sync", "timezone",
-    "unit_states", "uptime", "user_name", "vmstat",
+    "process_name", "real_filesystems", "reboot_required", "resolv_conf", "routes", "scan",
+    "security_modules", "socket_owners", "statvfs", "subprocess_runner", "sysctl", "time_sync",
+    "timezone", "unit_states", "uptime", "user_name", "vmstat",
 ]

@@ -13,10 +13,10 @@ class CpuStat(NamedTuple):
 
 class DiskStat(NamedTuple):
     reads: int
-    read_sectors: int
+    read_bytes: int
     read_ms: int
     writes: int
-    write_sectors: int
+    write_bytes: int
     write_ms: int
     io_ms: int
 
@@ -37,6 +37,7 @@ class Package(NamedTuple):
 class ProcStat(NamedTuple):
     pid: int
     name: str
+    state: str  # R, S, D, Z, ...
     ticks: int  # utime + stime, in clock ticks
     start_ticks: int  # since boot
     rss_pages: int

@@ -28,7 +28,7 @@ from .net import (
     socket_owners,
 )
 from .packages import Package, installed_packages, package_db_stamp
-from .processes import ProcStat, cmdline, owner_uid, scan, user_name
+from .processes import ProcStat, cmdline, owner_uid, process_name, scan, user_name
 from .services import failed_units, unit_states
 from .system import (
     arch,
@@ -51,7 +51,7 @@ __all__ = [
     "file_handles", "fqdn_from_hosts", "hostname", "installed_packages", "interfaces",
     "kernel_release", "listening_sockets", "load_average", "logged_in_users", "meminfo",
     "mounts", "os_release", "owner_uid", "package_db_stamp", "page_size", "pressure",
-    "real_filesystems", "reboot_required", "resolv_conf", "routes", "scan", "security_modules",
-    "socket_owners", "statvfs", "sysctl", "time_sync", "timezone", "unit_states", "uptime",
-    "user_name", "vmstat",
+    "process_name", "real_filesystems", "reboot_required", "resolv_conf", "routes", "scan",
+    "security_modules", "socket_owners", "statvfs", "sysctl", "time_sync", "timezone",
+    "unit_states", "uptime", "user_name", "vmstat",
 ]

@@ -168,8 +168,8 @@ def disk_stats(m: Machine) -> Dict[str, DiskStat]:
             continue
         if not wanted and name.startswith(_VIRTUAL_DISKS):
             continue
-        out[name] = DiskStat(int(f[3]), int(f[5]), int(f[6]), int(f[7]), int(f[9]), int(f[10]),
-                             int(f[12]))
+        out[name] = DiskStat(int(f[3]), int(f[5]) * SECTOR_BYTES, int(f[6]), int(f[7]),
+                             int(f[9]) * SECTOR_BYTES, int(f[10]), int(f[12]))
     return out
 
 

@@ -45,7 +45,8 @@ def parse_stat(raw: bytes) -> ProcStat | None:
         return None
     # tail fields: [0]=state ... [11]=utime [12]=stime ... [19]=starttime [21]=rss
     return ProcStat(int(pid_text), comm.decode("utf-8", "replace"),
-                    int(fields[11]) + int(fields[12]), int(fields[19]), int(fields[21]))
+                    fields[0].decode("ascii", "replace"), int(fields[11]) + int(fields[12]),
+                    int(fields[19]), int(fields[21]))
 
 
 def cmdline(m: Machine, pid: int) -> List[str]:
@@ -83,3 +84,9 @@ def user_name(m: Machine, uid: int, cache: Dict[int, str]) -> str:
             name = str(uid)
         cache[uid] = name
     return name
+
+
+def process_name(m: Machine, pid: int) -> str:
+    """The kernel's short name (comm) of ``pid``."""
+    with open(m.paths.proc(str(pid), "comm"), "rb") as f:
+        return f.read().decode("utf-8", "replace").rstrip("\n")

@@ -1,0 +1,123 @@
+"""The ``applications`` section: failed and watched systemd units, watched processes, packages.
+
+The package inventory is the heavy part: it is re-read when the package database file
+changed (one stat per report) or every ``packages_interval_s``, and the full list is sent
+only when its digest differs from the last one sent; otherwise the section carries
+``count``, ``digest`` and ``changed: false``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Dict, List, Tuple
+
+from .. import platform
+from .errors import FieldErrors
+from .options import CollectorOptions
+from .state import CollectorState
+
+LIMITS = {"failed_units": 1024, "units": 1024, "processes": 256, "packages": 50000}
+#: A package list bigger than this (as JSON) would crowd the 1 MiB line; send count+digest only.
+MAX_LIST_BYTES = 640 * 1024
+
+
+def collect(options: CollectorOptions, state: CollectorState, errors: FieldErrors
+            ) -> Dict[str, Any]:
+    m = options.machine
+    data: Dict[str, Any] = {}
+    with errors.field("failed_units"):
+        data["failed_units"] = platform.failed_units(m)[:LIMITS["failed_units"]]
+    with errors.field("units"):
+        data["units"] = watched_units(options)
+    with errors.field("processes"):
+        data["processes"] = watched_processes(options, state)
+    with errors.field("packages"):
+        data["packages"] = packages(options, state, errors)
+    return data
+
+
+def parse_unit_spec(spec: str) -> Tuple[str, str]:
+    """``"name"`` or ``"name=expected_state"`` -> (name, expected active state)."""
+    name, _, expected = spec.partition("=")
+    return name.strip(), expected.strip() or "active"
+
+
+def watched_units(options: CollectorOptions) -> List[Dict[str, Any]]:
+    specs = [parse_unit_spec(s) for s in options.watched_units][:LIMITS["units"]]
+    if not specs:
+        return []
+    states = platform.unit_states(options.machine, [name for name, _ in specs])
+    out = []
+    for name, expected in specs:
+        st = states.get(name, {})
+        out.append({"name": name, "active_state": st.get("active_state") or None,
+                    "sub_state": st.get("sub_state") or None, "expected": expected,
+                    "load_state": st.get("load_state") or None})
+    return out
+
+
+def watched_processes(options: CollectorOptions, state: CollectorState) -> List[Dict[str, Any]]:
+    """Each watched name: present (not a zombie) and how many processes match it.
+
+    A process matches by its kernel name (comm, cut at 15 characters) or by the base name of
+    its argv[0]; argv is read only for processes whose comm matched nothing.
+    """
+    names = list(dict.fromkeys(n for n in options.watched_processes if n))[:LIMITS["processes"]]
+    if not names:
+        return []
+    m = options.machine
+    wanted = set(names)
+    counts = dict.fromkeys(names, 0)
+    for p in state.process_scan(lambda: platform.scan(m)):
+        if p.state == "Z":
+            continue
+        if p.name in wanted:
+            counts[p.name] += 1
+            continue
+        try:
+            argv = platform.cmdline(m, p.pid)
+        except OSError:
+            continue
+        if argv:
+            base = os.path.basename(argv[0])
+            if base in wanted:
+                counts[base] += 1
+    return [{"name": n, "present": counts[n] > 0, "count": counts[n]} for n in names]
+
+
+def packages(options: CollectorOptions, state: CollectorState, errors: FieldErrors
+             ) -> Dict[str, Any]:
+    m = options.machine
+    memo = state.packages
+    stamp = platform.package_db_stamp(m)
+    if memo.digest is None or stamp != memo.stamp or state.due(
+            "packages", options.packages_interval_s):
+        # Remember the attempt first: a failing rpm must not be retried at every report.
+        state.remember("packages", None)
+        memo.stamp = stamp
+        manager, items = platform.installed_packages(m)
+        items = items[:LIMITS["packages"]]
+        memo.manager, memo.count = manager, len(items)
+        memo.digest = digest(items)
+        memo.items = [{"name": p.name, "version": p.version, "arch": p.arch} for p in items]
+    changed = memo.digest != memo.sent_digest
+    out: Dict[str, Any] = {"manager": memo.manager, "count": memo.count, "digest": memo.digest,
+                           "changed": changed}
+    if changed:
+        size = len(json.dumps(memo.items, separators=(",", ":")))
+        if size > MAX_LIST_BYTES:
+            errors.add("packages.list", "%d packages take %d KiB, too much for one report; "
+                       "only count and digest are sent" % (memo.count or 0, size // 1024))
+        else:
+            out["list"] = memo.items
+        memo.sent_digest = memo.digest
+    return out
+
+
+def digest(items: List[platform.Package]) -> str:
+    h = hashlib.sha256()
+    for p in items:
+        h.update(("%s\t%s\t%s\n" % (p.name, p.version, p.arch)).encode("utf-8", "replace"))
+    return "sha256:" + h.hexdigest()

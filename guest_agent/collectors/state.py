@@ -1,0 +1,100 @@
+"""What collectors remember between two reports: previous counters and slow-cadence results.
+
+Rates (bits/s, IOPS, CPU %) need two samples, so each collector stores its last raw counters
+here with the monotonic time it read them. Heavy parts (package inventory, listening sockets,
+top processes) run on their own slower cadence and their last result is reused in between.
+One ``CollectorState`` lives as long as the agent process; it is not thread-safe and is meant
+to be used by the one scheduler thread that calls ``collect_section``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Tuple
+
+from ..platform import ProcStat
+
+#: Probes that hang (a stuck resolver) keep their worker; the pool bounds how many can pile up.
+PROBE_WORKERS = 8
+
+
+@dataclass
+class PackagesMemo:
+    manager: str | None = None
+    digest: str | None = None
+    count: int | None = None
+    stamp: Any = None
+    items: List[Dict[str, str]] = field(default_factory=list)
+    #: The digest last sent with its full list; ``force_packages`` clears it to resend.
+    sent_digest: str | None = None
+
+
+@dataclass
+class CollectorState:
+    clock: Callable[[], float] = time.monotonic
+    samples: Dict[str, Tuple[float, Any]] = field(default_factory=dict)
+    slow: Dict[str, Tuple[float, Any]] = field(default_factory=dict)
+    packages: PackagesMemo = field(default_factory=PackagesMemo)
+    user_names: Dict[int, str] = field(default_factory=dict)
+    _scan: Tuple[float, List[ProcStat]] | None = None
+    _executor: ThreadPoolExecutor | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def swap(self, key: str, value: Any) -> Tuple[float, Any] | None:
+        """Store ``value`` as the newest sample of ``key``; return (seconds since, old value).
+
+        Returns None on the first sample or when no time passed (a rate would be meaningless).
+        """
+        now = self.clock()
+        previous = self.samples.get(key)
+        self.samples[key] = (now, value)
+        if previous is None or now <= previous[0]:
+            return None
+        return now - previous[0], previous[1]
+
+    def due(self, key: str, interval: float) -> bool:
+        """True when the slow part ``key`` has never run or ran ``interval`` seconds ago."""
+        last = self.slow.get(key)
+        return last is None or self.clock() - last[0] >= interval
+
+    def remember(self, key: str, value: Any) -> None:
+        self.slow[key] = (self.clock(), value)
+
+    def recall(self, key: str) -> Any:
+        last = self.slow.get(key)
+        return None if last is None else last[1]
+
+    def process_scan(self, scan: Callable[[], List[ProcStat]], max_age: float = 1.0
+                     ) -> List[ProcStat]:
+        """One /proc walk shared by the sections of one report (resources and applications)."""
+        now = self.clock()
+        if self._scan is None or now - self._scan[0] > max_age or now < self._scan[0]:
+            self._scan = (now, scan())
+        return self._scan[1]
+
+    def force_packages(self) -> None:
+        """Send the full package list with the next report (e.g. after the host reconnected)."""
+        self.packages.sent_digest = None
+
+    def force_slow(self) -> None:
+        """Run every slow part at the next collection (``report.now`` from the host)."""
+        self.slow.clear()
+        self.force_packages()
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(PROBE_WORKERS,
+                                                    thread_name_prefix="vmdiag-probe")
+            return self._executor
+
+    def close(self) -> None:
+        """Stop the probe threads without waiting for ones stuck in a resolver."""
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
+                self._executor = None
