@@ -109,6 +109,8 @@ OPTIONS: Tuple[Option, ...] = (
       60, 604800),
     _o("collect", "listening_interval", "float", 60.0,
       "Seconds between two scans of listening sockets.", 1, 86400),
+    _o("collect", "top_interval", "float", 60.0,
+       "Seconds between two scans for the top CPU and memory processes.", 1, 86400),
     # [thresholds]
     _o("thresholds", "fs_warning_percent", "float", 85.0, "File system fill that warns.", 1, 100),
     _o("thresholds", "fs_critical_percent", "float", 95.0, "File system fill that is critical.",
