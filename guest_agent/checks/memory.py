@@ -49,7 +49,7 @@ def _pressure(res: Mapping[str, Any], t: Mapping[str, float]) -> List[Result]:
     some = float(some) if isinstance(some, (int, float)) else 0.0
     full = float(full) if isinstance(full, (int, float)) else 0.0
     warn, crit = t["memory_pressure_warning_percent"], t["memory_pressure_critical_percent"]
-    detail = "(PSI over the last minute: some %s, full %s)" % (fmt_pct(some), fmt_pct(full))
+    detail = "(PSI avg60: some %s, full %s)" % (fmt_pct(some), fmt_pct(full))
     if full >= crit:
         return [result("mem.pressure", "Memory pressure", "critical",
                        "All tasks were stalled waiting for memory %s of the last minute %s; add "
