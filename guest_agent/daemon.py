@@ -52,6 +52,8 @@ DATA_SECTIONS = tuple(name for name in SECTIONS if name != "checks")
 #: Collections waiting for the collector thread (report.now / checks.run beyond the schedule).
 MAX_PENDING_JOBS = 4
 LOG_REPEAT_S = 3600.0
+#: Delay of the first report after start (at most ``interval``): the span of its first rates.
+FIRST_REPORT_S = 2.0
 
 
 class PeriodicOperation:
@@ -157,10 +159,11 @@ class ReportBuilder:
 
     def _collector(self) -> CollectFn:
         if self._collect is None:
-            from guest_agent.collectors import CollectorState, collect_section
+            from guest_agent.collectors import CollectorState, collect_section, prime
 
             options = self.config.collector_options(**self._overrides)
             state = self.state = CollectorState()
+            prime(options, state)  # baseline samples, so the first report has rates
             self._collect = lambda name: collect_section(name, options, state)
         if self.state is not None:
             if self._forced.pop("slow", False):
@@ -168,6 +171,11 @@ class ReportBuilder:
             if self._forced.pop("packages", False):
                 self.state.force_packages()
         return self._collect
+
+    def prime(self) -> None:
+        """Set up the collectors and take the samples rates are computed from."""
+        with self.lock:
+            self._collector()
 
     def close(self) -> None:
         if self.state is not None:
@@ -257,6 +265,8 @@ class Agent:
                  self.config.heartbeat_interval)
         for warning in self.config.warnings:
             log.warning("%s", warning)
+        # Rates need a baseline: sample now, send the first report a moment later.
+        self._report_op.next_run = time.monotonic() + min(self.config.interval, FIRST_REPORT_S)
         collector = threading.Thread(target=self._collector_loop, name="vmdiag-collector",
                                      daemon=True)
         collector.start()
@@ -352,6 +362,10 @@ class Agent:
             pass  # the thread is busy and will see the stop flag
 
     def _collector_loop(self) -> None:
+        try:
+            self.builder.prime()
+        except Exception:  # noqa: BLE001 - the first report will say what is wrong
+            log.warning("priming the collectors failed", exc_info=True)
         while not self._stop.is_set():
             try:
                 job = self._jobs.get(timeout=self._report_op.remaining())
@@ -409,7 +423,7 @@ def collect_once(config: AgentConfig, collect: CollectFn | None = None,
     builder = ReportBuilder(config, collect, **collector_overrides)
     try:
         if warmup_s > 0:
-            builder.collect()
+            builder.prime()
             time.sleep(warmup_s)
         return builder.collect()
     finally:
