@@ -28,6 +28,7 @@ const parts = [
   "components/Label/label.css",
   "components/Label/label-group.css",
   "components/Table/table.css",
+  "components/Table/table-grid.css",
   "components/Toolbar/toolbar.css",
   "components/Divider/divider.css",
   "components/JumpLinks/jump-links.css",

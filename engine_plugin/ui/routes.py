@@ -1,0 +1,248 @@
+"""HTTP routes of the Diagnostics pages, registered on the engine service's aiohttp app.
+
+How the user's oVirt SSO token reaches the server (see docs/ui.md): the UI plugin opens
+``/vmdiag/ui/vms/<id>#token=<sso token>``. A fragment is never sent to the server, so it does not
+reach access logs, proxies or a Referer header. The page shell served for that URL holds no data
+and needs no authentication; its script reads the token, removes it from the address bar, and
+fetches ``.../fragment`` with ``Authorization: Bearer <token>``. The fragment is rendered here, with
+the service's ``authenticate`` and the user's own view of the data, and swapped into the page; the
+same fetch repeats for live refresh. A VM the user may not see renders the same 404 as a VM that
+does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, Awaitable, Callable, Dict, Tuple
+
+from aiohttp import web
+
+from . import rendering
+from .fleet_view import build_fleet_view, build_host_view
+from .vm_view import build_vm_view, history_metrics
+
+log = logging.getLogger("vmdiag.engine.ui")
+
+PREFIX = "/vmdiag/ui"
+STATIC_PREFIX = PREFIX + "/static"
+DEFAULT_REFRESH_S = 30
+DEFAULT_WINDOW_S = 24 * 3600.0
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'self'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+STATIC_TYPES = {
+    ".css": "text/css", ".js": "text/javascript", ".woff2": "font/woff2",
+    ".svg": "image/svg+xml", ".png": "image/png", ".html": "text/html",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+class UiPages:
+    """The page handlers bound to one data ``source`` (see :func:`setup_ui`)."""
+
+    def __init__(self, source: Any, *, refresh_s: int, window_s: float,
+                 clock: Callable[[], float]) -> None:
+        self.source = source
+        self.refresh_s = refresh_s
+        self.window_s = window_s
+        self.clock = clock
+        self.env = rendering.make_environment()
+        self.versions = rendering.static_versions()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def static_url(self, name: str) -> str:
+        return "%s/%s?v=%s" % (STATIC_PREFIX, name, self.versions.get(name, "0"))
+
+    def _html(self, body: str, status: int = 200, *, cache: bool = False) -> web.Response:
+        response = web.Response(text=body, status=status, content_type="text/html",
+                                charset="utf-8")
+        response.headers.update(SECURITY_HEADERS)
+        response.headers["Cache-Control"] = "no-cache" if cache else "no-store"
+        return response
+
+    def _message(self, status: int, title: str, body: str) -> web.Response:
+        html = rendering.render(self.env, "message_fragment.html", status=status, title=title,
+                                body=body)
+        return self._html(html, status)
+
+    def not_found(self, what: str) -> web.Response:
+        return self._message(
+            404, "%s not found" % what,
+            "It does not exist, or your oVirt account may not see it. Select another one in the "
+            "web admin, or ask an administrator for a permission on it.")
+
+    async def _authenticate(self, request: web.Request) -> Tuple[Any, web.Response | None]:
+        try:
+            return await self.source.authenticate(request), None
+        except web.HTTPUnauthorized:
+            return None, self._message(
+                401, "Your oVirt session is not valid here",
+                "The page got no valid SSO token. Reopen this tab from the oVirt web admin; if "
+                "that does not help, log out of the web admin and log in again.")
+        except web.HTTPForbidden:
+            return None, self._message(
+                403, "Access denied", "Your oVirt account may not use vmdiag diagnostics.")
+
+    def shell(self, kind: str, title: str, fragment_url: str) -> web.Response:
+        html = rendering.render(
+            self.env, "shell.html", kind=kind, title=title, fragment_url=fragment_url,
+            refresh_s=self.refresh_s, static_url=self.static_url)
+        return self._html(html, cache=True)
+
+    # -- page shells (no data, no authentication) -------------------------------------------
+
+    async def vm_page(self, request: web.Request) -> web.Response:
+        vm_id = request.match_info["vm_id"]
+        if not _is_uuid(vm_id):
+            return self.shell("missing", "Virtual machine", "")
+        return self.shell("vm", "Virtual machine", "%s/vms/%s/fragment" % (PREFIX, vm_id))
+
+    async def host_page(self, request: web.Request) -> web.Response:
+        host_id = request.match_info["host_id"]
+        if not _is_uuid(host_id):
+            return self.shell("missing", "Host", "")
+        return self.shell("host", "Host", "%s/hosts/%s/fragment" % (PREFIX, host_id))
+
+    async def fleet_page(self, request: web.Request) -> web.Response:
+        return self.shell("fleet", "Fleet", "%s/fleet/fragment" % PREFIX)
+
+    async def select_page(self, request: web.Request) -> web.Response:
+        """What a detail tab shows before the plugin knows the selection (no data, no token)."""
+        kind = request.match_info["kind"]
+        what = {"vm": "virtual machine", "host": "host"}.get(kind)
+        if what is None:
+            raise web.HTTPNotFound()
+        html = rendering.render(self.env, "select.html", what=what, static_url=self.static_url)
+        return self._html(html, cache=True)
+
+    # -- fragments (authenticated) ------------------------------------------------------------
+
+    async def vm_fragment(self, request: web.Request) -> web.Response:
+        user, denied = await self._authenticate(request)
+        if denied is not None:
+            return denied
+        vm_id = request.match_info["vm_id"]
+        if not _is_uuid(vm_id):
+            return self.not_found("Virtual machine")
+        doc = await self.source.vm_document(user, vm_id)
+        if not isinstance(doc, dict):
+            return self.not_found("Virtual machine")
+        now = self.clock()
+        histories = await self._histories(user, vm_id, history_metrics(doc), now)
+        view = build_vm_view(doc, histories, now, self.window_s)
+        html = rendering.render(self.env, "vm_fragment.html", v=view, now=now)
+        return self._html(html)
+
+    async def _histories(self, user: Any, vm_id: str, metrics: Any,
+                         now: float) -> Dict[str, dict | None]:
+        """Fetch the charted series together; one failing series costs one chart, not the page."""
+        since = now - self.window_s
+        results = await asyncio.gather(
+            *(self.source.history(user, vm_id, metric, since, now) for metric in metrics),
+            return_exceptions=True)
+        histories: Dict[str, dict | None] = {}
+        for metric, result in zip(metrics, results):
+            if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                log.warning("history of %s for VM %s failed: %s", metric, vm_id, result)
+                histories[metric] = None
+            else:
+                histories[metric] = result if isinstance(result, dict) else None
+        return histories
+
+    async def host_fragment(self, request: web.Request) -> web.Response:
+        user, denied = await self._authenticate(request)
+        if denied is not None:
+            return denied
+        host_id = request.match_info["host_id"]
+        if not _is_uuid(host_id):
+            return self.not_found("Host")
+        summary = await self.source.host_summary(user, host_id)
+        if not isinstance(summary, dict):
+            return self.not_found("Host")
+        now = self.clock()
+        view = build_host_view(summary, host_id, now)
+        return self._html(rendering.render(self.env, "host_fragment.html", v=view, now=now))
+
+    async def fleet_fragment(self, request: web.Request) -> web.Response:
+        user, denied = await self._authenticate(request)
+        if denied is not None:
+            return denied
+        # The whole visible fleet is fetched: the counts and the filter choices need all of it.
+        summary = await self.source.fleet_summary(user, {})
+        now = self.clock()
+        view = build_fleet_view(summary if isinstance(summary, dict) else {},
+                                dict(request.query), now)
+        return self._html(rendering.render(self.env, "fleet_fragment.html", v=view, now=now))
+
+    # -- static files ------------------------------------------------------------------------
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        relative = request.match_info["path"]
+        root = rendering.STATIC_DIR
+        try:
+            path = (root / relative).resolve()
+        except (OSError, RuntimeError):
+            raise web.HTTPNotFound() from None
+        if root not in path.parents or not path.is_file():
+            raise web.HTTPNotFound()
+        headers = {"X-Content-Type-Options": "nosniff",
+                   "Cache-Control": "public, max-age=86400",
+                   "Content-Type": STATIC_TYPES.get(path.suffix, "application/octet-stream")}
+        return web.FileResponse(path, headers=headers)
+
+
+def setup_ui(
+    app: web.Application,
+    source: Any,
+    *,
+    refresh_s: int = DEFAULT_REFRESH_S,
+    window_s: float = DEFAULT_WINDOW_S,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Register the Diagnostics pages and their static files on ``app``.
+
+    ``source`` provides ``async authenticate(request) -> user`` (raising
+    ``web.HTTPUnauthorized``), ``async vm_document(user, vm_id)``, ``async fleet_summary(user,
+    filters)``, ``async host_summary(user, host_id)`` and ``async history(user, vm_id, metric,
+    since, until)``; the ``*_document``/``*_summary``/``history`` calls return None for anything
+    the user may not see. ``refresh_s`` is how often an open page refreshes itself and
+    ``window_s`` how much history the charts show.
+
+    Example::
+
+        app = web.Application()
+        setup_ui(app, service_source)
+    """
+    pages = UiPages(source, refresh_s=refresh_s, window_s=window_s, clock=clock)
+    router = app.router
+    router.add_get(PREFIX + "/vms/{vm_id}", pages.vm_page)
+    router.add_get(PREFIX + "/vms/{vm_id}/fragment", pages.vm_fragment)
+    router.add_get(PREFIX + "/hosts/{host_id}", pages.host_page)
+    router.add_get(PREFIX + "/hosts/{host_id}/fragment", pages.host_fragment)
+    router.add_get(PREFIX + "/fleet", pages.fleet_page)
+    router.add_get(PREFIX + "/fleet/fragment", pages.fleet_fragment)
+    router.add_get(PREFIX + "/select/{kind}", pages.select_page)
+    router.add_get(STATIC_PREFIX + "/{path:.+}", pages.static)

@@ -1,0 +1,199 @@
+/*
+ * vmdiag Diagnostics pages: token hand-over, fragment loading and live refresh.
+ *
+ * The UI plugin opens these pages with the user's oVirt SSO token in the URL fragment
+ * (#token=...). Fragments never leave the browser, so the token does not reach server logs or a
+ * Referer. This script moves the token into sessionStorage (so in-frame navigation and reloads keep
+ * working), removes it from the address bar, and fetches the server-rendered fragment with an
+ * Authorization header. The HTML it inserts was escaped by the server; it is parsed through an
+ * inert <template>, and the page's Content-Security-Policy forbids inline script in any case.
+ */
+(function () {
+  "use strict";
+
+  var TOKEN_KEY = "vmdiag.ssoToken";
+  var root = document.getElementById("vmdiag-root");
+  if (!root || !root.getAttribute("data-fragment-url")) {
+    return;
+  }
+  var alertBox = document.getElementById("vmdiag-alert");
+  var updated = document.getElementById("vmdiag-updated");
+  var refreshButton = document.getElementById("vmdiag-refresh");
+  var fragmentUrl = root.getAttribute("data-fragment-url");
+  var refreshMs = Math.max(5, parseInt(root.getAttribute("data-refresh-s"), 10) || 30) * 1000;
+  var query = location.search.replace(/^\?/, "");
+  var inFlight = null;
+  var loadedOnce = false;
+
+  function readToken() {
+    var match = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+    if (match) {
+      var token = decodeURIComponent(match[1]);
+      try { sessionStorage.setItem(TOKEN_KEY, token); } catch (e) { /* storage disabled */ }
+      history.replaceState(history.state, "", location.pathname + location.search);
+      return token;
+    }
+    try { return sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
+  }
+
+  var token = readToken();
+
+  function setAlert(text) {
+    alertBox.textContent = "";
+    if (!text) { return; }
+    var div = document.createElement("div");
+    div.className = "pf-v5-c-alert pf-m-inline pf-m-warning pf-m-plain";
+    var p = document.createElement("p");
+    p.className = "pf-v5-c-alert__title";
+    p.textContent = text;
+    div.appendChild(p);
+    alertBox.appendChild(div);
+  }
+
+  function localiseTimes(scope) {
+    var nodes = scope.querySelectorAll("time[data-vmdiag-local]");
+    for (var i = 0; i < nodes.length; i++) {
+      var when = new Date(nodes[i].getAttribute("datetime"));
+      if (!isNaN(when.getTime())) {
+        nodes[i].title = nodes[i].textContent;
+        nodes[i].textContent = when.toLocaleString(undefined, {
+          year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit"
+        });
+      }
+    }
+  }
+
+  function swap(html) {
+    // Keep focus and a text field's caret across a refresh, so keyboard users are not thrown out.
+    var active = document.activeElement;
+    var focusId = active && root.contains(active) && active.id ? active.id : null;
+    var caret = focusId && typeof active.selectionStart === "number" ? active.selectionStart : null;
+    var template = document.createElement("template");
+    template.innerHTML = html;
+    localiseTimes(template.content);
+    root.replaceChildren(template.content);
+    root.setAttribute("aria-busy", "false");
+    if (focusId) {
+      var again = document.getElementById(focusId);
+      if (again) {
+        again.focus();
+        if (caret !== null && typeof again.setSelectionRange === "function") {
+          try { again.setSelectionRange(caret, caret); } catch (e) { /* not a text field */ }
+        }
+      }
+    }
+  }
+
+  function load() {
+    if (!token) {
+      root.setAttribute("aria-busy", "false");
+      swap('<div class="pf-v5-c-empty-state"><div class="pf-v5-c-empty-state__content">' +
+           '<h1 class="pf-v5-c-title pf-m-lg">Open Diagnostics from the oVirt web admin</h1>' +
+           '<div class="pf-v5-c-empty-state__body">This page needs your oVirt session, which ' +
+           'the web admin passes to it. Select a virtual machine or host there and open its ' +
+           'Diagnostics tab.</div></div></div>');
+      return Promise.resolve();
+    }
+    if (inFlight) { inFlight.abort(); }
+    var controller = new AbortController();
+    inFlight = controller;
+    var url = fragmentUrl + (query ? "?" + query : "");
+    return fetch(url, {
+      headers: { "Authorization": "Bearer " + token, "Accept": "text/html" },
+      cache: "no-store",
+      credentials: "same-origin",
+      referrerPolicy: "no-referrer",
+      signal: controller.signal
+    }).then(function (response) {
+      return response.text().then(function (text) {
+        if (response.ok || response.status === 401 || response.status === 403 ||
+            response.status === 404) {
+          swap(text);
+          loadedOnce = true;
+          setAlert("");
+          updated.textContent = "Updated " + new Date().toLocaleTimeString();
+          refreshButton.hidden = false;
+          document.dispatchEvent(new CustomEvent("vmdiag:loaded", { detail: response.status }));
+        } else {
+          throw new Error("the vmdiag service answered " + response.status);
+        }
+      });
+    }).catch(function (err) {
+      if (err && err.name === "AbortError") { return; }
+      setAlert((loadedOnce ? "Could not refresh: " : "Could not load diagnostics: ") +
+               (err && err.message ? err.message : "network error") +
+               ". Retrying in " + refreshMs / 1000 + " s.");
+      root.setAttribute("aria-busy", "false");
+    }).then(function () {
+      if (inFlight === controller) { inFlight = null; }
+    });
+  }
+
+  function setQuery(params) {
+    query = params.toString();
+    history.replaceState(history.state, "", location.pathname + (query ? "?" + query : ""));
+    return load();
+  }
+
+  function formParams(form) {
+    var params = new URLSearchParams();
+    var data = new FormData(form);
+    data.forEach(function (value, key) {
+      if (value !== "") { params.set(key, value); }
+    });
+    return params;
+  }
+
+  // Event delegation: the fragment is replaced on every refresh, the listeners stay on the root.
+  root.addEventListener("submit", function (event) {
+    event.preventDefault();
+    setQuery(formParams(event.target));
+  });
+  root.addEventListener("change", function (event) {
+    if (event.target.tagName === "SELECT" && event.target.form) {
+      setQuery(formParams(event.target.form));
+    }
+  });
+  var typing = null;
+  root.addEventListener("input", function (event) {
+    if (event.target.type === "search" && event.target.form) {
+      clearTimeout(typing);
+      var form = event.target.form;
+      typing = setTimeout(function () { setQuery(formParams(form)); }, 300);
+    }
+  });
+  root.addEventListener("click", function (event) {
+    var sort = event.target.closest("[data-sort]");
+    if (sort) {
+      var params = new URLSearchParams(query);
+      params.set("sort", sort.getAttribute("data-sort"));
+      params.set("dir", sort.getAttribute("data-dir"));
+      setQuery(params);
+      return;
+    }
+    var health = event.target.closest("[data-health-filter]");
+    if (health) {
+      var withHealth = new URLSearchParams(query);
+      if (health.getAttribute("data-health-filter")) {
+        withHealth.set("health", health.getAttribute("data-health-filter"));
+      } else {
+        withHealth.delete("health");
+      }
+      setQuery(withHealth);
+      return;
+    }
+    if (event.target.closest("[data-clear-filters]")) {
+      setQuery(new URLSearchParams());
+    }
+  });
+  refreshButton.addEventListener("click", function () { load(); });
+
+  setInterval(function () {
+    if (!document.hidden) { load(); }
+  }, refreshMs);
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden && loadedOnce) { load(); }
+  });
+  window.vmdiagRefresh = load;
+  load();
+})();
