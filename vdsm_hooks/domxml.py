@@ -105,7 +105,7 @@ def add_channel(dom: minidom.Document, vm_uuid: str,
     channels = _children(devices, "channel")
     anchor = channels[-1] if channels else _last_element(devices)
     indent = _indent_before(anchor) if anchor is not None else None
-    channel = _build_channel(dom, path, indent)
+    channel = _build_channel(dom, path, indent, _inner_indent(anchor, indent))
     if anchor is None:
         devices.appendChild(channel)
         return True
@@ -201,7 +201,20 @@ def _indent_before(node: minidom.Node) -> str | None:
     return None
 
 
-def _build_channel(dom: minidom.Document, path: str, indent: str | None) -> minidom.Element:
+def _inner_indent(anchor: minidom.Element | None, indent: str | None) -> str | None:
+    """The indentation of the anchor's first child, so nesting uses the document's own step."""
+    if indent is None:
+        return None
+    if anchor is not None:
+        first = next((n for n in anchor.childNodes if n.nodeType == n.ELEMENT_NODE), None)
+        inner = _indent_before(first) if first is not None else None
+        if inner is not None and len(inner) > len(indent):
+            return inner
+    return indent + "  "
+
+
+def _build_channel(dom: minidom.Document, path: str, indent: str | None,
+                   inner: str | None) -> minidom.Element:
     channel = dom.createElement("channel")
     channel.setAttribute("type", "unix")
     source = dom.createElement("source")
@@ -210,7 +223,6 @@ def _build_channel(dom: minidom.Document, path: str, indent: str | None) -> mini
     target = dom.createElement("target")
     target.setAttribute("type", "virtio")
     target.setAttribute("name", CHANNEL_NAME)
-    inner = indent + "  " if indent is not None else None
     for element in (source, target):
         if inner is not None:
             channel.appendChild(dom.createTextNode(inner))
