@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Tuple
@@ -125,7 +126,12 @@ def next_custom_ids(counter: Mapping[str, Any] | None, count: int, now: float
 
 
 class EventOutbox:
-    """Plans events and keeps the undelivered ones in the store (the store is synchronous)."""
+    """Plans events and keeps the undelivered ones in the store.
+
+    The store is synchronous and this runs in executor threads; one lock serialises the
+    read-modify-write of the outbox and the custom_id counter within this process. (Two
+    service instances sharing one PostgreSQL database would need the store's own locking.)
+    """
 
     def __init__(self, store: Any, min_severity: str = "warning",
                  clock: Callable[[], float] = time.time) -> None:
@@ -133,15 +139,20 @@ class EventOutbox:
         self.min_severity = min_severity
         self.clock = clock
         self.dropped = 0
+        self.lock = threading.Lock()
 
     def record(self, vm_id: str, vm_label: str, verdict: Mapping[str, Any]) -> int:
-        """Plan events for one verdict; return how many were queued. Call under one lock."""
+        """Plan events for one verdict; return how many were queued."""
+        with self.lock:
+            return self._record(vm_id, vm_label, verdict)
+
+    def _record(self, vm_id: str, vm_label: str, verdict: Mapping[str, Any]) -> int:
         events, state = plan(vm_id, vm_label, verdict, self.store.event_state(vm_key(vm_id)),
                              self.min_severity)
         if events:
             ids, counter = next_custom_ids(self.store.event_state(KEY_COUNTER), len(events),
                                            self.clock())
-            outbox = self.pending()
+            outbox = self._pending()
             now = self.clock()
             for custom_id, event in zip(ids, events):
                 outbox.append({"custom_id": custom_id, "vm_id": event.vm_id,
@@ -158,12 +169,20 @@ class EventOutbox:
         return len(events)
 
     def pending(self) -> List[Dict[str, Any]]:
+        with self.lock:
+            return self._pending()
+
+    def _pending(self) -> List[Dict[str, Any]]:
         return list((self.store.event_state(KEY_OUTBOX) or {}).get("items") or [])
 
     def settle(self, done: List[int], retried: List[int]) -> None:
         """Remove delivered (or undeliverable) ids; count an attempt on the retried ones."""
+        with self.lock:
+            self._settle(done, retried)
+
+    def _settle(self, done: List[int], retried: List[int]) -> None:
         items = []
-        for item in self.pending():
+        for item in self._pending():
             if item["custom_id"] in done:
                 continue
             if item["custom_id"] in retried:
@@ -229,12 +248,11 @@ class ServiceAccount:
 class EventDispatcher:
     """Delivers the outbox in the background; retries every ``retry_interval`` seconds."""
 
-    def __init__(self, outbox: EventOutbox, account: ServiceAccount, lock: asyncio.Lock,
+    def __init__(self, outbox: EventOutbox, account: ServiceAccount,
                  executor: concurrent.futures.Executor, retry_interval: float = 60.0,
                  on_result: Callable[[str], None] | None = None) -> None:
         self.outbox = outbox
         self.account = account
-        self.lock = lock
         self.executor = executor
         self.retry_interval = retry_interval
         self.on_result = on_result
@@ -275,8 +293,7 @@ class EventDispatcher:
     async def deliver(self) -> Dict[str, int]:
         """One pass over the outbox; returns counts by outcome."""
         loop = asyncio.get_running_loop()
-        async with self.lock:
-            items = await loop.run_in_executor(self.executor, self.outbox.pending)
+        items = await loop.run_in_executor(self.executor, self.outbox.pending)
         counts = {"sent": 0, "duplicate": 0, "rejected": 0, "failed": 0}
         done: List[int] = []
         retried: List[int] = []
@@ -290,8 +307,7 @@ class EventDispatcher:
                 break  # the engine is down or refuses us: keep order, retry later
             done.append(item["custom_id"])
         if done or retried:
-            async with self.lock:
-                await loop.run_in_executor(self.executor, self.outbox.settle, done, retried)
+            await loop.run_in_executor(self.executor, self.outbox.settle, done, retried)
         return counts
 
     def _attempt(self, item: Mapping[str, Any]) -> str:

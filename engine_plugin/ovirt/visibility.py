@@ -84,6 +84,10 @@ class Visibility:
         self._cache: Dict[Tuple[str, str, str], Tuple[float, Any]] = {}
         self._inflight: Dict[Tuple[str, str, str], asyncio.Future] = {}
 
+    async def identity(self, token: str) -> str:
+        """The engine's id of the token's user; raises NotAuthenticated for a bad token."""
+        return await self._cached("identity", token, "", lambda: self._identity(token))
+
     async def vm(self, token: str, vm_id: str) -> VmInfo | None:
         """The VM if the token may see it, else None (it does not exist or is not visible)."""
         return await self._cached("vm", token, vm_id, lambda: self._get_vm(token, vm_id))
@@ -142,6 +146,12 @@ class Visibility:
         self._cache[key] = (now + self.ttl, value)
 
     # -- blocking parts, run in the executor ------------------------------------------------
+
+    def _identity(self, token: str) -> str:
+        with user_connection(self.endpoint, token) as conn:
+            api = translate(conn.system_service().get, "checking the SSO token")
+            user = api.authenticated_user
+            return str(getattr(user, "id", None) or "")
 
     def _get_vm(self, token: str, vm_id: str) -> VmInfo | None:
         with user_connection(self.endpoint, token) as conn:

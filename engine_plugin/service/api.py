@@ -1,0 +1,157 @@
+"""JSON API routes under ``/vmdiag/``: VM, fleet, host and history documents, health, metrics.
+
+Errors are JSON ``{"error": {"code", "message"}}``: 400 for a bad query, 401 without a valid
+oVirt SSO token, 404 for a VM/host that does not exist *or* that the user may not see, 503
+when the engine or the store does not answer (retry later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from ..ovirt import EngineUnavailable, OvirtError
+from .documents import BadRequest, DocumentSource
+from .metrics import CONTENT_TYPE, NetworkAllowList, ServiceMetrics
+
+log = logging.getLogger("vmdiag.engine.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+DEFAULT_HISTORY_S = 86400.0
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def make_middleware(metrics: ServiceMetrics) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.monotonic()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except BadRequest as err:
+            status = 400
+            return error(400, "bad_request", str(err))
+        except EngineUnavailable as err:
+            status = 503
+            log.warning("engine unavailable: %s", err)
+            return error(503, "engine_unavailable", "the oVirt engine did not answer; retry "
+                         "in a minute (%s)" % err)
+        except OvirtError as err:
+            status = 502
+            log.warning("engine error: %s", err)
+            return error(502, "engine_error", str(err))
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return error(500, "internal", "vmdiag failed; see the vmdiag-engine journal")
+        finally:
+            route = request.match_info.route.resource
+            name = route.canonical if route is not None else "unmatched"
+            metrics.http_latency.labels(name, request.method, str(status)).observe(
+                time.monotonic() - started)
+    return middleware
+
+
+class ApiRoutes:
+    """Handlers of the JSON API, bound to one ``DocumentSource``."""
+
+    def __init__(self, source: DocumentSource, metrics: ServiceMetrics,
+                 allow: NetworkAllowList, store_ping: Callable[[], Awaitable[Any]],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.source = source
+        self.metrics = metrics
+        self.allow = allow
+        self.store_ping = store_ping
+        self.clock = clock
+
+    def register(self, app: web.Application, prefix: str) -> None:
+        r = app.router
+        r.add_get(prefix + "/api/v1/vms", self.fleet)
+        r.add_get(prefix + "/api/v1/vms/{vm_id}", self.vm)
+        r.add_get(prefix + "/api/v1/vms/{vm_id}/history", self.history)
+        r.add_get(prefix + "/api/v1/hosts/{host_id}/vms", self.host)
+        r.add_get(prefix + "/healthz", self.healthz)
+        r.add_get(prefix + "/metrics", self.metrics_page)
+
+    async def fleet(self, request: web.Request) -> web.Response:
+        user = await self.source.authenticate(request)
+        filters = {k: request.query.get(k) for k in ("health", "host", "cluster")}
+        return web.json_response(await self.source.fleet_summary(user, filters))
+
+    async def vm(self, request: web.Request) -> web.Response:
+        user = await self.source.authenticate(request)
+        doc = await self.source.vm_document(user, request.match_info["vm_id"])
+        if doc is None:
+            return not_found("VM")
+        return web.json_response(doc)
+
+    async def host(self, request: web.Request) -> web.Response:
+        user = await self.source.authenticate(request)
+        doc = await self.source.host_summary(user, request.match_info["host_id"])
+        if doc is None:
+            return not_found("host")
+        return web.json_response(doc)
+
+    async def history(self, request: web.Request) -> web.Response:
+        user = await self.source.authenticate(request)
+        now = self.clock()
+        until = query_float(request, "until", now)
+        since = query_float(request, "since", until - DEFAULT_HISTORY_S)
+        metric = request.query.get("metric", "")
+        doc = await self.source.history(user, request.match_info["vm_id"], metric, since, until)
+        if doc is None:
+            return not_found("VM")
+        return web.json_response(doc)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        try:
+            await asyncio.wait_for(self.store_ping(), 10)
+        except Exception as err:
+            return web.json_response({"status": "error", "store": "unavailable: %s"
+                                      % type(err).__name__}, status=503)
+        return web.json_response({"status": "ok", "store": "ok"})
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        # Behind Apache the peer is the proxy; its X-Forwarded-For (last entry, the one Apache
+        # appended) is the real client. The API listener is on loopback, so nobody else can
+        # set that header without going through Apache.
+        forwarded = request.headers.get("X-Forwarded-For")
+        client = forwarded.split(",")[-1].strip() if forwarded else request.remote
+        if not self.allow.allows(client):
+            return error(403, "forbidden", "metrics are served only to [metrics] allow; add "
+                         "the scraper's address there")
+        try:
+            counts = await self.store_ping()
+        except Exception:  # the store's state is itself in the metrics (healthz too)
+            counts = None
+        if isinstance(counts, dict):
+            self.metrics.set_health_counts(counts)
+        return web.Response(body=self.metrics.exposition(),
+                            headers={"Content-Type": CONTENT_TYPE})
+
+
+def not_found(what: str) -> web.Response:
+    return error(404, "not_found", "no such %s, or your oVirt account may not see it" % what)
+
+
+def query_float(request: web.Request, name: str, default: float) -> float:
+    raw = request.query.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise BadRequest("%s=%r is not a Unix time in seconds" % (name, raw)) from None

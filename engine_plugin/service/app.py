@@ -1,0 +1,210 @@
+"""Assembles the running service: store, oVirt access, both listeners, background tasks.
+
+::
+
+    service = EngineService(config.load())
+    await service.start()       # API on [api] listen:port, TLS ingest on [ingest] listen:port
+    ...
+    await service.stop()
+
+Ports 0 bind ephemeral ports (tests); ``api_port`` / ``ingest_port`` tell which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from typing import Any, Callable, Dict, List
+
+from aiohttp import web
+
+from ..config import Config
+from ..ovirt import Visibility
+from ..ovirt.connection import EngineEndpoint
+from ..ovirt.events import EventDispatcher, EventOutbox, ServiceAccount
+from .api import ApiRoutes, make_middleware
+from .documents import DocumentSource
+from .evaluation import HealthPass
+from .ingest import IngestHandler, make_ingest_app, server_ssl_context
+from .metrics import HEALTH_STATUSES, NetworkAllowList, ServiceMetrics
+
+log = logging.getLogger("vmdiag.engine")
+
+SWEEP_INTERVAL_S = 60.0
+
+
+def open_configured_store(config: Config) -> Any:
+    """The store of ``[storage]``, migrated."""
+    from ..storage import StorageConfig, open_store
+
+    store = open_store(StorageConfig(
+        url=config.storage.url, raw_retention_s=config.storage.raw_retention,
+        rollup_retention_s=config.storage.rollup_retention,
+        vm_retention_s=config.storage.vm_retention))
+    store.migrate()
+    return store
+
+
+def read_secret(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().strip()
+    except OSError as err:
+        raise ValueError("%s %s cannot be read (%s); fix the path or its permissions"
+                         % (what, path, err.strerror)) from err
+
+
+def service_account(config: Config, endpoint: EngineEndpoint) -> ServiceAccount:
+    o = config.ovirt
+    token = read_secret(o.token_file, "[ovirt] token_file") if o.token_file else ""
+    password = o.password
+    if o.password_file:
+        password = read_secret(o.password_file, "[ovirt] password_file")
+    return ServiceAccount(endpoint, user=o.user, password=password, token=token)
+
+
+class EngineService:
+    """The whole service; tests drive it directly, ``vmdiag-engine serve`` runs it forever."""
+
+    def __init__(self, config: Config, store: Any = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.metrics = ServiceMetrics()
+        self.store = store
+        self._own_store = store is None
+        self.store_executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=8, thread_name_prefix="vmdiag-store")
+        self.engine_executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, int(config.ovirt.workers)), thread_name_prefix="vmdiag-ovirt")
+        self.endpoint = EngineEndpoint(config.ovirt.url, config.ovirt.ca_file or None,
+                                       config.ovirt.timeout)
+        self.visibility = Visibility(self.endpoint, self.engine_executor,
+                                     ttl=config.ovirt.visibility_cache_ttl,
+                                     observe=self.metrics.observe_engine)
+        self.outbox: EventOutbox | None = None
+        self.dispatcher: EventDispatcher | None = None
+        self.health: HealthPass | None = None
+        self.source: DocumentSource | None = None
+        self._runners: List[web.AppRunner] = []
+        self._tasks: List[asyncio.Task] = []
+        self.api_port = 0
+        self.ingest_port = 0
+
+    async def _store_call(self, method: str, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.store_executor, getattr(self.store, method),
+                                          *args)
+
+    async def health_counts(self) -> Dict[str, int]:
+        verdicts = await self._store_call("verdicts")
+        counts = {status: 0 for status in HEALTH_STATUSES}
+        for verdict in verdicts.values():
+            status = verdict.get("status")
+            counts[status if status in counts else "unknown"] += 1
+        return counts
+
+    async def start(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        ssl_ctx = server_ssl_context(cfg.ingest.cert, cfg.ingest.key, cfg.ingest.ca)
+        if self.store is None:
+            self.store = await loop.run_in_executor(self.store_executor,
+                                                    open_configured_store, cfg)
+        if cfg.events.enabled:
+            self.outbox = EventOutbox(self.store, cfg.events.min_severity, self.clock)
+            account = service_account(cfg, self.endpoint)
+            self.dispatcher = EventDispatcher(
+                self.outbox, account, self.engine_executor, cfg.events.retry_interval,
+                on_result=lambda outcome: self.metrics.events.labels(outcome).inc())
+        self.health = HealthPass(self.store, cfg.thresholds_for, self.store_executor,
+                                 self.metrics, self.outbox,
+                                 self.dispatcher.wake if self.dispatcher else None, self.clock)
+        self.source = DocumentSource(self.store, self.visibility, self.store_executor,
+                                     cfg.thresholds_for, self.clock)
+
+        api_app = web.Application(middlewares=[make_middleware(self.metrics)])
+        ApiRoutes(self.source, self.metrics, NetworkAllowList(cfg.metrics.allow),
+                  self.health_counts, self.clock).register(api_app, cfg.api.prefix)
+        self._setup_ui(api_app)
+        ingest = IngestHandler(self._store_call, self.metrics, self.health.mark,
+                               cfg.ingest.max_envelopes, cfg.ingest.host_identity)
+        ingest_app = make_ingest_app(ingest, cfg.ingest.max_body_bytes)
+
+        self.api_port = await self._listen(api_app, cfg.api.listen, cfg.api.port, None)
+        self.ingest_port = await self._listen(ingest_app, cfg.ingest.listen, cfg.ingest.port,
+                                              ssl_ctx)
+        self.health.start()
+        if self.dispatcher is not None:
+            self.dispatcher.start()
+            self.dispatcher.wake()  # deliver what an earlier run left in the outbox
+        self._tasks.append(loop.create_task(self._periodic(), name="vmdiag-periodic"))
+        log.info("vmdiag-engine: API on %s:%d%s, ingest (TLS) on %s:%d, store %s",
+                 cfg.api.listen, self.api_port, cfg.api.prefix, cfg.ingest.listen,
+                 self.ingest_port, getattr(self.store, "backend", "?"))
+
+    def _setup_ui(self, app: web.Application) -> None:
+        try:
+            from .. import ui
+        except ImportError as err:
+            log.warning("the Diagnostics pages are not available: %s", err)
+            return
+        ui.setup_ui(app, self.source)
+
+    async def _listen(self, app: web.Application, host: str, port: int, ssl_ctx: Any) -> int:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as err:
+            raise OSError(err.errno, "cannot listen on %s:%d (%s); is another vmdiag-engine "
+                          "running, or is the address wrong?" % (host, port, err.strerror)
+                          ) from err
+        return int(runner.addresses[-1][1])
+
+    async def _periodic(self) -> None:
+        """Silence sweep every minute and retention every ``[storage] retention_interval``."""
+        next_retention = time.monotonic() + 60.0
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            try:
+                if self.health is not None:
+                    await self.health.sweep()
+                if time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + self.config.storage.retention_interval
+                    stats = await self._store_call("apply_retention", self.clock())
+                    log.info("retention: %s", stats)
+                if self.outbox is not None:
+                    pending = await asyncio.get_running_loop().run_in_executor(
+                        self.store_executor, self.outbox.pending)
+                    self.metrics.event_outbox.set(len(pending))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic maintenance failed; retrying in a minute")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks.clear()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self.health is not None:
+            await self.health.stop()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        if self.store is not None and self._own_store:
+            await asyncio.get_running_loop().run_in_executor(self.store_executor,
+                                                             self.store.close)
+        self.store_executor.shutdown(wait=True)
+        self.engine_executor.shutdown(wait=True)

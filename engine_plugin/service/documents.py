@@ -1,0 +1,226 @@
+"""The JSON documents of the API (VM, fleet, host, history), built for one user.
+
+``DocumentSource`` is shared by the JSON API and the UI pages (``engine_plugin.ui.setup_ui``),
+so both show exactly the same thing. Every method first asks oVirt what the user may see;
+anything else is ``None`` (the API answers 404, as for a VM that does not exist). Names of VMs,
+hosts and clusters come from oVirt's answers, diagnostics from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Mapping
+
+from aiohttp import web
+
+from ..ovirt import NotAuthenticated, Visibility, VmInfo
+
+HEALTH_STATUSES = ("ok", "warning", "critical", "unknown")
+DOWN_STATUSES = ("down", "suspended", "image_locked")
+MAX_FINDINGS = 3
+MAX_HISTORY_SPAN_S = 400 * 86400.0
+
+
+class BadRequest(ValueError):
+    """A query parameter the API cannot use; the message says what is allowed."""
+
+
+@dataclass(frozen=True)
+class User:
+    """An authenticated caller: the SSO token (used to ask oVirt) and the engine's user id."""
+
+    token: str
+    user_id: str
+
+    def __repr__(self) -> str:  # never print tokens
+        return "User(%s)" % self.user_id
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def unauthorized(message: str) -> web.HTTPUnauthorized:
+    return web.HTTPUnauthorized(
+        text='{"error": {"code": "unauthorized", "message": "%s"}}' % message.replace('"', "'"),
+        content_type="application/json",
+        headers={"WWW-Authenticate": 'Bearer realm="vmdiag"'})
+
+
+class DocumentSource:
+    """Builds the API documents for a user (see the module docstring)."""
+
+    def __init__(self, store: Any, visibility: Visibility,
+                 executor: concurrent.futures.Executor, thresholds_for: Callable[..., Any],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.visibility = visibility
+        self.executor = executor
+        self.thresholds_for = thresholds_for
+        self.clock = clock
+
+    async def _store(self, method: str, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, getattr(self.store, method), *args)
+
+    # -- authentication ---------------------------------------------------------------------
+
+    async def authenticate(self, request: web.Request) -> User:
+        """The caller, from ``Authorization: Bearer <oVirt SSO token>``; else HTTP 401."""
+        token = bearer_token(request)
+        if token is None:
+            raise unauthorized("send Authorization: Bearer <oVirt SSO token>")
+        try:
+            user_id = await self.visibility.identity(token)
+        except NotAuthenticated:
+            raise unauthorized("the engine does not accept this SSO token; log in to the "
+                               "engine again") from None
+        return User(token=token, user_id=user_id)
+
+    # -- VM ---------------------------------------------------------------------------------
+
+    async def vm_document(self, user: User, vm_id: str) -> Dict[str, Any] | None:
+        if not is_uuid(vm_id):
+            return None
+        vm = await self.visibility.vm(user.token, vm_id)
+        if vm is None:
+            return None
+        latest = await self._store("latest", vm_id)
+        rows = await self._store("summaries", [vm_id])
+        row = rows[0] if rows else None
+        verdict = (row.verdict if row is not None else None) or {}
+        received_at = latest.received_at if latest is not None else None
+        return {
+            "vm": vm_block(vm),
+            "agent": self._agent(vm, row, received_at),
+            "health": health_block(verdict),
+            "forecasts": list(verdict.get("forecasts") or []),
+            "report": latest.report if latest is not None else None,
+            "received_at": received_at,
+        }
+
+    def _agent(self, vm: VmInfo, row: Any, received_at: float | None) -> Dict[str, Any]:
+        now = self.clock()
+        silent_for = now - received_at if received_at is not None else None
+        if vm.status in DOWN_STATUSES:
+            state = "vm_down"
+        elif received_at is None:
+            state = "not_installed"
+        elif silent_for is not None and silent_for > self.thresholds_for(vm_id=vm.id).silence_s:
+            state = "silent"
+        else:
+            state = "reporting"
+        return {"state": state, "version": getattr(row, "agent_version", None),
+                "last_report_at": received_at, "silent_for_s": silent_for}
+
+    # -- fleet and host ---------------------------------------------------------------------
+
+    async def fleet_summary(self, user: User, filters: Mapping[str, Any]) -> Dict[str, Any]:
+        """Every VM the user may see, with health; ``filters``: health, host, cluster."""
+        wanted = parse_health_filter(filters.get("health"))
+        vms = await self.visibility.vms(user.token)
+        host = filters.get("host")
+        if host:
+            vms = [vm for vm in vms if host in (vm.host_id, vm.host_name)]
+        cluster = filters.get("cluster")
+        if cluster:
+            vms = [vm for vm in vms if cluster in (vm.cluster_id, vm.cluster_name)]
+        return await self._summary(vms, wanted)
+
+    async def host_summary(self, user: User, host_id: str) -> Dict[str, Any] | None:
+        """The VMs the user may see on one host; None if the user sees neither host nor VMs."""
+        if not is_uuid(host_id):
+            return None
+        vms = [vm for vm in await self.visibility.vms(user.token) if vm.host_id == host_id]
+        if not vms and await self.visibility.host(user.token, host_id) is None:
+            return None
+        return await self._summary(vms, None)
+
+    async def _summary(self, vms: List[VmInfo], wanted: Iterable[str] | None
+                       ) -> Dict[str, Any]:
+        rows = {r.vm_id: r for r in await self._store("summaries", [vm.id for vm in vms])}
+        counts = {status: 0 for status in HEALTH_STATUSES}
+        out = []
+        for vm in sorted(vms, key=lambda v: ((v.name or "").lower(), v.id)):
+            row = rows.get(vm.id)
+            verdict = (row.verdict if row is not None else None) or {}
+            status = verdict.get("status") if verdict.get("status") in counts else "unknown"
+            counts[status] += 1
+            if wanted is not None and status not in wanted:
+                continue
+            out.append({
+                "id": vm.id, "name": vm.name, "host_id": vm.host_id, "host_name": vm.host_name,
+                "cluster": vm.cluster_name, "health": status,
+                "last_report_at": row.received_at if row is not None else None,
+                "worst_findings": worst_findings(verdict, row),
+            })
+        return {"counts": counts, "vms": out}
+
+    # -- history ----------------------------------------------------------------------------
+
+    async def history(self, user: User, vm_id: str, metric: str, since: float,
+                      until: float) -> Dict[str, Any] | None:
+        if not metric or len(metric) > 1100:
+            raise BadRequest("metric is required, e.g. metric=fs.used:/ or cpu.percent")
+        if not since < until or until - since > MAX_HISTORY_SPAN_S:
+            raise BadRequest("since must be before until and the span at most 400 days")
+        if not is_uuid(vm_id) or await self.visibility.vm(user.token, vm_id) is None:
+            return None
+        resolution, points = await self._store("history", vm_id, metric, since, until)
+        verdicts = await self._store("verdicts", [vm_id])
+        forecast = next((f for f in (verdicts.get(vm_id) or {}).get("forecasts") or ()
+                         if f.get("metric") == metric), None)
+        return {"vm_id": vm_id, "metric": metric, "resolution": resolution,
+                "points": [[t, v] for t, v in points], "forecast": forecast}
+
+
+def vm_block(vm: VmInfo) -> Dict[str, Any]:
+    return {"id": vm.id, "name": vm.name, "host_id": vm.host_id, "host_name": vm.host_name,
+            "cluster": vm.cluster_name, "status": vm.status}
+
+
+def health_block(verdict: Mapping[str, Any]) -> Dict[str, Any]:
+    if not verdict:
+        return {"status": "unknown", "since": None, "reasons": [{
+            "code": "engine.not_evaluated", "severity": "unknown", "metric": None,
+            "message": "vmdiag has no verdict for this VM yet: it has not received a report "
+                       "from its agent."}]}
+    return {"status": verdict.get("status", "unknown"), "since": verdict.get("since"),
+            "reasons": list(verdict.get("reasons") or [])}
+
+
+def worst_findings(verdict: Mapping[str, Any], row: Any) -> List[Dict[str, Any]]:
+    reasons = verdict.get("reasons") or []
+    if reasons:
+        return [{"severity": r.get("severity"), "code": r.get("code"),
+                 "message": r.get("message")} for r in reasons[:MAX_FINDINGS]]
+    checks = getattr(row, "worst_checks", None) or ()
+    return [{"severity": c.get("status"), "code": "check:%s" % c.get("id"),
+             "message": c.get("message")} for c in list(checks)[:MAX_FINDINGS]]
+
+
+def parse_health_filter(value: Any) -> List[str] | None:
+    if value in (None, ""):
+        return None
+    wanted = [v.strip() for v in str(value).split(",") if v.strip()]
+    bad = [v for v in wanted if v not in HEALTH_STATUSES]
+    if bad:
+        raise BadRequest("health=%s is not one of %s (comma-separate several)"
+                         % (",".join(bad), ", ".join(HEALTH_STATUSES)))
+    return wanted

@@ -1,0 +1,146 @@
+"""The health pass: verdicts for VMs after their reports were stored, and for silent VMs.
+
+Ingest only marks VMs dirty; one background task evaluates them in batches (a batch is one
+bulk history query), so a relay's upload never waits for forecasting and a burst of uploads
+for the same VM costs one evaluation. A periodic sweep evaluates VMs that stopped reporting,
+because a silent VM produces no ingest to trigger anything. Each verdict is stored, and the
+event outbox plans oVirt events from it (delivery is the dispatcher's business).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from typing import Any, Callable, Dict, Iterable, List, Set
+
+from ..health import HISTORY_PREFIXES, evaluate_vm
+from ..ovirt.events import EventOutbox
+from .metrics import ServiceMetrics
+
+log = logging.getLogger("vmdiag.engine.health")
+
+STATE_PREFIX = "health:"
+BATCH = 200
+
+
+class HealthPass:
+    """Evaluates dirty VMs in the background; ``drain()`` waits until all are done."""
+
+    def __init__(self, store: Any, thresholds_for: Callable[..., Any],
+                 executor: concurrent.futures.Executor, metrics: ServiceMetrics,
+                 outbox: EventOutbox | None = None,
+                 on_events: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.thresholds_for = thresholds_for
+        self.executor = executor
+        self.metrics = metrics
+        self.outbox = outbox
+        self.on_events = on_events
+        self.clock = clock
+        self._dirty: Set[str] = set()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="vmdiag-health")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def mark(self, vm_ids: Iterable[str]) -> None:
+        """Queue VMs for evaluation (called by ingest; never blocks)."""
+        self._dirty.update(vm_ids)
+        if self._dirty:
+            self._idle.clear()
+            self._wake.set()
+
+    async def drain(self, timeout: float = 60.0) -> None:
+        """Wait until every marked VM has been evaluated."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._dirty:
+                batch = sorted(self._dirty)[:BATCH]
+                self._dirty.difference_update(batch)
+                try:
+                    planned = await loop.run_in_executor(self.executor, self.evaluate, batch)
+                except Exception:
+                    log.exception("evaluating %d VMs failed; they are retried on their next "
+                                  "report", len(batch))
+                    self.metrics.health_evaluations.labels("error").inc(len(batch))
+                    continue
+                if planned and self.on_events is not None:
+                    self.on_events()
+            if not self._dirty:
+                self._idle.set()
+
+    async def sweep(self) -> int:
+        """Evaluate VMs that went silent since their last verdict; return how many."""
+        loop = asyncio.get_running_loop()
+        silent = await loop.run_in_executor(self.executor, self._silent_vms)
+        self.mark(silent)
+        return len(silent)
+
+    def _silent_vms(self) -> List[str]:
+        now = self.clock()
+        out = []
+        for row in self.store.summaries():
+            verdict = row.verdict or {}
+            if verdict.get("status") == "unknown" or row.received_at is None:
+                continue
+            limit = self.thresholds_for(vm_id=row.vm_id).silence_s
+            if now - row.received_at > limit:
+                out.append(row.vm_id)
+        return out
+
+    def evaluate(self, vm_ids: List[str]) -> int:
+        """Evaluate ``vm_ids`` now (blocking); return how many events were planned."""
+        now = self.clock()
+        longest = max(self.thresholds_for(vm_id=v).forecast_window_s for v in vm_ids)
+        histories = self.store.histories(vm_ids, HISTORY_PREFIXES, now - longest)
+        planned = 0
+        for vm_id in vm_ids:
+            try:
+                planned += self._evaluate_one(vm_id, histories.get(vm_id, {}), now)
+                self.metrics.health_evaluations.labels("ok").inc()
+            except Exception:
+                log.exception("evaluating VM %s failed", vm_id)
+                self.metrics.health_evaluations.labels("error").inc()
+        if planned:
+            self.metrics.events_planned.inc(planned)
+        return planned
+
+    def _evaluate_one(self, vm_id: str, histories: Dict[str, Any], now: float) -> int:
+        latest = self.store.latest(vm_id)
+        report = latest.report if latest is not None else None
+        received_at = latest.received_at if latest is not None else None
+        previous = self.store.event_state(STATE_PREFIX + vm_id)
+        verdict, state = evaluate_vm(report, histories, self.thresholds_for(vm_id=vm_id),
+                                     previous, now, received_at)
+        self.store.set_verdict(vm_id, verdict, now)
+        self.store.set_event_state(STATE_PREFIX + vm_id, state)
+        if self.outbox is None:
+            return 0
+        return self.outbox.record(vm_id, vm_label(vm_id, report), verdict)
+
+
+def vm_label(vm_id: str, report: Any) -> str:
+    """How an event names the VM: the guest's hostname if known (oVirt links the VM anyway)."""
+    settings = ((report or {}).get("sections") or {}).get("settings") or {}
+    hostname = (settings.get("data") or {}).get("hostname")
+    return "%s (guest %s)" % (vm_id, hostname) if hostname else vm_id

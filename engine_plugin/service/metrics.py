@@ -1,0 +1,91 @@
+"""Prometheus metrics of the service, in a registry of its own (no process-global state).
+
+``/vmdiag/metrics`` needs no user token, so it exposes counts only (no VM names or ids) and
+answers only the networks in ``[metrics] allow``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Dict, Iterable, List
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+HEALTH_STATUSES = ("ok", "warning", "critical", "unknown")
+
+
+class ServiceMetrics:
+    """Every metric the service exports; one instance per running service."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.ingest_requests = Counter(
+            "vmdiag_ingest_requests", "Upload requests from relays, by outcome.",
+            ["outcome"], registry=r)
+        self.ingest_envelopes = Counter(
+            "vmdiag_ingest_envelopes", "Envelopes received, by result "
+            "(accepted, duplicate, rejected).", ["result"], registry=r)
+        self.ingest_rejected = Counter(
+            "vmdiag_ingest_rejected", "Envelopes dropped as invalid, by reason.", ["reason"],
+            registry=r)
+        self.host_id_mismatch = Counter(
+            "vmdiag_ingest_host_id_mismatch", "Envelopes whose host_id differed from the "
+            "client certificate's CN.", registry=r)
+        self.health_evaluations = Counter(
+            "vmdiag_health_evaluations", "Health evaluations, by outcome.", ["outcome"],
+            registry=r)
+        self.vms_by_health = Gauge(
+            "vmdiag_vms", "VMs with a stored verdict, by health status.", ["health"],
+            registry=r)
+        self.events = Counter(
+            "vmdiag_events", "oVirt event delivery attempts, by outcome "
+            "(sent, duplicate, rejected, failed).", ["outcome"], registry=r)
+        self.events_planned = Counter(
+            "vmdiag_events_planned", "oVirt events planned from health changes.", registry=r)
+        self.event_outbox = Gauge(
+            "vmdiag_event_outbox", "oVirt events waiting for delivery.", registry=r)
+        self.http_latency = Histogram(
+            "vmdiag_http_request_duration_seconds", "API/UI request latency.",
+            ["route", "method", "status"], registry=r)
+        self.engine_latency = Histogram(
+            "vmdiag_engine_request_duration_seconds", "Requests to the oVirt engine on behalf "
+            "of users (permission checks), by kind and outcome.", ["kind", "outcome"],
+            registry=r)
+        for status in HEALTH_STATUSES:
+            self.vms_by_health.labels(status).set(0)
+        for outcome in ("sent", "duplicate", "rejected", "failed"):
+            self.events.labels(outcome)
+        for result in ("accepted", "duplicate", "rejected"):
+            self.ingest_envelopes.labels(result)
+
+    def observe_engine(self, kind: str, seconds: float, outcome: str) -> None:
+        self.engine_latency.labels(kind, outcome).observe(seconds)
+
+    def set_health_counts(self, counts: Dict[str, int]) -> None:
+        for status in HEALTH_STATUSES:
+            self.vms_by_health.labels(status).set(counts.get(status, 0))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class NetworkAllowList:
+    """Is a peer address inside one of the configured CIDRs?"""
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self.networks: List[ipaddress._BaseNetwork] = [
+            ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def allows(self, address: str | None) -> bool:
+        if not address:
+            return False
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self.networks)
