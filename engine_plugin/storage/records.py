@@ -1,0 +1,51 @@
+"""Plain records the store returns; frozen, so callers on other threads cannot change them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Tuple
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """Outcome of one ``Store.ingest`` call.
+
+    ``accepted`` reports were new; ``duplicates`` had been stored before (same vm_id, run_id,
+    seq) and changed nothing. ``stale_samples`` counts metric samples dropped because they are
+    older than raw retention: they arrived after their time range was already rolled up.
+    """
+
+    accepted: int
+    duplicates: int
+    stale_samples: int = 0
+
+
+@dataclass(frozen=True)
+class LatestReport:
+    """The newest full report of one VM, as the relay delivered it."""
+
+    vm_id: str
+    host_id: str | None
+    received_at: float
+    report: Dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VmSummaryRow:
+    """One fleet-table row: enough to list a VM without reading its full report.
+
+    ``worst_checks`` holds up to five non-ok results (``status``, ``id``, ``message``) of the
+    latest checks section, most severe first; ``worst_status`` is the most severe status of
+    all its results (``None`` before any checks arrived). ``verdict`` is what the health pass
+    stored with ``Store.set_verdict``.
+    """
+
+    vm_id: str
+    host_id: str | None
+    hostname: str | None
+    received_at: float | None
+    report_time: float | None
+    agent_version: str | None = None
+    worst_status: str | None = None
+    worst_checks: Tuple[Dict[str, Any], ...] = field(default_factory=tuple)
+    verdict: Dict[str, Any] | None = None

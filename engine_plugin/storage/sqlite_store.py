@@ -1,0 +1,199 @@
+"""SQLite backend: one file, WAL, one writer connection behind a lock, a reader per thread.
+
+WAL lets readers run while the writer commits, so the API never waits for an ingest.
+``synchronous=NORMAL`` in WAL mode can lose the last transactions on power loss but never
+corrupts the file; the relay retries unacknowledged batches, and ingest is idempotent.
+``BEGIN IMMEDIATE`` takes the file's write lock at the start of every write, so a second
+process on the same file waits (``busy_timeout``) instead of failing half way.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from typing import Any, Callable, List, Sequence, Set, Tuple, TypeVar
+
+from .config import StorageConfig
+from .errors import SchemaTooNew, StorageError, StoreClosed, UnsupportedUrl
+from .schema import CREATE_VERSIONS_TABLE, load_migrations
+from .sqlstore import LedgerKey, SqlStore, Tx
+
+T = TypeVar("T")
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:////abs/path.db`` -> ``/abs/path.db``; ``sqlite:///rel.db`` -> ``rel.db``."""
+    if not url.startswith("sqlite:///"):
+        raise UnsupportedUrl("%r is not a SQLite URL; write sqlite:////absolute/path.db" % url)
+    path = url[len("sqlite:///"):]
+    if not path or path == ":memory:" or path.startswith("file:"):
+        raise UnsupportedUrl("%r: the store needs a database file shared by its connections; "
+                             "write sqlite:////absolute/path.db" % url)
+    return path
+
+
+class _SqliteTx(Tx):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(sql, params).rowcount
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._conn.executemany(sql, rows)
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> List[Tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
+
+
+class SqliteStore(SqlStore):
+    """The default store: ``sqlite:////var/lib/vmdiag/vmdiag.db``."""
+
+    backend = "sqlite"
+
+    def __init__(self, config: StorageConfig) -> None:
+        super().__init__(config)
+        self.path = sqlite_path(config.url)
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise StorageError("cannot open %s: folder %s does not exist; create it (the "
+                               "package creates /var/lib/vmdiag) or change [storage] url"
+                               % (self.path, folder))
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: List[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._writer = self._connect()
+        self._writer.execute("PRAGMA journal_mode=WAL")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.config.busy_timeout_s,
+                                   isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as err:
+            raise StorageError("cannot open SQLite database %s: %s; check the path and that "
+                               "the service user may write the folder" % (self.path, err)) \
+                from err
+        conn.execute("PRAGMA busy_timeout=%d" % int(self.config.busy_timeout_s * 1000))
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        return conn
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def _write(self, work: Callable[[Tx], T]) -> T:
+        with self._lock:
+            if self._closed:
+                raise StoreClosed("the store was closed; open a new one")
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(_SqliteTx(conn))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreClosed("the store was closed; open a new one")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def _read(self, work: Callable[[Tx], T], snapshot: bool = False) -> T:
+        conn = self._reader()
+        if not snapshot:
+            return work(_SqliteTx(conn))
+        conn.execute("BEGIN")
+        try:
+            return work(_SqliteTx(conn))
+        finally:
+            conn.execute("COMMIT")
+
+    # -- dialect ----------------------------------------------------------------------------
+
+    def _in(self, column: str, values: Sequence[Any]) -> Tuple[str, List[Any]]:
+        return "%s IN (%s)" % (column, ", ".join("?" * len(values))), list(values)
+
+    def _bucket(self, column: str) -> str:
+        return "CAST(%s / 300 AS INTEGER) * 300" % column
+
+    def _insert_ledger(self, tx: Tx, rows: List[Tuple[int, str, int, float]]) -> Set[LedgerKey]:
+        new: Set[LedgerKey] = set()
+        for row in rows:
+            if tx.execute("INSERT INTO ingested (vm_key, run_id, seq, received_at)"
+                          " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", row):
+                new.add((row[0], row[1], row[2]))
+        return new
+
+    def _insert_samples(self, tx: Tx, rows: List[Tuple[int, int, float, float]]) -> None:
+        tx.executemany("INSERT INTO samples (vm_key, metric_id, t, value) VALUES (?, ?, ?, ?)"
+                       " ON CONFLICT DO NOTHING", rows)
+
+    def _insert_rollups(self, tx: Tx,
+                        rows: List[Tuple[int, int, float, float, float, float, int]]) -> None:
+        tx.executemany("INSERT INTO rollups (vm_key, metric_id, bucket, v_avg, v_min, v_max, n)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
+
+    def _roll(self, tx: Tx, end: float) -> Tuple[int, int]:
+        written = tx.execute(
+            "INSERT INTO rollups (vm_key, metric_id, bucket, v_avg, v_min, v_max, n)"
+            " SELECT vm_key, metric_id, CAST(t / 300 AS INTEGER) * 300 AS b, avg(value),"
+            " min(value), max(value), count(*) FROM samples WHERE t < ?"
+            " GROUP BY vm_key, metric_id, b"
+            " ON CONFLICT (vm_key, metric_id, bucket) DO UPDATE SET"
+            " v_avg = (v_avg * n + excluded.v_avg * excluded.n) / (n + excluded.n),"
+            " v_min = min(v_min, excluded.v_min), v_max = max(v_max, excluded.v_max),"
+            " n = n + excluded.n", (end,))
+        moved = tx.execute("DELETE FROM samples WHERE t < ?", (end,))
+        return moved, written
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        migrations = load_migrations("sqlite")
+
+        def work(tx: Tx) -> int:
+            tx.execute(CREATE_VERSIONS_TABLE)
+            applied = {r[0] for r in tx.fetchall("SELECT version FROM schema_migrations")}
+            newest = max(applied, default=0)
+            if newest > len(migrations):
+                raise SchemaTooNew("%s has schema version %d but this vmdiag knows only up to "
+                                   "%d; upgrade vmdiag on this machine"
+                                   % (self.path, newest, len(migrations)))
+            for migration in migrations:
+                if migration.version not in applied:
+                    for statement in migration.statements:
+                        tx.execute(statement)
+                    tx.execute("INSERT INTO schema_migrations (version, name, applied_at)"
+                               " VALUES (?, ?, ?)",
+                               (migration.version, migration.name, time.time()))
+            return len(migrations)
+        return self._write(work)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._readers_lock:
+                readers, self._readers = self._readers, []
+            for conn in readers:
+                conn.close()
+            try:
+                self._writer.execute("PRAGMA optimize")
+            except sqlite3.Error:
+                pass
+            self._writer.close()

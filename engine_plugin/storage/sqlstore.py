@@ -1,0 +1,539 @@
+"""The part of the store both SQL backends share: queries, ingest flow, retention flow.
+
+A backend supplies transactions (``_write``, ``_read``), a few dialect pieces (``_in``,
+``_bucket``, ``_least``/``_greatest``) and the bulk statements where the fast way differs
+(ledger, samples, rolling a time step). SQL here is written with ``?`` placeholders; the
+PostgreSQL backend translates them.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import math
+import time
+from contextlib import contextmanager
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Sequence,
+    Set,
+    Tuple,
+    TypeVar,
+)
+
+from .config import ROLLUP_STEP
+from .downsample import lttb
+from .extract import prefix_match
+from .incoming import Incoming, newest_per_vm, prepare
+from .records import IngestResult, LatestReport, VmSummaryRow
+from .store import Point, Store
+
+T = TypeVar("T")
+LedgerKey = Tuple[int, str, int]
+
+#: Ids per ``IN (...)`` list; keeps statements small and below SQLite's variable limit.
+CHUNK = 500
+#: Raw samples rolled per retention transaction: one bucket, so ingest waits little.
+ROLL_SPAN = ROLLUP_STEP
+#: Rollups dropped per retention transaction.
+DROP_SPAN = 3600.0
+
+
+def chunks(values: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def bucket_of(t: float) -> float:
+    return math.floor(t / ROLLUP_STEP) * ROLLUP_STEP
+
+
+class Tx(abc.ABC):
+    """One transaction (or read snapshot) on one connection."""
+
+    @abc.abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; return its row count."""
+
+    @abc.abstractmethod
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run a statement once per row."""
+
+    @abc.abstractmethod
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> List[Tuple[Any, ...]]:
+        """Run a query; return all rows."""
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Tuple[Any, ...] | None:
+        rows = self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+
+class SqlStore(Store):
+    """Everything but connections and a few dialect-specific statements."""
+
+    #: SQL names of the two-argument min/max.
+    _least = "min"
+    _greatest = "max"
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._metric_ids: Dict[str, int] = {}
+        self._metric_names: Dict[int, str] = {}
+
+    # -- what a backend provides ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _write(self, work: Callable[[Tx], T]) -> T:
+        """Run ``work`` in one write transaction (retried by the backend when it may be)."""
+
+    @abc.abstractmethod
+    def _read(self, work: Callable[[Tx], T], snapshot: bool = False) -> T:
+        """Run ``work`` on a reader; with ``snapshot`` all its queries see one state."""
+
+    @abc.abstractmethod
+    def _in(self, column: str, values: Sequence[Any]) -> Tuple[str, List[Any]]:
+        """SQL condition "column is one of values" and its parameters."""
+
+    @abc.abstractmethod
+    def _bucket(self, column: str) -> str:
+        """SQL expression: start of the rollup bucket of a time column."""
+
+    @abc.abstractmethod
+    def _insert_ledger(self, tx: Tx, rows: List[Tuple[int, str, int, float]]) -> Set[LedgerKey]:
+        """Insert ledger rows, skipping existing ones; return the keys that were new."""
+
+    @abc.abstractmethod
+    def _insert_samples(self, tx: Tx, rows: List[Tuple[int, int, float, float]]) -> None:
+        """Insert (vm_key, metric_id, t, value) rows, keeping existing points."""
+
+    @abc.abstractmethod
+    def _insert_rollups(self, tx: Tx,
+                        rows: List[Tuple[int, int, float, float, float, float, int]]) -> None:
+        """Insert rollup rows, keeping existing ones."""
+
+    @abc.abstractmethod
+    def _roll(self, tx: Tx, end: float) -> Tuple[int, int]:
+        """Move raw samples with ``t < end`` into rollups; (samples moved, rollups written)."""
+
+    @contextmanager
+    def _retention_guard(self) -> Iterator[bool]:
+        """Yields whether this caller may run retention now (one instance at a time)."""
+        yield True
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def _ensure_vms(self, tx: Tx, hosts: Dict[str, str | None]) -> Dict[str, int]:
+        """vm_key of each vm_id, creating rows for new VMs (in vm_id order, to avoid deadlocks
+        between instances creating the same VMs)."""
+        ids = sorted(hosts)
+        tx.executemany(self._insert_ignore("vms", ("vm_id", "host_id"), ("vm_id",)),
+                       [(vm_id, hosts[vm_id]) for vm_id in ids])
+        return self._vm_keys(tx, ids)
+
+    def _vm_keys(self, tx: Tx, vm_ids: Sequence[str]) -> Dict[str, int]:
+        keys: Dict[str, int] = {}
+        for part in chunks(list(vm_ids)):
+            cond, params = self._in("vm_id", part)
+            for vm_key, vm_id in tx.fetchall("SELECT vm_key, vm_id FROM vms WHERE " + cond,
+                                             params):
+                keys[vm_id] = vm_key
+        return keys
+
+    def _ensure_metrics(self, tx: Tx, names: Iterable[str]) -> Dict[str, int]:
+        """metric_id of each name; ids never change, so known ones come from a cache (which
+        the caller extends only after the transaction committed)."""
+        known = self._metric_ids
+        wanted = set(names)
+        missing = sorted(wanted - known.keys())
+        found = {name: known[name] for name in wanted if name in known}
+        if missing:
+            tx.executemany(self._insert_ignore("metrics", ("name",), ("name",)),
+                           [(name,) for name in missing])
+            for part in chunks(missing):
+                cond, params = self._in("name", part)
+                for metric_id, name in tx.fetchall(
+                        "SELECT metric_id, name FROM metrics WHERE " + cond, params):
+                    found[name] = metric_id
+        return found
+
+    def _remember_metrics(self, ids: Dict[str, int]) -> None:
+        self._metric_ids.update(ids)
+        self._metric_names.update((v, k) for k, v in ids.items())
+
+    def _metric_id(self, name: str) -> int | None:
+        if name not in self._metric_ids:
+            row = self._read(lambda tx: tx.fetchone(
+                "SELECT metric_id FROM metrics WHERE name = ?", (name,)))
+            if row is None:
+                return None
+            self._remember_metrics({name: row[0]})
+        return self._metric_ids[name]
+
+    def _names_of(self, metric_ids: Iterable[int]) -> Dict[int, str]:
+        missing = sorted(set(metric_ids) - self._metric_names.keys())
+        if missing:
+            def load(tx: Tx) -> Dict[str, int]:
+                found = {}
+                for part in chunks(missing):
+                    cond, params = self._in("metric_id", part)
+                    found.update((name, mid) for mid, name in tx.fetchall(
+                        "SELECT metric_id, name FROM metrics WHERE " + cond, params))
+                return found
+            self._remember_metrics(self._read(load))
+        return {mid: self._metric_names[mid] for mid in metric_ids if mid in self._metric_names}
+
+    @staticmethod
+    def _insert_ignore(table: str, columns: Sequence[str], conflict: Sequence[str]) -> str:
+        return "INSERT INTO %s (%s) VALUES (%s) ON CONFLICT (%s) DO NOTHING" % (
+            table, ", ".join(columns), ", ".join("?" * len(columns)), ", ".join(conflict))
+
+    # -- ingest -----------------------------------------------------------------------------
+
+    def ingest(self, envelopes: Sequence[Dict[str, Any]]) -> IngestResult:
+        items, in_batch = prepare(envelopes)
+        if not items:
+            return IngestResult(accepted=0, duplicates=in_batch)
+        names = {name for item in items for name, _, _ in item.samples}
+        accepted, stale, metric_ids = self._write(lambda tx: self._ingest_tx(tx, items, names))
+        self._remember_metrics(metric_ids)
+        return IngestResult(accepted=accepted, duplicates=in_batch + len(items) - accepted,
+                            stale_samples=stale)
+
+    def _ingest_tx(self, tx: Tx, items: List[Incoming],
+                   names: Set[str]) -> Tuple[int, int, Dict[str, int]]:
+        hosts = {item.vm_id: item.host_id for item in items}
+        vm_keys = self._ensure_vms(tx, hosts)
+        metric_ids = self._ensure_metrics(tx, names)
+        new_keys = self._insert_ledger(tx, sorted(
+            (vm_keys[i.vm_id], i.run_id, i.seq, i.received_at) for i in items))
+        new = [i for i in items if (vm_keys[i.vm_id], i.run_id, i.seq) in new_keys]
+        cutoff = self._raw_cutoff(tx)
+        rows = []
+        stale = 0
+        for item in new:
+            vm_key = vm_keys[item.vm_id]
+            for name, t, value in item.samples:
+                if cutoff is not None and t < cutoff:
+                    stale += 1
+                else:
+                    rows.append((vm_key, metric_ids[name], t, value))
+        rows.sort()
+        self._insert_samples(tx, rows)
+        for item in newest_per_vm(new):
+            self._update_latest(tx, vm_keys[item.vm_id], item)
+        return len(new), stale, metric_ids
+
+    def _update_latest(self, tx: Tx, vm_key: int, item: Incoming) -> None:
+        """Make ``item`` the VM's latest report if it is newer (incoming.is_newer, in SQL, so
+        the check and the write are one atomic statement on the VM's row)."""
+        changed = tx.execute(
+            "UPDATE vms SET host_id = ?, hostname = COALESCE(?, hostname),"
+            " agent_version = COALESCE(?, agent_version), received_at = ?, report_time = ?,"
+            " run_id = ?, seq = ?, worst_status = COALESCE(?, worst_status),"
+            " worst_checks = COALESCE(?, worst_checks)"
+            " WHERE vm_key = ? AND (received_at IS NULL OR run_id IS NULL OR seq IS NULL"
+            " OR (run_id = ? AND seq < ?) OR (run_id <> ? AND received_at < ?))",
+            (item.host_id, item.hostname, item.agent_version, item.received_at,
+             item.report_time, item.run_id, item.seq, item.worst_status, item.worst_checks,
+             vm_key, item.run_id, item.seq, item.run_id, item.received_at))
+        if changed:
+            tx.execute("INSERT INTO latest_reports (vm_key, report) VALUES (?, ?)"
+                       " ON CONFLICT (vm_key) DO UPDATE SET report = excluded.report",
+                       (vm_key, item.report_json()))
+
+    @staticmethod
+    def _raw_cutoff(tx: Tx) -> float | None:
+        row = tx.fetchone("SELECT value FROM meta WHERE key = 'raw_cutoff'")
+        return float(row[0]) if row else None
+
+    @staticmethod
+    def _set_meta(tx: Tx, key: str, value: str) -> None:
+        tx.execute("INSERT INTO meta (key, value) VALUES (?, ?)"
+                   " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # -- reports and summaries --------------------------------------------------------------
+
+    def latest(self, vm_id: str) -> LatestReport | None:
+        row = self._read(lambda tx: tx.fetchone(
+            "SELECT v.vm_id, v.host_id, v.received_at, l.report FROM vms v"
+            " JOIN latest_reports l ON l.vm_key = v.vm_key WHERE v.vm_id = ?", (vm_id,)))
+        if row is None:
+            return None
+        return LatestReport(vm_id=row[0], host_id=row[1], received_at=row[2],
+                            report=json.loads(row[3]))
+
+    def vm_ids(self, host_id: str | None = None) -> List[str]:
+        sql = "SELECT vm_id FROM vms WHERE received_at IS NOT NULL"
+        params: Tuple[Any, ...] = ()
+        if host_id is not None:
+            sql += " AND host_id = ?"
+            params = (host_id,)
+        return [r[0] for r in self._read(lambda tx: tx.fetchall(sql + " ORDER BY vm_id",
+                                                                 params))]
+
+    def summaries(self, vm_ids: Iterable[str] | None = None,
+                  host_id: str | None = None) -> List[VmSummaryRow]:
+        base = ("SELECT v.vm_id, v.host_id, v.hostname, v.received_at, v.report_time,"
+                " v.agent_version, v.worst_status, v.worst_checks, d.verdict"
+                " FROM vms v LEFT JOIN verdicts d ON d.vm_key = v.vm_key"
+                " WHERE v.received_at IS NOT NULL")
+        extra: List[Any] = []
+        if host_id is not None:
+            base += " AND v.host_id = ?"
+            extra.append(host_id)
+
+        def query(tx: Tx) -> List[Tuple[Any, ...]]:
+            if vm_ids is None:
+                return tx.fetchall(base, extra)
+            rows: List[Tuple[Any, ...]] = []
+            for part in chunks(sorted(set(vm_ids))):
+                cond, params = self._in("v.vm_id", part)
+                rows.extend(tx.fetchall(base + " AND " + cond, extra + params))
+            return rows
+
+        out = [VmSummaryRow(
+            vm_id=r[0], host_id=r[1], hostname=r[2], received_at=r[3], report_time=r[4],
+            agent_version=r[5], worst_status=r[6],
+            worst_checks=tuple(json.loads(r[7])) if r[7] else (),
+            verdict=json.loads(r[8]) if r[8] else None) for r in self._read(query)]
+        out.sort(key=lambda row: row.vm_id)
+        return out
+
+    # -- verdicts and event state -----------------------------------------------------------
+
+    def set_verdict(self, vm_id: str, verdict: Dict[str, Any], now: float) -> None:
+        text = json.dumps(verdict, separators=(",", ":"), sort_keys=True)
+
+        def work(tx: Tx) -> None:
+            vm_key = self._ensure_vms(tx, {vm_id: None})[vm_id]
+            tx.execute("INSERT INTO verdicts (vm_key, verdict, updated_at) VALUES (?, ?, ?)"
+                       " ON CONFLICT (vm_key) DO UPDATE SET verdict = excluded.verdict,"
+                       " updated_at = excluded.updated_at", (vm_key, text, float(now)))
+        self._write(work)
+
+    def verdicts(self, vm_ids: Iterable[str] | None = None) -> Dict[str, Dict[str, Any]]:
+        base = "SELECT v.vm_id, d.verdict FROM verdicts d JOIN vms v ON v.vm_key = d.vm_key"
+
+        def query(tx: Tx) -> List[Tuple[Any, ...]]:
+            if vm_ids is None:
+                return tx.fetchall(base)
+            rows: List[Tuple[Any, ...]] = []
+            for part in chunks(sorted(set(vm_ids))):
+                cond, params = self._in("v.vm_id", part)
+                rows.extend(tx.fetchall(base + " WHERE " + cond, params))
+            return rows
+        return {vm_id: json.loads(text) for vm_id, text in self._read(query)}
+
+    def event_state(self, key: str) -> Dict[str, Any] | None:
+        row = self._read(lambda tx: tx.fetchone(
+            "SELECT state FROM event_states WHERE key = ?", (key,)))
+        return json.loads(row[0]) if row else None
+
+    def set_event_state(self, key: str, state: Dict[str, Any]) -> None:
+        text = json.dumps(state, separators=(",", ":"), sort_keys=True)
+        self._write(lambda tx: tx.execute(
+            "INSERT INTO event_states (key, state, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET state = excluded.state,"
+            " updated_at = excluded.updated_at", (key, text, time.time())))
+
+    # -- history ----------------------------------------------------------------------------
+
+    def _series_keys(self, vm_id: str, metric: str) -> Tuple[int, int] | None:
+        metric_id = self._metric_id(metric)
+        if metric_id is None:
+            return None
+        row = self._read(lambda tx: tx.fetchone("SELECT vm_key FROM vms WHERE vm_id = ?",
+                                                (vm_id,)))
+        return (row[0], metric_id) if row else None
+
+    def history(self, vm_id: str, metric: str, since: float, until: float,
+                max_points: int = 1000) -> Tuple[str, List[Point]]:
+        if max_points < 2:
+            raise ValueError("max_points must be at least 2 (first and last point)")
+        wide = until - since > self.config.raw_retention_s
+        keys = self._series_keys(vm_id, metric)
+        if keys is None or until < since:
+            return ("5m" if wide else "raw"), []
+        vm_key, metric_id = keys
+        series = (vm_key, metric_id)
+
+        def query(tx: Tx) -> Tuple[str, List[Point]]:
+            rolled = tx.fetchall(
+                "SELECT bucket, v_avg, n FROM rollups WHERE vm_key = ? AND metric_id = ?"
+                " AND bucket > ? AND bucket <= ? ORDER BY bucket",
+                series + (since - ROLLUP_STEP, until))
+            if not rolled and not wide:
+                return "raw", [(t, v) for t, v in tx.fetchall(
+                    "SELECT t, value FROM samples WHERE vm_key = ? AND metric_id = ?"
+                    " AND t >= ? AND t <= ? ORDER BY t", series + (since, until))]
+            bucket = self._bucket("t")
+            raw = tx.fetchall(
+                "SELECT %s AS b, avg(value), count(*) FROM samples WHERE vm_key = ?"
+                " AND metric_id = ? AND t >= ? AND t <= ? GROUP BY b" % bucket,
+                series + (since, until))
+            return "5m", _merge_buckets(rolled, raw)
+
+        resolution, points = self._read(query, snapshot=True)
+        return resolution, lttb(points, max_points)
+
+    def metric_names(self, vm_id: str) -> List[str]:
+        def query(tx: Tx) -> Set[int]:
+            row = tx.fetchone("SELECT vm_key FROM vms WHERE vm_id = ?", (vm_id,))
+            if row is None:
+                return set()
+            ids: Set[int] = set()
+            for table in ("samples", "rollups"):
+                # Loose index scan: one index probe per distinct metric instead of reading
+                # every sample of the VM.
+                ids.update(r[0] for r in tx.fetchall(
+                    "WITH RECURSIVE m(id) AS ("
+                    " SELECT (SELECT min(metric_id) FROM {t} WHERE vm_key = ?)"
+                    " UNION ALL SELECT (SELECT min(metric_id) FROM {t}"
+                    "  WHERE vm_key = ? AND metric_id > m.id) FROM m WHERE m.id IS NOT NULL)"
+                    " SELECT id FROM m WHERE id IS NOT NULL".format(t=table),
+                    (row[0], row[0])))
+            return ids
+        return sorted(self._names_of(self._read(query, snapshot=True)).values())
+
+    def histories(self, vm_ids: Iterable[str], metric_prefixes: Iterable[str],
+                  since: float) -> Dict[str, Dict[str, List[Point]]]:
+        prefixes = [p for p in metric_prefixes if p]
+        wanted = sorted(set(vm_ids))
+        if not prefixes or not wanted:
+            return {}
+
+        def query(tx: Tx) -> Dict[str, Dict[str, List[Point]]]:
+            cond = " OR ".join("substr(name, 1, %d) = ?" % len(p) for p in prefixes)
+            metrics = {mid: name for mid, name in tx.fetchall(
+                "SELECT metric_id, name FROM metrics WHERE " + cond, prefixes)
+                if prefix_match(name, prefixes)}
+            keys = self._vm_keys(tx, wanted)
+            by_key = {key: vm_id for vm_id, key in keys.items()}
+            out: Dict[str, Dict[str, List[Point]]] = {vm_id: {} for vm_id in keys}
+            if not metrics or not keys:
+                return out
+            mcond, mparams = self._in("metric_id", sorted(metrics))
+            for part in chunks(sorted(by_key)):
+                vcond, vparams = self._in("vm_key", part)
+                for sql, params in (
+                        ("SELECT vm_key, metric_id, bucket, v_avg FROM rollups WHERE %s AND %s"
+                         " AND bucket >= ?", [bucket_of(since)]),
+                        ("SELECT vm_key, metric_id, t, value FROM samples WHERE %s AND %s"
+                         " AND t >= ?", [since])):
+                    for vm_key, metric_id, t, value in tx.fetchall(
+                            sql % (vcond, mcond), vparams + mparams + params):
+                        out[by_key[vm_key]].setdefault(metrics[metric_id], []).append((t, value))
+            for series in out.values():
+                for points in series.values():
+                    points.sort()
+            return out
+        return self._read(query, snapshot=True)
+
+    # -- retention --------------------------------------------------------------------------
+
+    def apply_retention(self, now: float) -> Dict[str, int]:
+        cfg = self.config
+        stats = {"raw_rolled": 0, "rollups_written": 0, "rollups_deleted": 0,
+                 "ledger_pruned": 0, "vms_removed": 0, "event_states_pruned": 0, "skipped": 0}
+        raw_cutoff = bucket_of(now - cfg.raw_retention_s)
+        with self._retention_guard() as allowed:
+            if not allowed:
+                stats["skipped"] = 1
+                return stats
+            while True:
+                step = self._write(lambda tx: self._roll_step(tx, raw_cutoff))
+                if step is None:
+                    break
+                stats["raw_rolled"] += step[0]
+                stats["rollups_written"] += step[1]
+            rollup_cutoff = now - cfg.rollup_retention_s
+            while True:
+                dropped = self._write(lambda tx: self._drop_step(tx, rollup_cutoff))
+                if dropped is None:
+                    break
+                stats["rollups_deleted"] += dropped
+            stats["ledger_pruned"] = self._write(lambda tx: tx.execute(
+                "DELETE FROM ingested WHERE received_at < ?", (raw_cutoff,)))
+            stats["event_states_pruned"] = self._write(lambda tx: tx.execute(
+                "DELETE FROM event_states WHERE updated_at < ?", (now - cfg.vm_retention_s,)))
+            stats["vms_removed"] = self._remove_silent_vms(now - cfg.vm_retention_s)
+        return stats
+
+    def _roll_step(self, tx: Tx, raw_cutoff: float) -> Tuple[int, int] | None:
+        """Roll the oldest span of raw samples, or record the cutoff and return None."""
+        row = tx.fetchone("SELECT min(t) FROM samples")
+        oldest = row[0] if row else None
+        current = self._raw_cutoff(tx)
+        if oldest is None or oldest >= raw_cutoff:
+            if current is None or raw_cutoff > current:
+                self._set_meta(tx, "raw_cutoff", repr(raw_cutoff))
+            return None
+        end = min(bucket_of(oldest) + ROLL_SPAN, raw_cutoff)
+        moved = self._roll(tx, end)
+        if current is None or end > current:
+            # Ingest drops samples older than this from now on: their buckets are rolled.
+            self._set_meta(tx, "raw_cutoff", repr(end))
+        return moved
+
+    def _drop_step(self, tx: Tx, cutoff: float) -> int | None:
+        row = tx.fetchone("SELECT min(bucket) FROM rollups")
+        oldest = row[0] if row else None
+        if oldest is None or oldest >= cutoff:
+            return None
+        return tx.execute("DELETE FROM rollups WHERE bucket < ?",
+                          (min(oldest + DROP_SPAN, cutoff),))
+
+    def _remove_silent_vms(self, cutoff: float) -> int:
+        def work(tx: Tx) -> int:
+            keys = [r[0] for r in tx.fetchall(
+                "SELECT v.vm_key FROM vms v LEFT JOIN verdicts d ON d.vm_key = v.vm_key"
+                " WHERE COALESCE(v.received_at, d.updated_at, 0) < ?", (cutoff,))]
+            for part in chunks(keys):
+                cond, params = self._in("vm_key", part)
+                for table in ("latest_reports", "verdicts", "ingested", "samples", "rollups",
+                              "vms"):
+                    tx.execute("DELETE FROM %s WHERE %s" % (table, cond), params)
+            return len(keys)
+        return self._write(work)
+
+    # -- bulk import ------------------------------------------------------------------------
+
+    def import_history(self, vm_id: str, samples: Iterable[Tuple[str, float, float]] = (),
+                       rollups: Iterable[Tuple[str, float, float, float, float, int]] = (),
+                       host_id: str | None = None) -> int:
+        raw = list(samples)
+        rolled = list(rollups)
+
+        def work(tx: Tx) -> Tuple[int, Dict[str, int]]:
+            vm_key = self._ensure_vms(tx, {vm_id: host_id})[vm_id]
+            ids = self._ensure_metrics(tx, {r[0] for r in raw} | {r[0] for r in rolled})
+            self._insert_samples(tx, sorted((vm_key, ids[m], float(t), float(v))
+                                            for m, t, v in raw))
+            self._insert_rollups(tx, sorted(
+                (vm_key, ids[m], float(b), float(a), float(lo), float(hi), int(n))
+                for m, b, a, lo, hi, n in rolled))
+            return len(raw) + len(rolled), ids
+        written, ids = self._write(work)
+        self._remember_metrics(ids)
+        return written
+
+
+def _merge_buckets(rolled: List[Tuple[Any, ...]], raw: List[Tuple[Any, ...]]) -> List[Point]:
+    """5-minute points from rollups and raw buckets; a bucket in both (late samples that came
+    after their bucket was rolled) is their count-weighted average."""
+    merged: Dict[float, Tuple[float, int]] = {}
+    for rows in (rolled, raw):
+        for bucket, avg, count in rows:
+            bucket = float(bucket)
+            if bucket in merged:
+                prev, prev_n = merged[bucket]
+                total = prev_n + count
+                merged[bucket] = ((prev * prev_n + avg * count) / total, total)
+            else:
+                merged[bucket] = (float(avg), int(count))
+    return [(b, merged[b][0]) for b in sorted(merged)]

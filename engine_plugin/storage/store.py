@@ -1,0 +1,115 @@
+"""The store's interface: what the service and the health pass may call.
+
+Every method is synchronous and thread-safe: the aiohttp service calls the store from a thread
+executor, and several service instances may share one PostgreSQL database. Both backends
+(``sqlite_store``, ``postgres_store``) implement exactly this and pass the same test suite.
+Times are Unix seconds (float) throughout.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
+
+from .config import StorageConfig
+from .records import IngestResult, LatestReport, VmSummaryRow
+
+Point = Tuple[float, float]
+
+
+class Store(abc.ABC):
+    """Reports, time series, verdicts and event state of the fleet."""
+
+    #: ``"sqlite"`` or ``"postgresql"``.
+    backend: str = ""
+
+    def __init__(self, config: StorageConfig) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    def migrate(self) -> int:
+        """Bring the schema up to date (idempotent, safe to race) and return its version."""
+
+    @abc.abstractmethod
+    def ingest(self, envelopes: Sequence[Dict[str, Any]]) -> IngestResult:
+        """Store a batch of validated relay envelopes ``{host_id, vm_id, received_at, report}``.
+
+        Idempotent on (vm_id, run_id, seq): a retried batch changes nothing, also when two
+        instances receive it at once. The newest report of each VM replaces its latest
+        report; every report's metric samples join the time series.
+        """
+
+    @abc.abstractmethod
+    def latest(self, vm_id: str) -> LatestReport | None:
+        """The newest full report of ``vm_id``, or None when none was ever stored."""
+
+    @abc.abstractmethod
+    def vm_ids(self, host_id: str | None = None) -> List[str]:
+        """IDs of VMs that have a latest report (on ``host_id`` if given), sorted."""
+
+    @abc.abstractmethod
+    def summaries(self, vm_ids: Iterable[str] | None = None,
+                  host_id: str | None = None) -> List[VmSummaryRow]:
+        """Fleet-table rows (of ``vm_ids`` / on ``host_id`` if given), sorted by vm_id."""
+
+    @abc.abstractmethod
+    def history(self, vm_id: str, metric: str, since: float, until: float,
+                max_points: int = 1000) -> Tuple[str, List[Point]]:
+        """(resolution, points) of one series with ``since <= t <= until``, for a chart.
+
+        Resolution is ``"raw"`` while the range fits in raw retention and no rollups touch
+        it, else ``"5m"`` (5-minute averages, rollups plus raw samples averaged on the fly).
+        At most ``max_points`` points come back (LTTB keeps spikes).
+        """
+
+    @abc.abstractmethod
+    def metric_names(self, vm_id: str) -> List[str]:
+        """Every metric ``vm_id`` has history for, sorted."""
+
+    @abc.abstractmethod
+    def histories(self, vm_ids: Iterable[str], metric_prefixes: Iterable[str],
+                  since: float) -> Dict[str, Dict[str, List[Point]]]:
+        """Bulk history for the health pass: ``{vm_id: {metric: [(t, v), ...]}}``.
+
+        Metrics whose name starts with any prefix; rollup averages (at bucket start) for
+        times already rolled up, raw samples after; sorted by time. Unknown VMs are absent.
+        """
+
+    @abc.abstractmethod
+    def set_verdict(self, vm_id: str, verdict: Dict[str, Any], now: float) -> None:
+        """Store the health verdict of ``vm_id`` (replacing the previous one)."""
+
+    @abc.abstractmethod
+    def verdicts(self, vm_ids: Iterable[str] | None = None) -> Dict[str, Dict[str, Any]]:
+        """Stored verdicts by vm_id (of ``vm_ids`` if given)."""
+
+    @abc.abstractmethod
+    def event_state(self, key: str) -> Dict[str, Any] | None:
+        """What was last recorded for an oVirt event key, or None."""
+
+    @abc.abstractmethod
+    def set_event_state(self, key: str, state: Dict[str, Any]) -> None:
+        """Record the state of an oVirt event key (replacing the previous one)."""
+
+    @abc.abstractmethod
+    def apply_retention(self, now: float) -> Dict[str, int]:
+        """Roll expired raw samples into 5-minute rollups, drop expired rollups, ledger rows,
+        event states and VMs silent past vm retention; returns counts of what it did."""
+
+    @abc.abstractmethod
+    def import_history(self, vm_id: str, samples: Iterable[Tuple[str, float, float]] = (),
+                       rollups: Iterable[Tuple[str, float, float, float, float, int]] = (),
+                       host_id: str | None = None) -> int:
+        """Bulk-load history (raw ``(metric, t, value)`` and rollup ``(metric, bucket, avg,
+        min, max, count)`` rows) for imports and benchmarks; existing points are kept.
+        Returns the number of rows written."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections; the store cannot be used afterwards."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
