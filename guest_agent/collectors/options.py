@@ -30,5 +30,7 @@ class CollectorOptions:
     top_interval_s: float = 60.0
     #: Probe the default gateway (ICMP echo, else a TCP connect; see collectors.probes).
     probe_gateway: bool = True
+    #: Ask the resolver for the FQDN when /etc/hosts gives none (off: no DNS traffic at all).
+    resolve_fqdn: bool = True
     #: Where to read from: the running system, or a fixture tree / container prefix in tests.
     machine: Machine = field(default=LOCAL)

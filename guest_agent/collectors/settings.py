@@ -55,7 +55,7 @@ def collect(options: CollectorOptions, state: CollectorState, errors: FieldError
 
 def fqdn(options: CollectorOptions, state: CollectorState, hostname: str) -> str | None:
     found = platform.fqdn_from_hosts(options.machine, hostname)
-    if found or not options.machine.paths.is_live:
+    if found or not options.resolve_fqdn or not options.machine.paths.is_live:
         return found
     if not state.due("fqdn", options.listening_interval_s):
         return state.recall("fqdn")

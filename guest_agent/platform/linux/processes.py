@@ -73,6 +73,7 @@ def user_names(m: Machine) -> Dict[int, str]:
 
 
 def user_name(m: Machine, uid: int, cache: Dict[int, str]) -> str:
+    """Name of ``uid``: NSS on the live system (LDAP, sssd), else the tree's /etc/passwd."""
     name = cache.get(uid)
     if name is None:
         if m.paths.is_live:
@@ -81,7 +82,9 @@ def user_name(m: Machine, uid: int, cache: Dict[int, str]) -> str:
             except KeyError:
                 name = str(uid)
         else:
-            name = str(uid)
+            if not cache:
+                cache.update(user_names(m))
+            name = cache.get(uid, str(uid))
         cache[uid] = name
     return name
 
