@@ -381,6 +381,17 @@ class SqlStore(Store):
         resolution, points = self._read(query, snapshot=True)
         return resolution, lttb(points, max_points)
 
+    def rollups(self, vm_id: str, metric: str, since: float, until: float
+                ) -> List[Tuple[float, float, float, float, int]]:
+        keys = self._series_keys(vm_id, metric)
+        if keys is None:
+            return []
+        rows = self._read(lambda tx: tx.fetchall(
+            "SELECT bucket, v_avg, v_min, v_max, n FROM rollups WHERE vm_key = ?"
+            " AND metric_id = ? AND bucket >= ? AND bucket <= ? ORDER BY bucket",
+            keys + (since, until)))
+        return [(float(b), float(a), float(lo), float(hi), int(n)) for b, a, lo, hi, n in rows]
+
     def metric_names(self, vm_id: str) -> List[str]:
         def query(tx: Tx) -> Set[int]:
             row = tx.fetchone("SELECT vm_key FROM vms WHERE vm_id = ?", (vm_id,))

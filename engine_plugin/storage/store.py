@@ -63,6 +63,12 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def rollups(self, vm_id: str, metric: str, since: float, until: float
+                ) -> List[Tuple[float, float, float, float, int]]:
+        """Rolled-up buckets ``(start, avg, min, max, count)`` of one series that start in
+        ``[since, until]``, for min/max bands on charts."""
+
+    @abc.abstractmethod
     def metric_names(self, vm_id: str) -> List[str]:
         """Every metric ``vm_id`` has history for, sorted."""
 

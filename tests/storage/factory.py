@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from diag_protocol import make_envelope, make_report, validate_envelope
 
@@ -25,9 +25,9 @@ def report_sections(t: float, cpu: float = 12.5, mem_percent: float = 40.0,
                     filesystems: Sequence[Tuple[str, float, float]] = (("/", 4e9, 1e10),),
                     interfaces: Sequence[Tuple[str, float, float]] = (("eth0", 1000.0, 500.0),),
                     processes: Sequence[Tuple[str, float]] = (("postgres", 2e8),),
-                    checks: Optional[Sequence[Check]] = (),
-                    hostname: Optional[str] = "guest.example.test",
-                    extra: int = 0, rng: Optional[random.Random] = None) -> Dict[str, Any]:
+                    checks: Sequence[Check] | None = (),
+                    hostname: str | None = "guest.example.test",
+                    extra: int = 0, rng: random.Random | None = None) -> Dict[str, Any]:
     """The ``sections`` of a report collected at ``t``; ``checks=None`` omits that section
     (a failed collector), ``hostname=None`` omits settings. ``extra`` adds bulk that carries
     no metrics (units, sockets, packages) to reach realistic report sizes."""
@@ -106,7 +106,7 @@ def report_sections(t: float, cpu: float = 12.5, mem_percent: float = 40.0,
 
 
 def envelope(vm: int, seq: int, t: float, run_id: str = "run-1", host_id: str = "host-1",
-             received_at: Optional[float] = None, **values: Any) -> Dict[str, Any]:
+             received_at: float | None = None, **values: Any) -> Dict[str, Any]:
     """A validated envelope of VM number ``vm``: report ``seq`` of ``run_id``, collected at
     ``t`` and received one second later unless ``received_at`` says otherwise."""
     report = make_report("boot-%d" % vm, run_id, seq, report_sections(t, **values), now=t)

@@ -1,0 +1,142 @@
+"""Ingest, latest reports, summaries, verdicts and event state, on every backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine_plugin.storage import IngestResult, Store
+
+from .factory import batch, envelope, vm_uuid
+
+
+def test_ingest_stores_latest_report_as_received(store: Store) -> None:
+    envs = batch([1, 2, 3], 0, 1000.0)
+    assert store.ingest(envs) == IngestResult(accepted=3, duplicates=0)
+    latest = store.latest(vm_uuid(2))
+    assert latest is not None
+    assert latest.vm_id == vm_uuid(2)
+    assert latest.host_id == "host-1"
+    assert latest.received_at == 1001.0
+    assert latest.report == envs[1]["report"]
+    assert store.latest(vm_uuid(99)) is None
+
+
+def test_retried_batch_changes_nothing(store: Store) -> None:
+    envs = batch([1, 2], 0, 1000.0, cpu=10.0)
+    store.ingest(envs)
+    retry = batch([1, 2], 0, 1000.0, cpu=77.0)  # same keys, different content
+    assert store.ingest(retry) == IngestResult(accepted=0, duplicates=2)
+    assert store.history(vm_uuid(1), "cpu.percent", 0, 5000) == ("raw", [(1000.0, 10.0)])
+    assert store.latest(vm_uuid(1)).report["sections"]["resources"]["data"]["cpu"][
+        "percent"] == 10.0
+
+
+def test_duplicates_inside_a_batch_count_as_duplicates(store: Store) -> None:
+    result = store.ingest([envelope(1, 0, 1.0), envelope(1, 0, 1.0), envelope(1, 1, 61.0)])
+    assert result == IngestResult(accepted=2, duplicates=1)
+
+
+def test_same_seq_in_another_run_is_a_new_report(store: Store) -> None:
+    store.ingest([envelope(1, 0, 1000.0, run_id="a")])
+    assert store.ingest([envelope(1, 0, 2000.0, run_id="b")]).accepted == 1
+
+
+def test_older_report_never_replaces_latest(store: Store) -> None:
+    store.ingest([envelope(1, 5, 1300.0, run_id="a")])
+    store.ingest([envelope(1, 4, 1240.0, run_id="a")])          # late retry of an older one
+    assert store.latest(vm_uuid(1)).report["seq"] == 5
+    # A different run received earlier (e.g. a spooled report from before a restart).
+    store.ingest([envelope(1, 9, 1200.0, run_id="old", received_at=1201.0)])
+    assert store.latest(vm_uuid(1)).report["run_id"] == "a"
+    # A new run received later replaces it, even with a smaller seq.
+    store.ingest([envelope(1, 0, 1400.0, run_id="b")])
+    latest = store.latest(vm_uuid(1))
+    assert (latest.report["run_id"], latest.report["seq"]) == ("b", 0)
+    # The older reports still went into the time series.
+    _, points = store.history(vm_uuid(1), "cpu.percent", 0, 5000)
+    assert [t for t, _ in points] == [1200.0, 1240.0, 1300.0, 1400.0]
+
+
+def test_newest_of_a_batch_wins_whatever_its_position(store: Store) -> None:
+    store.ingest([envelope(1, 3, 1180.0), envelope(1, 1, 1060.0), envelope(1, 2, 1120.0)])
+    assert store.latest(vm_uuid(1)).report["seq"] == 3
+
+
+def test_vm_moving_to_another_host_follows_its_latest_report(store: Store) -> None:
+    store.ingest([envelope(1, 0, 1000.0, host_id="host-a"), envelope(2, 0, 1000.0,
+                                                                     host_id="host-a")])
+    store.ingest([envelope(1, 1, 1060.0, host_id="host-b")])
+    assert store.vm_ids() == [vm_uuid(1), vm_uuid(2)]
+    assert store.vm_ids(host_id="host-a") == [vm_uuid(2)]
+    assert store.vm_ids(host_id="host-b") == [vm_uuid(1)]
+    assert store.latest(vm_uuid(1)).host_id == "host-b"
+
+
+def test_summaries_carry_hostname_times_and_worst_checks(store: Store) -> None:
+    checks = [("fs.fill:/", "warning", "/ is 91% full; remove old files or grow the disk"),
+              ("svc:httpd", "critical", "httpd.service failed; run systemctl status httpd"),
+              ("mem", "ok", "memory fine")]
+    store.ingest([envelope(1, 0, 1000.0, checks=checks, hostname="web1", host_id="h1"),
+                  envelope(2, 0, 1000.0, checks=[("mem", "ok", "fine")], hostname="db1",
+                           host_id="h2")])
+    rows = store.summaries()
+    assert [r.vm_id for r in rows] == [vm_uuid(1), vm_uuid(2)]
+    web = rows[0]
+    assert (web.host_id, web.hostname, web.received_at, web.report_time) == \
+        ("h1", "web1", 1001.0, 1000.0)
+    assert web.worst_status == "critical"
+    assert [c["id"] for c in web.worst_checks] == ["svc:httpd", "fs.fill:/"]
+    assert web.worst_checks[0]["message"].startswith("httpd.service failed")
+    assert (rows[1].worst_status, rows[1].worst_checks) == ("ok", ())
+    assert [r.vm_id for r in store.summaries(host_id="h2")] == [vm_uuid(2)]
+    assert [r.vm_id for r in store.summaries(vm_ids=[vm_uuid(2), vm_uuid(7)])] == [vm_uuid(2)]
+
+
+def test_report_without_checks_or_settings_keeps_previous_findings(store: Store) -> None:
+    store.ingest([envelope(1, 0, 1000.0, checks=[("x", "warning", "look")], hostname="a")])
+    store.ingest([envelope(1, 1, 1060.0, checks=None, hostname=None)])
+    (row,) = store.summaries()
+    assert row.report_time == 1060.0
+    assert (row.worst_status, row.hostname) == ("warning", "a")
+    store.ingest([envelope(1, 2, 1120.0, checks=[], hostname="b")])
+    (row,) = store.summaries()
+    assert (row.worst_status, row.worst_checks, row.hostname) == ("ok", (), "b")
+
+
+def test_verdicts_are_stored_replaced_and_joined_into_summaries(store: Store) -> None:
+    store.ingest(batch([1, 2], 0, 1000.0))
+    store.set_verdict(vm_uuid(1), {"status": "warning", "reasons": ["disk"]}, now=1100.0)
+    store.set_verdict(vm_uuid(1), {"status": "critical", "reasons": ["disk full"]}, now=1200.0)
+    store.set_verdict(vm_uuid(2), {"status": "ok", "reasons": []}, now=1200.0)
+    assert store.verdicts() == {vm_uuid(1): {"status": "critical", "reasons": ["disk full"]},
+                                vm_uuid(2): {"status": "ok", "reasons": []}}
+    assert store.verdicts([vm_uuid(2)]) == {vm_uuid(2): {"status": "ok", "reasons": []}}
+    rows = {r.vm_id: r for r in store.summaries()}
+    assert rows[vm_uuid(1)].verdict == {"status": "critical", "reasons": ["disk full"]}
+
+
+def test_verdict_for_a_vm_without_reports_is_kept_but_not_listed(store: Store) -> None:
+    store.set_verdict(vm_uuid(5), {"status": "unknown"}, now=10.0)
+    assert store.verdicts() == {vm_uuid(5): {"status": "unknown"}}
+    assert store.vm_ids() == []
+    store.ingest([envelope(5, 0, 20.0)])
+    (row,) = store.summaries()
+    assert row.verdict == {"status": "unknown"}
+
+
+def test_event_state_round_trip(store: Store) -> None:
+    assert store.event_state("vm:1") is None
+    store.set_event_state("vm:1", {"severity": "warning", "custom_id": 7})
+    store.set_event_state("vm:1", {"severity": "normal", "custom_id": 8})
+    assert store.event_state("vm:1") == {"severity": "normal", "custom_id": 8}
+    assert store.event_state("vm:2") is None
+
+
+def test_malformed_envelope_is_refused_with_a_hint(store: Store) -> None:
+    with pytest.raises(ValueError, match="validate_envelope"):
+        store.ingest([{"vm_id": vm_uuid(1), "received_at": 1.0, "report": {"seq": 1}}])
+    assert store.vm_ids() == []
+
+
+def test_empty_batch(store: Store) -> None:
+    assert store.ingest([]) == IngestResult(accepted=0, duplicates=0)
