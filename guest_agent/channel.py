@@ -79,6 +79,13 @@ def device_resolver(device: str, root: str = "/") -> Callable[[], str | None]:
     return lambda: device if os.path.exists(device) else None
 
 
+def missing_message(device: str) -> str:
+    if device == GUEST_DEVICE:
+        return ("the virtio-serial port %s is missing; is the VM started with the vmdiag "
+                "channel (VDSM hook) and the virtio_console module loaded?" % CHANNEL_NAME)
+    return "the channel device %s does not exist; check --device or [agent] device" % device
+
+
 class RequestDecoder(LineDecoder):
     """A LineDecoder that also remembers requests it had to reject.
 
@@ -139,8 +146,10 @@ class Channel:
                  max_messages: int = 16, max_bytes: int = 8 << 20,
                  backoff: Tuple[float, float] = (0.5, 5.0),
                  on_connect: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 missing: str = missing_message(GUEST_DEVICE)) -> None:
         self._resolve = resolve
+        self.missing = missing  # what to log when ``resolve`` finds nothing
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.backoff_min, self.backoff_max = backoff
@@ -246,9 +255,7 @@ class Channel:
     def _open(self) -> None:
         path = self._resolve()
         if path is None:
-            self._open_failed("the virtio-serial port %s is missing; is the VM started with the "
-                              "vmdiag channel (VDSM hook) and the virtio_console module loaded?"
-                              % CHANNEL_NAME)
+            self._open_failed(self.missing)
             return
         try:
             if stat.S_ISSOCK(os.stat(path).st_mode):
@@ -281,7 +288,7 @@ class Channel:
     def _open_failed(self, why: str) -> None:
         self.stats.open_failures += 1
         if not self._warned_missing:
-            log.warning("%s; retrying every %.0fs or less", why, self.backoff_max)
+            log.warning("%s; retrying every %gs or less", why, self.backoff_max)
             self._warned_missing = True
         else:
             log.debug("%s", why)

@@ -39,7 +39,7 @@ from diag_protocol import (
 )
 
 from . import requests
-from .channel import CONNECTED, Channel, device_resolver
+from .channel import CONNECTED, Channel, device_resolver, missing_message
 from .checks import checks_section
 from .config import AgentConfig
 
@@ -241,7 +241,7 @@ class Agent:
             channel = Channel(device_resolver(config.device, root),
                               max_messages=int(config.get("agent", "queue_max_messages")),
                               max_bytes=int(config.get("agent", "queue_max_bytes")),
-                              backoff=backoff)
+                              backoff=backoff, missing=missing_message(config.device))
         self.channel = channel
         self.channel.on_connect = self._on_connect
         self.seq = -1  # last report seq used; the first report is 0
@@ -410,7 +410,9 @@ class Agent:
             reply = make_reply(request_id, False, code="collection_failed",
                                message="%s failed: %s: %s; see the agent's log"
                                % (method, type(err).__name__, err))
-        self._send(reply, "reply", urgent=True)
+        # report.now's reply queues behind its report, so the host has the report when it
+        # reads the reply.
+        self._send(reply, "reply", urgent=method != "report.now")
 
 
 def collect_once(config: AgentConfig, collect: CollectFn | None = None,
