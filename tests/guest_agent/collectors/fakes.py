@@ -105,6 +105,11 @@ def copy_tree(name: str, dest: str) -> str:
     return target
 
 
+def read(root: str, rel: str) -> str:
+    with open(os.path.join(root, rel)) as f:
+        return f.read()
+
+
 def write(root: str, rel: str, text: str) -> None:
     path = os.path.join(root, rel)
     os.makedirs(os.path.dirname(path), exist_ok=True)
