@@ -334,12 +334,14 @@ class SqlStore(Store):
             "SELECT state FROM event_states WHERE key = ?", (key,)))
         return json.loads(row[0]) if row else None
 
-    def set_event_state(self, key: str, state: Dict[str, Any]) -> None:
+    def set_event_state(self, key: str, state: Dict[str, Any],
+                        now: float | None = None) -> None:
+        when = time.time() if now is None else float(now)
         text = json.dumps(state, separators=(",", ":"), sort_keys=True)
         self._write(lambda tx: tx.execute(
             "INSERT INTO event_states (key, state, updated_at) VALUES (?, ?, ?)"
             " ON CONFLICT (key) DO UPDATE SET state = excluded.state,"
-            " updated_at = excluded.updated_at", (key, text, time.time())))
+            " updated_at = excluded.updated_at", (key, text, when)))
 
     # -- history ----------------------------------------------------------------------------
 

@@ -94,8 +94,10 @@ class Store(abc.ABC):
         """What was last recorded for an oVirt event key, or None."""
 
     @abc.abstractmethod
-    def set_event_state(self, key: str, state: Dict[str, Any]) -> None:
-        """Record the state of an oVirt event key (replacing the previous one)."""
+    def set_event_state(self, key: str, state: Dict[str, Any],
+                        now: float | None = None) -> None:
+        """Record the state of an oVirt event key (replacing the previous one); ``now``
+        (default: the clock) dates it for retention."""
 
     @abc.abstractmethod
     def apply_retention(self, now: float) -> Dict[str, int]:

@@ -1,0 +1,180 @@
+"""History, rollups and retention with known values, on every backend.
+
+Raw retention is one hour here, so a few hours of one-minute reports cover every case: raw
+points, rolled-up 5-minute buckets, the boundary between them and late samples.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List
+
+import pytest
+
+from engine_plugin.storage import Store
+
+from .factory import envelope, vm_uuid
+
+HOUR = 3600.0
+START = 1_700_000_100.0  # on a 5-minute boundary
+CONFIG = {"raw_retention_s": HOUR, "rollup_retention_s": 6 * HOUR, "vm_retention_s": 12 * HOUR}
+
+
+@pytest.fixture
+def store(make_store: Callable[..., Store]) -> Store:
+    return make_store(**CONFIG)
+
+
+def minutes(vm: int, count: int, first: int = 0, **values: object) -> List[dict]:
+    """One report a minute from START + first minutes; cpu.percent of minute i is i."""
+    return [envelope(vm, i, START + 60 * i, cpu=float(i), **values)
+            for i in range(first, first + count)]
+
+
+def test_raw_history_is_exactly_the_samples_in_range(store: Store) -> None:
+    store.ingest(minutes(1, 10))
+    resolution, points = store.history(vm_uuid(1), "cpu.percent", START + 120, START + 300)
+    assert resolution == "raw"
+    assert points == [(START + 60 * i, float(i)) for i in (2, 3, 4, 5)]
+
+
+def test_unknown_vm_or_metric_has_empty_history(store: Store) -> None:
+    store.ingest(minutes(1, 2))
+    assert store.history(vm_uuid(2), "cpu.percent", 0, 2e9)[1] == []
+    assert store.history(vm_uuid(1), "no.such.metric", 0, START + 10)[1] == []
+    assert store.history(vm_uuid(1), "cpu.percent", START + 10, START)[1] == []
+
+
+def test_history_is_downsampled_to_max_points(store: Store) -> None:
+    samples = [("cpu.percent", START + 10 * i, float(i % 7)) for i in range(300)]
+    samples[123] = ("cpu.percent", START + 1230, 500.0)
+    assert store.import_history(vm_uuid(1), samples=samples) == 300
+    resolution, points = store.history(vm_uuid(1), "cpu.percent", START, START + 3000,
+                                       max_points=50)
+    assert resolution == "raw"
+    assert len(points) == 50
+    assert points[0] == (START, 0.0) and points[-1] == (START + 2990, float(299 % 7))
+    assert (START + 1230, 500.0) in points
+    with pytest.raises(ValueError):
+        store.history(vm_uuid(1), "cpu.percent", START, START + 3000, max_points=1)
+
+
+def test_retention_rolls_expired_raw_samples_into_exact_buckets(store: Store) -> None:
+    store.ingest(minutes(1, 180))                     # three hours, cpu = minute number
+    now = START + 180 * 60
+    stats = store.apply_retention(now)
+    cutoff = now - HOUR                               # already on a 5-minute boundary
+    rolled_minutes = int((cutoff - START) / 60)       # 120
+    per_report = len(store.metric_names(vm_uuid(1)))
+    assert stats["raw_rolled"] == rolled_minutes * per_report
+    assert stats["rollups_written"] == rolled_minutes // 5 * per_report
+    assert stats["ledger_pruned"] == rolled_minutes       # received 1 s after collection
+    rollups = store.rollups(vm_uuid(1), "cpu.percent", 0, 2e9)
+    assert rollups == [(START + 300 * k, 5 * k + 2.0, 5 * k + 0.0, 5 * k + 4.0, 5)
+                       for k in range(rolled_minutes // 5)]
+    # Raw points now start at the cutoff.
+    resolution, points = store.history(vm_uuid(1), "cpu.percent", cutoff - 600, now)
+    assert resolution == "5m"
+    resolution, points = store.history(vm_uuid(1), "cpu.percent", cutoff, now)
+    assert resolution == "raw"
+    assert points[0] == (cutoff, float(rolled_minutes))
+    assert len(points) == 60
+    # Running it again finds nothing left to do.
+    again = store.apply_retention(now)
+    assert (again["raw_rolled"], again["rollups_written"]) == (0, 0)
+
+
+def test_wide_range_is_five_minute_averages_across_rollups_and_raw(store: Store) -> None:
+    store.ingest(minutes(1, 180))
+    now = START + 180 * 60
+    store.apply_retention(now)
+    resolution, points = store.history(vm_uuid(1), "cpu.percent", START, now)
+    assert resolution == "5m"
+    # Rolled buckets and raw buckets averaged on the fly give the same series.
+    assert points == [(START + 300 * k, 5 * k + 2.0) for k in range(36)]
+
+
+def test_wide_range_before_any_rollup_is_averaged_on_the_fly(store: Store) -> None:
+    store.ingest(minutes(1, 20))
+    resolution, points = store.history(vm_uuid(1), "cpu.percent", START - 2 * HOUR,
+                                       START + 1200)
+    assert resolution == "5m"
+    assert points == [(START + 300 * k, 5 * k + 2.0) for k in range(4)]
+
+
+def test_samples_older_than_rolled_time_are_dropped_as_stale(store: Store) -> None:
+    store.ingest(minutes(1, 180))
+    now = START + 180 * 60
+    store.apply_retention(now)
+    before = store.rollups(vm_uuid(1), "cpu.percent", 0, 2e9)
+    late = store.ingest([envelope(1, 0, START + 30, run_id="spooled", cpu=1000.0)])
+    assert late.accepted == 1
+    assert late.stale_samples == len(store.metric_names(vm_uuid(1)))
+    assert store.rollups(vm_uuid(1), "cpu.percent", 0, 2e9) == before
+    store.apply_retention(now + 60)
+    assert store.rollups(vm_uuid(1), "cpu.percent", 0, 2e9) == before
+
+
+def test_raw_rows_behind_the_cutoff_merge_into_existing_buckets(store: Store) -> None:
+    # Such rows exist when an ingest that read the old cutoff commits after a retention pass.
+    store.ingest(minutes(1, 180))
+    now = START + 180 * 60
+    store.apply_retention(now)
+    store.import_history(vm_uuid(1), samples=[("cpu.percent", START + 30, 14.0)])
+    store.apply_retention(now)
+    first = store.rollups(vm_uuid(1), "cpu.percent", START, START)
+    # Bucket 0 held 0..4 (avg 2, n 5); adding 14 gives avg 24 / 6 = 4.
+    assert first == [(START, 4.0, 0.0, 14.0, 6)]
+
+
+def test_metric_names_include_metrics_that_only_have_rollups(store: Store) -> None:
+    store.ingest(minutes(1, 30, filesystems=[("/", 1e9, 2e9), ("/old", 1e9, 2e9)]))
+    store.ingest(minutes(1, 30, first=150, filesystems=[("/", 1e9, 2e9)]))
+    store.apply_retention(START + 180 * 60)
+    names = store.metric_names(vm_uuid(1))
+    assert "fs.used:/old" in names and "fs.used:/" in names
+    assert store.history(vm_uuid(1), "fs.used:/old", START, START + 600)[0] == "5m"
+    assert store.metric_names(vm_uuid(9)) == []
+
+
+def test_bulk_histories_by_prefix_mix_rollups_and_raw(store: Store) -> None:
+    for vm in (1, 2, 3):
+        store.ingest(minutes(vm, 180, filesystems=[("/", 1e9 * vm, 1e10),
+                                                   ("/var", 2e9, 1e10)]))
+    now = START + 180 * 60
+    store.apply_retention(now)
+    out = store.histories([vm_uuid(1), vm_uuid(3), vm_uuid(42)], ["fs.used:", "cpu.percent"],
+                          since=START + 2 * HOUR - 600)
+    assert sorted(out) == [vm_uuid(1), vm_uuid(3)]
+    assert sorted(out[vm_uuid(1)]) == ["cpu.percent", "fs.used:/", "fs.used:/var"]
+    cpu = out[vm_uuid(3)]["cpu.percent"]
+    # Two rolled buckets before the cutoff (bucket starts), then one raw point a minute.
+    assert cpu[:2] == [(START + 2 * HOUR - 600, 112.0), (START + 2 * HOUR - 300, 117.0)]
+    assert cpu[2:] == [(START + 60 * i, float(i)) for i in range(120, 180)]
+    assert {v for _, v in out[vm_uuid(3)]["fs.used:/"]} == {3e9}
+    assert store.histories([vm_uuid(1)], [], since=0) == {}
+
+
+def test_retention_drops_old_rollups_silent_vms_and_old_event_states(store: Store) -> None:
+    store.ingest(minutes(1, 180))
+    store.ingest(minutes(2, 10, first=170))
+    store.set_verdict(vm_uuid(1), {"status": "ok"}, now=START)
+    store.set_event_state("old", {"x": 1}, now=START)
+    now = START + 180 * 60
+    store.apply_retention(now)
+    assert store.rollups(vm_uuid(1), "cpu.percent", 0, 2e9)
+    # Rollups older than six hours expire; VM 1 stopped reporting at START + 3 h.
+    later = START + 8 * HOUR
+    stats = store.apply_retention(later)
+    remaining = store.rollups(vm_uuid(1), "cpu.percent", 0, 2e9)
+    assert remaining[0][0] == later - 6 * HOUR and remaining[-1][0] == START + 3 * HOUR - 300
+    assert stats["rollups_deleted"] > 0
+    assert stats["vms_removed"] == 0
+    # Past vm retention both VMs are gone, with their reports, verdicts and history.
+    stats = store.apply_retention(START + 16 * HOUR)
+    assert stats["vms_removed"] == 2
+    assert stats["event_states_pruned"] == 1
+    assert store.vm_ids() == []
+    assert store.latest(vm_uuid(1)) is None
+    assert store.verdicts() == {}
+    assert store.metric_names(vm_uuid(1)) == []
+    assert store.event_state("old") is None
