@@ -92,6 +92,7 @@ class EngineService:
         self._tasks: List[asyncio.Task] = []
         self.api_port = 0
         self.ingest_port = 0
+        self._stopped = False
 
     async def _store_call(self, method: str, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -188,6 +189,10 @@ class EngineService:
                 log.exception("periodic maintenance failed; retrying in a minute")
 
     async def stop(self) -> None:
+        """Stop listening, finish background work and release the store (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
