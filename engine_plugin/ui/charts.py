@@ -201,8 +201,12 @@ def line_chart(
             candidates.append(capacity)
         y_max = max(candidates) * 1.05 if max(candidates) > 0 else 1.0
     y_min = 0.0
-    step = nice_step(y_max - y_min)
-    if unit != "percent":
+    if unit == "percent":
+        step = 25.0
+    else:
+        # Steps in whole binary units (2 GiB, 25 GiB...) so the labels read as round numbers.
+        scale = 1024.0 ** max(0, min(5, int(math.log(max(y_max, 1.0), 1024))))
+        step = nice_step(y_max / scale) * scale
         y_max = math.ceil(y_max / step) * step
 
     def sx(t: float) -> float:

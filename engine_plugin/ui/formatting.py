@@ -38,7 +38,8 @@ def human_bytes(value: Any) -> str:
         unit += 1
     if unit == 0:
         return "%s%d B" % (sign, round(number))
-    return "%s%.1f %s" % (sign, number, _BINARY_UNITS[unit])
+    text = ("%.1f" % number).rstrip("0").rstrip(".")
+    return "%s%s %s" % (sign, text, _BINARY_UNITS[unit])
 
 
 def human_rate(value: Any) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from .charts import Chart, clean_points, line_chart
-from .formatting import as_number, human_age, human_bytes, human_duration, utc_text
+from .formatting import as_number, human_age, human_bytes, human_duration
 
 SEVERITY_RANK = {"critical": 0, "warning": 1, "unknown": 2, "ok": 3}
 HEALTH_TEXT = {"ok": "Healthy", "warning": "Warning", "critical": "Critical", "unknown": "Unknown"}
@@ -20,6 +20,7 @@ MAX_FILESYSTEM_CHARTS = 8
 MAX_ROWS = 200
 
 AGENT_STATES = ("reporting", "silent", "not_installed", "vm_down")
+PRESSURE_NAMES = {"cpu": "CPU", "memory": "Memory", "io": "I/O"}
 
 
 def _dict(value: Any) -> Dict[str, Any]:
@@ -53,7 +54,7 @@ def section(report: Mapping[str, Any], name: str) -> Dict[str, Any]:
     }
 
 
-def agent_banner(doc: Mapping[str, Any], now: float) -> Dict[str, str] | None:
+def agent_banner(doc: Mapping[str, Any], now: float) -> Dict[str, Any] | None:
     """Explain a non-reporting agent in one sentence plus the next step; None while it reports."""
     agent = _dict(doc.get("agent"))
     state = agent.get("state")
@@ -73,25 +74,26 @@ def agent_banner(doc: Mapping[str, Any], now: float) -> Dict[str, str] | None:
         silent_for = as_number(agent.get("silent_for_s"))
         if silent_for is None and last is not None:
             silent_for = now - last
-        since = utc_text(last) if last is not None else "an unknown time"
         return {
             "state": "silent",
             "variant": "warning",
-            "title": "The agent has been silent since %s (%s)" % (
-                since, human_duration(silent_for)),
+            "title": "The agent has been silent since",
+            "since": last,
+            "duration": human_duration(silent_for),
             "body": "The figures below are from its last report. In the guest, check "
                     "'systemctl status vmdiag-agent' and the journal of that service; on the host, "
                     "check that vmdiag-relay runs and that the VM has the org.vmdiag.agent.0 "
                     "channel.",
         }
     if state == "vm_down":
-        when = ("Its last report arrived %s (%s)." % (utc_text(last), human_age(last, now))
-                if last is not None else "No report was received while it ran.")
         return {
             "state": "vm_down",
             "variant": "info",
             "title": "The VM is down",
-            "body": "%s Start the VM to get current diagnostics." % when,
+            "since": last,
+            "age": human_age(last, now) if last is not None else "",
+            "body": "Start the VM to get current diagnostics." if last is not None else
+                    "No report was received while it ran. Start the VM to get diagnostics.",
         }
     return None
 
@@ -226,7 +228,8 @@ def resources_view(
         "cpu": cpu,
         "load": [as_number(v) for v in load[:3]],
         "memory": memory,
-        "pressure": sorted(_dict(data.get("pressure")).items())[:3],
+        "pressure": [(PRESSURE_NAMES.get(k, k), v) for k, v in
+                     sorted(_dict(data.get("pressure")).items())[:3] if isinstance(v, dict)],
         "filesystems": filesystems,
         "disks": _list(data.get("disks")),
         "top_cpu": _list(data.get("top_cpu"), 10),
