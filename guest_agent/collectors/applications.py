@@ -14,7 +14,7 @@ import os
 from typing import Any, Dict, List, Tuple
 
 from .. import platform
-from .errors import FieldErrors
+from .errors import EXPECTED, FieldErrors, describe
 from .options import CollectorOptions
 from .state import CollectorState
 
@@ -92,16 +92,23 @@ def packages(options: CollectorOptions, state: CollectorState, errors: FieldErro
     m = options.machine
     memo = state.packages
     stamp = platform.package_db_stamp(m)
-    if memo.digest is None or stamp != memo.stamp or state.due(
-            "packages", options.packages_interval_s):
+    if stamp != memo.stamp or state.due("packages", options.packages_interval_s):
         # Remember the attempt first: a failing rpm must not be retried at every report.
         state.remember("packages", None)
         memo.stamp = stamp
-        manager, items = platform.installed_packages(m)
+        try:
+            manager, items = platform.installed_packages(m)
+        except EXPECTED as err:
+            memo.error = describe(err)
+            raise
+        memo.error = None
         items = items[:LIMITS["packages"]]
         memo.manager, memo.count = manager, len(items)
         memo.digest = digest(items)
         memo.items = [{"name": p.name, "version": p.version, "arch": p.arch} for p in items]
+    if memo.digest is None:
+        raise platform.PlatformError("%s (next try in at most %ds)" % (
+            memo.error or "no package inventory yet", options.packages_interval_s))
     changed = memo.digest != memo.sent_digest
     out: Dict[str, Any] = {"manager": memo.manager, "count": memo.count, "digest": memo.digest,
                            "changed": changed}

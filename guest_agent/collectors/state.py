@@ -28,6 +28,7 @@ class PackagesMemo:
     count: int | None = None
     stamp: Any = None
     items: List[Dict[str, str]] = field(default_factory=list)
+    error: str | None = None
     #: The digest last sent with its full list; ``force_packages`` clears it to resend.
     sent_digest: str | None = None
 
