@@ -1,0 +1,122 @@
+"""Several threads and several store instances on one database, as the service runs them."""
+
+from __future__ import annotations
+
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, List
+
+from engine_plugin.storage import Store
+
+from .factory import envelope, vm_uuid
+
+START = 1_700_000_100.0
+
+
+def test_concurrent_duplicate_ingests_store_each_report_once(
+        make_store: Callable[..., Store]) -> None:
+    stores = [make_store(), make_store()]      # two service instances sharing the database
+    vms, reports = range(1, 21), range(6)
+    envs = [envelope(vm, seq, START + 60 * seq, cpu=float(vm * 100 + seq))
+            for vm in vms for seq in reports]
+    # Every worker sends every report, in its own order and batch sizes, like relays retrying.
+    plans = []
+    for worker in range(8):
+        rng = random.Random(worker)
+        shuffled = envs[:]
+        rng.shuffle(shuffled)
+        size = rng.randint(5, 40)
+        plans.append([shuffled[i:i + size] for i in range(0, len(shuffled), size)])
+    barrier = threading.Barrier(len(plans))
+
+    def run(worker: int) -> int:
+        store = stores[worker % 2]
+        barrier.wait()
+        return sum(store.ingest(b).accepted for b in plans[worker])
+
+    with ThreadPoolExecutor(len(plans)) as pool:
+        accepted = sum(pool.map(run, range(len(plans))))
+    assert accepted == len(envs)
+    for vm in vms:
+        _, points = stores[0].history(vm_uuid(vm), "cpu.percent", START, START + 3600)
+        assert points == [(START + 60 * seq, float(vm * 100 + seq)) for seq in reports]
+        assert stores[1].latest(vm_uuid(vm)).report["seq"] == reports[-1]
+    assert len(stores[1].summaries()) == len(vms)
+
+
+def test_reads_run_while_ingest_writes(make_store: Callable[..., Store]) -> None:
+    store = make_store()
+    store.ingest([envelope(vm, 0, START) for vm in range(1, 6)])
+    stop = threading.Event()
+    errors: List[BaseException] = []
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                rows = store.summaries()
+                assert len(rows) >= 5
+                for row in rows:
+                    assert store.latest(row.vm_id) is not None
+                store.history(vm_uuid(1), "cpu.percent", 0, 2e9)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for seq in range(1, 40):
+            store.ingest([envelope(vm, seq, START + 60 * seq) for vm in range(1, 11)])
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors
+    assert len(store.history(vm_uuid(1), "cpu.percent", START, START + 3600)[1]) == 40
+
+
+def test_instances_migrating_at_once_agree(make_store: Callable[..., Store]) -> None:
+    stores = [make_store(migrate=False) for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+
+    def migrate(store: Store) -> int:
+        barrier.wait()
+        return store.migrate()
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        versions = list(pool.map(migrate, stores))
+    assert len(set(versions)) == 1 and versions[0] >= 1
+    stores[0].ingest([envelope(1, 0, START)])
+    assert stores[3].vm_ids() == [vm_uuid(1)]
+
+
+def test_retention_racing_itself_and_ingest_rolls_every_sample_once(
+        make_store: Callable[..., Store]) -> None:
+    config = {"raw_retention_s": 3600.0, "rollup_retention_s": 86400.0}
+    stores = [make_store(**config), make_store(**config)]
+    stores[0].ingest([envelope(1, i, START + 60 * i, cpu=float(i)) for i in range(120)])
+    now = START + 120 * 60
+    barrier = threading.Barrier(3)
+
+    def retention(store: Store) -> dict:
+        barrier.wait()
+        return store.apply_retention(now)
+
+    def ingest() -> int:
+        barrier.wait()
+        return sum(stores[1].ingest([envelope(2, i, START + 60 * i)]).accepted
+                   for i in range(60, 120))
+
+    with ThreadPoolExecutor(3) as pool:
+        runs = [pool.submit(retention, s) for s in stores]
+        fed = pool.submit(ingest)
+        stats = [r.result() for r in runs]
+        assert fed.result() == 60
+    metrics = len(stores[0].metric_names(vm_uuid(1)))
+    assert sum(s["raw_rolled"] for s in stats) == 60 * metrics
+    rolled = stores[0].rollups(vm_uuid(1), "cpu.percent", 0, 2e9)
+    assert rolled == [(START + 300 * k, 5 * k + 2.0, 5 * k + 0.0, 5 * k + 4.0, 5)
+                      for k in range(12)]
+    _, raw = stores[1].history(vm_uuid(1), "cpu.percent", START + 3600, now)
+    assert raw == [(START + 60 * i, float(i)) for i in range(60, 120)]
