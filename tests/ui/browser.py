@@ -86,7 +86,8 @@ def wait_for(driver: Any, script: str, timeout: float = 15.0, what: str = "") ->
 
 
 def open_page(driver: Any, url: str, timeout: float = 15.0) -> None:
-    """Load a Diagnostics page and wait until its fragment has been swapped in."""
+    """Load a Diagnostics page in a fresh document and wait until its fragment is swapped in."""
+    driver.get("about:blank")  # a URL differing only in its #fragment would not reload
     driver.get(url)
     wait_for(driver, "document.querySelector('#vmdiag-root') && "
                      "document.querySelector('#vmdiag-root').getAttribute('aria-busy') === "

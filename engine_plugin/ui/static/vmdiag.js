@@ -187,6 +187,13 @@
     }
   });
   refreshButton.addEventListener("click", function () { load(); });
+  // A new token for the same page arrives as a fragment-only navigation, which does not reload.
+  window.addEventListener("hashchange", function () {
+    if (/(?:^#|&)token=/.test(location.hash)) {
+      token = readToken();
+      load();
+    }
+  });
 
   setInterval(function () {
     if (!document.hidden) { load(); }
