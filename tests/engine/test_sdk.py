@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
 
@@ -114,3 +116,17 @@ async def test_service_down_behind_the_proxy_is_service_unavailable(proxied, sta
             await asyncio.to_thread(sdk.vm_diagnostics, conn, VM_ALICE)
     finally:
         conn.close()
+
+
+async def test_the_example_runs_for_a_reader(proxied, standin) -> None:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, OVIRT_PASSWORD="adminpw", PYTHONPATH=root)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, os.path.join(root, "examples", "sdk_example.py"), standin.url,
+        "admin@internal", standin.ca_file, "--vm", VM_SHARED, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    text = out.decode()
+    assert "critical 1" in text and "shared-app on host1: critical" in text
+    assert "grow the disk" in text
