@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import socket
+import ssl
 import threading
 from typing import List, Tuple
 
@@ -20,15 +21,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class HttpServer:
-    """``GET /<status>`` answers with that status; runs in a thread on 127.0.0.1."""
+    """``GET /<status>`` answers with that status; runs in a thread on 127.0.0.1.
 
-    def __init__(self) -> None:
+    With ``tls`` (an ``ssl.SSLContext``) it serves HTTPS.
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def url(self, status: int) -> str:
-        return "http://127.0.0.1:%d/%d" % (self.port, status)
+        return "%s://127.0.0.1:%d/%d" % (self.scheme, self.port, status)
 
     def __enter__(self) -> HttpServer:
         self.thread.start()

@@ -1,10 +1,12 @@
 """The network section on the el9 tree, and probes against real loopback servers."""
 
 import os
+import ssl
 import threading
 import time
 
 import pytest
+import trustme
 
 from guest_agent.collectors import CollectorOptions, CollectorState, collect_section
 from guest_agent.collectors.probes import (
@@ -193,3 +195,17 @@ def test_split_target(target, expected):
 def test_split_target_rejects(target):
     with pytest.raises(ValueError):
         split_target(target)
+
+
+def test_https_probe_reports_an_untrusted_certificate():
+    ca = trustme.CA()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(tls)
+    state = CollectorState()
+    with HttpServer(tls) as https:
+        try:
+            probes = run_probes(CollectorOptions(http_targets=[https.url(200)]), state, None)
+        finally:
+            state.close()
+    assert probes[0]["ok"] is False
+    assert "CERTIFICATE_VERIFY_FAILED" in probes[0]["error"]
