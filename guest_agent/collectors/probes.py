@@ -122,8 +122,9 @@ def dns_probe(name: str, timeout: float) -> Dict[str, Any]:
         raise ProbeFailed("cannot resolve %s: %s" % (name, err.strerror or err)) from None
     addresses: List[str] = []
     for info in infos:
-        if info[4][0] not in addresses:
-            addresses.append(info[4][0])
+        address = str(info[4][0])
+        if address not in addresses:
+            addresses.append(address)
     return {"latency_ms": _ms(start), "addresses": addresses[:8]}
 
 

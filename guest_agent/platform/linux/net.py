@@ -74,13 +74,14 @@ def addresses(m: Machine) -> Dict[str, List[Dict[str, Any]]]:
 
 
 def _prefixlen(netmask: str | None) -> int | None:
+    """255.255.255.0 -> 24, ffff:ffff:: -> 32; None when the mask is missing or not a mask."""
     if not netmask:
         return None
     try:
-        return ipaddress.ip_network("0.0.0.0/%s" % netmask).prefixlen if "." in netmask else \
-            bin(int(ipaddress.IPv6Address(netmask))).count("1")
+        packed = ipaddress.ip_address(netmask).packed
     except ValueError:
         return None
+    return bin(int.from_bytes(packed, "big")).count("1")
 
 
 def routes(m: Machine) -> List[Dict[str, Any]]:
@@ -111,10 +112,10 @@ def routes(m: Machine) -> List[Dict[str, Any]]:
         if len(f) < 10:
             continue
         flags = int(f[8], 16)
-        dest = _ipv6(f[0])
-        if flags & (RTF_REJECT | RTF_LOCAL) or dest.is_multicast:
+        dest6 = _ipv6(f[0])
+        if flags & (RTF_REJECT | RTF_LOCAL) or dest6.is_multicast:
             continue
-        out.append({"destination": "%s/%d" % (dest, int(f[1], 16)),
+        out.append({"destination": "%s/%d" % (dest6, int(f[1], 16)),
                     "gateway": str(_ipv6(f[4])) if flags & RTF_GATEWAY else None,
                     "interface": f[9], "metric": int(f[5], 16)})
     return out
