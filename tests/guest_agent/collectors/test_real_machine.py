@@ -4,7 +4,6 @@ Only loopback traffic: the gateway probe and FQDN lookup are off, probes target 
 """
 
 import os
-import sys
 import time
 
 from diag_protocol import encode, make_report, validate
@@ -19,7 +18,8 @@ def test_collectors_on_this_machine_produce_a_valid_report():
     state = CollectorState()
     with sock, HttpServer() as http:
         options = CollectorOptions(
-            watched_processes=[os.path.basename(sys.executable), "vmdiag-absent"],
+            watched_processes=[platform.process_name(platform.LOCAL, os.getpid()),
+                               "vmdiag-absent"],
             watched_units=["ssh.service"], dns_names=["localhost"],
             tcp_targets=["127.0.0.1:%d" % port], http_targets=[http.url(200)],
             sysctls=["vm.swappiness", "kernel.pid_max"], probe_gateway=False,
