@@ -148,8 +148,8 @@ OPTIONS: Tuple[Option, ...] = (
     Option("events", "retry_interval", "duration", "60",
            "Seconds between delivery attempts of events the engine did not accept yet."),
     Option("events", "min_severity", "str", "warning",
-           "Least severe verdict that raises an event on entering it (recoveries always do).",
-           ("ok", "warning", "critical")),
+           "Least severe status that raises an event on entering it; leaving such a status "
+           "raises one too (a recovery).", ("warning", "critical")),
     Option("metrics", "allow", "networks", "127.0.0.1/32,::1/128",
            "CIDRs allowed to scrape /vmdiag/metrics (it needs no user token)."),
 )
@@ -313,4 +313,22 @@ def describe() -> str:
         if option.allowed:
             lines.append("# Allowed: %s" % ", ".join(option.allowed))
         lines.append("#%s = %s" % (option.key, option.default))
+    lines.extend(_describe_health())
     return "\n".join(lines).lstrip() + "\n"
+
+
+def _describe_health() -> List[str]:
+    """The [health] section: the fields of ``health.Thresholds`` with their defaults."""
+    try:
+        import dataclasses
+
+        from .health import Thresholds
+    except ImportError:  # describe() must work in a tree without the health package
+        return []
+    lines = ["", "[health]",
+             "# Health thresholds for every VM (seconds and percents). Override single keys",
+             "# per cluster in [health:cluster:<cluster name>] and per VM in",
+             "# [health:vm:<vm name or id>]."]
+    for item in dataclasses.fields(Thresholds):
+        lines.append("#%s = %g" % (item.name, item.default))
+    return lines
