@@ -1,0 +1,202 @@
+"""View models, chart geometry and formatting, without a browser or a server."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from engine_plugin.ui import charts, formatting
+from engine_plugin.ui.fleet_view import build_fleet_view, build_host_view, parse_query
+from engine_plugin.ui.vm_view import (
+    agent_banner,
+    build_vm_view,
+    forecasts_view,
+    health_view,
+    history_metrics,
+)
+
+from .documents import (
+    HOST_A,
+    VM_DOWN,
+    VM_FILLING,
+    VM_HEALTHY,
+    VM_NO_AGENT,
+    VM_SILENT,
+    Fleet,
+)
+
+
+@pytest.mark.parametrize("value, text", [
+    (0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (12 * 1024 ** 3, "12 GiB"),
+    (None, formatting.MISSING), ("12", formatting.MISSING), (True, formatting.MISSING),
+    (float("nan"), formatting.MISSING),
+])
+def test_human_bytes(value, text):
+    assert formatting.human_bytes(value) == text
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (12, "12 s"), (59.6, "1 min"), (3600, "1 h"), (3 * 3600 + 600, "3 h 10 min"),
+    (2 * 86400 + 3600, "2 d 1 h"), (2 * 86400, "2 d"),
+])
+def test_human_duration(seconds, text):
+    assert formatting.human_duration(seconds) == text
+
+
+def test_human_age_past_and_future():
+    assert formatting.human_age(100, 400) == "5 min ago"
+    assert formatting.human_age(400 + 7200, 400) == "in 2 h"
+    assert formatting.human_age(398, 400) == "just now"
+
+
+def test_clean_points_drops_garbage_and_sorts():
+    raw = [[3, 1.0], ["x", 2], [1, None], [2, float("inf")], [1, 5], "nope", [0]]
+    assert charts.clean_points(raw) == [(1.0, 5.0), (3.0, 1.0)]
+    assert charts.clean_points({"not": "a list"}) == []
+
+
+def test_downsample_keeps_shape_and_limit():
+    points = [(float(t), float(t % 7)) for t in range(10_000)]
+    out = charts.downsample(points, 300)
+    assert len(out) <= 300
+    assert out[0][0] < out[-1][0]
+    assert sum(v for _, v in out) / len(out) == pytest.approx(3.0, abs=0.1)
+
+
+def test_forecast_line_meets_capacity_at_the_eta():
+    now = 1_700_000_000.0
+    capacity = 100.0
+    slope = 10.0 / 86400  # 10 units a day
+    fit = {"slope": slope, "intercept": 80.0, "t0": now}
+    eta_at = now + 2 * 86400
+    points = [(now - 86400 + i * 3600, 70.0 + i * 10 / 24) for i in range(25)]
+    chart = charts.line_chart(points, title="t", description="d", since=now - 86400,
+                              until=now, unit="bytes", capacity=capacity,
+                              forecast={"fit": fit, "eta_at": eta_at})
+    forecast = next(line for line in chart.lines if line.kind == "forecast")
+    capacity_line = next(line for line in chart.lines if line.kind == "capacity")
+    last_x, last_y = map(float, forecast.points.split()[-1].split(","))
+    cap_y = float(capacity_line.points.split()[0].split(",")[1])
+    eta = next(m for m in chart.markers if m.kind == "eta")
+    assert last_x == pytest.approx(eta.x, abs=0.2)
+    assert last_y == pytest.approx(cap_y, abs=0.2)
+    # the chart extends past "now" to show the ETA, with a "now" marker
+    assert any(m.kind == "now" for m in chart.markers)
+    assert chart.right > eta.x > chart.left
+
+
+def test_chart_without_data_is_marked_empty():
+    chart = charts.line_chart([], title="t", description="d", since=0, until=10)
+    assert chart.empty and chart.lines == []
+
+
+def test_percent_chart_clamps_and_ticks():
+    chart = charts.line_chart([(0, -5), (5, 150), (10, 50)], title="t", description="d",
+                              since=0, until=10)
+    ys = [float(p.split(",")[1]) for p in chart.lines[0].points.split()]
+    assert max(ys) <= chart.bottom and min(ys) >= chart.top
+    assert [t.label for t in chart.y_ticks] == ["0 %", "25 %", "50 %", "75 %", "100 %"]
+
+
+def test_byte_ticks_are_round_binary_units():
+    gib = 1024 ** 3
+    chart = charts.line_chart([(0, 9 * gib), (10, 9.3 * gib)], title="t", description="d",
+                              since=0, until=10, unit="bytes", capacity=20 * gib)
+    labels = [t.label for t in chart.y_ticks]
+    assert labels[0] == "0 B"
+    assert all(label.endswith(" GiB") and "." not in label for label in labels[1:]), labels
+
+
+@pytest.fixture
+def fleet():
+    return Fleet(1_750_000_000.0)
+
+
+def test_health_reasons_worst_first_and_unknown_severity(fleet):
+    doc = fleet.docs[VM_FILLING]
+    doc["health"]["reasons"].append({"code": "odd", "severity": "bogus", "message": "x"})
+    view = health_view(doc, fleet.now)
+    assert [r["severity"] for r in view["reasons"]] == ["critical", "warning", "unknown"]
+    assert view["status"] == "critical" and view["since_age"] == "3 h ago"
+
+
+def test_forecast_eta_text(fleet):
+    (forecast,) = forecasts_view(fleet.docs[VM_FILLING], fleet.now)
+    assert forecast["eta_text"] == "full in 2 d"
+    assert forecast["trend_text"] == "+4.5 GiB per day"
+    assert forecast["confidence_text"] == "93 %"
+
+
+@pytest.mark.parametrize("vm_id, state", [
+    (VM_SILENT, "silent"), (VM_DOWN, "vm_down"), (VM_NO_AGENT, "not_installed"),
+    (VM_HEALTHY, None),
+])
+def test_agent_banner_per_state(fleet, vm_id, state):
+    banner = agent_banner(fleet.docs[vm_id], fleet.now)
+    assert (banner or {}).get("state") == state
+    if state == "silent":
+        assert banner["since"] == fleet.now - 7200 and banner["duration"] == "2 h"
+
+
+def test_missing_agent_state_is_inferred_from_the_report(fleet):
+    doc = fleet.docs[VM_NO_AGENT]
+    doc["agent"] = {}
+    assert build_vm_view(doc, {}, fleet.now, 86400)["agent"]["state"] == "not_installed"
+
+
+def test_history_metrics_cover_cpu_memory_and_each_filesystem(fleet):
+    assert history_metrics(fleet.docs[VM_FILLING]) == [
+        "cpu.percent", "memory.percent", "fs.used:/", "fs.used:/var/lib/pgsql"]
+    assert history_metrics(fleet.docs[VM_NO_AGENT]) == ["cpu.percent", "memory.percent"]
+
+
+def test_vm_view_survives_a_report_of_wrong_shapes(fleet):
+    doc = fleet.docs[VM_HEALTHY]
+    doc["report"] = {"sections": {"resources": {"data": {"filesystems": "nope", "cpu": [1]}},
+                                  "network": ["x"], "checks": {"data": {"results": [1, None]}}}}
+    doc["forecasts"] = "nope"
+    view = build_vm_view(doc, {"cpu.percent": {"points": "bad"}}, fleet.now, 86400)
+    assert view["resources"]["filesystems"] == []
+    assert view["checks"]["results"] == []
+    assert view["resources"]["cpu_chart"].empty
+
+
+def test_fleet_filters_sort_and_counts(fleet):
+    summary = fleet.summary(list(fleet.docs))
+    view = build_fleet_view(summary, {}, fleet.now)
+    assert [r["health"] for r in view["rows"]] == ["critical", "warning", "unknown", "unknown",
+                                                   "unknown", "ok"]
+    assert dict((s, n) for s, _, n in view["counts"]) == {
+        "critical": 1, "warning": 1, "unknown": 3, "ok": 1}
+    by_name = build_fleet_view(summary, {"sort": "name", "dir": "desc"}, fleet.now)
+    names = [r["name"] for r in by_name["rows"]]
+    assert names == sorted(names, key=str.casefold, reverse=True)
+    on_host = build_fleet_view(summary, {"host": HOST_A}, fleet.now)
+    assert sorted(r["name"] for r in on_host["rows"]) == ["db-01", "web-01"]
+    found = build_fleet_view(summary, {"q": "JOURNALCTL"}, fleet.now)
+    assert [r["name"] for r in found["rows"]] == ["db-01"]
+    by_report = build_fleet_view(summary, {"sort": "last_report"}, fleet.now)
+    assert by_report["rows"][-1]["name"] == "legacy-04"  # never reported: last
+    assert by_report["rows"][-1]["last_report_age"] == "never"
+
+
+def test_parse_query_rejects_unknown_values():
+    query = parse_query({"sort": "evil()", "dir": "sideways", "health": "<b>", "q": "x" * 999})
+    assert (query["sort"], query["dir"], query["health"]) == ("health", "asc", "")
+    assert len(query["q"]) == 200
+
+
+def test_host_view_takes_the_name_from_the_rows(fleet):
+    view = build_host_view(fleet.summary([VM_FILLING, VM_HEALTHY]), HOST_A, fleet.now)
+    assert view["host"] == {"id": HOST_A, "name": "hv-01.lab.example"}
+    assert [r["name"] for r in view["rows"]] == ["db-01", "web-01"]
+    empty = build_host_view({"counts": {}, "vms": []}, HOST_A, fleet.now)
+    assert empty["host"]["name"] == HOST_A and empty["rows"] == []
+
+
+def test_nice_step():
+    assert charts.nice_step(100) == 25
+    assert charts.nice_step(9.3) == 2.5
+    assert charts.nice_step(0) == 1.0
+    assert math.isclose(charts.nice_step(0.07), 0.02)
