@@ -222,8 +222,9 @@ class Spool:
         segment.records = max(0, segment.records - done - corrupt)
         self.corrupt += corrupt
         self._offset = end
-        if self._offset >= segment.size:
-            self._remove_oldest()  # a later append opens a new segment
+        if self._offset >= segment.size or segment.records == 0:
+            # Done; what may be left is a partial line from a crash. Appends open a new one.
+            self._remove_oldest()
         else:
             self._write_cursor()
 

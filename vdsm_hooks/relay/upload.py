@@ -334,6 +334,14 @@ class Uploader:
                           "open?" % (self.cfg.url, err.os_error or err)), None
         except asyncio.TimeoutError:
             return None, "no answer from %s within %g s" % (self.cfg.url, self.cfg.timeout), None
+        except (aiohttp.ServerDisconnectedError, ConnectionResetError,
+                aiohttp.ClientOSError) as err:
+            # With TLS 1.3 a server that refuses the client certificate just drops the
+            # connection after the handshake, so say so.
+            return None, ("the engine at %s closed the connection (%s); if this persists it "
+                          "refuses this host's certificate: [upload] cert=%s must be signed by "
+                          "the engine's CA" % (self.cfg.url, err or type(err).__name__,
+                                               self.cfg.cert or "(none)")), None
         except (aiohttp.ClientError, OSError) as err:
             return None, "upload to %s failed: %s: %s" % (self.cfg.url, type(err).__name__,
                                                           err), None

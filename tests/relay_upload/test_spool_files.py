@@ -1,0 +1,120 @@
+"""The on-disk spool by itself: order, cursor, bound, and damage, on a real directory."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from vdsm_hooks.relay.spool import Spool, SpoolError
+
+
+def lines(start, count, size=100):
+    out = []
+    for i in range(start, start + count):
+        body = json.dumps({"n": i, "pad": ""}, separators=(",", ":"))
+        pad = max(0, size - len(body) - 1)
+        out.append(json.dumps({"n": i, "pad": "p" * pad}, separators=(",", ":")).encode() + b"\n")
+    return out
+
+
+def numbers(batch):
+    return [json.loads(line)["n"] for line in batch.lines]
+
+
+def drain(spool, per_read=7):
+    got = []
+    while True:
+        batch = spool.read(per_read, 1 << 20)
+        if batch is None:
+            return got
+        got += numbers(batch)
+        spool.commit(batch)
+
+
+def test_reads_in_order_across_segments_and_deletes_what_is_done(tmp_path):
+    spool = Spool(str(tmp_path), max_bytes=1 << 20, segment_bytes=1000)
+    for i in range(0, 50, 5):
+        spool.append(lines(i, 5))
+    assert spool.pending == 50 and len(os.listdir(tmp_path)) >= 5
+    assert drain(spool) == list(range(50))
+    assert spool.pending == 0 and spool.size_bytes == 0
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".seg")]
+
+
+def test_read_respects_record_and_byte_limits_but_returns_at_least_one(tmp_path):
+    spool = Spool(str(tmp_path), max_bytes=1 << 20)
+    spool.append(lines(0, 10, size=100))
+    assert len(spool.read(3, 1 << 20).lines) == 3
+    assert len(spool.read(100, 250).lines) == 2
+    assert len(spool.read(100, 10).lines) == 1
+
+
+def test_cursor_survives_a_restart_and_partial_commits_count(tmp_path):
+    spool = Spool(str(tmp_path), max_bytes=1 << 20)
+    spool.append(lines(0, 20))
+    batch = spool.read(10, 1 << 20)
+    spool.commit(batch, 4)  # only the first four went through
+    assert spool.pending == 16
+    again = Spool(str(tmp_path), max_bytes=1 << 20)
+    assert again.pending == 16
+    assert drain(again) == list(range(4, 20))
+
+
+def test_restart_appends_to_a_new_segment(tmp_path):
+    Spool(str(tmp_path), max_bytes=1 << 20).append(lines(0, 3))
+    spool = Spool(str(tmp_path), max_bytes=1 << 20)
+    spool.append(lines(3, 3))
+    assert len([n for n in os.listdir(tmp_path) if n.endswith(".seg")]) == 2
+    assert drain(spool) == list(range(6))
+
+
+def test_over_the_bound_the_oldest_segments_go_and_are_counted(tmp_path):
+    spool = Spool(str(tmp_path), max_bytes=4096, segment_bytes=1000)
+    for i in range(0, 100, 5):
+        dropped = spool.append(lines(i, 5))
+        assert dropped % 5 == 0
+    assert spool.size_bytes <= 4096
+    assert spool.dropped_oldest + spool.pending == 100
+    got = drain(spool)
+    assert got == list(range(100 - len(got), 100))
+
+
+def test_dropping_the_segment_being_read_keeps_counts_right(tmp_path):
+    spool = Spool(str(tmp_path), max_bytes=2000, segment_bytes=1000)
+    spool.append(lines(0, 9))
+    batch = spool.read(3, 1 << 20)
+    spool.commit(batch)
+    stale = spool.read(3, 1 << 20)
+    for i in range(9, 40, 9):
+        spool.append(lines(i, 9))
+    spool.commit(stale)  # its segment is gone: ignored
+    assert spool.dropped_oldest + spool.pending + 3 == 45
+    got = drain(spool)
+    assert got == list(range(45 - len(got), 45))
+
+
+def must_have_n(value):
+    if "n" not in value:
+        raise ValueError("no n")  # like diag_protocol.ProtocolError
+
+
+def test_damage_is_skipped_and_counted(tmp_path):
+    spool = Spool(str(tmp_path), max_bytes=1 << 20, validate=must_have_n)
+    spool.append(lines(0, 4))
+    [seg] = [tmp_path / n for n in os.listdir(tmp_path) if n.endswith(".seg")]
+    seg.write_bytes(seg.read_bytes() + b"{not json\n" + b'{"other":1}\n' + lines(4, 1)[0]
+                    + b'{"n":5,"pa')
+    spool = Spool(str(tmp_path), max_bytes=1 << 20, validate=must_have_n)
+    assert spool.corrupt == 1  # the partial tail, found when loading
+    assert drain(spool) == [0, 1, 2, 3, 4]
+    assert spool.corrupt == 3  # plus the two bad lines, found when reading
+    assert spool.pending == 0 and spool.size_bytes == 0
+
+
+def test_unusable_directory_says_what_to_do(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SpoolError, match=r"set \[upload\] spool_dir"):
+        Spool(str(blocker / "spool"), max_bytes=4096)

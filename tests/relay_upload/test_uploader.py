@@ -1,0 +1,196 @@
+"""The uploader against a real aiohttp ingest server over mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+
+from vdsm_hooks.relay.upload import Uploader
+
+from .support import HOST_CN, envelopes, keys_of, spool_files, until, upload_cfg
+
+
+async def start_uploader(cfg):
+    uploader = Uploader(cfg, HOST_CN)
+    task = asyncio.create_task(uploader.run())
+    return uploader, task
+
+
+async def stop_uploader(uploader, task):
+    await uploader.close()
+    assert task.done()
+
+
+async def test_delivers_in_order_in_batches_with_the_host_certificate(tmp_path, pki, server):
+    await server.start()
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=500)
+    uploader, task = await start_uploader(cfg)
+    sent = envelopes(1200)
+    for env in sent:
+        assert uploader.submit(env)
+    await until(lambda: len(server.unique) == 1200, what="1200 envelopes at the server")
+    stats = uploader.stats()
+    await stop_uploader(uploader, task)
+    assert server.keys() == keys_of(sent)
+    assert server.unique == sent  # nothing lost or changed on the way
+    assert all(len(batch) <= 500 for batch in server.requests)
+    assert len(server.requests) >= 3
+    assert set(server.peers) == {HOST_CN}
+    assert stats["sent"] == 1200 and stats["batches"] == len(server.requests)
+    assert stats["retries"] == 0 and stats["spooled"] == 0 and stats["spool_bytes"] == 0
+    assert stats["last_success_at"] is not None and stats["last_error"] is None
+
+
+async def test_partial_batch_goes_after_the_interval(tmp_path, pki, server):
+    await server.start()
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=500, batch_interval=0.3)
+    uploader, task = await start_uploader(cfg)
+    uploader.submit(envelopes(1)[0])
+    await asyncio.sleep(0.1)
+    assert server.requests == []  # still waiting for company
+    await until(lambda: len(server.unique) == 1, timeout=5)
+    await stop_uploader(uploader, task)
+
+
+async def test_engine_down_then_up_spools_and_delivers_in_order_exactly_once(
+        tmp_path, pki, server):
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=50, retry_max_backoff=0.3)
+    uploader, task = await start_uploader(cfg)
+    first = envelopes(300)
+    for i in range(0, 300, 25):
+        for env in first[i:i + 25]:
+            uploader.submit(env)
+        await asyncio.sleep(0.01)
+    await until(lambda: uploader.stats()["spool_pending"] == 300 and not uploader.stats()["queued"],
+                what="everything spooled while the engine is down")
+    stats = uploader.stats()
+    assert stats["retries"] >= 1 and stats["sent"] == 0
+    assert "cannot connect" in stats["last_error"]
+    assert spool_files(cfg)
+
+    await server.start()
+    later = envelopes(100, start=300)
+    for env in later:  # arrives while the spool drains: must queue behind it
+        uploader.submit(env)
+    await until(lambda: len(server.unique) == 400, what="all 400 delivered")
+    await until(lambda: uploader.stats()["spool_bytes"] == 0, what="spool emptied")
+    await stop_uploader(uploader, task)
+    assert server.keys() == keys_of(first + later)
+    delivered = sum(len(batch) for batch in server.requests)
+    assert delivered == 400  # no batch was sent twice
+    assert spool_files(cfg) == []
+
+
+async def test_5xx_is_retried_with_retry_after_and_a_lost_reply_is_deduplicated(
+        tmp_path, pki, server):
+    await server.start()
+    replies = [(500, {}), (503, {"Retry-After": "0"})]
+    server.respond = lambda batch: replies.pop(0) if replies else None
+    server.process_before_fail = True  # the first reply is lost after the engine stored it
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=100)
+    uploader, task = await start_uploader(cfg)
+    sent = envelopes(100)
+    for env in sent:
+        uploader.submit(env)
+    await until(lambda: uploader.stats()["sent"] == 100, what="delivery after two failures")
+    stats = uploader.stats()
+    await stop_uploader(uploader, task)
+    assert stats["retries"] == 2
+    assert len(server.requests) == 3
+    assert server.keys() == keys_of(sent)  # each exactly once despite three deliveries
+
+
+async def test_4xx_rejects_without_retrying(tmp_path, pki, server):
+    await server.start()
+    server.respond = lambda batch: (403, {})
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=40)
+    uploader, task = await start_uploader(cfg)
+    for env in envelopes(120):
+        uploader.submit(env)
+    await until(lambda: uploader.stats()["rejected"] == 120, what="three rejected batches")
+    await asyncio.sleep(0.5)  # time in which a retry would have happened
+    stats = uploader.stats()
+    await stop_uploader(uploader, task)
+    assert len(server.requests) == 3
+    assert stats["retries"] == 0 and stats["sent"] == 0
+    assert "HTTP 403" in stats["last_error"] and stats["spool_pending"] == 0
+
+
+async def test_one_refused_envelope_does_not_sink_its_batch(tmp_path, pki, server):
+    await server.start()
+    sent = envelopes(64)
+    poison = keys_of(sent)[37]
+    server.respond = lambda batch: (400, {}) if poison in keys_of(batch) else None
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=64)
+    uploader, task = await start_uploader(cfg)
+    for env in sent:
+        uploader.submit(env)
+    await until(lambda: uploader.stats()["sent"] + uploader.stats()["rejected"] == 64)
+    stats = uploader.stats()
+    await stop_uploader(uploader, task)
+    assert stats["rejected"] == 1 and stats["sent"] == 63
+    assert server.keys() == [k for k in keys_of(sent) if k != poison]
+    assert len(server.requests) <= 1 + 2 * 6  # bisection, not one request per envelope
+
+
+async def test_invalid_envelope_is_refused_at_submit(tmp_path, pki, server):
+    cfg = upload_cfg(tmp_path, server.url, pki)
+    uploader = Uploader(cfg, HOST_CN)
+    good = envelopes(1)[0]
+    assert not uploader.submit(dict(good, vm_id="../../etc"))
+    assert not uploader.submit(dict(good, report={"type": "report"}))
+    bare = {k: v for k, v in good.items() if k != "host_id"}
+    assert uploader.submit(bare)  # host_id is filled in
+    stats = uploader.stats()
+    assert stats["invalid"] == 2 and stats["queued"] == 1
+    await uploader.close()
+    assert uploader.stats()["spool_pending"] == 1
+
+
+async def test_client_without_a_certificate_is_refused_and_keeps_its_data(
+        tmp_path, pki, server):
+    await server.start()
+    cfg = upload_cfg(tmp_path, server.url, pki, cert="", key="", batch_size=10)
+    uploader, task = await start_uploader(cfg)
+    for env in envelopes(10):
+        uploader.submit(env)
+    await until(lambda: uploader.stats()["retries"] >= 2, what="refused attempts")
+    stats = uploader.stats()
+    await stop_uploader(uploader, task)
+    assert server.requests == []
+    assert stats["sent"] == 0 and stats["spool_pending"] == 10
+    assert "[upload] cert=(none) must be signed by the engine's CA" in stats["last_error"]
+
+
+async def test_certificate_from_another_ca_is_refused(tmp_path, pki, server):
+    await server.start()
+    cfg = upload_cfg(tmp_path, server.url, pki, cert=pki.other_cert, key=pki.other_key)
+    uploader, task = await start_uploader(cfg)
+    uploader.submit(envelopes(1)[0])
+    await until(lambda: uploader.stats()["retries"] >= 1, what="a refused attempt")
+    stats = uploader.stats()
+    await stop_uploader(uploader, task)
+    assert server.requests == []
+    assert "[upload] cert=%s must be signed" % pki.other_cert in stats["last_error"]
+
+
+async def test_engine_certificate_from_an_unknown_ca_is_not_trusted(tmp_path, pki, server):
+    await server.start()
+    cfg = upload_cfg(tmp_path, server.url, pki, ca=pki.other_ca)
+    uploader, task = await start_uploader(cfg)
+    uploader.submit(envelopes(1)[0])
+    await until(lambda: uploader.stats()["retries"] >= 1, what="a failed attempt")
+    stats = uploader.stats()
+    await stop_uploader(uploader, task)
+    assert server.requests == []
+    assert "not trusted" in stats["last_error"]
+
+
+async def test_missing_certificate_file_says_which_setting(tmp_path, pki, server):
+    await server.start()
+    cfg = upload_cfg(tmp_path, server.url, pki, cert=str(tmp_path / "absent.pem"))
+    uploader, task = await start_uploader(cfg)
+    uploader.submit(envelopes(1)[0])
+    await until(lambda: uploader.stats()["retries"] >= 1, what="a failed attempt")
+    stats = uploader.stats()
+    await stop_uploader(uploader, task)
+    assert "[upload] cert=%s" % (tmp_path / "absent.pem") in stats["last_error"]
