@@ -11,7 +11,7 @@ Nothing here touches files or the environment; ``hooking_compat`` does that.
 from __future__ import annotations
 
 import uuid
-from typing import Mapping
+from typing import Any, Mapping
 from xml.dom import minidom
 
 from diag_protocol import CHANNEL_NAME, HOST_CHANNELS_DIR, host_socket_path
@@ -109,7 +109,7 @@ def add_channel(dom: minidom.Document, vm_uuid: str,
     if anchor is None:
         devices.appendChild(channel)
         return True
-    ref = anchor.nextSibling
+    ref: Any = anchor.nextSibling  # any node kind; minidom's stubs are narrower
     if indent is not None:
         devices.insertBefore(dom.createTextNode(indent), ref)
     devices.insertBefore(channel, ref)
@@ -120,8 +120,8 @@ def remove_channel(dom: minidom.Document) -> int:
     """Remove every vmdiag channel (and the indentation before it); return how many."""
     removed = 0
     for channel in find_channels(dom):
-        parent = channel.parentNode
-        before = channel.previousSibling
+        parent: Any = channel.parentNode
+        before: Any = channel.previousSibling
         if before is not None and before.nodeType == before.TEXT_NODE and not before.data.strip():
             parent.removeChild(before)
         parent.removeChild(channel)

@@ -61,7 +61,7 @@ def write_domxml(dom: minidom.Document) -> None:
 def vdsm_io() -> Tuple[Reader, Writer]:
     """VDSM's own reader and writer when VDSM is installed, else the compatible ones here."""
     try:
-        from vdsm.hook import hooking  # type: ignore[import-not-found]
+        from vdsm.hook import hooking  # type: ignore[import-not-found,unused-ignore]
         return hooking.read_domxml, hooking.write_domxml
     except Exception:  # noqa: BLE001 - any import problem means "not on a VDSM host"
         return read_domxml, write_domxml

@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import threading
-from typing import Any, Callable, Dict, List, TypeVar
+from typing import Any, Callable, Dict, List, Tuple, TypeVar
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -296,7 +296,7 @@ class Spool:
             log.info("spool %s: %d envelopes, %d bytes waiting from before",
                      self.directory, self.pending, self.size_bytes)
 
-    def _read_cursor(self) -> tuple | None:
+    def _read_cursor(self) -> Tuple[str, int] | None:
         try:
             with open(os.path.join(self.directory, CURSOR), encoding="utf-8") as f:
                 data = json.load(f)
@@ -309,7 +309,7 @@ class Spool:
             return None
 
 
-def _scan(path: str) -> tuple:
+def _scan(path: str) -> Tuple[int, int, int]:
     """(complete lines, size, bytes of a partial last line) of one segment."""
     records = 0
     size = 0

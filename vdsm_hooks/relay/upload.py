@@ -96,7 +96,7 @@ class Uploader:
         self._retry_at = 0.0
         self._closing = False
         self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._spool: Spool | None = None
         try:
