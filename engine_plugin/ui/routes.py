@@ -1,13 +1,13 @@
 """HTTP routes of the Diagnostics pages, registered on the engine service's aiohttp app.
 
 How the user's oVirt SSO token reaches the server (see docs/ui.md): the UI plugin opens
-``/vmdiag/ui/vms/<id>#token=<sso token>``. A fragment is never sent to the server, so it does not
-reach access logs, proxies or a Referer header. The page shell served for that URL holds no data
-and needs no authentication; its script reads the token, removes it from the address bar, and
-fetches ``.../fragment`` with ``Authorization: Bearer <token>``. The fragment is rendered here, with
-the service's ``authenticate`` and the user's own view of the data, and swapped into the page; the
-same fetch repeats for live refresh. A VM the user may not see renders the same 404 as a VM that
-does not exist.
+``/vmdiag/ui/vms/<id>#token=<sso token>`` (``/vmdiag`` is the service's prefix). A fragment is
+never sent to the server, so it does not reach access logs, proxies or a Referer header. The
+page shell served for that URL holds no data and needs no authentication; its script reads the
+token, removes it from the address bar, and fetches ``.../fragment`` with ``Authorization:
+Bearer <token>``. The fragment is rendered here, with the service's ``authenticate`` and the
+user's own view of the data, and swapped into the page; the same fetch repeats for live
+refresh. A VM the user may not see renders the same 404 as a VM that does not exist.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from .vm_view import build_vm_view, history_metrics
 
 log = logging.getLogger("vmdiag.engine.ui")
 
-PREFIX = "/vmdiag/ui"
-STATIC_PREFIX = PREFIX + "/static"
+PREFIX = "/vmdiag"
 DEFAULT_REFRESH_S = 30
 DEFAULT_WINDOW_S = 24 * 3600.0
 
@@ -60,19 +59,21 @@ def _is_uuid(value: str) -> bool:
 class UiPages:
     """The page handlers bound to one data ``source`` (see :func:`setup_ui`)."""
 
-    def __init__(self, source: Any, *, refresh_s: int, window_s: float,
+    def __init__(self, source: Any, *, prefix: str, refresh_s: int, window_s: float,
                  clock: Callable[[], float]) -> None:
         self.source = source
+        self.ui = prefix.rstrip("/") + "/ui"
         self.refresh_s = refresh_s
         self.window_s = window_s
         self.clock = clock
         self.env = rendering.make_environment()
+        self.env.globals["ui_prefix"] = self.ui
         self.versions = rendering.static_versions()
 
     # -- helpers ---------------------------------------------------------------------------
 
     def static_url(self, name: str) -> str:
-        return "%s/%s?v=%s" % (STATIC_PREFIX, name, self.versions.get(name, "0"))
+        return "%s/static/%s?v=%s" % (self.ui, name, self.versions.get(name, "0"))
 
     def _html(self, body: str, status: int = 200, *, cache: bool = False) -> web.Response:
         response = web.Response(text=body, status=status, content_type="text/html",
@@ -116,16 +117,16 @@ class UiPages:
         vm_id = request.match_info["vm_id"]
         if not _is_uuid(vm_id):
             return self.shell("missing", "Virtual machine", "")
-        return self.shell("vm", "Virtual machine", "%s/vms/%s/fragment" % (PREFIX, vm_id))
+        return self.shell("vm", "Virtual machine", "%s/vms/%s/fragment" % (self.ui, vm_id))
 
     async def host_page(self, request: web.Request) -> web.Response:
         host_id = request.match_info["host_id"]
         if not _is_uuid(host_id):
             return self.shell("missing", "Host", "")
-        return self.shell("host", "Host", "%s/hosts/%s/fragment" % (PREFIX, host_id))
+        return self.shell("host", "Host", "%s/hosts/%s/fragment" % (self.ui, host_id))
 
     async def fleet_page(self, request: web.Request) -> web.Response:
-        return self.shell("fleet", "Fleet", "%s/fleet/fragment" % PREFIX)
+        return self.shell("fleet", "Fleet", "%s/fleet/fragment" % self.ui)
 
     async def select_page(self, request: web.Request) -> web.Response:
         """What a detail tab shows before the plugin knows the selection (no data, no token)."""
@@ -218,6 +219,7 @@ def setup_ui(
     app: web.Application,
     source: Any,
     *,
+    prefix: str = PREFIX,
     refresh_s: int = DEFAULT_REFRESH_S,
     window_s: float = DEFAULT_WINDOW_S,
     clock: Callable[[], float] = time.time,
@@ -228,21 +230,24 @@ def setup_ui(
     ``web.HTTPUnauthorized``), ``async vm_document(user, vm_id)``, ``async fleet_summary(user,
     filters)``, ``async host_summary(user, host_id)`` and ``async history(user, vm_id, metric,
     since, until)``; the ``*_document``/``*_summary``/``history`` calls return None for anything
-    the user may not see. ``refresh_s`` is how often an open page refreshes itself and
-    ``window_s`` how much history the charts show.
+    the user may not see. ``prefix`` is the service's URL prefix (``[api] prefix``; the pages
+    live under ``<prefix>/ui/`` and the UI plugin's ``basePath`` must equal it), ``refresh_s``
+    is how often an open page refreshes itself and ``window_s`` how much history the charts
+    show.
 
     Example::
 
         app = web.Application()
         setup_ui(app, service_source)
     """
-    pages = UiPages(source, refresh_s=refresh_s, window_s=window_s, clock=clock)
+    pages = UiPages(source, prefix=prefix, refresh_s=refresh_s, window_s=window_s, clock=clock)
+    ui = pages.ui
     router = app.router
-    router.add_get(PREFIX + "/vms/{vm_id}", pages.vm_page)
-    router.add_get(PREFIX + "/vms/{vm_id}/fragment", pages.vm_fragment)
-    router.add_get(PREFIX + "/hosts/{host_id}", pages.host_page)
-    router.add_get(PREFIX + "/hosts/{host_id}/fragment", pages.host_fragment)
-    router.add_get(PREFIX + "/fleet", pages.fleet_page)
-    router.add_get(PREFIX + "/fleet/fragment", pages.fleet_fragment)
-    router.add_get(PREFIX + "/select/{kind}", pages.select_page)
-    router.add_get(STATIC_PREFIX + "/{path:.+}", pages.static)
+    router.add_get(ui + "/vms/{vm_id}", pages.vm_page)
+    router.add_get(ui + "/vms/{vm_id}/fragment", pages.vm_fragment)
+    router.add_get(ui + "/hosts/{host_id}", pages.host_page)
+    router.add_get(ui + "/hosts/{host_id}/fragment", pages.host_fragment)
+    router.add_get(ui + "/fleet", pages.fleet_page)
+    router.add_get(ui + "/fleet/fragment", pages.fleet_fragment)
+    router.add_get(ui + "/select/{kind}", pages.select_page)
+    router.add_get(ui + "/static/{path:.+}", pages.static)

@@ -161,3 +161,20 @@ def test_descriptor_names_the_plugin_and_its_resources():
     assert descriptor["config"] == {"basePath": "/vmdiag"}
     resources = PLUGIN_DIR / descriptor["resourcePath"]
     assert (resources / "start.html").is_file() and (resources / "plugin.js").is_file()
+
+
+async def test_custom_prefix_moves_every_route_and_link(source):
+    client = TestClient(TestServer(build_app(source, prefix="/diag/")))
+    await client.start_server()
+    try:
+        shell = await client.get("/diag/ui/fleet")
+        body = await shell.text()
+        assert shell.status == 200
+        assert 'data-fragment-url="/diag/ui/fleet/fragment"' in body
+        assert 'href="/diag/ui/static/vmdiag.css?v=' in body
+        fragment = await client.get("/diag/ui/fleet/fragment", headers=bearer(ADMIN_TOKEN))
+        assert 'href="/diag/ui/vms/%s"' % VM_FILLING in await fragment.text()
+        assert (await client.get("/diag/ui/static/vmdiag.js")).status == 200
+        assert (await client.get("/vmdiag/ui/fleet")).status == 404
+    finally:
+        await client.close()

@@ -1,0 +1,88 @@
+"""The Diagnostics pages served by the real vmdiag-engine service, in Chromium.
+
+The service runs for real (TLS ingest, SQLite store, health pass, permission checks against the
+stand-in oVirt engine with ovirtsdk4); a report is uploaded the way the relay does it, and the
+browser opens the pages with an SSO token the stand-in issued. Selenium blocks, so the browser
+part runs in a worker thread while the service keeps serving on the test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import quote
+
+import pytest
+
+from tests.engine import conftest as engine
+from tests.engine.conftest import HOST_1, HOST_1_CN, VM_ALICE, VM_BOB, VM_SHARED, relay_ssl, upload
+from tests.engine.reports import critical_checks, envelope
+
+from .browser import open_page, screenshot
+
+pytestmark = pytest.mark.chromium
+
+# The engine tests' fixtures: test PKI, the stand-in oVirt engine, and the real service.
+pki = engine.pki
+standin = engine.standin
+make_service = engine.make_service
+
+
+@pytest.fixture
+def store_url(tmp_path) -> str:
+    return "sqlite:///%s/vmdiag.db" % tmp_path
+
+
+async def test_real_service_pages_show_the_users_own_view(browser, make_service, pki,
+                                                           standin):
+    service = await make_service()
+    now = time.time()
+    batch = [envelope(VM_ALICE, HOST_1_CN, 0, now=now, hostname="alice-web.example.test"),
+             envelope(VM_SHARED, HOST_1_CN, 0, now=now, hostname="shared.example.test",
+                      root_used=39 << 30, checks=critical_checks())]
+    assert (await upload(service, relay_ssl(pki), {"envelopes": batch})).status == 200
+    await service.health.drain()
+    token = standin.issue_token("alice@internal")
+    base = "http://127.0.0.1:%d/vmdiag/ui/" % service.api_port
+    fragment = "#token=" + quote(token, safe="")
+
+    def in_browser() -> dict:
+        seen = {}
+        open_page(browser, base + "vms/" + VM_ALICE + fragment)
+        seen["vm_name"] = browser.execute_script(
+            "return document.querySelector('#vm-name').textContent")
+        seen["settings"] = browser.execute_script(
+            "return document.querySelector('#settings-facts').textContent")
+        seen["state"] = browser.execute_script(
+            "return document.querySelector('.vmdiag-page').dataset.agentState")
+        seen["charts"] = browser.execute_script(
+            "return document.querySelectorAll('svg.vmdiag-chart__svg').length")
+        screenshot(browser, "service-vm-1280")
+        open_page(browser, base + "vms/" + VM_SHARED + fragment)
+        seen["shared_health"] = browser.execute_script(
+            "return document.querySelector('.vmdiag-header [data-health]').dataset.health")
+        open_page(browser, base + "vms/" + VM_BOB + fragment)
+        seen["bob"] = browser.execute_script(
+            "return [document.querySelector('.vmdiag-message').dataset.status,"
+            " document.body.textContent.indexOf('bob-db') < 0]")
+        open_page(browser, base + "fleet" + fragment)
+        seen["fleet"] = browser.execute_script(
+            "return Array.from(document.querySelectorAll('tbody tr[data-vm-id]'))"
+            ".map(r => r.querySelector('.vmdiag-vm-link').textContent).sort()")
+        open_page(browser, base + "hosts/" + HOST_1 + fragment)
+        seen["host"] = browser.execute_script(
+            "return document.querySelector('#host-name').textContent")
+        seen["xss"] = browser.execute_script(
+            "return window.__xssCalls.concat(window.__cspViolations)")
+        return seen
+
+    seen = await asyncio.to_thread(in_browser)
+    assert seen["vm_name"] == "alice-web"  # the name comes from oVirt
+    assert "alice-web.example.test" in seen["settings"]  # the hostname from the report
+    assert seen["state"] == "reporting"
+    assert seen["charts"] >= 3
+    assert seen["shared_health"] == "critical"
+    assert seen["bob"] == ["404", True]
+    assert seen["fleet"] == ["alice-web", "shared-app"]
+    assert seen["host"] == "host1"
+    assert seen["xss"] == []
