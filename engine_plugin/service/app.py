@@ -16,13 +16,14 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 from aiohttp import web
 
 from ..config import Config
 from ..ovirt import Visibility
 from ..ovirt.connection import EngineEndpoint
+from ..ovirt.directory import VmDirectory
 from ..ovirt.events import EventDispatcher, EventOutbox, ServiceAccount
 from .api import ApiRoutes, make_middleware
 from .documents import DocumentSource
@@ -33,6 +34,7 @@ from .metrics import HEALTH_STATUSES, NetworkAllowList, ServiceMetrics
 log = logging.getLogger("vmdiag.engine")
 
 SWEEP_INTERVAL_S = 60.0
+DIRECTORY_REFRESH_S = 300.0
 
 
 def open_configured_store(config: Config) -> Any:
@@ -99,6 +101,23 @@ class EngineService:
         return await loop.run_in_executor(self.store_executor, getattr(self.store, method),
                                           *args)
 
+    def names(self, vm_id: str) -> Tuple[str | None, str | None]:
+        """(name, cluster) of a VM from the service account's directory, if it knows it."""
+        return self.directory.lookup(vm_id) if self.directory is not None else (None, None)
+
+    def thresholds(self, vm_id: str | None = None, vm_name: str | None = None,
+                   cluster: str | None = None) -> Any:
+        """Thresholds of a VM; names not given come from the directory."""
+        if vm_id and not (vm_name or cluster):
+            vm_name, cluster = self.names(vm_id)
+        return self.config.thresholds_for(vm_id=vm_id, vm_name=vm_name, cluster=cluster)
+
+    async def refresh_directory(self) -> int:
+        if self.directory is None:
+            return 0
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.engine_executor, self.directory.refresh)
+
     async def health_counts(self) -> Dict[str, int]:
         verdicts = await self._store_call("verdicts")
         counts = {status: 0 for status in HEALTH_STATUSES}
@@ -114,17 +133,25 @@ class EngineService:
         if self.store is None:
             self.store = await loop.run_in_executor(self.store_executor,
                                                     open_configured_store, cfg)
+        try:
+            self.directory = VmDirectory(service_account(cfg, self.endpoint))
+        except ValueError:
+            if cfg.events.enabled:
+                raise
+            log.info("no [ovirt] service account: VM names and cluster thresholds unknown to "
+                     "the health pass")
         if cfg.events.enabled:
             self.outbox = EventOutbox(self.store, cfg.events.min_severity, self.clock)
             account = service_account(cfg, self.endpoint)
             self.dispatcher = EventDispatcher(
                 self.outbox, account, self.engine_executor, cfg.events.retry_interval,
                 on_result=lambda outcome: self.metrics.events.labels(outcome).inc())
-        self.health = HealthPass(self.store, cfg.thresholds_for, self.store_executor,
+        self.health = HealthPass(self.store, self.thresholds, self.store_executor,
                                  self.metrics, self.outbox,
-                                 self.dispatcher.wake if self.dispatcher else None, self.clock)
+                                 self.dispatcher.wake if self.dispatcher else None, self.clock,
+                                 self.names)
         self.source = DocumentSource(self.store, self.visibility, self.store_executor,
-                                     cfg.thresholds_for, self.clock)
+                                     self.thresholds, self.clock)
 
         api_app = web.Application(middlewares=[make_middleware(self.metrics)])
         ApiRoutes(self.source, self.metrics, NetworkAllowList(cfg.metrics.allow),
@@ -137,6 +164,7 @@ class EngineService:
         self.api_port = await self._listen(api_app, cfg.api.listen, cfg.api.port, None)
         self.ingest_port = await self._listen(ingest_app, cfg.ingest.listen, cfg.ingest.port,
                                               ssl_ctx)
+        await self.refresh_directory()
         self.health.start()
         if self.dispatcher is not None:
             self.dispatcher.start()
@@ -170,9 +198,13 @@ class EngineService:
     async def _periodic(self) -> None:
         """Silence sweep every minute and retention every ``[storage] retention_interval``."""
         next_retention = time.monotonic() + 60.0
+        next_directory = time.monotonic() + DIRECTORY_REFRESH_S
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             try:
+                if time.monotonic() >= next_directory:
+                    next_directory = time.monotonic() + DIRECTORY_REFRESH_S
+                    await self.refresh_directory()
                 if self.health is not None:
                     await self.health.sweep()
                 if time.monotonic() >= next_retention:
@@ -208,6 +240,9 @@ class EngineService:
             await self.health.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self.directory is not None:
+            await asyncio.get_running_loop().run_in_executor(self.engine_executor,
+                                                             self.directory.account.close)
         if self.store is not None and self._own_store:
             await asyncio.get_running_loop().run_in_executor(self.store_executor,
                                                              self.store.close)

@@ -122,7 +122,8 @@ class DocumentSource:
             state = "vm_down"
         elif received_at is None:
             state = "not_installed"
-        elif silent_for is not None and silent_for > self.thresholds_for(vm_id=vm.id).silence_s:
+        elif silent_for is not None and silent_for > self.thresholds_for(
+                vm_id=vm.id, vm_name=vm.name, cluster=vm.cluster_name).silence_s:
             state = "silent"
         else:
             state = "reporting"

@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from typing import Any, Callable, Dict, Iterable, List, Set
+from typing import Any, Callable, Dict, Iterable, List, Set, Tuple
 
 from ..health import HISTORY_PREFIXES, evaluate_vm
 from ..ovirt.events import EventOutbox
@@ -32,7 +32,8 @@ class HealthPass:
                  executor: concurrent.futures.Executor, metrics: ServiceMetrics,
                  outbox: EventOutbox | None = None,
                  on_events: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 names: Callable[[str], Tuple[str | None, str | None]] | None = None) -> None:
         self.store = store
         self.thresholds_for = thresholds_for
         self.executor = executor
@@ -40,6 +41,7 @@ class HealthPass:
         self.outbox = outbox
         self.on_events = on_events
         self.clock = clock
+        self.names = names
         self._dirty: Set[str] = set()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -136,11 +138,14 @@ class HealthPass:
         self.store.set_event_state(STATE_PREFIX + vm_id, state)
         if self.outbox is None:
             return 0
-        return self.outbox.record(vm_id, vm_label(vm_id, report), verdict)
+        name = self.names(vm_id)[0] if self.names is not None else None
+        return self.outbox.record(vm_id, vm_label(vm_id, name, report), verdict)
 
 
-def vm_label(vm_id: str, report: Any) -> str:
-    """How an event names the VM: the guest's hostname if known (oVirt links the VM anyway)."""
+def vm_label(vm_id: str, name: str | None, report: Any) -> str:
+    """How an event names the VM: its oVirt name, else its id and the guest's hostname."""
+    if name:
+        return name
     settings = ((report or {}).get("sections") or {}).get("settings") or {}
     hostname = (settings.get("data") or {}).get("hostname")
     return "%s (guest %s)" % (vm_id, hostname) if hostname else vm_id

@@ -49,7 +49,8 @@ def standin(pki: TestPKI) -> Iterator[StandinEngine]:
     engine.add_user("admin@internal", "adminpw", admin=True)
     engine.add_user("alice@internal", "alicepw", vms=[VM_ALICE, VM_SHARED], hosts=[HOST_1])
     engine.add_user("bob@internal", "bobpw", vms=[VM_BOB, VM_SHARED])
-    engine.add_user("vmdiag@internal", "svcpw", can_add_events=True)
+    # the service account: adds events and lists VMs (a read-only administrator role)
+    engine.add_user("vmdiag@internal", "svcpw", admin=True, can_add_events=True)
     engine.start()
     yield engine
     engine.stop()

@@ -155,3 +155,30 @@ async def test_a_lost_answer_is_not_raised_twice(make_service, pki, standin) -> 
     finally:
         account.close()
     assert len(standin.events) == 1
+
+
+async def test_cluster_thresholds_and_vm_names_come_from_the_service_account(
+        make_service, pki, standin) -> None:
+    service = await make_service(**{"health:cluster:Production": {
+        "memory_warning_percent": "30", "memory_critical_percent": "35"}})
+    assert len(service.directory) == 3
+    await send(service, pki, VM_ALICE, 0, mem_percent=40.0)
+    assert service.store.verdicts([VM_ALICE])[VM_ALICE]["status"] == "critical"
+    await wait_for(lambda: len(standin.events) == 1)
+    assert standin.events[0]["description"].startswith("VM alice-web is critical")
+
+
+async def test_service_account_that_may_not_list_vms_falls_back(make_service, pki,
+                                                                  standin) -> None:
+    standin.add_user("events-only@internal", "pw", can_add_events=True)
+    service = await make_service(
+        ovirt={"user": "events-only@internal", "password": "pw"},
+        **{"health:cluster:Production": {"memory_warning_percent": "30",
+                                         "memory_critical_percent": "35"}})
+    assert len(service.directory) == 0 and "403" in service.directory.last_error
+    await send(service, pki, VM_ALICE, 0, mem_percent=40.0)  # cluster unknown: defaults
+    assert service.store.verdicts([VM_ALICE])[VM_ALICE]["status"] == "ok"
+    await send(service, pki, VM_ALICE, 1, checks=critical_checks(), hostname="alice-web")
+    await wait_for(lambda: len(standin.events) == 1)
+    assert standin.events[0]["description"].startswith(
+        "VM %s (guest alice-web) is critical" % VM_ALICE)
