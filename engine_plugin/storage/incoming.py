@@ -101,6 +101,19 @@ def is_newer(cand: Incoming, run_id: str | None, seq: int | None,
     return cand.received_at > received_at
 
 
+def encode_latest_candidates(items: Sequence[Incoming]) -> None:
+    """Serialise, ahead of the write transaction, the report of each VM that will most likely
+    become its latest: JSON encoding is the costliest step of an ingest, and done here it
+    does not hold the write lock (SQLite) or an open transaction (PostgreSQL)."""
+    best: Dict[str, Incoming] = {}
+    for item in items:
+        cur = best.get(item.vm_id)
+        if cur is None or is_newer(item, cur.run_id, cur.seq, cur.received_at):
+            best[item.vm_id] = item
+    for item in best.values():
+        item.report_json()
+
+
 def newest_per_vm(items: Sequence[Incoming]) -> List[Incoming]:
     """The report of each VM that becomes its latest, with summary fields carried forward from
     older reports of the batch when the newest lacks them (a failed settings/checks section)."""

@@ -29,7 +29,7 @@ from typing import (
 from .config import ROLLUP_STEP
 from .downsample import lttb
 from .extract import prefix_match
-from .incoming import Incoming, newest_per_vm, prepare
+from .incoming import Incoming, encode_latest_candidates, newest_per_vm, prepare
 from .records import IngestResult, LatestReport, VmSummaryRow
 from .store import Point, Store
 
@@ -199,6 +199,7 @@ class SqlStore(Store):
         if not items:
             return IngestResult(accepted=0, duplicates=in_batch)
         names = {name for item in items for name, _, _ in item.samples}
+        encode_latest_candidates(items)
         accepted, stale, metric_ids = self._write(lambda tx: self._ingest_tx(tx, items, names))
         self._remember_metrics(metric_ids)
         return IngestResult(accepted=accepted, duplicates=in_batch + len(items) - accepted,
@@ -224,9 +225,13 @@ class SqlStore(Store):
                     rows.append((vm_key, metric_ids[name], t, value))
         rows.sort()
         self._insert_samples(tx, rows)
-        for item in newest_per_vm(new):
-            self._update_latest(tx, vm_keys[item.vm_id], item)
+        self._update_latests(tx, [(vm_keys[i.vm_id], i) for i in newest_per_vm(new)])
         return len(new), stale, metric_ids
+
+    def _update_latests(self, tx: Tx, items: List[Tuple[int, Incoming]]) -> None:
+        """``_update_latest`` for each (vm_key, report); a backend may do it in bulk."""
+        for vm_key, item in items:
+            self._update_latest(tx, vm_key, item)
 
     def _update_latest(self, tx: Tx, vm_key: int, item: Incoming) -> None:
         """Make ``item`` the VM's latest report if it is newer (incoming.is_newer, in SQL, so

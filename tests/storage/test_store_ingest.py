@@ -140,3 +140,15 @@ def test_malformed_envelope_is_refused_with_a_hint(store: Store) -> None:
 
 def test_empty_batch(store: Store) -> None:
     assert store.ingest([]) == IngestResult(accepted=0, duplicates=0)
+
+
+def test_resent_sections_under_a_new_seq_keep_the_first_points(store: Store) -> None:
+    # An agent answering report.now may resend sections it collected before: same sample
+    # times, a new seq. The report is new; its points exist already and are kept as they are.
+    store.ingest(batch([1, 2], 0, 1000.0, cpu=10.0))
+    result = store.ingest([envelope(1, 1, 1000.0, cpu=99.0), envelope(2, 1, 1060.0, cpu=20.0)])
+    assert result == IngestResult(accepted=2, duplicates=0)
+    assert store.history(vm_uuid(1), "cpu.percent", 0, 5000)[1] == [(1000.0, 10.0)]
+    assert store.history(vm_uuid(2), "cpu.percent", 0, 5000)[1] == [(1000.0, 10.0),
+                                                                    (1060.0, 20.0)]
+    assert store.latest(vm_uuid(1)).report["seq"] == 1
