@@ -75,6 +75,8 @@ class Chart:
     x_ticks: List[Tick] = field(default_factory=list)
     y_ticks: List[Tick] = field(default_factory=list)
     markers: List[Marker] = field(default_factory=list)
+    last: Tuple[float, float] = (0.0, 0.0)
+    last_label: str = ""
     empty: bool = False
 
 
@@ -220,6 +222,9 @@ def line_chart(
         return " ".join("%s,%s" % (sx(t), sy(v)) for t, v in pts)
 
     chart.lines.append(Line(poly(observed), "observed", "measured"))
+    # The latest value as a dot: visible even when the history has a single sample so far.
+    chart.last = (sx(observed[-1][0]), sy(observed[-1][1]))
+    chart.last_label = "latest %s" % fmt(observed[-1][1])
     chart.area = "M%s,%s L%s L%s,%s Z" % (
         sx(observed[0][0]), chart.bottom, poly(observed), sx(observed[-1][0]), chart.bottom)
     if forecast_line:
@@ -230,7 +235,8 @@ def line_chart(
     if end > until:
         chart.markers.append(Marker(sx(until), "now", "now"))
     if eta_at is not None and start <= eta_at <= end:
-        chart.markers.append(Marker(sx(eta_at), "full " + _time_label(eta_at, 0), "eta"))
+        label = _dt.datetime.fromtimestamp(eta_at, tz=_dt.timezone.utc).strftime("%b %d %H:%M")
+        chart.markers.append(Marker(sx(eta_at), "full " + label, "eta"))
 
     tick = y_min
     while tick <= y_max + step / 1000:

@@ -16,6 +16,7 @@ from .formatting import as_number, human_age, human_bytes, human_duration
 
 SEVERITY_RANK = {"critical": 0, "warning": 1, "unknown": 2, "ok": 3}
 HEALTH_TEXT = {"ok": "Healthy", "warning": "Warning", "critical": "Critical", "unknown": "Unknown"}
+CHECK_TEXT = {"ok": "OK", "warning": "Warning", "critical": "Critical", "unknown": "Unknown"}
 MAX_FILESYSTEM_CHARTS = 8
 MAX_ROWS = 200
 
@@ -327,7 +328,7 @@ def checks_view(report: Mapping[str, Any]) -> Dict[str, Any]:
     results = []
     for item in _list(sec["data"].get("results")):
         status = health_status(item.get("status"))
-        results.append({**item, "status": status, "status_text": HEALTH_TEXT[status]})
+        results.append({**item, "status": status, "status_text": CHECK_TEXT[status]})
     results.sort(key=lambda r: (SEVERITY_RANK[r["status"]], _text(r.get("id"))))
     return {**sec, "results": results}
 
