@@ -114,8 +114,12 @@ def test_plugin_uses_the_configured_base_path(browser, server):
                                                                 "/diag/ui/select/host"]
     assert state["menuPlaces"][0]["contentUrl"] == "/diag/ui/fleet" + TOKEN_FRAGMENT
     fire(browser, "VirtualMachineSelectionChange", [{"id": VM_HEALTHY}])
-    assert content_url(browser, "vmdiag-vm", "/diag/ui/select/vm").startswith(
-        "/diag/ui/vms/" + VM_HEALTHY + "#token=")
+    url = content_url(browser, "vmdiag-vm", "/diag/ui/select/vm")
+    assert url.startswith("/diag/ui/vms/" + VM_HEALTHY + "#token=")
+    # Older engines passed the selected entities as separate arguments.
+    browser.execute_script("window.harness.fire('VirtualMachineSelectionChange', arguments[0]);",
+                           [{"id": VM_FILLING}])
+    assert content_url(browser, "vmdiag-vm", url).startswith("/diag/ui/vms/" + VM_FILLING)
 
 
 def test_select_pages_need_no_token(browser, server):
