@@ -33,10 +33,19 @@ from .connection import (
     translate,
     user_connection,
 )
+from .errors import NotAuthenticated
 
 Observer = Callable[[str, float, str], None]
 
 MAX_CACHE_ENTRIES = 20000
+#: A token the engine refused is refused again without asking for this long, so a client
+#: retrying a bad token cannot turn vmdiag into a load generator against the engine.
+DENIED_TTL_S = 5.0
+
+
+class _Denied:
+    def __init__(self, error: NotAuthenticated) -> None:
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,8 @@ class Visibility:
         now = self.clock()
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
+            if isinstance(hit[1], _Denied):
+                raise NotAuthenticated(str(hit[1].error))
             return hit[1]
         pending = self._inflight.get(key)
         if pending is not None:
@@ -128,6 +139,11 @@ class Visibility:
             self._store(key, value, now)
             future.set_result(value)
             return value
+        except NotAuthenticated as err:
+            self._store(key, _Denied(err), now, min(self.ttl, DENIED_TTL_S))
+            future.set_exception(err)
+            future.exception()
+            raise
         except BaseException as err:
             future.set_exception(err)
             future.exception()  # retrieved here, so a future nobody awaited does not warn
@@ -137,13 +153,14 @@ class Visibility:
             if self.observe is not None:
                 self.observe(kind, time.monotonic() - started, outcome)
 
-    def _store(self, key: Tuple[str, str, str], value: Any, now: float) -> None:
+    def _store(self, key: Tuple[str, str, str], value: Any, now: float,
+               ttl: float | None = None) -> None:
         if len(self._cache) >= MAX_CACHE_ENTRIES:
             for old in [k for k, (exp, _) in self._cache.items() if exp <= now]:
                 del self._cache[old]
             if len(self._cache) >= MAX_CACHE_ENTRIES:
                 self._cache.clear()
-        self._cache[key] = (now + self.ttl, value)
+        self._cache[key] = (now + (self.ttl if ttl is None else ttl), value)
 
     # -- blocking parts, run in the executor ------------------------------------------------
 

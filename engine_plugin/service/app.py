@@ -158,7 +158,8 @@ class EngineService:
                   self.health_counts, self.clock).register(api_app, cfg.api.prefix)
         self._setup_ui(api_app)
         ingest = IngestHandler(self._store_call, self.metrics, self.health.mark,
-                               cfg.ingest.max_envelopes, cfg.ingest.host_identity)
+                               self.store_executor, cfg.ingest.max_envelopes,
+                               cfg.ingest.host_identity)
         ingest_app = make_ingest_app(ingest, cfg.ingest.max_body_bytes)
 
         self.api_port = await self._listen(api_app, cfg.api.listen, cfg.api.port, None)

@@ -19,10 +19,13 @@ a whole batch). A store failure answers 503 so the relay keeps its spool and ret
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import logging
 import ssl
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Set, Tuple
+import threading
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Set, Tuple, Union
 
 from aiohttp import web
 
@@ -77,14 +80,17 @@ class IngestHandler:
     """``POST /ingest/v1/reports``: one batch of envelopes from one relay."""
 
     def __init__(self, store_call: Callable[..., Awaitable[Any]], metrics: ServiceMetrics,
-                 on_stored: Callable[[Iterable[str]], None], max_envelopes: int = 500,
+                 on_stored: Callable[[Iterable[str]], None],
+                 executor: concurrent.futures.Executor, max_envelopes: int = 500,
                  host_identity: str = "certificate") -> None:
         self.store_call = store_call
+        self.executor = executor
         self.metrics = metrics
         self.on_stored = on_stored
         self.max_envelopes = max_envelopes
         self.host_identity = host_identity
         self._mismatch_logged: Set[Tuple[str, str]] = set()
+        self._lock = threading.Lock()
 
     async def handle(self, request: web.Request) -> web.Response:
         cn = peer_common_name(request)
@@ -92,21 +98,17 @@ class IngestHandler:
             return self._error(403, "no_client_certificate",
                                "present a client certificate signed by the engine CA")
         try:
-            body = json.loads(await request.read())
+            raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             self.metrics.ingest_requests.labels("too_large").inc()
             raise
-        except (ValueError, UnicodeDecodeError) as err:
-            return self._error(400, "bad_json", "the body is not JSON: %s" % err)
-        envelopes = body.get("envelopes") if isinstance(body, dict) else None
-        if not isinstance(envelopes, list):
-            return self._error(400, "bad_body", 'send {"envelopes": [...]}')
-        if len(envelopes) > self.max_envelopes:
-            self.metrics.ingest_requests.labels("too_many").inc()
-            return self._error(413, "too_many_envelopes",
-                               "at most %d envelopes per request; split the batch"
-                               % self.max_envelopes)
-        valid, rejected = self._validate(envelopes, cn)
+        # Decoding and validating a large batch is CPU work: keep it off the event loop so
+        # the API stays responsive while relays upload.
+        loop = asyncio.get_running_loop()
+        parsed = await loop.run_in_executor(self.executor, self._parse, raw, cn)
+        if isinstance(parsed, web.Response):
+            return parsed
+        valid, rejected = parsed
         try:
             result = await self.store_call("ingest", valid) if valid else None
         except Exception as err:
@@ -126,6 +128,21 @@ class IngestHandler:
         return web.json_response({"accepted": accepted, "duplicates": duplicates,
                                   "rejected": rejected})
 
+    def _parse(self, raw: bytes, cn: str) -> Union[web.Response, Tuple[List[Dict[str, Any]], int]]:
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            return self._error(400, "bad_json", "the body is not JSON: %s" % err)
+        envelopes = body.get("envelopes") if isinstance(body, dict) else None
+        if not isinstance(envelopes, list):
+            return self._error(400, "bad_body", 'send {"envelopes": [...]}')
+        if len(envelopes) > self.max_envelopes:
+            self.metrics.ingest_requests.labels("too_many").inc()
+            return self._error(413, "too_many_envelopes",
+                               "at most %d envelopes per request; split the batch"
+                               % self.max_envelopes)
+        return self._validate(envelopes, cn)
+
     def _validate(self, envelopes: List[Any], cn: str) -> Tuple[List[Dict[str, Any]], int]:
         valid: List[Dict[str, Any]] = []
         rejected = 0
@@ -138,8 +155,10 @@ class IngestHandler:
                 continue
             if env["host_id"] != cn:
                 self.metrics.host_id_mismatch.inc()
-                if (cn, env["host_id"]) not in self._mismatch_logged:
+                with self._lock:
+                    first = (cn, env["host_id"]) not in self._mismatch_logged
                     self._mismatch_logged.add((cn, env["host_id"]))
+                if first:
                     log.warning("relay with certificate CN %r sends host_id %r; %s. Make the "
                                 "relay use its certificate's CN as host_id.", cn,
                                 env["host_id"], "rejecting" if self.host_identity == "strict"

@@ -137,6 +137,11 @@ async def test_missing_or_bad_token_is_401(make_service, pki, standin) -> None:
     token = standin.issue_token("alice@internal")
     standin.revoke(token)
     assert (await api_get(service, "/api/v1/vms", token)).status == 401
+    # a refused token is remembered briefly: retries do not each cost an engine request
+    asked = len(standin.requests_to("/ovirt-engine/api"))
+    for _ in range(5):
+        assert (await api_get(service, "/api/v1/vms", "forged-token")).status == 401
+    assert len(standin.requests_to("/ovirt-engine/api")) == asked
 
 
 async def test_answers_are_cached_for_the_ttl_and_tokens_are_not_revoked(
