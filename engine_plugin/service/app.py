@@ -86,6 +86,7 @@ class EngineService:
         self.visibility = Visibility(self.endpoint, self.engine_executor,
                                      ttl=config.ovirt.visibility_cache_ttl,
                                      observe=self.metrics.observe_engine)
+        self.directory: VmDirectory | None = None
         self.outbox: EventOutbox | None = None
         self.dispatcher: EventDispatcher | None = None
         self.health: HealthPass | None = None
