@@ -317,8 +317,9 @@ class EventDispatcher:
             return outcome
         except ovirtsdk4.Error as err:
             code = getattr(err, "code", None)
-            if code in (400, 404):
-                # The engine will never take this one (the VM was removed, say): drop it.
+            if code in (400, 404, 409):
+                # The engine will never take this one (the VM was removed, a validation
+                # failure other than a duplicate): drop it rather than block the outbox.
                 log.warning("the engine rejected event %s for VM %s for good: %s",
                             item["custom_id"], item["vm_id"], err)
                 return "rejected"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 
+import aiohttp
+
+from engine_plugin.service.metrics import NetworkAllowList
 from tests.engine.conftest import (
     CLUSTER,
     HOST_1,
@@ -18,6 +21,12 @@ from tests.engine.conftest import (
     upload,
 )
 from tests.engine.reports import GiB, critical_checks, envelope
+
+
+async def api_get_headers(service, path: str, headers) -> int:
+    url = "http://127.0.0.1:%d/vmdiag%s" % (service.api_port, path)
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as reply:
+        return reply.status
 
 
 async def ingest_fleet(service, pki) -> None:
@@ -181,3 +190,17 @@ async def test_healthz_and_metrics_access(make_service, pki) -> None:
     assert "vmdiag_http_request_duration_seconds_bucket" in text
     closed = await make_service(metrics={"allow": "10.0.0.0/8"})
     assert (await api_get(closed, "/metrics")).status == 403
+
+
+def test_metrics_allow_list_judges_the_real_client() -> None:
+    allow = NetworkAllowList(["127.0.0.1/32", "::1/128", "10.0.0.0/8"])
+    assert allow.allows("127.0.0.1") and allow.allows("::1") and allow.allows("10.2.3.4")
+    assert allow.allows("::ffff:10.2.3.4")  # IPv4-mapped, as dual-stack sockets report it
+    assert not allow.allows("192.0.2.1") and not allow.allows("") and not allow.allows("junk")
+    assert not allow.allows(None)
+
+
+async def test_metrics_through_the_proxy_are_refused(make_service, standin) -> None:
+    service = await make_service()
+    forwarded = await api_get_headers(service, "/metrics", {"X-Forwarded-For": "192.0.2.7"})
+    assert forwarded == 403
