@@ -5,8 +5,10 @@ tarball, add the agent and its configuration, and let ``mkfs.ext4 -d`` build the
 from the folder (no loop mounts, no root-only block devices).
 
 The agent is installed from the packaging engineer's ``dist/vmdiag-guest-agent_*.deb`` when one
-exists (``dpkg --root``, as a user would install it); until then ``diag_protocol/`` and
-``guest_agent/`` are copied to /opt/vmdiag with a systemd unit of our own.
+exists and is not older than the agent's sources (``dpkg -i`` in a chroot, as a user would
+install it, so the packaged unit, udev rule and maintainer scripts are tested too); otherwise
+``diag_protocol/`` and ``guest_agent/`` are copied to /opt/vmdiag with a systemd unit of our own.
+$VMDIAG_TEST_AGENT_FROM=deb|sources forces one way.
 
 Faults baked in, which the end-to-end test expects the agent to report:
 
@@ -22,6 +24,7 @@ import os
 import shutil
 from typing import Dict, List
 
+from .progress import log
 from .rootfs import enable_unit, run, write_files
 
 AGENT_PACKAGES = ("diag_protocol", "guest_agent")
@@ -34,12 +37,36 @@ WATCHED_UNITS = ("systemd-journald.service", BROKEN_UNIT)
 WATCHED_PROCESSES = ("systemd-journald", MISSING_PROCESS)
 
 DEB_GLOB = "dist/vmdiag-guest-agent_*.deb"
+AGENT_FROM_ENV = "VMDIAG_TEST_AGENT_FROM"
+#: The test configuration, as a drop-in so a packaged /etc/vmdiag/agent.conf stays untouched.
+CONF_DROPIN = "etc/vmdiag/agent.conf.d/50-vmdiag-test.conf"
 
 
-def agent_deb(source_root: str) -> str | None:
-    """The newest packaged agent under ``source_root``/dist, or None to install from sources."""
+def agent_deb(source_root: str, env: dict[str, str] | None = None) -> str | None:
+    """The packaged agent to install, or None to install from sources.
+
+    A .deb older than any agent source file is stale (built before the last edit): it is
+    ignored with a warning rather than silently testing old code.
+    """
+    env = os.environ if env is None else env
+    how = env.get(AGENT_FROM_ENV, "").strip()
     debs = sorted(glob.glob(os.path.join(source_root, DEB_GLOB)), key=os.path.getmtime)
-    return debs[-1] if debs else None
+    if how == "sources":
+        return None
+    if how == "deb":
+        if not debs:
+            raise FileNotFoundError("%s=deb but no %s: run packaging/build deb"
+                                    % (AGENT_FROM_ENV, DEB_GLOB))
+        return debs[-1]
+    if not debs:
+        return None
+    newest_source = max((os.path.getmtime(p) for p in _source_files(source_root)), default=0.0)
+    if os.path.getmtime(debs[-1]) < newest_source:
+        log("WARNING: %s is older than the agent sources; installing from sources instead "
+            "(run packaging/build deb to test the package)" % os.path.relpath(debs[-1],
+                                                                          source_root))
+        return None
+    return debs[-1]
 
 
 def _source_files(source_root: str) -> List[str]:
@@ -63,18 +90,22 @@ def layer_key(source_root: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def agent_conf() -> str:
-    """/etc/vmdiag/agent.conf for the test guest.
+#: Seconds between reports in the test guest: short, so a test waits seconds, not a minute.
+REPORT_INTERVAL_S = 10
 
-    Probes target only the user-mode network's gateway, which the host's QEMU answers itself,
-    so the guest never sends traffic beyond the host.
+
+def agent_conf() -> str:
+    """The agent configuration drop-in of the test guest.
+
+    The only probe is the default gateway, which QEMU's user-mode network answers itself, and
+    the guest has no DNS server, so the guest never sends traffic beyond the host.
     """
     return (
         "# vmdiag test guest (tests/vm/agent_layer.py)\n"
-        "[watch]\n"
-        "units = %s\n"
-        "processes = %s\n"
-        % (", ".join(WATCHED_UNITS), ", ".join(WATCHED_PROCESSES)))
+        "[agent]\ninterval = %d\nheartbeat_interval = 5\n\n"
+        "[watch]\nunits = %s\nprocesses = %s\n\n"
+        "[probes]\ngateway = yes\n"
+        % (REPORT_INTERVAL_S, ", ".join(WATCHED_UNITS), ", ".join(WATCHED_PROCESSES)))
 
 
 def fault_files() -> Dict[str, str]:
@@ -119,7 +150,7 @@ def install_agent(root: str, source_root: str) -> str:
 def apply(root: str, source_root: str) -> str:
     """Add agent, configuration and faults to the unpacked tree; return how the agent came in."""
     how = install_agent(root, source_root)
-    write_files(root, {"etc/vmdiag/agent.conf": agent_conf()})
+    write_files(root, {CONF_DROPIN: agent_conf()})
     write_files(root, fault_files())
     enable_unit(root, BROKEN_UNIT)
     return how

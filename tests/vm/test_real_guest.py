@@ -1,0 +1,133 @@
+"""End to end through a real guest: agent in a QEMU VM -> virtio-serial -> host.
+
+The guest is booted by libvirtd from the test image, with vmdiag's channel added by running the
+VDSM hook on its XML. Every figure the agent reports is compared with an independent source:
+the image we built (hostname, file system superblock, static address) and QEMU's own guest
+agent asking the same kernel. The last test reboots the guest and checks that reports resume
+with a new boot id and no operator action.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from typing import Any, Dict, List
+
+import pytest
+
+from diag_protocol import CHANNEL_NAME
+
+from . import qga
+from .agent_layer import BROKEN_UNIT, MISSING_PROCESS
+from .libvirt_env import Guest
+
+pytestmark = pytest.mark.vm
+
+FIRST_REPORT_TIMEOUT_S = 180.0
+#: Watched names that are healthy in the guest: checks about them must not be critical.
+HEALTHY_UNIT = "systemd-journald.service"
+HEALTHY_PROCESS = "systemd-journald"
+
+
+def section(report: Dict[str, Any], name: str) -> Dict[str, Any]:
+    assert name in report["sections"], "report has no %s section: %s" % (
+        name, sorted(report["sections"]))
+    return report["sections"][name]["data"]
+
+
+def superblock(image: str) -> Dict[str, int]:
+    """Numeric fields of an ext4 superblock, from ``dumpe2fs -h``."""
+    out = subprocess.run(["dumpe2fs", "-h", image], capture_output=True, text=True,
+                         check=True).stdout
+    return {key.strip(): int(value) for key, value in
+            re.findall(r"^([A-Za-z ]+):\s+(\d+)$", out, re.MULTILINE)}
+
+
+def checks_about(report: Dict[str, Any], name: str) -> List[Dict[str, Any]]:
+    return [r for r in section(report, "checks")["results"] if r["id"].endswith(":" + name)
+            or name in r["id"].split(":")]
+
+
+@pytest.fixture(scope="module")
+def first_report(report_feed) -> Dict[str, Any]:
+    return report_feed.wait_report(timeout=FIRST_REPORT_TIMEOUT_S)
+
+
+def test_hook_added_the_channel_to_the_running_domain(guest: Guest) -> None:
+    assert guest.hook_used, "vdsm_hooks/hooks/before_vm_start/50_vmdiag is not in the tree"
+    live = ET.fromstring(guest.domain.XMLDesc(0))
+    channels = {c.find("target").get("name"): c for c in live.iter("channel")}
+    assert CHANNEL_NAME in channels, "libvirt's live XML has no %s channel" % CHANNEL_NAME
+    assert channels[CHANNEL_NAME].find("source").get("path") == guest.channel_path
+
+
+def test_report_is_from_this_boot_of_the_guest(guest: Guest, first_report) -> None:
+    boot_id = qga.read_file(guest.domain, "/proc/sys/kernel/random/boot_id").decode().strip()
+    assert first_report["boot_id"] == boot_id
+    assert set(first_report["sections"]) == {"network", "resources", "applications",
+                                             "settings", "checks"}
+
+
+def test_hostname_matches_the_guest(guest: Guest, first_report) -> None:
+    reported = section(first_report, "settings")["hostname"]
+    assert reported == guest.image.hostname
+    assert reported == qga.command(guest.domain, "guest-get-host-name")["host-name"]
+
+
+def test_root_filesystem_size_matches_the_image(guest: Guest, first_report) -> None:
+    roots = [fs for fs in section(first_report, "resources")["filesystems"]
+             if fs["mountpoint"] == "/"]
+    assert len(roots) == 1, section(first_report, "resources")["filesystems"]
+    sb = superblock(guest.image.root_image)
+    # statfs(2) on ext4: f_blocks = block count minus the file system's own overhead.
+    expected = (sb["Block count"] - sb["Overhead clusters"]) * sb["Block size"]
+    assert roots[0]["total"] == expected
+    assert 0.9 * guest.image.size_bytes < roots[0]["total"] <= guest.image.size_bytes
+    assert roots[0]["fstype"] == "ext4"
+    assert roots[0]["readonly"] is False
+
+
+def test_interface_address_matches_the_guest(guest: Guest, first_report) -> None:
+    address, prefix = guest.image.address.split("/")
+    found = {iface["name"]: iface for iface in section(first_report, "network")["interfaces"]
+             for a in iface.get("addresses", [])
+             if a["family"] == "inet" and a["address"] == address}
+    assert len(found) == 1, section(first_report, "network")["interfaces"]
+    name, iface = found.popitem()
+    assert iface["up"] is True
+    assert any(str(a["prefixlen"]) == prefix for a in iface["addresses"]
+               if a["address"] == address)
+    assert guest.image.address in qga.ipv4_addresses(guest.domain).get(name, [])
+    assert section(first_report, "network")["default_gateway"]["address"] == guest.image.gateway
+
+
+def test_failed_unit_and_missing_process_are_critical(first_report) -> None:
+    failed = [u["name"] for u in section(first_report, "applications")["failed_units"]]
+    assert BROKEN_UNIT in failed
+    for name in (BROKEN_UNIT, MISSING_PROCESS):
+        about = checks_about(first_report, name)
+        assert about, "no check mentions %s: %s" % (name, section(first_report, "checks"))
+        assert {r["status"] for r in about} == {"critical"}, about
+        assert all(r["message"] for r in about)
+    for name in (HEALTHY_UNIT, HEALTHY_PROCESS):
+        about = checks_about(first_report, name)
+        assert about and {r["status"] for r in about} == {"ok"}, about
+    processes = {p["name"]: p for p in section(first_report, "applications")["processes"]}
+    assert processes[MISSING_PROCESS]["present"] is False
+    assert processes[HEALTHY_PROCESS]["present"] is True
+
+
+def test_reports_resume_after_guest_reboot_and_feed_restart(guest: Guest, report_feed,
+                                                           first_report) -> None:
+    old_boot = first_report["boot_id"]
+    offset = guest.reboot()
+    guest.wait_for_boot(after=offset)
+    report_feed.restart()
+    report = report_feed.wait_report(lambda m: m["boot_id"] != old_boot,
+                                     timeout=FIRST_REPORT_TIMEOUT_S)
+    qga.wait_ready(guest.domain)
+    boot_id = qga.read_file(guest.domain, "/proc/sys/kernel/random/boot_id").decode().strip()
+    assert report["boot_id"] == boot_id != old_boot
+    assert report["run_id"] != first_report["run_id"]
+    assert section(report, "settings")["hostname"] == guest.image.hostname
