@@ -330,5 +330,5 @@ def _describe_health() -> List[str]:
              "# per cluster in [health:cluster:<cluster name>] and per VM in",
              "# [health:vm:<vm name or id>]."]
     for item in dataclasses.fields(Thresholds):
-        lines.append("#%s = %g" % (item.name, item.default))
+        lines.append("#%s = %g" % (item.name, float(item.default)))  # type: ignore[arg-type]
     return lines

@@ -161,7 +161,8 @@ class DocumentSource:
         for vm in sorted(vms, key=lambda v: ((v.name or "").lower(), v.id)):
             row = rows.get(vm.id)
             verdict = (row.verdict if row is not None else None) or {}
-            status = verdict.get("status") if verdict.get("status") in counts else "unknown"
+            raw = verdict.get("status")
+            status = raw if isinstance(raw, str) and raw in counts else "unknown"
             counts[status] += 1
             if wanted is not None and status not in wanted:
                 continue
