@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""vmdiag's agent against qemu-guest-agent, side by side in one real guest.
+
+Boots the test guest (tests/vm: the image, libvirtd, the VDSM hook) and, in alternating rounds:
+
+* vmdiag: a ``report.now`` request over the org.vmdiag.agent.0 channel; wall time from sending
+  the request until the full report (all five sections, checks included) has arrived on the
+  host; CPU time of the agent's whole cgroup (``vmdiag-agent.service``, so helper commands it
+  runs count too) from ``cpu.stat`` before and after.
+* qemu-guest-agent: ``guest-get-osinfo``, ``guest-network-get-interfaces``,
+  ``guest-get-fsinfo`` and ``guest-get-users`` one after the other through libvirt's
+  ``qemuAgentCommand`` (the API of ``virsh qemu-agent-command``, minus virsh's process start);
+  wall time for the four; CPU of ``qemu-guest-agent.service``'s cgroup.
+
+Both cgroups are read with qga's file commands (no guest process is started). Reading costs
+qga some CPU itself, so that cost is measured in empty rounds and subtracted from qga's figure.
+A vmdiag round during which a scheduled report or anything but our report was built is
+discarded. Under TCG the absolute numbers are slow-emulation numbers; the ratios still hold.
+
+    python3 benchmarks/guest_vs_qga.py [--rounds 15] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, List
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from tests.vm import qga  # noqa: E402
+from tests.vm.channel_client import ChannelClient  # noqa: E402
+from tests.vm.image import ensure_image  # noqa: E402
+from tests.vm.libvirt_env import Guest, ensure_daemons  # noqa: E402
+from tests.vm.progress import log, step  # noqa: E402
+
+AGENT_CGROUP = "/sys/fs/cgroup/system.slice/vmdiag-agent.service/cpu.stat"
+QGA_CGROUP = "/sys/fs/cgroup/system.slice/qemu-guest-agent.service/cpu.stat"
+QGA_COMMANDS = ("guest-get-osinfo", "guest-network-get-interfaces", "guest-get-fsinfo",
+                "guest-get-users")
+
+
+def cpu_usec(domain: Any, path: str) -> int:
+    """``usage_usec`` of a guest cgroup's cpu.stat."""
+    for line in qga.read_file(domain, path).decode().splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec":
+            return int(value)
+    raise RuntimeError("%s has no usage_usec: is the guest on cgroup v2?" % path)
+
+
+def vmdiag_round(domain: Any, client: ChannelClient) -> Dict[str, float] | None:
+    """One report.now; None when another report was built in the window."""
+    start = client.mark()
+    before = cpu_usec(domain, AGENT_CGROUP)
+    began = time.monotonic()
+    reply = client.request("report.now", timeout=120)
+    if not reply.get("ok"):
+        raise RuntimeError("report.now failed: %s" % reply.get("error"))
+    seq = reply["result"]["seq"]
+    report = client.wait_for(lambda m: m.get("type") == "report" and m.get("seq") == seq, 120,
+                             start)
+    wall = time.monotonic() - began
+    after = cpu_usec(domain, AGENT_CGROUP)
+    others = [m for m in client.messages[start:] if m.get("type") == "report" and m is not report]
+    if others:
+        return None
+    return {"wall_ms": wall * 1e3, "cpu_ms": (after - before) / 1e3,
+            "bytes": float(len(json.dumps(report, separators=(",", ":"))))}
+
+
+def qga_round(domain: Any, overhead_ms: float) -> Dict[str, float]:
+    before = cpu_usec(domain, QGA_CGROUP)
+    began = time.monotonic()
+    size = 0
+    for name in QGA_COMMANDS:
+        size += len(json.dumps(qga.command(domain, name), separators=(",", ":")))
+    wall = time.monotonic() - began
+    after = cpu_usec(domain, QGA_CGROUP)
+    return {"wall_ms": wall * 1e3, "cpu_ms": (after - before) / 1e3 - overhead_ms,
+            "bytes": float(size)}
+
+
+def read_overhead(domain: Any, rounds: int) -> float:
+    """qga CPU ms that one cgroup read adds to the next, measured with nothing in between."""
+    deltas = []
+    for _ in range(rounds):
+        before = cpu_usec(domain, QGA_CGROUP)
+        deltas.append((cpu_usec(domain, QGA_CGROUP) - before) / 1e3)
+    return statistics.median(deltas)
+
+
+def medians(rows: List[Dict[str, float]]) -> Dict[str, float]:
+    return {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+
+
+def measure(guest: Guest, rounds: int) -> Dict[str, Any]:
+    domain = guest.domain
+    with step("wait for qemu-guest-agent"):
+        qga.wait_ready(domain)
+    with ChannelClient(guest.channel_path) as client:
+        with step("wait for the agent's first report"):
+            client.wait_for(lambda m: m.get("type") == "report", 180)
+        overhead = read_overhead(domain, 10)
+        log("qga cgroup read overhead: %.2f ms CPU" % overhead)
+        ours: List[Dict[str, float]] = []
+        theirs: List[Dict[str, float]] = []
+        discarded = 0
+        while len(ours) < rounds:
+            # Start right after a scheduled report, so the next one is an interval away.
+            mark = client.mark()
+            client.wait_for(lambda m: m.get("type") == "report", 120, mark)
+            row = vmdiag_round(domain, client)
+            if row is None:
+                discarded += 1
+                continue
+            ours.append(row)
+            theirs.append(qga_round(domain, overhead))
+            log("round %d: vmdiag %.0f ms CPU / %.0f ms wall, qga %.0f ms CPU / %.0f ms wall"
+                % (len(ours), row["cpu_ms"], row["wall_ms"], theirs[-1]["cpu_ms"],
+                   theirs[-1]["wall_ms"]))
+    return {"accel": guest.accel, "rounds": rounds, "discarded_rounds": discarded,
+            "qga_read_overhead_ms": overhead, "vmdiag": medians(ours), "qga": medians(theirs),
+            "vmdiag_rows": ours, "qga_rows": theirs}
+
+
+def ratio(a: float, b: float) -> str:
+    return "%.2fx" % (a / b) if b > 0 else "n/a"
+
+
+def print_table(result: Dict[str, Any], out: Callable[[str], Any] = print) -> None:
+    ours, theirs = result["vmdiag"], result["qga"]
+    out("")
+    out("vmdiag agent vs qemu-guest-agent, medians of %d rounds (%s; %d rounds discarded)"
+        % (result["rounds"], result["accel"], result["discarded_rounds"]))
+    out("%-28s %12s %12s %8s" % ("", "vmdiag", "qga (4 cmds)", "ratio"))
+    for key, label in (("cpu_ms", "guest CPU ms"), ("wall_ms", "wall ms request->answer"),
+                       ("bytes", "answer bytes")):
+        out("%-28s %12.1f %12.1f %8s" % (label, ours[key], theirs[key],
+                                         ratio(ours[key], theirs[key])))
+    out("vmdiag answers with all five sections and the checks; qga's four commands cover OS, "
+        "interfaces, file systems and users only.")
+
+
+def main(argv: List[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        parser.error("needs root: it builds the image and drives libvirtd")
+    image = ensure_image()
+    guest = Guest(ensure_daemons(), image)
+    try:
+        guest.start()
+        guest.wait_for_boot()
+        result = measure(guest, args.rounds)
+    finally:
+        guest.destroy()
+    print_table(result)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
