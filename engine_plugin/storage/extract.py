@@ -84,14 +84,14 @@ def extract_samples(report: Mapping[str, Any]) -> List[Sample]:
                 for key, prefix in _FS_FIELDS:
                     add(prefix + mountpoint, when, fs.get(key))
         rss: Dict[str, float] = {}
-        for proc in _list(data.get("top_memory")):
-            proc = _dict(proc)
-            name, value = proc.get("name"), _number(proc.get("rss"))
-            if isinstance(name, str) and name and value is not None:
+        for item in _list(data.get("top_memory")):
+            proc = _dict(item)
+            pname, rss_value = proc.get("name"), _number(proc.get("rss"))
+            if isinstance(pname, str) and pname and rss_value is not None:
                 # Several processes may share a name (workers); their memory adds up.
-                rss[name] = rss.get(name, 0.0) + value
-        for name, value in rss.items():
-            add("proc.rss:" + name, when, value)
+                rss[pname] = rss.get(pname, 0.0) + rss_value
+        for pname, total in rss.items():
+            add("proc.rss:" + pname, when, total)
 
     when, data = _section(report, "network")
     for iface in _list(data.get("interfaces")):

@@ -37,7 +37,8 @@ class VmSummaryRow:
     ``worst_checks`` holds up to five non-ok results (``status``, ``id``, ``message``) of the
     latest checks section, most severe first; ``worst_status`` is the most severe status of
     all its results (``None`` before any checks arrived). ``verdict`` is what the health pass
-    stored with ``Store.set_verdict``.
+    stored with ``Store.set_verdict``. Rows are read-only, and so are their dicts: rows of
+    one ``summaries`` call may share equal ``verdict`` and ``worst_checks`` objects.
     """
 
     vm_id: str

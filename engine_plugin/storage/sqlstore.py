@@ -178,7 +178,7 @@ class SqlStore(Store):
         missing = sorted(set(metric_ids) - self._metric_names.keys())
         if missing:
             def load(tx: Tx) -> Dict[str, int]:
-                found = {}
+                found: Dict[str, int] = {}
                 for part in chunks(missing):
                     cond, params = self._in("metric_id", part)
                     found.update((name, mid) for mid, name in tx.fetchall(
@@ -301,11 +301,24 @@ class SqlStore(Store):
                 rows.extend(tx.fetchall(base + " AND " + cond, extra + params))
             return rows
 
+        # Most VMs share a few verdict and findings texts ("ok", no findings): parse each
+        # distinct text once. Rows of one call may therefore share equal dicts; like the
+        # frozen rows themselves, treat them as read-only.
+        parsed: Dict[str, Any] = {}
+
+        def load(text: str | None) -> Any:
+            if not text:
+                return None
+            value = parsed.get(text)
+            if value is None:
+                value = parsed[text] = json.loads(text)
+            return value
+
         out = [VmSummaryRow(
             vm_id=r[0], host_id=r[1], hostname=r[2], received_at=r[3], report_time=r[4],
             agent_version=r[5], worst_status=r[6],
-            worst_checks=tuple(json.loads(r[7])) if r[7] else (),
-            verdict=json.loads(r[8]) if r[8] else None) for r in self._read(query)]
+            worst_checks=tuple(load(r[7]) or ()), verdict=load(r[8]))
+            for r in self._read(query)]
         out.sort(key=lambda row: row.vm_id)
         return out
 
