@@ -60,7 +60,7 @@ def test_channel_socket_is_read_from_the_domain_xml():
 
 
 @pytest.fixture
-def conn():
+async def conn():
     c = libvirt.open("test:///default")
     yield c
     for dom in c.listAllDomains():
@@ -203,6 +203,20 @@ async def test_reconcile_after_relisting_and_the_max_vms_cap(daemon, tmp_path):
     moved = DomainInfo(infos[1].vm_id, infos[1].name, str(tmp_path / "moved.s"))
     daemon.domain_up(moved)
     assert daemon.sessions[moved.vm_id].socket_path == moved.socket_path
+
+
+async def test_recheck_closes_unreachable_vms_that_libvirt_no_longer_runs(daemon, conn,
+                                                                         tmp_path):
+    ghost = DomainInfo(str(uuid.uuid4()), "vmdiag-t-ghost", str(tmp_path / "ghost.s"))
+    alive_id = str(uuid.uuid4())
+    conn.createXML(domain_xml("vmdiag-t-alive", alive_id, str(tmp_path / "alive.s")), 0)
+    await until(lambda: alive_id in daemon.sessions, what="alive session")
+    daemon.domain_up(ghost)  # e.g. died while libvirtd was down: no event will come
+    for vm in (ghost.vm_id, alive_id):
+        await daemon.sessions[vm].wait_state(Runstate.BACKOFF, timeout=5)
+    await daemon.recheck()
+    assert ghost.vm_id not in daemon.sessions
+    assert alive_id in daemon.sessions  # libvirt runs it: its socket may yet appear
 
 
 async def test_control_refuses_bad_requests_with_advice(daemon):

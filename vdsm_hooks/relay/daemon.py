@@ -16,14 +16,16 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Set
+from typing import Any, Callable, Dict, List, Set
+
+import libvirt
 
 from diag_protocol import ALLOWED_METHODS
 
 from .cache import ReportCache, VMEntry
 from .control import ControlError, ControlServer
 from .discovery import Discovery, DomainInfo
-from .session import RequestError, SessionConfig, VMSession
+from .session import RequestError, Runstate, SessionConfig, VMSession
 
 log = logging.getLogger("vmdiag.relay")
 
@@ -43,6 +45,8 @@ class DaemonSettings:
     reconnect_max_backoff: float = 30.0
     max_vms: int = 5000
     libvirt_readonly: bool = True
+    #: Every so often, VMs whose channel cannot be opened are looked up in libvirt again.
+    recheck_interval: float = 30.0
 
     @classmethod
     def from_config(cls, cfg: Any) -> DaemonSettings:
@@ -63,8 +67,12 @@ class RelayDaemon:
     """Owns the cache, the sessions, discovery, the control server and the uploader."""
 
     def __init__(self, settings: DaemonSettings, *, uploader: Any = None,
-                 session_config: SessionConfig | None = None) -> None:
+                 session_config: SessionConfig | None = None,
+                 accept: Callable[[DomainInfo], bool] | None = None) -> None:
+        """``accept`` limits which VMs are followed (default: all with the channel); tests
+        on a shared libvirtd use it to leave other people's VMs alone."""
         self.settings = settings
+        self.accept = accept
         self.uploader = uploader
         self.session_config = session_config or settings.session_config()
         self.cache = ReportCache()
@@ -79,6 +87,7 @@ class RelayDaemon:
         self._closing: Set[asyncio.Task[None]] = set()
         self._upload_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self._recheck_task: asyncio.Task[None] | None = None
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -88,10 +97,15 @@ class RelayDaemon:
             self._upload_task = asyncio.get_running_loop().create_task(
                 self.uploader.run(), name="vmdiag-upload")
         self.discovery.start()
+        self._recheck_task = asyncio.get_running_loop().create_task(
+            self._recheck_loop(), name="vmdiag-recheck")
         log.info("vmdiag-relay started: host %s, libvirt %s, upload %s", self.settings.host_id,
                  self.settings.libvirt_uri, "on" if self.uploader is not None else "off")
 
     async def stop(self) -> None:
+        if self._recheck_task is not None:
+            self._recheck_task.cancel()
+            await asyncio.gather(self._recheck_task, return_exceptions=True)
         await self.control.close()
         await self.discovery.close()
         await asyncio.gather(*(s.close() for s in list(self.sessions.values())),
@@ -122,6 +136,8 @@ class RelayDaemon:
     # -- DiscoveryListener -----------------------------------------------------------------
 
     def domain_up(self, info: DomainInfo) -> None:
+        if self.accept is not None and not self.accept(info):
+            return
         session = self.sessions.get(info.vm_id)
         if session is not None and session.socket_path == info.socket_path:
             session.entry.name = info.name
@@ -160,9 +176,35 @@ class RelayDaemon:
             self.domain_up(info)
         if not complete:
             return
-        running = {info.vm_id for info in domains}
+        running = {info.vm_id for info in domains
+                   if self.accept is None or self.accept(info)}
         for vm_id in [vm for vm in self.sessions if vm not in running]:
             self._close_session(vm_id, "not running any more")
+
+    async def _recheck_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.recheck_interval)
+            try:
+                await self.recheck()
+            except Exception:  # noqa: BLE001 - the loop must outlive any bug
+                log.exception("rechecking unreachable VMs failed")
+
+    async def recheck(self) -> None:
+        """Close sessions of VMs that libvirt says are gone, among those whose channel
+        cannot be opened (libvirt sends no event for a VM that died while libvirtd was down)."""
+        stuck = [s for s in list(self.sessions.values())
+                 if s.state in (Runstate.BACKOFF, Runstate.CONNECTING)]
+        for session in stuck:
+            try:
+                info = await self.discovery.check(session.vm_id)
+            except libvirt.libvirtError:
+                return  # libvirt cannot tell right now; the next listing will
+            if self.sessions.get(session.vm_id) is not session:
+                continue
+            if info is None:
+                self._close_session(session.vm_id, "libvirt says it is not running")
+            else:
+                self.domain_up(info)
 
     def _set_vm_state(self, entry: VMEntry, state: str) -> None:
         entry.vm_state = state

@@ -300,6 +300,27 @@ class Discovery:
         self._attempt = min(self._attempt + 1, 30)
         await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
+    async def check(self, vm_id: str) -> DomainInfo | None:
+        """Ask libvirt now whether ``vm_id`` runs with the channel (None: it does not).
+
+        For sessions that cannot reach their socket: libvirt does not always send an event
+        for a VM that died while libvirtd was down. Raises libvirt.libvirtError when libvirt
+        cannot say (not connected, or trouble), so the caller keeps what it has.
+        """
+        conn = self._conn
+        if conn is None:
+            raise libvirt.libvirtError("not connected to libvirt at %s" % self.uri)
+
+        def look() -> DomainInfo | None:
+            try:
+                dom = conn.lookupByUUIDString(vm_id)
+                return _inspect(dom)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return None
+                raise
+        return await asyncio.get_running_loop().run_in_executor(None, look)
+
     # -- libvirt callbacks (run on the loop) -----------------------------------------------
 
     def _on_close(self, conn: libvirt.virConnect, reason: int, opaque: Any) -> None:
