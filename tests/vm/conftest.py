@@ -22,6 +22,7 @@ from . import image as image_mod
 from .feeds import ChannelFeed
 from .libvirt_env import Guest, ensure_daemons
 from .progress import log
+from .relay_feed import RelayFeed, relay_available
 
 REQUIRE_ENV = "VMDIAG_TEST_REQUIRE_VM"
 TOOLS = ("debootstrap", "chroot", "mkfs.ext4", "qemu-img", "qemu-system-x86_64", "libvirtd",
@@ -92,8 +93,16 @@ def guest(guest_image: image_mod.GuestImage, libvirt_conn,
 
 
 @pytest.fixture(scope="session")
-def report_feed(guest: Guest) -> Iterator[ChannelFeed]:
-    """Reports of the guest as they arrive on the host."""
-    feed = ChannelFeed(guest.channel_path)
+def report_feed(guest: Guest, request: pytest.FixtureRequest):
+    """Reports of the guest as the host receives them: through the real relay daemon when it is
+    in the tree (its log is kept in tests/artifacts/vm/relay.log), else straight off the
+    channel socket."""
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    with _live(request):
+        if relay_available():
+            feed = RelayFeed(guest.vm_id, os.path.join(ARTIFACTS, "relay.log"))
+        else:
+            log("vdsm_hooks/relay/cli.py is not in the tree: reading the channel directly")
+            feed = ChannelFeed(guest.channel_path)
     yield feed
     feed.close()

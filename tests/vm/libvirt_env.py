@@ -118,6 +118,7 @@ class Guest:
         self.image = image
         self.vm_id = str(uuid.uuid4())
         self.name = name or "vmdiag-test-" + self.vm_id[:8]
+        self.own_run_dir = run_dir is None
         self.run_dir = run_dir or tempfile.mkdtemp(prefix=self.name + "-")
         os.chmod(self.run_dir, 0o755)
         self.overlay = os.path.join(self.run_dir, "overlay.qcow2")
@@ -128,6 +129,40 @@ class Guest:
         self.hook_used = False
         self.xml = ""
         self.domain: libvirt.virDomain | None = None
+
+    @property
+    def dom(self) -> libvirt.virDomain:
+        """The running domain, looked up again if libvirtd restarted under us.
+
+        libvirtd keeps running guests across its own restarts, but the old connection is dead;
+        on a shared machine another job may restart the daemon at any time.
+        """
+        if self.domain is None:
+            raise GuestError("guest %s is not running: call start() first" % self.name)
+        try:
+            alive = self.conn.isAlive() == 1
+        except libvirt.libvirtError:
+            alive = False
+        if not alive:
+            self._reconnect()
+        return self.domain
+
+    def _reconnect(self) -> None:
+        log("libvirt connection lost (libvirtd restarted?); reconnecting")
+        self.conn = ensure_daemons()
+        try:
+            self.domain = self.conn.lookupByUUIDString(self.vm_id)
+        except libvirt.libvirtError as err:
+            raise GuestError("guest %s vanished while libvirtd restarted (%s); console:\n%s"
+                             % (self.name, err, console_tail(self.console_log))) from err
+
+    def is_active(self) -> bool:
+        """Whether the domain runs; survives one libvirtd restart during the call."""
+        try:
+            return bool(self.dom.isActive())
+        except libvirt.libvirtError:
+            self._reconnect()
+            return bool(self.dom.isActive())
 
     @property
     def channel_path(self) -> str:
@@ -179,7 +214,7 @@ class Guest:
         began = time.monotonic()
 
         def seen() -> bool:
-            if self.domain is not None and not self.domain.isActive():
+            if self.domain is not None and not self.is_active():
                 raise GuestError("guest %s stopped while booting; console:\n%s"
                                  % (self.name, console_tail(self.console_log)))
             return marker in self.console_text()[after:]
@@ -201,22 +236,21 @@ class Guest:
 
     def reboot(self) -> int:
         """Ask the guest to reboot (qemu-guest-agent, else ACPI); return the console offset."""
-        assert self.domain is not None, "start() the guest first"
         offset = len(self.console_text())
         try:
-            self.domain.reboot(libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT)
+            self.dom.reboot(libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT)
         except libvirt.libvirtError as err:
             log("reboot through the guest agent failed (%s); trying ACPI" % err)
-            self.domain.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+            self.dom.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
         return offset
 
     def destroy(self) -> None:
         """Stop the guest, run the ``after_vm_destroy`` hook if present, delete the overlay."""
         if self.domain is not None:
             try:
-                if self.domain.isActive():
-                    self.domain.destroy()
-            except libvirt.libvirtError as err:
+                if self.is_active():
+                    self.dom.destroy()
+            except (libvirt.libvirtError, GuestError) as err:
                 log("destroying %s: %s" % (self.name, err))
             self.domain = None
         script = vdsm_hook.hook_path("after_vm_destroy")
@@ -227,6 +261,8 @@ class Guest:
                 log("after_vm_destroy hook: %s" % err)
         if os.path.exists(self.overlay):
             os.unlink(self.overlay)
+        if self.own_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def add_channel(xml: str, path: str) -> str:

@@ -56,14 +56,14 @@ def first_report(report_feed) -> Dict[str, Any]:
 
 def test_hook_added_the_channel_to_the_running_domain(guest: Guest) -> None:
     assert guest.hook_used, "vdsm_hooks/hooks/before_vm_start/50_vmdiag is not in the tree"
-    live = ET.fromstring(guest.domain.XMLDesc(0))
+    live = ET.fromstring(guest.dom.XMLDesc(0))
     channels = {c.find("target").get("name"): c for c in live.iter("channel")}
     assert CHANNEL_NAME in channels, "libvirt's live XML has no %s channel" % CHANNEL_NAME
     assert channels[CHANNEL_NAME].find("source").get("path") == guest.channel_path
 
 
 def test_report_is_from_this_boot_of_the_guest(guest: Guest, first_report) -> None:
-    boot_id = qga.read_file(guest.domain, "/proc/sys/kernel/random/boot_id").decode().strip()
+    boot_id = qga.read_file(guest.dom, "/proc/sys/kernel/random/boot_id").decode().strip()
     assert first_report["boot_id"] == boot_id
     assert set(first_report["sections"]) == {"network", "resources", "applications",
                                              "settings", "checks"}
@@ -72,7 +72,7 @@ def test_report_is_from_this_boot_of_the_guest(guest: Guest, first_report) -> No
 def test_hostname_matches_the_guest(guest: Guest, first_report) -> None:
     reported = section(first_report, "settings")["hostname"]
     assert reported == guest.image.hostname
-    assert reported == qga.command(guest.domain, "guest-get-host-name")["host-name"]
+    assert reported == qga.command(guest.dom, "guest-get-host-name")["host-name"]
 
 
 def test_root_filesystem_size_matches_the_image(guest: Guest, first_report) -> None:
@@ -98,7 +98,7 @@ def test_interface_address_matches_the_guest(guest: Guest, first_report) -> None
     assert iface["up"] is True
     assert any(str(a["prefixlen"]) == prefix for a in iface["addresses"]
                if a["address"] == address)
-    assert guest.image.address in qga.ipv4_addresses(guest.domain).get(name, [])
+    assert guest.image.address in qga.ipv4_addresses(guest.dom).get(name, [])
     assert section(first_report, "network")["default_gateway"]["address"] == guest.image.gateway
 
 
@@ -126,8 +126,8 @@ def test_reports_resume_after_guest_reboot_and_feed_restart(guest: Guest, report
     report_feed.restart()
     report = report_feed.wait_report(lambda m: m["boot_id"] != old_boot,
                                      timeout=FIRST_REPORT_TIMEOUT_S)
-    qga.wait_ready(guest.domain)
-    boot_id = qga.read_file(guest.domain, "/proc/sys/kernel/random/boot_id").decode().strip()
+    qga.wait_ready(guest.dom)
+    boot_id = qga.read_file(guest.dom, "/proc/sys/kernel/random/boot_id").decode().strip()
     assert report["boot_id"] == boot_id != old_boot
     assert report["run_id"] != first_report["run_id"]
     assert section(report, "settings")["hostname"] == guest.image.hostname
