@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""Relay benchmark: N simulated guests, one relay process; prints figures (not a test).
+
+The guests are unix socket servers (QEMU's side of each channel) in a few helper processes;
+each writes a realistic report (~20 KB, schema-valid) every ``--interval`` seconds with
+``--jitter``, stamping the report's ``time`` just before the write. The relay side is the
+real thing minus libvirt: one ``VMSession`` per guest, the ``ReportCache``, and the envelope
+sink, all on one asyncio loop in this process. Measured over ``--duration`` seconds after
+every guest is connected and has reported once:
+
+- relay CPU (user+system of this process only) per report and as % of one core;
+- memory per VM: (RSS with N sessions and their cached reports - RSS before) / N;
+- latency from the guest's write to the report being in the cache: p50, p99, max.
+
+Usage: python3 benchmarks/relay_bench.py [--vms 1000] [--duration 60] [--interval 10]
+Targets (DESIGN): 1000 VMs within 20% of one core, p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from diag_protocol import encode  # noqa: E402
+from tests.relay.fakes import sample_report  # noqa: E402
+from vdsm_hooks.relay.cache import ReportCache  # noqa: E402
+from vdsm_hooks.relay.session import Runstate, SessionConfig, VMSession  # noqa: E402
+
+TIME_MARK = 1234567890.5
+SEQ_MARK = 987654321
+
+
+def raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        sys.exit("need %d file descriptors, the hard limit is %d; run as root or raise it"
+                 % (needed, hard))
+
+
+def templates(count: int, processes: int, units: int) -> List[bytes]:
+    """Encoded reports with markers for seq and time, swapped in at each write."""
+    out = []
+    for i in range(count):
+        report = sample_report(seq=SEQ_MARK, run_id="bench-%d" % i, processes=processes,
+                               units=units, rng=random.Random(i), now=time.time())
+        report["time"] = TIME_MARK
+        line = encode(report)
+        assert b'"seq":%d' % SEQ_MARK in line and b'"time":%r' % TIME_MARK in line
+        out.append(line)
+    return out
+
+
+# -- guest side (helper processes) ---------------------------------------------------------
+
+def helper(paths: List[str], lines: List[bytes], interval: float, jitter: float,
+           ready: Any) -> None:
+    async def serve(path: str, line: bytes) -> asyncio.AbstractServer:
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seq = 0
+            await asyncio.sleep(random.uniform(0, interval))
+            try:
+                while True:
+                    seq += 1
+                    data = line.replace(b'"seq":%d' % SEQ_MARK, b'"seq":%d' % seq).replace(
+                        b'"time":%r' % TIME_MARK, b'"time":%r' % time.time())
+                    writer.write(data)
+                    await writer.drain()
+                    await asyncio.sleep(interval * random.uniform(1 - jitter, 1 + jitter))
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+        return await asyncio.start_unix_server(on_connect, path)
+
+    async def main() -> None:
+        servers = [await serve(p, lines[i % len(lines)]) for i, p in enumerate(paths)]
+        ready.set()
+        await asyncio.Event().wait()
+        del servers
+
+    raise_fd_limit(2 * len(paths) + 64)
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+
+
+# -- relay side (this process) -------------------------------------------------------------
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def loop_lag(out: List[float], period: float = 0.01) -> None:
+    """How late the relay's loop wakes up: its own stalls, or the host's CPU contention."""
+    while True:
+        before = time.monotonic()
+        await asyncio.sleep(period)
+        out.append(max(0.0, time.monotonic() - before - period))
+
+
+def percentile(values: List[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def relay(paths: List[str], args: argparse.Namespace) -> Dict[str, Any]:
+    cache = ReportCache()
+    latencies: List[float] = []
+    reports = [0]
+
+    def on_report(envelope: Dict[str, Any]) -> None:
+        latencies.append(envelope["received_at"] - envelope["report"]["time"])
+        reports[0] += 1
+
+    config = SessionConfig(silence_timeout=10 * args.interval)
+    rss_before = rss_bytes()
+    sessions = [VMSession("00000000-0000-4000-8000-%012d" % i, p, cache, host_id="bench",
+                          config=config, on_report=on_report) for i, p in enumerate(paths)]
+    started = time.monotonic()
+    for s in sessions:
+        s.start()
+    for s in sessions:
+        await s.wait_state(Runstate.CONNECTED, timeout=120)
+    connect_s = time.monotonic() - started
+    # warm-up: every guest has reported at least once, so every cache entry is full
+    deadline = time.monotonic() + 3 * args.interval + 60
+    while sum(1 for e in cache if e.summary is not None) < len(paths):
+        if time.monotonic() > deadline:
+            raise SystemExit("not every guest reported within the warm-up")
+        await asyncio.sleep(0.2)
+    rss_warm = rss_bytes()
+    latencies.clear()
+    reports[0] = 0
+    lags: List[float] = []
+    lag_task = asyncio.ensure_future(loop_lag(lags))
+    nivcsw0 = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+    load0 = os.getloadavg()[0]
+    cpu0, wall0 = cpu_seconds(), time.monotonic()
+    await asyncio.sleep(args.duration)
+    cpu1, wall1 = cpu_seconds(), time.monotonic()
+    lag_task.cancel()
+    nivcsw = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - nivcsw0
+    count = reports[0]
+    measured = list(latencies)
+    rss_end = rss_bytes()
+    drops = sum(e.counters.dropped for e in cache)
+    for s in sessions:
+        await s.close()
+    cpu = cpu1 - cpu0
+    wall = wall1 - wall0
+    return {
+        "vms": len(paths),
+        "interval_s": args.interval,
+        "duration_s": round(wall, 1),
+        "connect_all_s": round(connect_s, 2),
+        "reports": count,
+        "reports_per_s": round(count / wall, 1),
+        "report_bytes_avg": round(sum(e.report_bytes for e in cache) / max(1, len(cache))),
+        "cpu_percent_of_core": round(100 * cpu / wall, 2),
+        "cpu_ms_per_report": round(1000 * cpu / max(1, count), 3),
+        "latency_ms_p50": round(1000 * percentile(measured, 50), 2) if measured else None,
+        "latency_ms_p99": round(1000 * percentile(measured, 99), 2) if measured else None,
+        "latency_ms_max": round(1000 * max(measured), 2) if measured else None,
+        "rss_before_mib": round(rss_before / 2**20, 1),
+        "rss_warm_mib": round(rss_warm / 2**20, 1),
+        "rss_end_mib": round(rss_end / 2**20, 1),
+        "rss_per_vm_kib": round((rss_end - rss_before) / len(paths) / 1024, 1),
+        "dropped": drops,
+        "loop_lag_ms_p99": round(1000 * percentile(lags, 99), 2) if lags else None,
+        "loop_lag_ms_max": round(1000 * max(lags), 2) if lags else None,
+        "involuntary_ctx_switches": nivcsw,
+        "host_loadavg_1m": "%.2f -> %.2f" % (load0, os.getloadavg()[0]),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--vms", type=int, default=1000)
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds")
+    parser.add_argument("--interval", type=float, default=10.0, help="report interval (s)")
+    parser.add_argument("--jitter", type=float, default=0.2, help="+- fraction of interval")
+    parser.add_argument("--helpers", type=int, default=2, help="guest helper processes")
+    parser.add_argument("--processes", type=int, default=50, help="processes per report")
+    parser.add_argument("--units", type=int, default=80, help="units per report")
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+    args = parser.parse_args()
+
+    raise_fd_limit(args.vms + 256)
+    lines = templates(8, args.processes, args.units)
+    workdir = tempfile.mkdtemp(prefix="relay-bench-")
+    paths = [os.path.join(workdir, "%d.sock" % i) for i in range(args.vms)]
+    ctx = multiprocessing.get_context("fork")
+    procs = []
+    try:
+        for h in range(args.helpers):
+            ready = ctx.Event()
+            proc = ctx.Process(target=helper, args=(paths[h::args.helpers], lines,
+                                                    args.interval, args.jitter, ready),
+                               daemon=True)
+            proc.start()
+            procs.append(proc)
+            if not ready.wait(120):
+                raise SystemExit("guest helper %d did not start" % h)
+        result = asyncio.run(relay(paths, args))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.join(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+    result["report_template_bytes"] = round(sum(map(len, lines)) / len(lines))
+    result["python"] = sys.version.split()[0]
+    result["cpus"] = os.cpu_count()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        width = max(map(len, result))
+        for key, value in result.items():
+            print("%-*s  %s" % (width, key, value))
+        print("targets: cpu_percent_of_core <= 20 at 1000 VMs / 10 s, latency_ms_p99 <= 50")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
