@@ -7,8 +7,11 @@ import os
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from diag_protocol import make_heartbeat, make_reply, validate_envelope
+from diag_protocol import LineDecoder, make_heartbeat, make_reply, validate_envelope
+from diag_protocol import encode as encode_line
 from tests.relay.fakes import FakeGuest, hello, sample_report
 from vdsm_hooks.relay.cache import ReportCache
 from vdsm_hooks.relay.session import (
@@ -218,3 +221,46 @@ async def test_state_machine_guards(guest, cache):
         s.start()
     assert s.state is Runstate.CLOSED
     assert not os.path.exists(guest.path) or guest.connections <= 1
+
+
+MIXED = (b"garbage\n" + b'{"type":"hello","v":1}\n'
+         + b"".join(encode_line(m) for m in (hello("9.9"), make_heartbeat("b", "r", 1)))
+         + b"y" * 20000 + b"\n"  # oversize for max_line=16384
+         + b"\xff\xfe\n" + b"[" * 3000 + b"\n"
+         + encode_line(sample_report(seq=3, processes=2, units=2))
+         + encode_line(sample_report(seq=2, processes=2, units=2))
+         + encode_line(make_reply("nobody", True)))
+
+
+def feed_session(chunks) -> dict:
+    """Feed a CONNECTED-state session directly (no socket) and return what it recorded."""
+    async def run() -> dict:
+        cache = ReportCache()
+        s = VMSession("00000000-0000-4000-8000-000000000001", "/nonexistent", cache,
+                      config=SessionConfig(max_line=16384, read_rate=1 << 40, read_burst=1 << 40))
+        s._state = Runstate.CONNECTED
+        s._decoder = LineDecoder(max_line=16384)
+        for chunk in chunks:
+            s._on_data(chunk)
+        e = s.entry
+        return {"drops": dict(e.counters.drops), "messages": e.counters.messages,
+                "bytes": e.counters.bytes, "seq": e.summary.seq if e.summary else None,
+                "agent": e.agent_version, "beats": e.counters.heartbeats}
+    return asyncio.run(run())
+
+
+WHOLE = None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=len(MIXED)), max_size=40))
+def test_any_chunking_of_a_hostile_stream_gives_the_same_state(cuts):
+    global WHOLE
+    if WHOLE is None:
+        WHOLE = feed_session([MIXED])
+        assert WHOLE["seq"] == 3 and WHOLE["agent"] == "9.9" and WHOLE["beats"] == 1
+        assert WHOLE["drops"] == {"bad_json": 2, "invalid": 1, "oversize": 1, "too_deep": 1,
+                                  "bad_utf8": 1, "stale_seq": 1, "unmatched_reply": 1}
+    points = sorted(set(cuts))
+    chunks = [MIXED[a:b] for a, b in zip([0] + points, points + [len(MIXED)]) if b > a]
+    assert feed_session(chunks) == WHOLE
