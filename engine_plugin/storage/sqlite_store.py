@@ -148,10 +148,12 @@ class SqliteStore(SqlStore):
                        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
 
     def _roll(self, tx: Tx, end: float) -> Tuple[int, int]:
+        # INDEXED BY: without it the planner prefers scanning the whole table in key order
+        # (to skip sorting for GROUP BY), which costs the full table for every 5 minutes.
         written = tx.execute(
             "INSERT INTO rollups (vm_key, metric_id, bucket, v_avg, v_min, v_max, n)"
             " SELECT vm_key, metric_id, CAST(t / 300 AS INTEGER) * 300 AS b, avg(value),"
-            " min(value), max(value), count(*) FROM samples WHERE t < ?"
+            " min(value), max(value), count(*) FROM samples INDEXED BY samples_t WHERE t < ?"
             " GROUP BY vm_key, metric_id, b"
             " ON CONFLICT (vm_key, metric_id, bucket) DO UPDATE SET"
             " v_avg = (v_avg * n + excluded.v_avg * excluded.n) / (n + excluded.n),"

@@ -149,7 +149,8 @@ class SqlStore(Store):
         the caller extends only after the transaction committed)."""
         known = self._metric_ids
         wanted = set(names)
-        missing = sorted(wanted - known.keys())
+        # Membership tests only: other threads may extend the cache meanwhile.
+        missing = sorted(name for name in wanted if name not in known)
         found = {name: known[name] for name in wanted if name in known}
         if missing:
             tx.executemany(self._insert_ignore("metrics", ("name",), ("name",)),
@@ -175,7 +176,8 @@ class SqlStore(Store):
         return self._metric_ids[name]
 
     def _names_of(self, metric_ids: Iterable[int]) -> Dict[int, str]:
-        missing = sorted(set(metric_ids) - self._metric_names.keys())
+        metric_ids = set(metric_ids)
+        missing = sorted(mid for mid in metric_ids if mid not in self._metric_names)
         if missing:
             def load(tx: Tx) -> Dict[str, int]:
                 found: Dict[str, int] = {}

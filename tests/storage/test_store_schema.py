@@ -113,3 +113,17 @@ def test_postgresql_over_tcp_loopback(pg_cluster) -> None:  # type: ignore[no-un
         store.migrate()
         assert store.ingest([envelope(1, 0, 1000.0)]).accepted == 1
         assert store.latest(vm_uuid(1)).report["seq"] == 0
+
+
+@pytest.mark.postgres
+def test_postgresql_reports_are_lz4_compressed(pg_cluster) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+
+    url = pg_cluster.create_database()
+    with open_store(url) as store:
+        store.migrate()
+        store.migrate()
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT attcompression FROM pg_attribute WHERE attrelid ="
+                           " 'latest_reports'::regclass AND attname = 'report'").fetchone()
+    assert row == ("l",)
