@@ -31,7 +31,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -43,6 +43,9 @@ from tests.vm.libvirt_env import Guest, ensure_daemons  # noqa: E402
 from tests.vm.progress import log, step  # noqa: E402
 
 AGENT_CGROUP = "/sys/fs/cgroup/system.slice/vmdiag-agent.service/cpu.stat"
+AGENT_PROCS = "/sys/fs/cgroup/system.slice/vmdiag-agent.service/cgroup.procs"
+#: The guest kernel's USER_HZ: /proc/<pid>/stat times are in these ticks.
+CLOCK_TICKS = 100
 QGA_CGROUP = "/sys/fs/cgroup/system.slice/qemu-guest-agent.service/cpu.stat"
 QGA_COMMANDS = ("guest-get-osinfo", "guest-network-get-interfaces", "guest-get-fsinfo",
                 "guest-get-users")
@@ -57,9 +60,25 @@ def cpu_usec(guest: Guest, path: str) -> int:
     raise RuntimeError("%s has no usage_usec: is the guest on cgroup v2?" % path)
 
 
-def vmdiag_round(guest: Guest, client: ChannelClient) -> Dict[str, float] | None:
+def agent_pid(guest: Guest) -> int:
+    """The agent's main process (the only one in its cgroup while it is idle)."""
+    pids = qga.read_file(guest.dom, AGENT_PROCS).split()
+    if not pids:
+        raise RuntimeError("no process in %s: is vmdiag-agent.service running?" % AGENT_PROCS)
+    return int(pids[0])
+
+
+def proc_cpu_ms(guest: Guest, pid: int) -> Tuple[float, float]:
+    """(own, waited-for children's) CPU ms of a guest process, from /proc/<pid>/stat."""
+    fields = qga.read_file(guest.dom, "/proc/%d/stat" % pid).decode().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+    return (utime + stime) * 1e3 / CLOCK_TICKS, (cutime + cstime) * 1e3 / CLOCK_TICKS
+
+
+def vmdiag_round(guest: Guest, client: ChannelClient, pid: int) -> Dict[str, float] | None:
     """One report.now; None when another report was built in the window."""
     start = client.mark()
+    own_before, children_before = proc_cpu_ms(guest, pid)
     before = cpu_usec(guest, AGENT_CGROUP)
     began = time.monotonic()
     reply = client.request("report.now", timeout=120)
@@ -70,11 +89,14 @@ def vmdiag_round(guest: Guest, client: ChannelClient) -> Dict[str, float] | None
                              start)
     wall = time.monotonic() - began
     after = cpu_usec(guest, AGENT_CGROUP)
+    own_after, children_after = proc_cpu_ms(guest, pid)
     others = [m for m in client.messages[start:] if m.get("type") == "report" and m is not report]
     if others:
         return None
     return {"wall_ms": wall * 1e3, "cpu_ms": (after - before) / 1e3,
-            "bytes": float(len(json.dumps(report, separators=(",", ":"))))}
+            "bytes": float(len(json.dumps(report, separators=(",", ":")))),
+            "own_cpu_ms": own_after - own_before,
+            "helpers_cpu_ms": children_after - children_before}
 
 
 def qga_round(guest: Guest, overhead_ms: float) -> Dict[str, float]:
@@ -126,6 +148,7 @@ def measure(guest: Guest, rounds: int) -> Dict[str, Any]:
         log("steady state: %.0f ms CPU per %.1f s interval" % (steady["cpu_ms"],
                                                                steady["interval_s"]))
         overhead = read_overhead(guest, 10)
+        pid = agent_pid(guest)
         log("qga cgroup read overhead: %.2f ms CPU" % overhead)
         ours: List[Dict[str, float]] = []
         theirs: List[Dict[str, float]] = []
@@ -134,7 +157,7 @@ def measure(guest: Guest, rounds: int) -> Dict[str, Any]:
             # Start right after a scheduled report, so the next one is an interval away.
             mark = client.mark()
             client.wait_for(lambda m: m.get("type") == "report", 120, mark)
-            row = vmdiag_round(guest, client)
+            row = vmdiag_round(guest, client, pid)
             if row is None:
                 discarded += 1
                 continue
@@ -163,6 +186,8 @@ def print_table(result: Dict[str, Any], out: Callable[[str], Any] = print) -> No
                        ("bytes", "answer bytes")):
         out("%-28s %12.1f %12.1f %8s" % (label, ours[key], theirs[key],
                                          ratio(ours[key], theirs[key])))
+    out("vmdiag CPU split: agent process %.1f ms, helper commands it ran %.1f ms (ticks of "
+        "10 ms)" % (ours["own_cpu_ms"], ours["helpers_cpu_ms"]))
     steady = result["vmdiag_steady"]
     out("vmdiag steady state: %.1f ms CPU per scheduled report (%.1f s interval, heartbeats "
         "included)" % (steady["cpu_ms"], steady["interval_s"]))
