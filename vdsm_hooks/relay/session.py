@@ -279,7 +279,8 @@ class VMSession:
     def _next_delay(self) -> float:
         """Exponential backoff with jitter, capped; reset once the agent has spoken."""
         cfg = self.config
-        delay = min(cfg.reconnect_max_backoff, cfg.reconnect_min_backoff * (2 ** self._attempt))
+        delay: float = min(cfg.reconnect_max_backoff,
+                           cfg.reconnect_min_backoff * (2.0 ** self._attempt))
         self._attempt = min(self._attempt + 1, 30)
         return delay * random.uniform(0.5, 1.0)
 
