@@ -64,7 +64,7 @@ class IngestServer:
         batch = body["envelopes"]
         self.requests.append(batch)
         cert = request.transport.get_extra_info("peercert") if request.transport else None
-        self.peers.append(dict(x[0] for x in cert["subject"])["commonName"] if cert else "")
+        self.peers.append(dict(x[0] for x in cert["subject"]).get("commonName", "") if cert else "")
         override = self.respond(batch) if self.respond else None
         if override is None or self.process_before_fail:
             for env in batch:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from vdsm_hooks.relay.upload import Uploader
 
@@ -194,3 +195,27 @@ async def test_missing_certificate_file_says_which_setting(tmp_path, pki, server
     stats = uploader.stats()
     await stop_uploader(uploader, task)
     assert "[upload] cert=%s" % (tmp_path / "absent.pem") in stats["last_error"]
+
+
+async def test_without_a_usable_spool_memory_is_bounded_and_drops_are_counted(
+        tmp_path, pki, server):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    cfg = upload_cfg(tmp_path, server.url, pki, spool_dir=str(blocker / "spool"),
+                     batch_size=50)
+    sent = envelopes(200)
+    sizes = [len(json.dumps(e, ensure_ascii=False, separators=(",", ":"))) + 1 for e in sent]
+    uploader = Uploader(cfg, HOST_CN, max_batch_bytes=20 * max(sizes),
+                        max_memory_bytes=sum(sizes[-60:]))
+    assert "spool_dir" in uploader.stats()["last_error"]
+    task = asyncio.create_task(uploader.run())
+    for env in sent:
+        uploader.submit(env)
+    stats = uploader.stats()
+    assert stats["dropped_oldest"] == 140 and stats["queued"] == 60
+    await until(lambda: uploader.stats()["retries"] >= 1, what="a failed attempt")
+    await server.start()
+    await until(lambda: len(server.unique) == 60, what="the newest 60 delivered")
+    await stop_uploader(uploader, task)
+    assert server.keys() == keys_of(sent[-60:])
+    assert all(len(batch) <= 20 for batch in server.requests)

@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 
 #: Most bytes in one request body; the engine's ingest must accept at least this much.
 MAX_BATCH_BYTES = 8 * 1024 * 1024
-#: Envelopes kept in memory when they cannot go to the spool either (broken disk).
-MIN_MEMORY_QUEUE = 2000
+#: Bytes of envelopes kept in memory before the oldest are dropped. Normally the loop moves
+#: them to the spool long before; this bounds a broken disk or a stalled loop.
+MAX_MEMORY_BYTES = 64 * 1024 * 1024
 #: Extra requests one rejected batch may spend on finding the envelopes the engine refuses.
 SPLIT_BUDGET = 32
 SPLIT_STATUSES = (400, 413, 422)
@@ -79,6 +80,7 @@ class Uploader:
 
     def __init__(self, cfg: UploadConfig, host_id: str, *,
                  max_batch_bytes: int = MAX_BATCH_BYTES,
+                 max_memory_bytes: int = MAX_MEMORY_BYTES,
                  rand: Callable[[], float] = random.random) -> None:
         self.cfg = cfg
         self.host_id = host_id
@@ -86,7 +88,9 @@ class Uploader:
         self._rand = rand
         self._pending: Deque[bytes] = collections.deque()
         self._first_pending_at = 0.0
-        self._max_memory = max(MIN_MEMORY_QUEUE, 4 * cfg.batch_size)
+        self._max_memory_bytes = max(max_memory_bytes, max_batch_bytes)
+        self._pending_bytes = 0
+        self._popped = 0  # lines ever removed from the front of _pending
         self._counters = collections.Counter({
             "sent": 0, "batches": 0, "retries": 0, "rejected": 0, "invalid": 0,
             "dropped_memory": 0})
@@ -131,8 +135,9 @@ class Uploader:
         if not self._pending:
             self._first_pending_at = time.monotonic()
         self._pending.append(line)
-        while len(self._pending) > self._max_memory:
-            self._pending.popleft()
+        self._pending_bytes += len(line)
+        while self._pending_bytes > self._max_memory_bytes:
+            self._pop_front(1)
             self._counters["dropped_memory"] += 1
         if self._wake is not None and len(self._pending) >= self.cfg.batch_size:
             self._wake.set()
@@ -151,7 +156,8 @@ class Uploader:
         out: Dict[str, Any] = dict(self._counters)
         out.update(spool)
         out["dropped_oldest"] = spool["dropped_oldest"] + self._counters["dropped_memory"]
-        out.update(queued=len(self._pending), last_error=self._last_error,
+        out.update(queued=len(self._pending), queued_bytes=self._pending_bytes,
+                   last_error=self._last_error,
                    last_success_at=self._last_success_at,
                    retry_in=max(0.0, round(self._retry_at - time.monotonic(), 3)))
         return out
@@ -200,7 +206,7 @@ class Uploader:
                 pass
         if self._pending and self._spool is not None:
             try:
-                await asyncio.to_thread(self._spool_pending_sync)
+                await self._spool_pending()
             except SpoolError as err:
                 self._set_error(str(err))
                 log.error("%d envelopes lost at shutdown: %s", len(self._pending), err)
@@ -229,7 +235,7 @@ class Uploader:
         backlog = self._spool is not None and self._spool.pending > 0
         waiting = now < self._retry_at
         if flush_due and (backlog or waiting) and self._spool is not None:
-            await asyncio.to_thread(self._spool_pending_sync)
+            await self._spool_pending()
             backlog = True
         if waiting:
             return
@@ -238,22 +244,34 @@ class Uploader:
         elif flush_due:
             await self._send_from_memory()
 
-    def _spool_pending_sync(self) -> None:
+    def _pop_front(self, count: int) -> None:
+        """Drop ``count`` lines from the front of the memory queue (event loop thread only)."""
+        for _ in range(min(count, len(self._pending))):
+            self._pending_bytes -= len(self._pending.popleft())
+            self._popped += 1
+
+    def _settle_front(self, head: int, count: int) -> None:
+        """The ``count`` lines that were at the front when ``_popped`` was ``head`` are done;
+        some may have been dropped for memory meanwhile."""
+        self._pop_front(head + count - self._popped)
+
+    async def _spool_pending(self) -> None:
+        """Move the memory queue behind the spool; the file work runs in a thread, the queue is
+        only touched here, in the event loop, because submit() may run meanwhile."""
         assert self._spool is not None
-        lines = list(self._pending)
-        self._spool.append(lines)
-        for _ in lines:
-            self._pending.popleft()
+        head, lines = self._popped, list(self._pending)
+        await asyncio.to_thread(self._spool.append, lines)
+        self._settle_front(head, len(lines))
 
     async def _send_from_memory(self) -> None:
+        head = self._popped
         lines = _take(self._pending, self.cfg.batch_size, self.max_batch_bytes)
         outcome = await self._deliver(lines, [SPLIT_BUDGET])
-        for _ in range(outcome.settled):
-            self._pending.popleft()
+        self._settle_front(head, outcome.settled)
         if self._pending:
             self._first_pending_at = time.monotonic()
         if outcome.retry and self._pending and self._spool is not None:
-            await asyncio.to_thread(self._spool_pending_sync)
+            await self._spool_pending()
 
     async def _send_from_spool(self) -> None:
         assert self._spool is not None
