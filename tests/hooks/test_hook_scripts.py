@@ -125,6 +125,21 @@ def test_off_leaves_the_file_byte_for_byte(tmp_path, channels_dir, default, prop
     assert domxml.read_bytes() == before
 
 
+@pytest.mark.libvirt
+def test_off_at_start_removes_a_channel_left_in_the_xml(tmp_path, conf):
+    domxml = copy_sample(tmp_path, "migration_incoming_ns0.xml")
+    before = domxml.read_bytes()
+    result = run_hook("before_vm_start", domxml, conf, SAMPLES[domxml.name], {"vmdiag": "off"})
+    assert result.returncode == 0, result.stderr
+    out = domxml.read_bytes()
+    assert vmdiag_channels(out) == []
+    assert len(ET.fromstring(out).findall("devices/channel")) == 2
+    expected = re.sub(rb"\n    <channel type=\"unix\">\n      <source mode=\"bind\" "
+                      rb"path=\"[^\"]+vmdiag\.agent\.0\"/>.*?</channel>", b"", before, flags=re.S)
+    assert canonical(out) == canonical(expected)
+    virt_xml_validate(domxml)
+
+
 @pytest.mark.parametrize("default, prop", [("off", "on"), ("on", None), ("on", "On")])
 def test_on_by_property_or_host_default(tmp_path, channels_dir, default, prop):
     conf = write_conf(tmp_path, "[hook]\ndefault = %s\n[relay]\nchannels_dir = %s\n"
