@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from vdsm_hooks.relay.upload import Uploader
 
@@ -45,10 +46,16 @@ async def test_partial_batch_goes_after_the_interval(tmp_path, pki, server):
     await server.start()
     cfg = upload_cfg(tmp_path, server.url, pki, batch_size=500, batch_interval=0.3)
     uploader, task = await start_uploader(cfg)
-    uploader.submit(envelopes(1)[0])
-    await asyncio.sleep(0.1)
-    assert server.requests == []  # still waiting for company
-    await until(lambda: len(server.unique) == 1, timeout=5)
+    trickle = envelopes(3)
+    for count, env in enumerate(trickle, 1):
+        await asyncio.sleep(0.1)  # the loop is idle, with nothing due, before each report
+        started = time.monotonic()
+        uploader.submit(env)
+        await asyncio.sleep(0.1)
+        assert len(server.unique) == count - 1  # still waiting for company
+        await until(lambda n=count: server.keys() == keys_of(trickle[:n]),
+                    timeout=5, what="the trickle delivered after batch_interval")
+        assert 0.25 <= time.monotonic() - started < 2.0
     await stop_uploader(uploader, task)
 
 

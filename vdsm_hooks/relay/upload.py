@@ -139,7 +139,10 @@ class Uploader:
         while self._pending_bytes > self._max_memory_bytes:
             self._pop_front(1)
             self._counters["dropped_memory"] += 1
-        if self._wake is not None and len(self._pending) >= self.cfg.batch_size:
+        # Wake the loop when a batch is full, and when the queue stops being empty: an idle
+        # loop sleeps without a deadline and must start the batch_interval clock.
+        if self._wake is not None and (len(self._pending) == 1
+                                       or len(self._pending) >= self.cfg.batch_size):
             self._wake.set()
         return True
 
