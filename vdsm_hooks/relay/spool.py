@@ -131,6 +131,8 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            if segment.size == 0:
+                _fsync_dir(self.directory)  # the new file's name must survive a crash too
         except OSError as err:
             # What reached the file is unknown: never append after it again.
             segment.size = _file_size(segment.path)
@@ -338,6 +340,14 @@ def _count_lines(path: str, upto: int) -> int:
             count += chunk.count(b"\n")
             left -= len(chunk)
     return count
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _file_size(path: str) -> int:
