@@ -18,7 +18,7 @@ import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from typing import Callable
+from typing import Callable, TypeVar
 
 import libvirt
 
@@ -36,6 +36,8 @@ QEMU_USER = "libvirt-qemu"
 BOOT_TIMEOUT_ENV = "VMDIAG_TEST_BOOT_TIMEOUT"
 #: Printed by agetty once the guest reached multi-user (autologin on ttyS0).
 LOGIN_MARKER = "login:"
+
+T = TypeVar("T")
 
 # libvirt prints every error to stderr by default, including expected ones.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -155,6 +157,28 @@ class Guest:
         except libvirt.libvirtError as err:
             raise GuestError("guest %s vanished while libvirtd restarted (%s); console:\n%s"
                              % (self.name, err, console_tail(self.console_log))) from err
+
+    def call(self, func: Callable[[libvirt.virDomain], T], attempts: int = 4) -> T:
+        """``func(domain)``, retried across a libvirtd restart (reconnect, wait for qga).
+
+        After a restart libvirtd needs a moment to reattach the guest-agent channel, so a
+        failed call is retried a few times, two seconds apart, on a fresh connection.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                return func(self.dom)
+            except libvirt.libvirtError as err:
+                if attempt == attempts:
+                    raise
+                log("libvirt call failed (%s); retrying (%d/%d)" % (err, attempt, attempts - 1))
+                time.sleep(2)
+                try:
+                    alive = self.conn.isAlive() == 1
+                except libvirt.libvirtError:
+                    alive = False
+                if not alive:
+                    self._reconnect()
+        raise AssertionError("unreachable")
 
     def is_active(self) -> bool:
         """Whether the domain runs; survives one libvirtd restart during the call."""

@@ -44,6 +44,12 @@ def superblock(image: str) -> Dict[str, int]:
             re.findall(r"^([A-Za-z ]+):\s+(\d+)$", out, re.MULTILINE)}
 
 
+def guest_boot_id(guest: Guest) -> str:
+    """The guest kernel's boot id, read by qemu-guest-agent."""
+    path = "/proc/sys/kernel/random/boot_id"
+    return guest.call(lambda d: qga.read_file(d, path)).decode().strip()
+
+
 def checks_about(report: Dict[str, Any], name: str) -> List[Dict[str, Any]]:
     return [r for r in section(report, "checks")["results"] if r["id"].endswith(":" + name)
             or name in r["id"].split(":")]
@@ -56,14 +62,14 @@ def first_report(report_feed) -> Dict[str, Any]:
 
 def test_hook_added_the_channel_to_the_running_domain(guest: Guest) -> None:
     assert guest.hook_used, "vdsm_hooks/hooks/before_vm_start/50_vmdiag is not in the tree"
-    live = ET.fromstring(guest.dom.XMLDesc(0))
+    live = ET.fromstring(guest.call(lambda d: d.XMLDesc(0)))
     channels = {c.find("target").get("name"): c for c in live.iter("channel")}
     assert CHANNEL_NAME in channels, "libvirt's live XML has no %s channel" % CHANNEL_NAME
     assert channels[CHANNEL_NAME].find("source").get("path") == guest.channel_path
 
 
 def test_report_is_from_this_boot_of_the_guest(guest: Guest, first_report) -> None:
-    boot_id = qga.read_file(guest.dom, "/proc/sys/kernel/random/boot_id").decode().strip()
+    boot_id = guest_boot_id(guest)
     assert first_report["boot_id"] == boot_id
     assert set(first_report["sections"]) == {"network", "resources", "applications",
                                              "settings", "checks"}
@@ -72,7 +78,7 @@ def test_report_is_from_this_boot_of_the_guest(guest: Guest, first_report) -> No
 def test_hostname_matches_the_guest(guest: Guest, first_report) -> None:
     reported = section(first_report, "settings")["hostname"]
     assert reported == guest.image.hostname
-    assert reported == qga.command(guest.dom, "guest-get-host-name")["host-name"]
+    assert reported == guest.call(lambda d: qga.command(d, "guest-get-host-name"))["host-name"]
 
 
 def test_root_filesystem_size_matches_the_image(guest: Guest, first_report) -> None:
@@ -98,7 +104,7 @@ def test_interface_address_matches_the_guest(guest: Guest, first_report) -> None
     assert iface["up"] is True
     assert any(str(a["prefixlen"]) == prefix for a in iface["addresses"]
                if a["address"] == address)
-    assert guest.image.address in qga.ipv4_addresses(guest.dom).get(name, [])
+    assert guest.image.address in guest.call(qga.ipv4_addresses).get(name, [])
     assert section(first_report, "network")["default_gateway"]["address"] == guest.image.gateway
 
 
@@ -126,8 +132,8 @@ def test_reports_resume_after_guest_reboot_and_feed_restart(guest: Guest, report
     report_feed.restart()
     report = report_feed.wait_report(lambda m: m["boot_id"] != old_boot,
                                      timeout=FIRST_REPORT_TIMEOUT_S)
-    qga.wait_ready(guest.dom)
-    boot_id = qga.read_file(guest.dom, "/proc/sys/kernel/random/boot_id").decode().strip()
+    guest.call(qga.wait_ready)
+    boot_id = guest_boot_id(guest)
     assert report["boot_id"] == boot_id != old_boot
     assert report["run_id"] != first_report["run_id"]
     assert section(report, "settings")["hostname"] == guest.image.hostname
