@@ -9,10 +9,12 @@
 from setuptools import find_packages, setup
 
 VERSION = "0.1.0"
+with open("README.md", encoding="utf-8") as _f:
+    README = _f.read()
 
 HOST = ["libvirt-python>=7.0", "aiohttp>=3.7"]
 ENGINE = ["aiohttp>=3.7", "jinja2>=2.11", "ovirt-engine-sdk-python>=4.4",
-          "psycopg[binary]>=3.1", "psycopg-pool>=3.1"]
+          "psycopg[binary]>=3.1", "psycopg-pool>=3.1", "prometheus-client>=0.9"]
 TEST = ["pytest>=7", "pytest-asyncio>=0.21", "pytest-timeout", "hypothesis>=6",
         "hypothesis-jsonschema", "jsonschema>=4", "trustme>=1.0", "cryptography",
         "selenium>=4.10", "ruff", "mypy", "vermin"]
@@ -21,7 +23,7 @@ setup(
     name="vmdiag",
     version=VERSION,
     description="Guest OS diagnostics for oVirt/KVM virtual machines, inside the oVirt console",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=README,
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",

@@ -149,7 +149,7 @@ def section(data: Schema) -> Schema:
 
 
 def message(kind: str, props: Dict[str, Schema], required: List[str]) -> Schema:
-    all_props = {"type": {"const": kind}, "v": {"const": 1}}
+    all_props: Dict[str, Schema] = {"type": {"const": kind}, "v": {"const": 1}}
     all_props.update(props)
     return obj(all_props, required=["type", "v"] + required, limit=64)
 
