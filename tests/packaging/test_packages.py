@@ -146,8 +146,12 @@ def test_agent_from_the_unpacked_deb_reports(dist, tmp_path):
     [deb] = glob.glob(os.path.join(dist, "vmdiag-guest-agent_*_all.deb"))
     run("dpkg-deb", "-x", deb, str(tmp_path))
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "usr/lib/python3/dist-packages"))
-    out = subprocess.run([sys.executable, str(tmp_path / "usr/bin/vmdiag-agent"), "report",
-                          "--json", "--config", str(tmp_path / "etc/vmdiag/agent.conf")],
+    # the packaged config plus a drop-in that keeps the gateway probe on this machine
+    dropin = tmp_path / "etc/vmdiag/agent.conf.d"
+    dropin.mkdir(exist_ok=True)
+    (dropin / "50-test.conf").write_text("[probes]\ngateway = no\n")
+    out = subprocess.run([sys.executable, str(tmp_path / "usr/bin/vmdiag-agent"), "--config",
+                          str(tmp_path / "etc/vmdiag/agent.conf"), "report", "--json"],
                          check=True, capture_output=True, text=True, env=env, cwd=tmp_path).stdout
     report = json.loads(out)
     assert set(report["sections"]) == {"network", "resources", "applications", "settings",
