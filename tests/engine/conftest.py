@@ -7,7 +7,6 @@ PostgreSQL) store, aiohttp listeners on loopback, ovirtsdk4 talking HTTPS to the
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import uuid
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ import pytest
 from engine_plugin import config as config_mod
 from engine_plugin.service.app import EngineService
 from tests.ovirt_standin import StandinEngine, TestPKI
-from tests.storage.pg_cluster import PgCluster, PgUnavailable
 
 CLUSTER = "00000000-0000-4000-8000-0000000000c1"
 HOST_1 = "00000000-0000-4000-8000-0000000000a1"
@@ -72,23 +70,6 @@ def service_config(pki: TestPKI, standin: StandinEngine, store_url: str,
     for name, values in sections.items():
         overrides.setdefault(name, {}).update(values)
     return config_mod.load("/nonexistent/engine.conf", overrides=overrides)
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    """The storage tests' throwaway PostgreSQL server (one per session)."""
-    try:
-        cluster = PgCluster(settings={"fsync": "off", "synchronous_commit": "off",
-                                      "full_page_writes": "off"})
-        cluster.start()
-    except PgUnavailable as err:
-        if os.environ.get("VMDIAG_REQUIRE_POSTGRES"):
-            raise
-        pytest.skip("PostgreSQL server cannot run here: %s" % err)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(params=[pytest.param("sqlite", id="sqlite"),

@@ -9,27 +9,8 @@ import pytest
 
 from engine_plugin.storage import StorageConfig, Store, open_store
 
-from .pg_cluster import PgCluster, PgUnavailable
-
 BACKENDS = [pytest.param("sqlite", id="sqlite"),
             pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    """One throwaway server for the session (fsync off: tests need no durability)."""
-    try:
-        cluster = PgCluster(settings={"fsync": "off", "synchronous_commit": "off",
-                                      "full_page_writes": "off"})
-        cluster.start()
-    except PgUnavailable as err:
-        if os.environ.get("VMDIAG_REQUIRE_POSTGRES"):
-            raise
-        pytest.skip("PostgreSQL server cannot run here: %s" % err)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(params=BACKENDS)
