@@ -134,12 +134,15 @@ def find_resets(points: Sequence[Point], floor: float) -> List[int]:
     return [i + 1 for i, d in enumerate(diffs) if d < -limit]
 
 
-def fit(points: Sequence[Point]) -> Trend:
-    """Lag-paired Theil–Sen fit; confidence from direction agreement and time covered."""
+def fit(points: Sequence[Point], min_span_s: float = MIN_SPAN_S) -> Trend:
+    """Lag-paired Theil–Sen fit; confidence from direction agreement and time covered.
+
+    Fewer than ``MIN_POINTS`` points, or points covering less than ``min_span_s``, give an
+    "insufficient" trend that never forecasts."""
     n = len(points)
     span = points[-1][0] - points[0][0] if n else 0.0
     t0 = points[-1][0] if n else 0.0
-    if n < MIN_POINTS or span < MIN_SPAN_S:
+    if n < MIN_POINTS or span < min_span_s:
         level = median([v for _, v in points]) if n else 0.0
         return Trend(0.0, level, t0, 0.0, "insufficient")
     lag = max(1, n // 2)
@@ -157,7 +160,7 @@ def fit(points: Sequence[Point]) -> Trend:
 
 
 def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
-             reset_floor_fraction: float = 0.01) -> Forecast:
+             reset_floor_fraction: float = 0.01, min_span_s: float = MIN_SPAN_S) -> Forecast:
     """Forecast when ``points`` (time, value) reach ``capacity`` (None: trend only)."""
     pts = bucket_medians(points)
     if not pts:
@@ -174,7 +177,7 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
         trend, eta = _sawtooth(pts, resets, capacity, now)
         return Forecast(trend, current, capacity, eta, len(resets))
     segment = pts[resets[-1]:] if resets else pts
-    trend = fit(segment)
+    trend = fit(segment, min_span_s)
     if resets and trend.method == "linear":
         trend = dataclasses.replace(trend, method="after_reset")
     return Forecast(trend, current, capacity, _eta(trend, capacity, now), len(resets))

@@ -160,7 +160,7 @@ def forecast_vm(report: Optional[Mapping[str, Any]], histories: Histories, t: Th
         pts = series(name)
         if len(pts) < 2 or (cap is not None and cap <= 0):
             continue
-        f = forecast(pts, cap, now)
+        f = forecast(pts, cap, now, min_span_s=t.forecast_min_span_s)
         out.append(_forecast_doc(name, kind, label, f, t, active, now, pts))
     return out
 

@@ -126,3 +126,18 @@ def test_filesystem_forecast_document_for_the_api():
     assert doc["message"].startswith("/var will be full in about 24 h (growing 10.0 GiB a day)")
     fit = doc["fit"]
     assert fit["intercept"] + fit["slope"] * (NOW - fit["t0"]) == pytest.approx(90 * GIB, rel=0.01)
+
+
+def test_min_span_threshold_lets_a_short_fast_fill_forecast():
+    # Five minutes of a disk filling by 16 MiB every 10 s (the demo's filling VM): too short a
+    # history by default, a forecast once [health] forecast_min_span_s allows it.
+    cap, step = 1.5 * GIB, 10.0
+    pts = [(NOW - 300 + i * step, 0.5 * GIB + i * 16 * 2**20) for i in range(31)]
+    hist = {"fs.used:/": pts, "fs.total:/": [(NOW, cap)]}
+    [default] = forecast_vm(None, hist, Thresholds(), {}, NOW)
+    assert default["status"] == "ok" and default["eta_at"] is None
+    quick = Thresholds(forecast_min_span_s=60, forecast_min_confidence=0.3)
+    [doc] = forecast_vm(None, hist, quick, {}, NOW)
+    left = (cap - pts[-1][1]) / (16 * 2**20 / step)
+    assert doc["status"] == "critical"
+    assert doc["eta_at"] == pytest.approx(NOW + left, rel=0.05)
