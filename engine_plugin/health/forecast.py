@@ -19,7 +19,11 @@ This module does the following instead, on bucketed medians so its cost is bound
 4. Fits the trend with a lag-paired Theil–Sen estimator (median of the slopes between points
    half the window apart): robust to outliers, O(n log n).
 5. Gives a confidence from how consistently the pairs agree on the direction and how much of
-   a day the data covers, so a short or noisy history never raises an alarm.
+   the horizon (the time left, at most a day) the data covers, so a noisy history never raises
+   an alarm.
+6. Never looks further ahead than ``MAX_EXTRAPOLATION`` times the history it has, unless that
+   history covers ``min_span_s`` (two hours by default): minutes of a disk filling in minutes
+   are enough to warn, but minutes of a boot's memory ramp cannot predict the next day.
 """
 
 import bisect
@@ -34,6 +38,7 @@ MIN_POINTS = 6
 MIN_SPAN_S = 2 * 3600.0
 FULL_CONFIDENCE_SPAN_S = 24 * 3600.0
 MIN_ETA_CONFIDENCE = 0.3
+MAX_EXTRAPOLATION = 10.0
 MAX_ETA_S = 5 * 365 * 86400.0
 
 
@@ -46,6 +51,7 @@ class Trend:
     t0: float
     confidence: float       # 0..1
     method: str             # "linear", "after_reset", "sawtooth", "insufficient"
+    agreement: float = 0.0  # 0..1, how consistently the pairs agree on the direction
 
     def value_at(self, t: float) -> float:
         return self.intercept + self.slope * (t - self.t0)
@@ -138,11 +144,11 @@ def fit(points: Sequence[Point], min_span_s: float = MIN_SPAN_S) -> Trend:
     """Lag-paired Theil–Sen fit; confidence from direction agreement and time covered.
 
     Fewer than ``MIN_POINTS`` points, or points covering less than ``min_span_s``, give an
-    "insufficient" trend that never forecasts."""
+    "insufficient" trend that never forecasts (``forecast`` relaxes the span for fast fills)."""
     n = len(points)
     span = points[-1][0] - points[0][0] if n else 0.0
     t0 = points[-1][0] if n else 0.0
-    if n < MIN_POINTS or span < min_span_s:
+    if n < MIN_POINTS or span <= 0 or span < min_span_s:
         level = median([v for _, v in points]) if n else 0.0
         return Trend(0.0, level, t0, 0.0, "insufficient")
     lag = max(1, n // 2)
@@ -156,7 +162,25 @@ def fit(points: Sequence[Point], min_span_s: float = MIN_SPAN_S) -> Trend:
         same = sum(1 for s in slopes if (s > 0) == (slope > 0) and s != 0)
         agreement = max(0.0, 2.0 * same / len(slopes) - 1.0)
     coverage = min(1.0, span / FULL_CONFIDENCE_SPAN_S)
-    return Trend(slope, intercept, t0, round(agreement * (0.5 + 0.5 * coverage), 3), "linear")
+    return Trend(slope, intercept, t0, round(agreement * (0.5 + 0.5 * coverage), 3), "linear",
+                 agreement)
+
+
+def _judge(trend: Trend, span: float, capacity: Optional[float], now: float,
+           min_span_s: float) -> Trend:
+    """The trend of a history shorter than ``min_span_s``, judged against its own horizon.
+
+    It may forecast when the history covers at least 1/``MAX_EXTRAPOLATION`` of the time left,
+    with a confidence that grows with the share of that time it covers; otherwise it is
+    "insufficient"."""
+    horizon = None
+    if capacity is not None and trend.slope > 0:
+        horizon = max(0.0, (capacity - trend.value_at(now)) / trend.slope)
+    if horizon is None or span < horizon / MAX_EXTRAPOLATION:
+        return Trend(0.0, trend.intercept, trend.t0, 0.0, "insufficient")
+    coverage = min(1.0, span / max(1.0, min(FULL_CONFIDENCE_SPAN_S, horizon)))
+    return dataclasses.replace(
+        trend, confidence=round(trend.agreement * (0.5 + 0.5 * coverage), 3))
 
 
 def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
@@ -178,6 +202,9 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
         return Forecast(trend, current, capacity, eta, len(resets))
     segment = pts[resets[-1]:] if resets else pts
     trend = fit(segment, min_span_s)
+    span = segment[-1][0] - segment[0][0]
+    if trend.method == "insufficient" and span > 0 and len(segment) >= MIN_POINTS:
+        trend = _judge(fit(segment, 0.0), span, capacity, now, min_span_s)
     if resets and trend.method == "linear":
         trend = dataclasses.replace(trend, method="after_reset")
     return Forecast(trend, current, capacity, _eta(trend, capacity, now), len(resets))

@@ -128,16 +128,28 @@ def test_filesystem_forecast_document_for_the_api():
     assert fit["intercept"] + fit["slope"] * (NOW - fit["t0"]) == pytest.approx(90 * GIB, rel=0.01)
 
 
-def test_min_span_threshold_lets_a_short_fast_fill_forecast():
-    # Five minutes of a disk filling by 16 MiB every 10 s (the demo's filling VM): too short a
-    # history by default, a forecast once [health] forecast_min_span_s allows it.
+def test_minutes_of_a_disk_filling_in_minutes_are_enough_to_warn():
+    # Five minutes of a disk filling by 16 MiB every 10 s (the demo's filling VM): full in
+    # about six minutes, so five minutes of history are plenty, two hours are not needed.
     cap, step = 1.5 * GIB, 10.0
     pts = [(NOW - 300 + i * step, 0.5 * GIB + i * 16 * 2**20) for i in range(31)]
     hist = {"fs.used:/": pts, "fs.total:/": [(NOW, cap)]}
-    [default] = forecast_vm(None, hist, Thresholds(), {}, NOW)
-    assert default["status"] == "ok" and default["eta_at"] is None
-    quick = Thresholds(forecast_min_span_s=60, forecast_min_confidence=0.3)
-    [doc] = forecast_vm(None, hist, quick, {}, NOW)
+    [doc] = forecast_vm(None, hist, Thresholds(), {}, NOW)
     left = (cap - pts[-1][1]) / (16 * 2**20 / step)
     assert doc["status"] == "critical"
     assert doc["eta_at"] == pytest.approx(NOW + left, rel=0.05)
+    assert doc["confidence"] > 0.9
+
+
+def test_minutes_of_a_boot_ramp_do_not_predict_the_day():
+    # Memory climbing for the first three minutes after boot: extrapolated, full in hours,
+    # far more than ten times the history, so no forecast until the history is long enough.
+    mem, step = 1.0 * GIB, 10.0
+    pts = [(NOW - 180 + i * step, 100 * 2**20 + i * 2 * 2**20) for i in range(19)]
+    f = forecast(pts, mem, NOW)
+    assert f.trend.method == "insufficient" and f.eta_s is None
+    # a slow growth (full in about three days) forecasts once the history covers
+    # [health] forecast_min_span_s, and not before
+    slow = [(NOW - 7200 + i * 60.0, 100 * 2**20 + i * 0.2 * 2**20) for i in range(121)]
+    assert forecast(slow, mem, NOW, min_span_s=7200).eta_s == pytest.approx(3 * DAY, rel=0.1)
+    assert forecast(slow, mem, NOW, min_span_s=3 * 7200).eta_s is None
