@@ -14,6 +14,14 @@ Faults baked in, which the end-to-end test expects the agent to report:
 
 * ``vmdiag-broken.service`` fails at every boot (a watched unit that is failed);
 * ``vmdiag-missing-daemon`` is a watched process that never runs.
+
+One image serves several roles, chosen per VM on the kernel command line (``Guest(...,
+cmdline_extra="vmdiag.role=...")``), so the demo's VMs cost no extra image build:
+
+* no role: the test guest, with the faults above;
+* ``vmdiag.role=healthy``: no faults (the broken unit does not run, nothing missing is watched);
+* ``vmdiag.role=filling``: the faults, and ``vmdiag-fill.service`` filling the root
+  filesystem by ``FILL_STEP_MIB`` every ``FILL_EVERY_S`` seconds up to ``FILL_STOP_PERCENT``.
 """
 
 from __future__ import annotations
@@ -31,6 +39,11 @@ AGENT_PACKAGES = ("diag_protocol", "guest_agent")
 AGENT_PREFIX = "/opt/vmdiag"
 AGENT_UNIT = "vmdiag-agent.service"
 BROKEN_UNIT = "vmdiag-broken.service"
+ROLE_UNIT = "vmdiag-role-healthy.service"
+FILL_UNIT = "vmdiag-fill.service"
+FILL_STEP_MIB = 16
+FILL_EVERY_S = 10
+FILL_STOP_PERCENT = 96
 MISSING_PROCESS = "vmdiag-missing-daemon"
 #: Units and processes the agent is told to watch: one healthy and one faulty of each.
 WATCHED_UNITS = ("systemd-journald.service", BROKEN_UNIT)
@@ -40,6 +53,8 @@ DEB_GLOB = "dist/vmdiag-guest-agent_*.deb"
 AGENT_FROM_ENV = "VMDIAG_TEST_AGENT_FROM"
 #: The test configuration, as a drop-in so a packaged /etc/vmdiag/agent.conf stays untouched.
 CONF_DROPIN = "etc/vmdiag/agent.conf.d/50-vmdiag-test.conf"
+#: What the faulty roles watch; the healthy role deletes it before the agent starts.
+FAULTS_DROPIN = "etc/vmdiag/agent.conf.d/60-vmdiag-test-faults.conf"
 
 
 def agent_deb(source_root: str, env: dict[str, str] | None = None) -> str | None:
@@ -103,18 +118,40 @@ def agent_conf() -> str:
     return (
         "# vmdiag test guest (tests/vm/agent_layer.py)\n"
         "[agent]\ninterval = %d\nheartbeat_interval = 5\n\n"
-        "[watch]\nunits = %s\nprocesses = %s\n\n"
-        "[probes]\ngateway = yes\n"
-        % (REPORT_INTERVAL_S, ", ".join(WATCHED_UNITS), ", ".join(WATCHED_PROCESSES)))
+        "[probes]\ngateway = yes\n" % REPORT_INTERVAL_S)
+
+
+def faults_conf() -> str:
+    """The watch lists of the faulty roles: one healthy and one faulty unit and process."""
+    return ("# vmdiag test guest faults (tests/vm/agent_layer.py)\n"
+            "[watch]\nunits = %s\nprocesses = %s\n"
+            % (", ".join(WATCHED_UNITS), ", ".join(WATCHED_PROCESSES)))
 
 
 def fault_files() -> Dict[str, str]:
-    """The deliberately failing unit, relative path -> text."""
+    """The faults and the role units, relative path -> text."""
+    fill = ("set -u; i=0; "
+            "while [ \"$(df --output=pcent / | tail -n 1 | tr -dc 0-9)\" -lt %d ]; do "
+            "fallocate -l %dM /var/tmp/vmdiag-fill.$i || exit 1; i=$((i+1)); sleep %d; done; "
+            "echo vmdiag-fill: root filesystem at %d%%, holding; exec sleep infinity"
+            % (FILL_STOP_PERCENT, FILL_STEP_MIB, FILL_EVERY_S, FILL_STOP_PERCENT))
     return {
+        FAULTS_DROPIN: faults_conf(),
         "etc/systemd/system/" + BROKEN_UNIT: (
-            "[Unit]\nDescription=vmdiag test fault: a service that always fails\n\n"
+            "[Unit]\nDescription=vmdiag test fault: a service that always fails\n"
+            "ConditionKernelCommandLine=!vmdiag.role=healthy\n\n"
             "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo vmdiag-broken fails on purpose;"
             " exit 3'\n\n[Install]\nWantedBy=multi-user.target\n"),
+        "etc/systemd/system/" + ROLE_UNIT: (
+            "[Unit]\nDescription=vmdiag test role: a healthy guest watches no faults\n"
+            "ConditionKernelCommandLine=vmdiag.role=healthy\nBefore=%s\n\n"
+            "[Service]\nType=oneshot\nExecStart=/bin/rm -f /%s\n\n"
+            "[Install]\nWantedBy=multi-user.target\n" % (AGENT_UNIT, FAULTS_DROPIN)),
+        "etc/systemd/system/" + FILL_UNIT: (
+            "[Unit]\nDescription=vmdiag test role: a disk filling up\n"
+            "ConditionKernelCommandLine=vmdiag.role=filling\n\n"
+            "[Service]\nExecStart=/bin/sh -c '%s'\n\n"
+            "[Install]\nWantedBy=multi-user.target\n" % fill),
     }
 
 
@@ -152,5 +189,6 @@ def apply(root: str, source_root: str) -> str:
     how = install_agent(root, source_root)
     write_files(root, {CONF_DROPIN: agent_conf()})
     write_files(root, fault_files())
-    enable_unit(root, BROKEN_UNIT)
+    for unit in (BROKEN_UNIT, ROLE_UNIT, FILL_UNIT):
+        enable_unit(root, unit)
     return how

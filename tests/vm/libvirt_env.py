@@ -115,10 +115,13 @@ class Guest:
 
     def __init__(self, conn: libvirt.virConnect, image: GuestImage, run_dir: str | None = None,
                  accel: str | None = None, name: str | None = None,
-                 properties: dict[str, str] | None = None, use_hook: bool = True) -> None:
+                 properties: dict[str, str] | None = None, use_hook: bool = True,
+                 vm_id: str | None = None, cmdline_extra: str = "") -> None:
         self.conn = conn
         self.image = image
-        self.vm_id = str(uuid.uuid4())
+        self.vm_id = vm_id or str(uuid.uuid4())
+        #: appended to the kernel command line; ``vmdiag.role=`` picks a role of the test image
+        self.cmdline_extra = cmdline_extra
         self.name = name or "vmdiag-test-" + self.vm_id[:8]
         self.own_run_dir = run_dir is None
         self.run_dir = run_dir or tempfile.mkdtemp(prefix=self.name + "-")
@@ -196,7 +199,8 @@ class Guest:
     def spec(self) -> domain_xml.DomainSpec:
         return domain_xml.DomainSpec(
             name=self.name, uuid=self.vm_id, kernel=self.image.kernel, initrd=self.image.initrd,
-            cmdline=self.image.cmdline, disk=self.overlay, console_log=self.console_log,
+            cmdline=" ".join(p for p in (self.image.cmdline, self.cmdline_extra) if p),
+            disk=self.overlay, console_log=self.console_log,
             accel=self.accel)
 
     def build_xml(self) -> str:

@@ -39,16 +39,18 @@ class RelayFeed:
 
     name = "relay"
 
-    def __init__(self, vm_id: str, log_path: str | None = None) -> None:
+    def __init__(self, vm_id: str, log_path: str | None = None,
+                 host_id: str = "vmdiag-test-host", upload: str = "enabled = off\n") -> None:
+        """``upload`` is the body of relay.conf's [upload] section (off: keep reports local)."""
         self.vm_id = vm_id
         self.dir = tempfile.mkdtemp(prefix="vmdiag-relay-")
         self.socket = os.path.join(self.dir, "relay.sock")
         self.config = os.path.join(self.dir, "relay.conf")
         self.log_path = log_path or os.path.join(self.dir, "relay.log")
         with open(self.config, "w", encoding="utf-8") as handle:
-            handle.write("[relay]\nhost_id = vmdiag-test-host\nlibvirt_uri = %s\n"
-                         "channels_dir = %s\ncontrol_socket = %s\n\n[upload]\nenabled = off\n"
-                         % (URI, CHANNELS_DIR, self.socket))
+            handle.write("[relay]\nhost_id = %s\nlibvirt_uri = %s\nchannels_dir = %s\n"
+                         "control_socket = %s\n\n[upload]\n%s"
+                         % (host_id, URI, CHANNELS_DIR, self.socket, upload))
         self.proc: subprocess.Popen | None = None
         self.last: Dict[str, Any] = {}
         self.start()
@@ -79,10 +81,10 @@ class RelayFeed:
         except OSError as err:
             return "(no relay log: %s)" % err
 
-    def show(self) -> Dict[str, Any] | None:
+    def show(self, vm_id: str | None = None) -> Dict[str, Any] | None:
         """The relay's ``show VM --json`` answer, or None while it does not know the VM."""
         result = subprocess.run(
-            [sys.executable, "-m", RELAY_CLI, "show", self.vm_id, "--json", "--config",
+            [sys.executable, "-m", RELAY_CLI, "show", vm_id or self.vm_id, "--json", "--config",
              self.config, "--socket", self.socket], env=self._env(), cwd=SOURCE_ROOT,
             capture_output=True, text=True, timeout=60)
         if result.returncode != 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -78,12 +79,48 @@ def test_sources_install_runs_the_agent_from_opt(tmp_path) -> None:
     assert agent_layer.apply(root, src) == "sources"
     assert os.path.exists(os.path.join(root, "opt/vmdiag/guest_agent/__init__.py"))
     wants = os.path.join(root, "etc/systemd/system/multi-user.target.wants")
-    assert sorted(os.listdir(wants)) == [agent_layer.AGENT_UNIT, agent_layer.BROKEN_UNIT]
+    assert sorted(os.listdir(wants)) == sorted([
+        agent_layer.AGENT_UNIT, agent_layer.BROKEN_UNIT, agent_layer.ROLE_UNIT,
+        agent_layer.FILL_UNIT])
+
+
+def test_roles_are_chosen_on_the_kernel_command_line(tmp_path) -> None:
+    src, root = fake_source(tmp_path), os.path.join(str(tmp_path), "root")
+    agent_layer.apply(root, src)
+
+    def unit(name: str) -> str:
+        with open(os.path.join(root, "etc/systemd/system", name), encoding="utf-8") as handle:
+            return handle.read()
+
+    assert "ConditionKernelCommandLine=!vmdiag.role=healthy" in unit(agent_layer.BROKEN_UNIT)
+    healthy = unit(agent_layer.ROLE_UNIT)
+    assert "ConditionKernelCommandLine=vmdiag.role=healthy" in healthy
+    assert "Before=%s" % agent_layer.AGENT_UNIT in healthy
+    assert "rm -f /" + agent_layer.FAULTS_DROPIN in healthy
+    assert os.path.exists(os.path.join(root, agent_layer.FAULTS_DROPIN))
+    assert "ConditionKernelCommandLine=vmdiag.role=filling" in unit(agent_layer.FILL_UNIT)
+
+
+def test_fill_script_stops_at_its_limit(tmp_path) -> None:
+    # The filler's shell loop, run here against a fake df that reports the limit at once.
+    script = agent_layer.fault_files()["etc/systemd/system/" + agent_layer.FILL_UNIT]
+    body = script.split("ExecStart=/bin/sh -c '", 1)[1].rsplit("'\n", 1)[0]
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "df").write_text("#!/bin/sh\necho Use%%; echo ' %d%%'\n"
+                               % agent_layer.FILL_STOP_PERCENT)
+    (bindir / "df").chmod(0o755)
+    body = body.replace("exec sleep infinity", "exit 0")
+    out = subprocess.run(["/bin/sh", "-c", body], env={"PATH": "%s:/usr/bin:/bin" % bindir},
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert "at %d%%, holding" % agent_layer.FILL_STOP_PERCENT in out.stdout
 
 
 def test_baked_config_is_read_by_the_agent_with_the_faults_watched(tmp_path) -> None:
     path = os.path.join(str(tmp_path), "agent.conf")
     touch(path + ".d/50-vmdiag-test.conf", agent_layer.agent_conf())
+    touch(path + ".d/60-vmdiag-test-faults.conf", agent_layer.faults_conf())
     cfg = load_config(path)
     assert agent_layer.BROKEN_UNIT in cfg.get("watch", "units")
     assert agent_layer.MISSING_PROCESS in cfg.get("watch", "processes")
