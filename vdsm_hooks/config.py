@@ -129,7 +129,8 @@ OPTIONS: Tuple[Option, ...] = (
     Option("hook", "default", _bool, "on",
            "Add the vmdiag channel to VMs whose 'vmdiag' custom property is not set (on/off)."),
     Option("relay", "host_id", _text, "",
-           "This host's id in uploads; empty means /etc/vdsm/vdsm.id, else /etc/machine-id."),
+           "This host's id in uploads; empty means the CN of [upload] cert when uploading, "
+           "else /etc/vdsm/vdsm.id, else /etc/machine-id."),
     Option("relay", "libvirt_uri", _libvirt_uri, "qemu:///system",
            "libvirt connection the relay watches for VMs."),
     Option("relay", "channels_dir", _abs_path, "/var/lib/libvirt/qemu/channels",
@@ -229,6 +230,27 @@ def default_host_id(root: str = "/") -> str:
                          os.path.join(root, "etc/machine-id")))
 
 
+def certificate_cn(path: str) -> str | None:
+    """The subject CN of the PEM certificate at ``path``; None when it cannot be read.
+
+    The relay's upload certificate is VDSM's, whose CN is the host's address as the engine knows
+    it, and the engine records uploads under that CN (``[ingest] host_identity``).
+    """
+    try:
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+    except ImportError:  # python3-cryptography is on every VDSM host; tolerate its absence
+        return None
+    try:
+        with open(path, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except (OSError, ValueError):
+        return None
+    value = names[0].value if names else ""
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
 def config_files(path: str) -> List[str]:
     """The files ``load_config`` reads for main file ``path``: itself if present, then the
     ``*.conf`` drop-ins of ``<path>.d/`` in sorted order."""
@@ -242,8 +264,9 @@ def load_config(path: str | None = None, *, root: str = "/",
     """Read relay.conf and its drop-ins into frozen dataclasses; raise ConfigError if unusable.
 
     ``path`` defaults to ``$VMDIAG_RELAY_CONF`` or /etc/vmdiag/relay.conf. An empty
-    ``[relay] host_id`` is filled from ``default_host_id(root)`` unless ``resolve_host_id`` is
-    false (the hook scripts do not need it).
+    ``[relay] host_id`` is filled, unless ``resolve_host_id`` is false (the hook scripts do not
+    need it), with the CN of the upload certificate when uploads are on, else from
+    ``default_host_id(root)``.
     """
     path = path or os.environ.get(ENV_PATH) or DEFAULT_PATH
     values: Dict[Tuple[str, str], Any] = {}
@@ -268,7 +291,8 @@ def load_config(path: str | None = None, *, root: str = "/",
                           % (" + ".join(files) or path))
     relay: RelaySettings = sections["relay"]
     if resolve_host_id and not relay.host_id:
-        relay = dataclasses.replace(relay, host_id=default_host_id(root))
+        cn = certificate_cn(upload.cert) if upload.enabled and upload.cert else None
+        relay = dataclasses.replace(relay, host_id=cn or default_host_id(root))
     return RelayConfig(hook=sections["hook"], relay=relay, upload=upload, sources=tuple(files))
 
 

@@ -53,6 +53,26 @@ def test_host_id_prefers_vdsm_id(root):
     assert default_host_id(str(root)) == "4c4c4544-0035-4810-8052-b4c04f4d3732"
 
 
+def test_uploading_relay_is_known_by_its_certificate_cn(tmp_path, root):
+    # The engine records uploads under the client certificate's CN, so that is the default.
+    from tests.ovirt_standin import TestPKI
+
+    pki = TestPKI(str(tmp_path / "pki"))
+    host = pki.host("host1.example.test")
+    conf = tmp_path / "relay.conf"
+    conf.write_text("[upload]\nenabled = on\nurl = https://engine:8791/ingest/v1/reports\n"
+                    "cert = %s\nkey = %s\n" % (host.cert, host.key))
+    assert load_config(str(conf), root=str(root)).relay.host_id == "host1.example.test"
+    conf.write_text(conf.read_text() + "[relay]\nhost_id = explicit\n")
+    assert load_config(str(conf), root=str(root)).relay.host_id == "explicit"
+    # an unreadable certificate, or uploads off, fall back to the host's id files
+    broken = tmp_path / "broken.conf"
+    broken.write_text("[upload]\nenabled = on\nurl = https://engine:8791/ingest/v1/reports\n"
+                      "cert = %s\nkey = %s\n" % (tmp_path / "missing.pem", host.key))
+    assert load_config(str(broken), root=str(root)).relay.host_id == \
+        "0123456789abcdef0123456789abcdef"
+
+
 def test_no_host_id_anywhere_says_what_to_set(tmp_path):
     with pytest.raises(ConfigError, match=r"set \[relay\] host_id"):
         load_config(str(tmp_path / "relay.conf"), root=str(tmp_path))

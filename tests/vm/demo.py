@@ -32,7 +32,7 @@ from guest_agent.cli import render_report
 
 from . import image as image_mod
 from .agent_layer import BROKEN_UNIT
-from .demo_engine import HOST_CN, DemoEngine
+from .demo_engine import DemoEngine
 from .libvirt_env import Guest, ensure_daemons
 from .progress import log, step
 from .relay_feed import RelayFeed
@@ -123,7 +123,8 @@ class Demo:
         self.conn = ensure_daemons()
         self.engine.start()
         first = next(iter(self.ids))
-        self.relay = RelayFeed(first, os.path.join(self.run_dir, "relay.log"), host_id=HOST_CN,
+        # host_id left empty: the relay takes its certificate's CN, as on a real host
+        self.relay = RelayFeed(first, os.path.join(self.run_dir, "relay.log"), host_id="",
                                upload=self.engine.relay_upload())
         for name, role in DEMO_VMS:
             os.makedirs(os.path.join(self.run_dir, name))
