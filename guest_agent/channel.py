@@ -37,7 +37,6 @@ import stat
 import threading
 import time
 import tty
-from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Tuple
 
 from diag_protocol import CHANNEL_NAME, GUEST_DEVICE, MAX_LINE_BYTES, LineDecoder
@@ -120,17 +119,20 @@ def _salvage_request(line: bytes) -> Tuple[str, str] | None:
     return rid, (method[:64] if isinstance(method, str) else repr(method)[:64])
 
 
-@dataclass
 class ChannelStats:
     """Counters for ``config.get``/logs and for tests: what moved, what was dropped and why."""
 
-    sent_messages: int = 0
-    sent_bytes: int = 0
-    received: int = 0
-    connects: int = 0
-    disconnects: int = 0
-    open_failures: int = 0
-    dropped: collections.Counter[str] = field(default_factory=collections.Counter)
+    def __init__(self) -> None:
+        self.sent_messages = 0
+        self.sent_bytes = 0
+        self.received = 0
+        self.connects = 0
+        self.disconnects = 0
+        self.open_failures = 0
+        self.dropped: collections.Counter[str] = collections.Counter()
+
+    def __repr__(self) -> str:
+        return "ChannelStats(%r)" % self.as_dict()
 
     def as_dict(self) -> Dict[str, Any]:
         return {"sent_messages": self.sent_messages, "sent_bytes": self.sent_bytes,

@@ -16,9 +16,7 @@ import configparser
 import glob
 import os
 import re
-import urllib.parse
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Sequence, Tuple
 
 from diag_protocol import GUEST_DEVICE
 
@@ -33,8 +31,7 @@ class ConfigError(Exception):
     """A configuration value cannot be used; the message names file, key and what is allowed."""
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     """One declared option. ``kind`` is int, float, bool, str, list, choice, targets or urls."""
 
     section: str
@@ -181,6 +178,9 @@ def _parse_targets(opt: Option, text: str) -> Tuple[str, ...]:
 
 
 def _parse_urls(opt: Option, text: str) -> Tuple[str, ...]:
+    # Imported here: only a configuration with http_targets needs URL parsing.
+    import urllib.parse
+
     items = _split(text)
     for item in items:
         parts = urllib.parse.urlsplit(item)
@@ -226,14 +226,19 @@ def config_files(path: str) -> List[str]:
     return files
 
 
-@dataclass
 class AgentConfig:
     """The effective configuration: declared defaults overridden by the files, in order."""
 
-    values: Dict[Tuple[str, str], Any] = field(default_factory=dict)
-    sources: Dict[Tuple[str, str], str] = field(default_factory=dict)
-    files: List[str] = field(default_factory=list)
-    warnings: List[str] = field(default_factory=list)
+    def __init__(self, values: Dict[Tuple[str, str], Any] | None = None,
+                 sources: Dict[Tuple[str, str], str] | None = None,
+                 files: List[str] | None = None, warnings: List[str] | None = None) -> None:
+        self.values = {} if values is None else values
+        self.sources = {} if sources is None else sources
+        self.files = [] if files is None else files
+        self.warnings = [] if warnings is None else warnings
+
+    def __repr__(self) -> str:
+        return "AgentConfig(files=%r, overridden=%r)" % (self.files, sorted(self.sources))
 
     def get(self, section: str, key: str) -> Any:
         if (section, key) not in _BY_NAME:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from ..platform import LOCAL, Machine
 
 
-@dataclass(frozen=True)
-class CollectorOptions:
+class CollectorOptions(NamedTuple):
     """Inputs of every collector. Defaults match agent.conf's declared defaults.
 
     ``watched_units`` entries may carry the state they must be in: ``"backup.timer=active"``,
@@ -33,4 +31,4 @@ class CollectorOptions:
     #: Ask the resolver for the FQDN when /etc/hosts gives none (off: no DNS traffic at all).
     resolve_fqdn: bool = True
     #: Where to read from: the running system, or a fixture tree / container prefix in tests.
-    machine: Machine = field(default=LOCAL)
+    machine: Machine = LOCAL

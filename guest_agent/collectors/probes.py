@@ -19,8 +19,6 @@ import os
 import socket
 import struct
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import Future, wait
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -155,16 +153,19 @@ def tcp_probe(target: str, timeout: float) -> Dict[str, Any]:
     return {"latency_ms": _ms(start)}
 
 
-#: Direct connections only: the probe measures whether this guest reaches the URL itself.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
 def http_probe(url: str, timeout: float) -> Dict[str, Any]:
     """GET ``url``; any status below 500 counts as answering (4xx is the server speaking)."""
+    # Imported here: urllib.request pulls in http.client, email and ssl (about 8 MiB of RSS),
+    # which an agent without http_targets never needs.
+    import urllib.error
+    import urllib.request
+
+    # Direct connections only: the probe measures whether this guest reaches the URL itself.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     request = urllib.request.Request(url, headers={"User-Agent": "vmdiag-agent"})
     start = time.perf_counter()
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             status = response.status
     except urllib.error.HTTPError as err:
         status = err.code

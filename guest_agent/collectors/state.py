@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Tuple
 
 from ..platform import ProcStat
@@ -21,28 +20,32 @@ from ..platform import ProcStat
 PROBE_WORKERS = 8
 
 
-@dataclass
 class PackagesMemo:
-    manager: str | None = None
-    digest: str | None = None
-    count: int | None = None
-    stamp: Any = None
-    items: List[Dict[str, str]] = field(default_factory=list)
-    error: str | None = None
-    #: The digest last sent with its full list; ``force_packages`` clears it to resend.
-    sent_digest: str | None = None
+    """The last package inventory and what of it was sent."""
+
+    def __init__(self) -> None:
+        self.manager: str | None = None
+        self.digest: str | None = None
+        self.count: int | None = None
+        self.stamp: Any = None
+        self.items: List[Dict[str, str]] = []
+        self.error: str | None = None
+        #: The digest last sent with its full list; ``force_packages`` clears it to resend.
+        self.sent_digest: str | None = None
 
 
-@dataclass
 class CollectorState:
-    clock: Callable[[], float] = time.monotonic
-    samples: Dict[str, Tuple[float, Any]] = field(default_factory=dict)
-    slow: Dict[str, Tuple[float, Any]] = field(default_factory=dict)
-    packages: PackagesMemo = field(default_factory=PackagesMemo)
-    user_names: Dict[int, str] = field(default_factory=dict)
-    _scan: Tuple[float, List[ProcStat]] | None = None
-    _executor: ThreadPoolExecutor | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    """Samples, slow-cadence results and the probe pool of one agent process."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.samples: Dict[str, Tuple[float, Any]] = {}
+        self.slow: Dict[str, Tuple[float, Any]] = {}
+        self.packages = PackagesMemo()
+        self.user_names: Dict[int, str] = {}
+        self._scan: Tuple[float, List[ProcStat]] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def swap(self, key: str, value: Any) -> Tuple[float, Any] | None:
         """Store ``value`` as the newest sample of ``key``; return (seconds since, old value).

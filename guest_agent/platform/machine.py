@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Protocol, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Protocol, Sequence
 
 from .errors import CommandFailed, CommandNotFound, CommandTimeout
 
@@ -20,8 +19,7 @@ COMMAND_ENV = {"LC_ALL": "C", "LANG": "C", "SYSTEMD_PAGER": "", "SYSTEMD_COLORS"
                "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(NamedTuple):
     """Root of the filesystem to read; ``Paths("/x")`` reads ``/x/proc/stat`` for ``/proc/stat``."""
 
     root: str = "/"
@@ -47,8 +45,7 @@ class Paths:
         return self.root in ("", "/")
 
 
-@dataclass(frozen=True)
-class CommandResult:
+class CommandResult(NamedTuple):
     argv: Sequence[str]
     rc: int
     stdout: str
@@ -90,8 +87,7 @@ def _psutil_users() -> List[Any]:
     return psutil.users()
 
 
-@dataclass(frozen=True)
-class Machine:
+class Machine(NamedTuple):
     """The machine the platform functions look at.
 
     ``if_addrs`` and ``users`` are the two things Linux exposes only through C APIs
@@ -99,7 +95,7 @@ class Machine:
     the same shapes (``psutil.net_if_addrs()``, ``psutil.users()``) when a test supplies them.
     """
 
-    paths: Paths = field(default_factory=Paths)
+    paths: Paths = Paths()
     runner: Runner = subprocess_runner
     if_addrs: Callable[[], Dict[str, List[Any]]] = _psutil_if_addrs
     users: Callable[[], List[Any]] = _psutil_users
