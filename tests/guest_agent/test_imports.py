@@ -1,9 +1,10 @@
 """What the agent process loads: heavy stdlib modules stay out unless a feature needs them.
 
 The agent must stay small (RSS target 20 MB), and most of a Python process's memory is the
-modules it imported. urllib.request brings http.client, email and ssl (about 8 MiB), dataclasses
-brings inspect and ast. Each test runs a fresh interpreter and looks at ``sys.modules``; it
-asserts what is loaded, not a timing or an RSS figure, so it is stable on any machine.
+modules it imported. urllib.request brings http.client, email and ssl (about 8 MiB), hashlib
+brings OpenSSL's libcrypto (over 3 MiB), dataclasses brings inspect and ast. Each test runs a
+fresh interpreter and looks at ``sys.modules``; it asserts what is loaded, not a timing or an
+RSS figure, so it is stable on any machine.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import List
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #: Never needed by an agent without http_targets.
-HEAVY = ("urllib.request", "http.client", "email", "ssl", "_ssl", "dataclasses", "inspect",
-         "encodings.idna")
+HEAVY = ("urllib.request", "http.client", "email", "ssl", "_ssl", "hashlib", "_hashlib",
+         "dataclasses", "inspect", "encodings.idna")
 
 
 def _modules_after(code: str) -> List[str]:
