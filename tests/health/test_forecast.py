@@ -139,6 +139,7 @@ def test_minutes_of_a_disk_filling_in_minutes_are_enough_to_warn():
     assert doc["status"] == "critical"
     assert doc["eta_at"] == pytest.approx(NOW + left, rel=0.05)
     assert doc["confidence"] > 0.9
+    assert "(growing 5.6 GiB an hour)" in doc["message"]  # 16 MiB / 10 s
 
 
 def test_minutes_of_a_boot_ramp_do_not_predict_the_day():
