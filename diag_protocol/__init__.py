@@ -21,7 +21,14 @@ from .constants import (
     host_socket_path,
 )
 from .errors import ProtocolError
-from .framing import LineDecoder, decode_line, encode, validate, validate_envelope
+from .framing import (
+    LineDecoder,
+    decode_line,
+    encode,
+    validate,
+    validate_envelope,
+    wrap_report,
+)
 from .messages import (
     make_envelope,
     make_heartbeat,
@@ -38,4 +45,5 @@ __all__ = [
     "SUPPORTED_VERSIONS", "SCHEMA", "LineDecoder", "ProtocolError", "clean", "clean_string",
     "decode_line", "encode", "host_socket_path", "make_envelope", "make_heartbeat", "make_hello",
     "make_reply", "make_report", "make_request", "negotiate", "validate", "validate_envelope",
+    "wrap_report",
 ]

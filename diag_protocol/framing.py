@@ -8,12 +8,12 @@ decoder skips to the next newline without buffering the rest.
 
 import collections
 import json
-from typing import Any, Dict, List
+import time
+from typing import Any, Dict, List, Optional
 
-from .clean import clean
+from .compiled import ENVELOPE_HEAD, VALIDATORS
 from .constants import MAX_LINE_BYTES, MESSAGE_TYPES, PROTOCOL_VERSION
 from .errors import ProtocolError
-from .schema import SCHEMA, check
 
 Message = Dict[str, Any]
 
@@ -35,17 +35,34 @@ def validate(msg: Any) -> Message:
     if msg.get("v") != PROTOCOL_VERSION:
         raise ProtocolError("bad_version", "v %r, this side speaks %d"
                             % (str(msg.get("v"))[:16], PROTOCOL_VERSION))
-    msg = clean(msg)
-    check(msg, SCHEMA["$defs"][kind])
-    return msg
+    checked: Message = VALIDATORS[kind](msg)
+    return checked
 
 
 def validate_envelope(envelope: Any) -> Message:
     """Validate a relay-to-engine envelope ``{host_id, vm_id, received_at, report}``."""
     if not isinstance(envelope, dict):
         raise ProtocolError("not_object", "an envelope must be a JSON object")
-    envelope = clean(envelope)
-    check(envelope, SCHEMA["$defs"]["envelope"])
+    checked: Message = VALIDATORS["envelope"](envelope)
+    return checked
+
+
+def wrap_report(host_id: str, vm_id: str, report: Message,
+                received_at: Optional[float] = None) -> Message:
+    """A validated envelope around ``report``, which must be a report that ``validate``,
+    ``decode_line`` or ``LineDecoder`` returned (so already checked and cleaned).
+
+    Only the envelope's own fields are checked (ProtocolError as ``validate_envelope`` would
+    raise it); the report is not walked again. Envelopes from anywhere else (disk, network)
+    go through ``validate_envelope``.
+    """
+    if not isinstance(report, dict) or report.get("type") != "report":
+        raise ProtocolError("invalid", "report: not a validated report message")
+    envelope: Message = ENVELOPE_HEAD({
+        "host_id": host_id, "vm_id": vm_id,
+        "received_at": time.time() if received_at is None else received_at,
+        "report": None})
+    envelope["report"] = report
     return envelope
 
 

@@ -7,6 +7,8 @@ This package must stay stdlib-only (it runs inside guests), so ``validate`` impl
 subset of JSON Schema that ``SCHEMA`` uses (type, enum, const, properties, required,
 additionalProperties, items, min/maxItems, maxProperties, minimum, maximum, maxLength,
 pattern, $ref). The test suite checks that ``jsonschema`` agrees with it on generated input.
+``check`` is the reference walk; compiled.py compiles ``SCHEMA`` into closures that clean and
+check in one walk for the hot path, and falls back to ``check`` to word every rejection.
 
 Caps keep an untrusted guest from making the host hold or store huge documents: every list
 has ``maxItems`` and every string ``maxLength``. Section payloads admit fields this version
@@ -214,6 +216,12 @@ def _fail(path: str, why: str) -> ProtocolError:
     return ProtocolError("invalid", "%s: %s" % (path or "message", why))
 
 
+def _same(value: Any, expected: Any) -> bool:
+    """JSON equality of scalars as JSON Schema means it for const and enum: 1 == 1.0, but
+    true is not 1 (Python's ``True == 1`` would let ``"v": true`` through)."""
+    return value == expected and isinstance(value, bool) is isinstance(expected, bool)
+
+
 def check(value: Any, schema: Schema, path: str = "") -> None:
     """Raise ProtocolError('invalid') unless ``value`` satisfies ``schema`` (the subset above)."""
     if "$ref" in schema:
@@ -228,9 +236,9 @@ def check(value: Any, schema: Schema, path: str = "") -> None:
                 errors.append(err.detail)
         else:
             raise _fail(path, "matches none of: " + "; ".join(errors))
-    if "const" in schema and value != schema["const"]:
+    if "const" in schema and not _same(value, schema["const"]):
         raise _fail(path, "must be %r" % (schema["const"],))
-    if "enum" in schema and value not in schema["enum"]:
+    if "enum" in schema and not any(_same(value, choice) for choice in schema["enum"]):
         raise _fail(path, "must be one of %s" % ", ".join(map(str, schema["enum"])))
     kinds = schema.get("type")
     if kinds is not None:
