@@ -14,6 +14,11 @@ every guest is connected and has reported once:
 
 Usage: python3 benchmarks/relay_bench.py [--vms 1000] [--duration 60] [--interval 10]
 Targets (DESIGN): 1000 VMs within 20% of one core, p99 <= 50 ms.
+
+Measured (2 shared cores, Python 3.11, defaults: 1000 VMs, 10 s, ~20 KB reports; median of 3
+runs, the host's load varied): relay CPU 37.2 % of a core (3.4-3.9 ms per report) with the
+clean-then-check validation; 16.8 % (1.6-1.9 ms per report), p99 5-8 ms, with the compiled
+validators (diag_protocol/compiled.py). ``benchmarks/validate_bench.py`` times validation alone.
 """
 
 from __future__ import annotations

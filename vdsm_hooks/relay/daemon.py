@@ -226,7 +226,9 @@ class RelayDaemon:
 
     def _on_report(self, envelope: Dict[str, Any]) -> None:
         if self.uploader is not None:
-            self.uploader.submit(envelope)
+            # the session's LineDecoder validated the report: wrap it, do not walk it again
+            self.uploader.submit_report(envelope["vm_id"], envelope["report"],
+                                        envelope["received_at"])
 
     # -- control ---------------------------------------------------------------------------
 

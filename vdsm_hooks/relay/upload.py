@@ -3,6 +3,7 @@
 Flow (DESIGN.md, "Relay -> engine")::
 
     submit(envelope) --validate--> memory queue --batch_size / batch_interval--> POST
+    submit_report(vm_id, report) --wrap--^
                                         |                                          |
                                         +--- engine down, or spool not empty ---> Spool
                                                                                    |
@@ -35,7 +36,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Tuple
 
 import aiohttp
 
-from diag_protocol import ProtocolError, make_envelope, validate_envelope
+from diag_protocol import ProtocolError, validate_envelope, wrap_report
 
 from ..config import UploadConfig
 from .spool import Spool, SpoolError
@@ -73,7 +74,8 @@ class Uploader:
 
         uploader = Uploader(cfg.upload, cfg.relay.host_id)
         task = asyncio.create_task(uploader.run())
-        uploader.submit(make_envelope(host_id, vm_id, report))   # from any session
+        uploader.submit_report(vm_id, report)   # a session's validated report
+        uploader.submit(envelope)               # anything else: validated here
         ...
         await uploader.close()          # stops run(), spools what is still in memory
     """
@@ -120,13 +122,35 @@ class Uploader:
             envelope = dict(envelope, host_id=self.host_id)
         try:
             checked = validate_envelope(dict(envelope))
+        except (ProtocolError, ValueError, TypeError) as err:
+            return self._invalid(envelope.get("vm_id"), err)
+        return self._queue(checked)
+
+    def submit_report(self, vm_id: str, report: Mapping[str, Any],
+                      received_at: float | None = None) -> bool:
+        """Wrap a guest report that ``diag_protocol`` already validated (a session's, from its
+        ``LineDecoder``) in an envelope from this host and submit it, like ``submit``.
+
+        Only the envelope's own fields are checked: the report is not walked a second time.
+        Anything not validated that way goes through ``submit``.
+        """
+        try:
+            checked = wrap_report(self.host_id, vm_id, dict(report), received_at)
+        except (ProtocolError, ValueError, TypeError) as err:
+            return self._invalid(vm_id, err)
+        return self._queue(checked)
+
+    def _invalid(self, vm_id: Any, err: Exception) -> bool:
+        self._counters["invalid"] += 1
+        log.warning("not uploading an invalid envelope for VM %s: %s", str(vm_id)[:64], err)
+        return False
+
+    def _queue(self, checked: Dict[str, Any]) -> bool:
+        try:
             line = json.dumps(checked, ensure_ascii=False, separators=(",", ":"),
                               allow_nan=False).encode("utf-8") + b"\n"
-        except (ProtocolError, ValueError, TypeError) as err:
-            self._counters["invalid"] += 1
-            log.warning("not uploading an invalid envelope for VM %s: %s",
-                        str(envelope.get("vm_id"))[:64], err)
-            return False
+        except (ValueError, TypeError) as err:
+            return self._invalid(checked.get("vm_id"), err)
         if len(line) > self.max_batch_bytes:
             self._counters["invalid"] += 1
             log.warning("not uploading a %d byte envelope for VM %s: over the %d byte request "
@@ -145,11 +169,6 @@ class Uploader:
                                        or len(self._pending) >= self.cfg.batch_size):
             self._wake.set()
         return True
-
-    def submit_report(self, vm_id: str, report: Mapping[str, Any],
-                      received_at: float | None = None) -> bool:
-        """Wrap a validated guest report in an envelope from this host and submit it."""
-        return self.submit(make_envelope(self.host_id, vm_id, dict(report), received_at))
 
     def stats(self) -> Dict[str, Any]:
         """Counters for ``vmdiag-relay status`` and the logs."""
