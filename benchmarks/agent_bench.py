@@ -263,9 +263,11 @@ def bench_agent_process(conf_dir: str, window: float, python: str) -> Dict[str, 
     sock = os.path.join(conf_dir, "port")
     host = Host(sock)
     host.start()
+    # cwd: ``-m`` puts the working directory first on sys.path, ahead of the compiled copy
     proc = subprocess.Popen([python, "-m", "guest_agent", "--config",
                              os.path.join(conf_dir, "agent.conf"), "run", "--device", sock],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, cwd=conf_dir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         if not host.first_report.wait(60):
             raise RuntimeError("the agent sent no report within 60s")
