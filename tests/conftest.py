@@ -6,8 +6,14 @@ import os
 from typing import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.storage.pg_cluster import PgCluster, PgUnavailable
+
+# scripts/test (CI) runs the property tests derandomized, so a run on a clean checkout passes or
+# fails the same way every time; a plain `pytest` keeps exploring new examples on each run.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")

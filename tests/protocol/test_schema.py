@@ -61,8 +61,12 @@ def test_generated_messages_round_trip(kind):
 
 
 def _mutations():
-    leaf = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=False,
-                     allow_infinity=False), st.text(max_size=20))
+    # Integral floats (3.0) are left out on purpose: JSON Schema counts them as integers, the
+    # protocol does not (docs/design.md: integers are written as integers), so there the two
+    # validators disagree by design.
+    floats = st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: not f.is_integer())
+    leaf = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), floats,
+                     st.text(max_size=20))
     return st.recursive(leaf, lambda c: st.one_of(st.lists(c, max_size=4),
                                                   st.dictionaries(st.text(max_size=8), c,
                                                                   max_size=4)), max_leaves=12)

@@ -32,10 +32,10 @@ from guest_agent.cli import render_report
 
 from . import image as image_mod
 from .agent_layer import BROKEN_UNIT
-from .demo_engine import DemoEngine
-from .libvirt_env import Guest, ensure_daemons
+from .demo_engine import DemoEngine, EngineError
+from .libvirt_env import Guest, GuestError, ensure_daemons
 from .progress import log, step
-from .relay_feed import RelayFeed
+from .relay_feed import RelayError, RelayFeed
 
 #: (name, role of the test image): see tests/vm/agent_layer.py for the roles.
 DEMO_VMS = (("demo-web", "healthy"), ("demo-filling", "filling"))
@@ -59,16 +59,21 @@ def describe(diag: sdk.VmDiagnostics, now: float) -> str:
 
 
 def status_line(diag: sdk.VmDiagnostics) -> str:
-    """One line per VM for the periodic update."""
+    """One line per VM for the periodic update: verdict, root filesystem, the worst finding."""
     root = next((fc for fc in diag.forecasts if fc.label == "/"), None)
-    used = ""
+    parts = ["%-13s %-8s" % (diag.vm.name, diag.health.status)]
     if root is not None and root.capacity:
-        used = ", / %.0f%% used" % (100.0 * root.current / root.capacity)
-    eta = ""
-    if root is not None and root.eta_s is not None:
-        eta = ", full in about %s" % humanize.duration(root.eta_s)
-    worst = diag.health.reasons[0].message if diag.health.reasons else "no findings"
-    return "%-13s %-8s%s%s; %s" % (diag.vm.name, diag.health.status, used, eta, worst)
+        parts.append("/ %.0f%% used" % (100.0 * root.current / root.capacity)
+                     + (", full in about %s" % humanize.duration(root.eta_s)
+                        if root.eta_s is not None else ""))
+    counts = {}
+    for reason in diag.health.reasons:
+        counts[reason.severity] = counts.get(reason.severity, 0) + 1
+    parts.append(", ".join("%d %s" % (n, sev) for sev, n in sorted(counts.items()))
+                 or "no findings")
+    if diag.health.reasons:
+        parts.append(diag.health.reasons[0].message[:100])
+    return "; ".join(parts)
 
 
 def shows_the_problems(diag: sdk.VmDiagnostics) -> bool:
@@ -211,7 +216,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         log("stopping")
         return 0
-    except (TimeoutError, sdk.VmdiagError) as err:
+    except (TimeoutError, sdk.VmdiagError, EngineError, RelayError, GuestError) as err:
         log("FAILED: %s (run folder %s)" % (err, demo.run_dir))
         return 1
     finally:

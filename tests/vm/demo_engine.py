@@ -139,7 +139,10 @@ class DemoEngine:
                 self.proc = subprocess.Popen(
                     [sys.executable, "-m", "engine_plugin.service.cli", "--config", self.config,
                      "serve"], env=env, cwd=SOURCE_ROOT, stdout=logfile,
-                    stderr=subprocess.STDOUT)
+                    stderr=subprocess.STDOUT,
+                    # its own session: a Ctrl-C in the terminal reaches the demo, which stops
+                    # the engine after the guests and the relay, not everything at once
+                    start_new_session=True)
             self._wait_ready(timeout)
         self.standin.proxy_vmdiag("http://127.0.0.1:%d" % self.api_port)
 

@@ -65,7 +65,8 @@ class RelayFeed:
             logfile = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 - child owns it
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", RELAY_CLI, "run", "--config", self.config, "--foreground"],
-                env=self._env(), cwd=SOURCE_ROOT, stdout=logfile, stderr=subprocess.STDOUT)
+                env=self._env(), cwd=SOURCE_ROOT, stdout=logfile, stderr=subprocess.STDOUT,
+                start_new_session=True)  # Ctrl-C reaches the test or demo, which stops it
             logfile.close()
             deadline = time.monotonic() + timeout
             while not os.path.exists(self.socket):
