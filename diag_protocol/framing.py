@@ -48,7 +48,8 @@ def validate_envelope(envelope: Any) -> Message:
 
 
 def wrap_report(host_id: str, vm_id: str, report: Message,
-                received_at: Optional[float] = None) -> Message:
+                received_at: Optional[float] = None,
+                agent_version: Optional[str] = None) -> Message:
     """A validated envelope around ``report``, which must be a report that ``validate``,
     ``decode_line`` or ``LineDecoder`` returned (so already checked and cleaned).
 
@@ -58,10 +59,12 @@ def wrap_report(host_id: str, vm_id: str, report: Message,
     """
     if not isinstance(report, dict) or report.get("type") != "report":
         raise ProtocolError("invalid", "report: not a validated report message")
-    envelope: Message = ENVELOPE_HEAD({
-        "host_id": host_id, "vm_id": vm_id,
-        "received_at": time.time() if received_at is None else received_at,
-        "report": None})
+    head: Message = {"host_id": host_id, "vm_id": vm_id,
+                     "received_at": time.time() if received_at is None else received_at,
+                     "report": None}
+    if agent_version:
+        head["agent_version"] = agent_version
+    envelope: Message = ENVELOPE_HEAD(head)
     envelope["report"] = report
     return envelope
 

@@ -41,7 +41,11 @@ def make_reply(request_id: str, ok: bool, result: Any = None, code: Optional[str
 
 
 def make_envelope(host_id: str, vm_id: str, report: Message,
-                  received_at: Optional[float] = None) -> Message:
-    return {"host_id": host_id, "vm_id": vm_id,
-            "received_at": time.time() if received_at is None else received_at,
-            "report": report}
+                  received_at: Optional[float] = None,
+                  agent_version: Optional[str] = None) -> Message:
+    envelope: Message = {"host_id": host_id, "vm_id": vm_id,
+                         "received_at": time.time() if received_at is None else received_at,
+                         "report": report}
+    if agent_version:
+        envelope["agent_version"] = agent_version
+    return envelope

@@ -195,6 +195,8 @@ SCHEMA: Schema = {
             "host_id": {"type": "string", "minLength": 1, "maxLength": 256},
             "vm_id": UUID,
             "received_at": TIME,
+            # the version the agent announced in its hello, when the relay has seen one
+            "agent_version": s(64, nullable=False),
             "report": ref("report"),
         }, required=["host_id", "vm_id", "received_at", "report"], extra=False),
     },

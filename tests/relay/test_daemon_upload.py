@@ -43,6 +43,7 @@ async def test_reports_reach_the_engine_in_order_exactly_once(tmp_path, pki, ser
                     % (entry.counters.as_dict(), uploader.stats()))
         assert server.keys() == [(guest.vm_id, "run-1", i) for i in range(5)]
         assert all(e["host_id"] == HOST_CN for e in server.unique)
+        assert all(e["agent_version"] == "1.0.0" for e in server.unique)
         assert sum(len(batch) for batch in server.requests) == 5
         status = await asyncio.to_thread(call, settings.control_socket, {"cmd": "status"})
         assert status["upload"]["sent"] == 5

@@ -77,6 +77,7 @@ async def test_hello_and_reports_are_cached_and_forwarded_as_envelopes(guest, ca
         for env in envelopes:
             validate_envelope(env)
             assert env["vm_id"] == guest.vm_id and env["host_id"] == "host-1"
+            assert env["agent_version"] == "2.1.0"  # from the hello, for the engine's pages
         row = entry.status_row()
         assert row["state"] == "connected" and row["last_report_age"] < 5
     finally:

@@ -152,3 +152,14 @@ def test_resent_sections_under_a_new_seq_keep_the_first_points(store: Store) -> 
     assert store.history(vm_uuid(2), "cpu.percent", 0, 5000)[1] == [(1000.0, 10.0),
                                                                     (1060.0, 20.0)]
     assert store.latest(vm_uuid(1)).report["seq"] == 1
+
+
+def test_agent_version_from_the_relays_envelope_is_kept(store: Store) -> None:
+    # The relay adds the version the agent announced in its hello; an envelope without one
+    # (a relay that has not seen the hello yet) keeps the version already known.
+    first = envelope(1, 0, 1000.0)
+    first["agent_version"] = "0.1.0"
+    store.ingest([first])
+    store.ingest([envelope(1, 1, 1060.0)])
+    [row] = store.summaries([vm_uuid(1)])
+    assert row.agent_version == "0.1.0"

@@ -228,7 +228,8 @@ class RelayDaemon:
         if self.uploader is not None:
             # the session's LineDecoder validated the report: wrap it, do not walk it again
             self.uploader.submit_report(envelope["vm_id"], envelope["report"],
-                                        envelope["received_at"])
+                                        envelope["received_at"],
+                                        envelope.get("agent_version"))
 
     # -- control ---------------------------------------------------------------------------
 

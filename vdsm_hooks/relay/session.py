@@ -389,7 +389,9 @@ class VMSession:
         self.entry.set_report(msg, now)
         if self.on_report is not None:
             try:
-                self.on_report(make_envelope(self.host_id, self.vm_id, msg, received_at=now))
+                version = (self.entry.hello or {}).get("agent_version")
+                self.on_report(make_envelope(self.host_id, self.vm_id, msg, received_at=now,
+                                             agent_version=version))
             except Exception:
                 self.log.exception("report sink failed; the report stays cached")
 

@@ -127,7 +127,8 @@ class Uploader:
         return self._queue(checked)
 
     def submit_report(self, vm_id: str, report: Mapping[str, Any],
-                      received_at: float | None = None) -> bool:
+                      received_at: float | None = None,
+                      agent_version: str | None = None) -> bool:
         """Wrap a guest report that ``diag_protocol`` already validated (a session's, from its
         ``LineDecoder``) in an envelope from this host and submit it, like ``submit``.
 
@@ -135,7 +136,8 @@ class Uploader:
         Anything not validated that way goes through ``submit``.
         """
         try:
-            checked = wrap_report(self.host_id, vm_id, dict(report), received_at)
+            checked = wrap_report(self.host_id, vm_id, dict(report), received_at,
+                                  agent_version)
         except (ProtocolError, ValueError, TypeError) as err:
             return self._invalid(vm_id, err)
         return self._queue(checked)
