@@ -25,6 +25,7 @@ from .framing import (
     LineDecoder,
     decode_line,
     encode,
+    loads,
     validate,
     validate_envelope,
     wrap_report,
@@ -43,7 +44,7 @@ __all__ = [
     "ALLOWED_METHODS", "CHANNEL_NAME", "CHECK_STATUSES", "GUEST_DEVICE", "HOST_CHANNELS_DIR",
     "MAX_DEPTH", "MAX_LINE_BYTES", "MAX_STRING", "MESSAGE_TYPES", "PROTOCOL_VERSION", "SECTIONS",
     "SUPPORTED_VERSIONS", "SCHEMA", "LineDecoder", "ProtocolError", "clean", "clean_string",
-    "decode_line", "encode", "host_socket_path", "make_envelope", "make_heartbeat", "make_hello",
-    "make_reply", "make_report", "make_request", "negotiate", "validate", "validate_envelope",
-    "wrap_report",
+    "decode_line", "encode", "host_socket_path", "loads", "make_envelope", "make_heartbeat",
+    "make_hello", "make_reply", "make_report", "make_request", "negotiate", "validate",
+    "validate_envelope", "wrap_report",
 ]

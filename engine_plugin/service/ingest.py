@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import ssl
 import threading
@@ -29,7 +28,7 @@ from typing import Any, Awaitable, Callable, Dict, Iterable, List, Set, Tuple, U
 
 from aiohttp import web
 
-from diag_protocol import ProtocolError, validate_envelope
+from diag_protocol import ProtocolError, loads, validate_envelope
 
 from .metrics import ServiceMetrics
 
@@ -130,7 +129,7 @@ class IngestHandler:
 
     def _parse(self, raw: bytes, cn: str) -> Union[web.Response, Tuple[List[Dict[str, Any]], int]]:
         try:
-            body = json.loads(raw)
+            body = loads(raw)  # diag_protocol's: numbers out of range are refused here
         except (ValueError, UnicodeDecodeError) as err:
             return self._error(400, "bad_json", "the body is not JSON: %s" % err)
         envelopes = body.get("envelopes") if isinstance(body, dict) else None

@@ -40,7 +40,10 @@ def _number(value: Any) -> float | None:
     """A finite float, or None for anything else (bools are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond a double, from a relay that let it through
+        return None
     return value if math.isfinite(value) else None
 
 

@@ -55,6 +55,11 @@ async def test_malformed_bodies_are_400_and_oversized_batches_413(make_service, 
     assert reply.status == 413 and "split" in reply.json()["error"]["message"]
     huge = {"envelopes": [], "padding": "x" * 300000}
     assert (await upload(service, ctx, huge)).status == 413
+    # a number no column can hold (a relay that let a guest's 400-digit integer through)
+    env = envelope(VM_ALICE, HOST_1_CN, 0)
+    env["report"]["seq"] = 10**400
+    reply = await upload(service, ctx, {"envelopes": [env]})
+    assert reply.status == 400 and "beyond 64 bits" in reply.json()["error"]["message"]
 
 
 async def test_host_is_the_certificate_cn_not_the_claim(make_service, pki) -> None:

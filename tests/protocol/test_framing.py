@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,6 +11,7 @@ from diag_protocol import (
     LineDecoder,
     ProtocolError,
     encode,
+    loads,
     make_heartbeat,
     make_report,
     make_request,
@@ -135,3 +137,20 @@ def test_blank_lines_and_crlf_are_tolerated():
     dec = LineDecoder()
     assert len(dec.feed(b"\n\r\n" + encode(HB).replace(b"\n", b"\r\n"))) == 1
     assert not dec.drops
+
+
+def test_numbers_beyond_what_a_receiver_can_hold_are_dropped():
+    # a 400-digit integer would make every float() downstream raise; 1e400 decodes to inf
+    huge_int = b'{"type":"reply","v":1,"id":"1","ok":true,"result":{"total":1' + b"0" * 400 \
+        + b"}}"
+    huge_float = b'{"type":"reply","v":1,"id":"2","ok":true,"result":[1e400]}'
+    fine = (b'{"type":"reply","v":1,"id":"3","ok":true,"result":{"max":18446744073709551615,'
+            b'"min":-9223372036854775808,"tiny":1e-300,"serial":"e123 00000000000000000000001"}}')
+    dec = LineDecoder()
+    out = dec.feed(b"\n".join([huge_int, huge_float, fine]) + b"\n")
+    assert [m["id"] for m in out] == ["3"]
+    assert out[0]["result"]["max"] == 2**64 - 1 and out[0]["result"]["tiny"] == 1e-300
+    assert dec.drops == {"bad_json": 2}
+    assert loads('{"a": 12345678901234567890}') == {"a": 12345678901234567890}
+    with pytest.raises(ValueError, match="beyond 64 bits"):
+        loads(b'[123456789012345678901]')

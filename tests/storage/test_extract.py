@@ -121,3 +121,10 @@ def test_newest_report_without_checks_keeps_older_findings_of_the_batch() -> Non
     assert newest.seq == 1
     assert newest.worst_status == "critical"
     assert newest.hostname == "guest.example.test"
+
+
+def test_numbers_beyond_a_double_are_skipped_not_fatal() -> None:
+    env = envelope(1, 0, 1.0)
+    env["report"]["sections"]["resources"]["data"]["memory"]["total"] = 10**400
+    names = [name for name, _, _ in extract_samples(env["report"])]
+    assert "memory.total" not in names and "cpu.percent" in names
