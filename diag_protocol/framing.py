@@ -9,7 +9,6 @@ decoder skips to the next newline without buffering the rest.
 import collections
 import json
 import math
-import re
 import time
 from typing import Any, Dict, List, Optional
 
@@ -46,18 +45,29 @@ def _finite(text: str) -> float:
 _decoder = json.JSONDecoder(parse_constant=_reject_constant)
 _checked_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_int64,
                                     parse_float=_finite)
-# Only text with a 20-digit run or a 3-digit exponent can hold such a number; the rest takes
-# the fast decoder (a false alarm inside a string merely costs the slower, still exact, path).
-_SUSPECT = re.compile(r"[0-9]{20}|[eE][-+]?[0-9]{3}")
+# Only text with a 20-digit run or a 3-digit positive exponent can hold such a number: with
+# every digit mapped to "0", three substring searches find them (a tenth of a regex's cost).
+# The rest takes the fast decoder; a false alarm inside a string costs the slower exact path.
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789E", b"000000000e")
 
 
-def loads(data: "str | bytes") -> Any:
+def _suspect(data: bytes) -> bool:
+    folded = data.translate(_DIGITS_TO_ZERO)
+    return b"0" * 20 in folded or b"e000" in folded or b"e+000" in folded
+
+
+def loads(data: "str | bytes", raw: Optional[bytes] = None) -> Any:
     """``json.loads`` for untrusted input: no NaN/Infinity, no number out of range.
 
-    Raises ValueError (UnicodeDecodeError for bytes that are not UTF-8) like json.loads."""
-    text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
-    decoder = _checked_decoder if _SUSPECT.search(text) else _decoder
-    return decoder.decode(text)
+    ``raw`` is ``data``'s bytes when the caller has them. Raises ValueError
+    (UnicodeDecodeError for bytes that are not UTF-8) like json.loads."""
+    if isinstance(data, (bytes, bytearray)):
+        raw, text = bytes(data), data.decode("utf-8")
+    else:
+        text = data
+        if raw is None:
+            raw = text.encode("utf-8", "surrogatepass")
+    return (_checked_decoder if _suspect(raw) else _decoder).decode(text)
 
 
 def validate(msg: Any) -> Message:
@@ -110,7 +120,7 @@ def decode_line(line: bytes) -> Message:
         raise ProtocolError("oversize", "%d bytes" % len(line))
     text = line.decode("utf-8", errors="replace")
     try:
-        value = loads(text)
+        value = loads(text, line)
     except RecursionError as err:
         raise ProtocolError("too_deep", "nesting too deep to decode") from err
     except ValueError as err:
