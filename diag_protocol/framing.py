@@ -10,7 +10,7 @@ import collections
 import json
 import math
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .compiled import ENVELOPE_HEAD, VALIDATORS
 from .constants import MAX_LINE_BYTES, MESSAGE_TYPES, PROTOCOL_VERSION
@@ -147,10 +147,14 @@ class LineDecoder:
 
     Counters: ``messages`` (accepted), ``bytes`` (all fed), ``drops`` (a Counter by reason;
     ``bad_utf8`` counts lines that were decoded with replacement characters but kept).
+    ``on_drop(line, error)``, if given, sees each line refused after decoding (not the
+    oversize ones, which are never held), e.g. to answer a refused request.
     """
 
-    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, max_line: int = MAX_LINE_BYTES,
+                 on_drop: Optional[Callable[[bytes, ProtocolError], None]] = None) -> None:
         self.max_line = max_line
+        self.on_drop = on_drop
         self.messages = 0
         self.bytes = 0
         self.drops: collections.Counter[str] = collections.Counter()
@@ -206,5 +210,7 @@ class LineDecoder:
             out.append(decode_line(line))
         except ProtocolError as err:
             self.drops[err.reason] += 1
+            if self.on_drop is not None:
+                self.on_drop(line, err)
             return
         self.messages += 1

@@ -39,7 +39,7 @@ import time
 import tty
 from typing import Any, Callable, Deque, Dict, List, Tuple
 
-from diag_protocol import CHANNEL_NAME, GUEST_DEVICE, MAX_LINE_BYTES, LineDecoder
+from diag_protocol import CHANNEL_NAME, GUEST_DEVICE, MAX_LINE_BYTES, LineDecoder, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +94,13 @@ class RequestDecoder(LineDecoder):
     """
 
     def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
-        super().__init__(max_line=max_line)
+        super().__init__(max_line=max_line, on_drop=self._dropped)
         self.rejected: List[Tuple[str, str]] = []
 
-    def _line(self, line: bytes, out: List[Dict[str, Any]]) -> None:
-        before = len(out)
-        super()._line(line, out)
-        if len(out) == before and line.strip():
-            salvaged = _salvage_request(line)
-            if salvaged is not None:
-                self.rejected.append(salvaged)
+    def _dropped(self, line: bytes, err: ProtocolError) -> None:
+        salvaged = _salvage_request(line)
+        if salvaged is not None:
+            self.rejected.append(salvaged)
 
 
 def _salvage_request(line: bytes) -> Tuple[str, str] | None:

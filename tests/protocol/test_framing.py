@@ -154,3 +154,14 @@ def test_numbers_beyond_what_a_receiver_can_hold_are_dropped():
     assert loads('{"a": 12345678901234567890}') == {"a": 12345678901234567890}
     with pytest.raises(ValueError, match="beyond 64 bits"):
         loads(b'[123456789012345678901]')
+
+
+def test_on_drop_sees_each_refused_line_with_its_reason():
+    seen = []
+    dec = LineDecoder(max_line=200, on_drop=lambda line, err: seen.append((line, err.reason)))
+    out = dec.feed(b'{"type":"request","v":1,"id":"7","method":"shell.exec"}\n'
+                   + b"x" * 300 + b"\n" + encode(HB) + b"{not json\n")
+    assert out == [HB]
+    assert seen == [(b'{"type":"request","v":1,"id":"7","method":"shell.exec"}', "invalid"),
+                    (b"{not json", "bad_json")]  # the oversize line was never held
+    assert dec.drops["oversize"] == 1
