@@ -61,7 +61,7 @@ def describe(diag: sdk.VmDiagnostics, now: float) -> str:
 def status_line(diag: sdk.VmDiagnostics) -> str:
     """One line per VM for the periodic update: verdict, root filesystem, the worst finding."""
     root = next((fc for fc in diag.forecasts if fc.label == "/"), None)
-    parts = ["%-13s %-8s" % (diag.vm.name, diag.health.status)]
+    parts = ["%-13s %s" % (diag.vm.name, diag.health.status)]
     if root is not None and root.capacity:
         parts.append("/ %.0f%% used" % (100.0 * root.current / root.capacity)
                      + (", full in about %s" % humanize.duration(root.eta_s)
