@@ -108,6 +108,9 @@ OPTIONS: Tuple[Option, ...] = (
       "Seconds between two scans of listening sockets.", 1, 86400),
     _o("collect", "top_interval", "float", 60.0,
        "Seconds between two scans for the top CPU and memory processes.", 1, 86400),
+    _o("collect", "timesync_interval", "float", 300.0,
+       "Seconds between two reads of the clock synchronisation state (chronyc, timedatectl).",
+       1, 86400),
     # [thresholds]
     _o("thresholds", "fs_warning_percent", "float", 85.0, "File system fill that warns.", 1, 100),
     _o("thresholds", "fs_critical_percent", "float", 95.0, "File system fill that is critical.",
@@ -309,6 +312,7 @@ class AgentConfig:
             packages_interval_s=float(self.get("collect", "packages_interval")),
             listening_interval_s=float(self.get("collect", "listening_interval")),
             top_interval_s=float(self.get("collect", "top_interval")),
+            timesync_interval_s=float(self.get("collect", "timesync_interval")),
             probe_gateway=bool(self.get("probes", "gateway")),
         )
         fields.update(overrides)

@@ -38,13 +38,15 @@ _NET_FIELDS = (("rx_bps", "net.rx_bps:"), ("tx_bps", "net.tx_bps:"))
 
 def _number(value: Any) -> float | None:
     """A finite float, or None for anything else (bools are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        value = float(value)
-    except OverflowError:  # an integer beyond a double, from a relay that let it through
-        return None
-    return value if math.isfinite(value) else None
+    kind = type(value)  # decoded JSON: exact types, and bool is not a number here
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is int:
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond a double, from a relay that let it through
+            return None
+    return None
 
 
 def _dict(value: Any) -> Dict[str, Any]:

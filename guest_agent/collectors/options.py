@@ -26,6 +26,9 @@ class CollectorOptions(NamedTuple):
     listening_interval_s: float = 60.0
     #: Seconds between two scans for top_cpu/top_memory (watched processes are checked always).
     top_interval_s: float = 60.0
+    #: Seconds between two reads of the time sync state: one or two helper commands each
+    #: (chronyc, timedatectl), the costliest part of a report, for a state that changes slowly.
+    timesync_interval_s: float = 300.0
     #: Probe the default gateway (ICMP echo, else a TCP connect; see collectors.probes).
     probe_gateway: bool = True
     #: Ask the resolver for the FQDN when /etc/hosts gives none (off: no DNS traffic at all).

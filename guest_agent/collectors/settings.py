@@ -1,7 +1,8 @@
 """The ``settings`` section: identity, OS, kernel, time zone and sync, security, sysctls,
 logged-in users and whether a reboot is pending.
 
-The FQDN comes from /etc/hosts when it names one; otherwise from a canonical-name lookup run
+The time sync state is read every ``timesync_interval_s`` (helper commands, a slow-moving
+state). The FQDN comes from /etc/hosts when it names one; otherwise from a canonical-name lookup run
 on the probe pool with the probe timeout (a broken resolver must not stall the report) and
 cached for ``listening_interval_s``.
 """
@@ -38,7 +39,7 @@ def collect(options: CollectorOptions, state: CollectorState, errors: FieldError
     with errors.field("timezone"):
         data["timezone"] = platform.timezone(m)
     with errors.field("time_sync"):
-        data["time_sync"] = platform.time_sync(m)
+        data["time_sync"] = time_sync(options, state)
     with errors.field("security"):
         data["security"] = platform.security_modules(m)
     sysctls: Dict[str, str] = {}
@@ -51,6 +52,17 @@ def collect(options: CollectorOptions, state: CollectorState, errors: FieldError
     with errors.field("reboot_required"):
         data["reboot_required"], data["reboot_reason"] = platform.reboot_required(m)
     return data
+
+
+def time_sync(options: CollectorOptions, state: CollectorState) -> Dict[str, Any]:
+    """The clock's sync state, read every ``timesync_interval_s`` and reused in between; a
+    failed read is not remembered, so the next report tries again."""
+    if not state.due("time_sync", options.timesync_interval_s):
+        cached: Dict[str, Any] = state.recall("time_sync")
+        return cached
+    value = platform.time_sync(options.machine)
+    state.remember("time_sync", value)
+    return value
 
 
 def fqdn(options: CollectorOptions, state: CollectorState, hostname: str) -> str | None:

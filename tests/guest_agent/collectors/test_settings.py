@@ -60,3 +60,22 @@ def test_missing_os_release_costs_only_os(tree):
     assert [e["field"] for e in section["errors"]] == ["os"]
     assert "os-release" in section["errors"][0]["error"]
     assert section["data"]["hostname"] == "db1"
+
+
+def test_time_sync_is_read_on_its_own_cadence(tree):
+    # chronyc costs a process per read; the state is reused until timesync_interval_s passed
+    now = [1000.0]
+    m = machine("el9", tree)
+    options = CollectorOptions(machine=m, timesync_interval_s=300)
+    state = CollectorState(clock=lambda: now[0])
+
+    def chrony_reads():
+        return sum(1 for argv in m.runner.calls if argv[0] == "chronyc")
+
+    first = collect_section("settings", options, state)["data"]["time_sync"]
+    now[0] += 299
+    again = collect_section("settings", options, state)["data"]["time_sync"]
+    assert again == first and chrony_reads() == 1
+    now[0] += 1
+    collect_section("settings", options, state)
+    assert chrony_reads() == 2
