@@ -23,14 +23,10 @@ from diag_protocol.constants import MAX_ITEMS
 from diag_protocol.schema import check
 from tests.relay.fakes import sample_report
 
+from .generate import mutate_one_path, schema_for
+
 KINDS = ["hello", "report", "heartbeat", "request", "reply", "envelope"]
 VM = "00000000-0000-4000-8000-000000000001"
-
-
-def schema_for(kind):
-    sch = copy.deepcopy(SCHEMA["$defs"][kind])
-    sch["$defs"] = SCHEMA["$defs"]
-    return sch
 
 
 def reference(kind, value):
@@ -68,18 +64,7 @@ def test_compiled_walk_agrees_with_the_reference_walk(kind):
     @settings(max_examples=60, deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     def run(msg, data):
-        # mutate one path (raw, uncleaned values this time), or not at all
-        path, node = [], msg
-        while isinstance(node, (dict, list)) and node and data.draw(st.booleans()):
-            key = data.draw(st.sampled_from(sorted(node) if isinstance(node, dict)
-                                            else range(len(node))))
-            path.append(key)
-            node = node[key]
-        if path:
-            target = msg
-            for key in path[:-1]:
-                target = target[key]
-            target[path[-1]] = data.draw(_mutations())
+        msg = mutate_one_path(msg, data, _mutations())  # raw, uncleaned values this time
         ok, out = reference(kind, msg)
         fast_ok, fast_out = fast(kind, copy.deepcopy(msg))
         if fast_ok:  # never more lenient, and the same cleaned copy

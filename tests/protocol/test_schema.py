@@ -1,7 +1,6 @@
 """The schema is valid JSON Schema, generated messages round-trip, and our validator agrees
 with the reference implementation (jsonschema) on generated and mutated input."""
 
-import copy
 import json
 
 import jsonschema
@@ -22,32 +21,9 @@ from diag_protocol import (
     validate_envelope,
 )
 
+from .generate import depth, in_range, mutate_one_path, schema_for
+
 KINDS = ["hello", "report", "heartbeat", "request", "reply"]
-
-
-def schema_for(kind):
-    sch = copy.deepcopy(SCHEMA["$defs"][kind])
-    sch["$defs"] = SCHEMA["$defs"]
-    return sch
-
-
-def in_range(v):
-    """Every number fits what the decoder takes (64-bit integers; design.md)."""
-    if isinstance(v, dict):
-        return all(map(in_range, v.values()))
-    if isinstance(v, list):
-        return all(map(in_range, v))
-    if isinstance(v, int) and not isinstance(v, bool):
-        return -(2**63) <= v <= 2**64 - 1
-    return True
-
-
-def depth(v):
-    if isinstance(v, dict):
-        return 1 + max(map(depth, v.values()), default=0)
-    if isinstance(v, list):
-        return 1 + max(map(depth, v), default=0)
-    return 0
 
 
 def test_schema_is_valid_draft_2020_12():
@@ -95,19 +71,7 @@ def test_our_validator_agrees_with_jsonschema(kind):
     def run(msg, data):
         assume(depth(msg) < 12)
         msg = clean(msg)
-        # mutate one path of the valid message, or not at all
-        path, node = [], msg
-        while isinstance(node, (dict, list)) and node and data.draw(st.booleans()):
-            key = data.draw(st.sampled_from(sorted(node) if isinstance(node, dict)
-                                            else range(len(node))))
-            path.append(key)
-            node = node[key]
-        mutated = copy.deepcopy(msg)
-        if path:
-            target = mutated
-            for key in path[:-1]:
-                target = target[key]
-            target[path[-1]] = clean(data.draw(_mutations()))
+        mutated = mutate_one_path(msg, data, _mutations().map(clean))
         ours = True
         try:
             validate(mutated)
