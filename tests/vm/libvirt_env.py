@@ -10,11 +10,13 @@ the cached image. When anything fails, errors carry the tail of the serial conso
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -60,6 +62,32 @@ def _daemon_running(name: str) -> bool:
     return subprocess.run(["pgrep", "-x", name], stdout=subprocess.DEVNULL).returncode == 0
 
 
+def _revive_event_loop() -> None:
+    """Give libvirt's event implementation a running loop again, if an earlier test left it on a
+    closed one.
+
+    The relay tests register libvirtaio in this (pytest) process, once and for good, on their
+    own asyncio loops; when the VM tests connect afterwards, libvirt would hand the new
+    connection's keepalive to a closed loop (a "Event loop is closed" traceback, then a
+    connection that looks dead). A loop in a daemon thread adopts the implementation instead,
+    the way the relay moves it between loops (``discovery.ensure_event_impl``).
+    """
+    import libvirtaio
+
+    impl = libvirtaio.getCurrentImpl()
+    if impl is None or not impl.loop.is_closed():
+        return
+    from vdsm_hooks.relay.discovery import ensure_event_impl
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="libvirt-events", daemon=True).start()
+
+    async def adopt() -> None:
+        ensure_event_impl()
+
+    asyncio.run_coroutine_threadsafe(adopt(), loop).result(10)
+
+
 def ensure_daemons(timeout: float = 30.0) -> libvirt.virConnect:
     """Start virtlogd and libvirtd if they are not running; return a connection to libvirtd."""
     for daemon in ("virtlogd", "libvirtd"):
@@ -73,6 +101,7 @@ def ensure_daemons(timeout: float = 30.0) -> libvirt.virConnect:
     if not _wait_for(lambda: os.path.exists(SOCKET), timeout):
         raise GuestError("libvirtd started but %s did not appear within %.0fs; run "
                          "'libvirtd -v' in a terminal to see why" % (SOCKET, timeout))
+    _revive_event_loop()
     last: Exception | None = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
