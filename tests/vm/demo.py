@@ -166,7 +166,7 @@ class Demo:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM (systemd, CI, kill) stops the demo as cleanly as Ctrl-C does."""
+    """SIGINT and SIGTERM (Ctrl-C, systemd, CI, kill) stop the demo cleanly."""
     raise KeyboardInterrupt
 
 
@@ -185,7 +185,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     runs = os.path.join(image_mod.cache_dir(), "runs")
     os.makedirs(runs, exist_ok=True)
     demo = Demo(tempfile.mkdtemp(prefix="demo-", dir=runs))
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C too, explicitly: a demo started in the background by a script inherits SIGINT
+    # as ignored, and Python then never raises KeyboardInterrupt for it.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         demo.start()
         demo.wait_first_reports(args.timeout)
