@@ -130,7 +130,7 @@ class Demo:
         first = next(iter(self.ids))
         # host_id left empty: the relay takes its certificate's CN, as on a real host
         self.relay = RelayFeed(first, os.path.join(self.run_dir, "relay.log"), host_id="",
-                               upload=self.engine.relay_upload())
+                               upload=self.engine.relay_upload(), parent=self.run_dir)
         for name, role in DEMO_VMS:
             os.makedirs(os.path.join(self.run_dir, name))
             guest = Guest(self.conn, img, run_dir=os.path.join(self.run_dir, name), name=name,

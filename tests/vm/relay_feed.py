@@ -40,10 +40,12 @@ class RelayFeed:
     name = "relay"
 
     def __init__(self, vm_id: str, log_path: str | None = None,
-                 host_id: str = "vmdiag-test-host", upload: str = "enabled = off\n") -> None:
-        """``upload`` is the body of relay.conf's [upload] section (off: keep reports local)."""
+                 host_id: str = "vmdiag-test-host", upload: str = "enabled = off\n",
+                 parent: str | None = None) -> None:
+        """``upload`` is the body of relay.conf's [upload] section (off: keep reports local);
+        the relay's config and socket go to a new folder in ``parent`` (default: /tmp)."""
         self.vm_id = vm_id
-        self.dir = tempfile.mkdtemp(prefix="vmdiag-relay-")
+        self.dir = tempfile.mkdtemp(prefix="vmdiag-relay-", dir=parent)
         self.socket = os.path.join(self.dir, "relay.sock")
         self.config = os.path.join(self.dir, "relay.conf")
         self.log_path = log_path or os.path.join(self.dir, "relay.log")

@@ -9,6 +9,8 @@ the filling VM shows its failed unit and a filesystem forecast in its health ver
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 
@@ -34,3 +36,35 @@ def test_demo_shows_both_guests_and_forecasts_the_filling_disk(guest_image: Gues
     assert "/vmdiag/ui/fleet#token=" in out.stdout
     assert "forecast: / full in about" in out.stdout
     assert "shut down the guests, the relay and the engine done" in out.stderr
+
+
+def test_demo_stops_everything_on_ctrl_c(guest_image: GuestImage, libvirt_conn) -> None:
+    env = dict(os.environ, PYTHONPATH=SOURCE_ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.vm.demo", "--timeout", "420"],
+                            cwd=SOURCE_ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # until the demo says it runs until Ctrl-C
+            seen.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        else:
+            pytest.fail("the demo ended before it was up:\n" + "".join(seen[-60:]))
+        engine_conf = re.search(r"engine log: (\S+)/engine\.log", "".join(seen))
+        assert engine_conf, "".join(seen[-40:])
+        run_dir = engine_conf.group(1)
+        names = {d.name() for d in libvirt_conn.listAllDomains()}
+        assert {"demo-web", "demo-filling"} <= names
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "".join(seen[-30:]) + rest
+    assert "shut down the guests, the relay and the engine done" in rest
+    assert not {"demo-web", "demo-filling"} & {d.name() for d in libvirt_conn.listAllDomains()}
+    left = subprocess.run(["pgrep", "-f", run_dir], capture_output=True, text=True).stdout
+    assert left == "", "processes of the demo still run: " + left
