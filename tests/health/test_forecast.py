@@ -154,3 +154,21 @@ def test_minutes_of_a_boot_ramp_do_not_predict_the_day():
     slow = [(NOW - 7200 + i * 60.0, 100 * 2**20 + i * 0.2 * 2**20) for i in range(121)]
     assert forecast(slow, mem, NOW, min_span_s=7200).eta_s == pytest.approx(3 * DAY, rel=0.1)
     assert forecast(slow, mem, NOW, min_span_s=3 * 7200).eta_s is None
+
+
+def test_runaway_fill_after_a_quiet_week_is_caught_within_minutes():
+    # a week flat at 50 GiB, then a log writing 1 GiB a minute for the last 20 minutes
+    pts = series(lambda t: 50 * GIB + max(0.0, t - (7 * DAY - 1200)) / 60.0 * GIB,
+                 noise=0.05 * GIB)
+    f = forecast(pts, CAP, NOW)
+    assert f.trend.method == "surge"
+    assert f.eta_s == pytest.approx(1800, rel=0.1)
+
+
+def test_noise_and_a_recent_spike_are_no_surge():
+    for seed in range(10):
+        flat = series(lambda t: 60 * GIB, noise=0.5 * GIB, seed=seed)
+        assert forecast(flat, CAP, NOW).eta_s is None
+        spiked = series(lambda t: 40 * GIB + (50 * GIB if t > 7 * DAY - 600 else 0.0),
+                        noise=0.05 * GIB, seed=seed)
+        assert forecast(spiked, CAP, NOW).eta_s is None
