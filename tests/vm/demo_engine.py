@@ -21,9 +21,9 @@ from typing import Dict, Optional
 
 from tests.ovirt_standin import StandinEngine, TestPKI
 
+from .image import SOURCE_ROOT
 from .progress import log, step
 
-SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLUSTER_ID = "00000000-0000-4000-8000-00000000dc01"
 HOST_ID = "00000000-0000-4000-8000-00000000d401"
 HOST_NAME = "demo-host"
