@@ -26,7 +26,7 @@ from .. import config as config_mod
 log = logging.getLogger("vmdiag.engine")
 
 
-def parse_args(argv: List[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmdiag-engine",
                                      description="vmdiag engine service")
     parser.add_argument("--config", default=config_mod.DEFAULT_PATH,
@@ -39,7 +39,11 @@ def parse_args(argv: List[str] | None) -> argparse.Namespace:
     sub.add_parser("retention", help="apply retention once (roll up and drop old data)")
     sub.add_parser("config", help="print the effective configuration as JSON")
     sub.add_parser("defaults", help="print an annotated engine.conf with every default")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: List[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 async def serve(cfg: config_mod.Config) -> int:

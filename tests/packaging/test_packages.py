@@ -2,8 +2,10 @@
 read back with rpm and dpkg-deb (contents, requires, config flags, scriptlets), and the guest
 agent run from the unpacked .deb."""
 
+import argparse
 import configparser
 import glob
+import importlib
 import json
 import os
 import shutil
@@ -47,11 +49,15 @@ def rpm_files(path):
             (line.split("\t") for line in out.splitlines())}
 
 
-PACKAGES = ["python3-vmdiag-protocol", "vmdiag-guest-agent", "vdsm-hook-vmdiag",
+PACKAGES = ["python3-vmdiag-protocol", "vmdiag-guest-agent", "vmdiag-relay", "vdsm-hook-vmdiag",
             "ovirt-engine-ui-plugin-vmdiag"]
+#: package -> (its command, its unit)
+SERVICES = {"vmdiag-guest-agent": ("vmdiag-agent", "vmdiag-agent.service"),
+            "vmdiag-relay": ("vmdiag-relay", "vmdiag-relay.service"),
+            "ovirt-engine-ui-plugin-vmdiag": ("vmdiag-engine", "vmdiag-engine.service")}
 
 
-def test_four_noarch_packages_and_a_source_package(dist):
+def test_five_noarch_packages_and_a_source_package(dist):
     for name in PACKAGES:
         assert rpm_query(rpm_path(dist, name), "%{ARCH}") == "noarch"
     assert glob.glob(os.path.join(dist, "vmdiag-*.src.rpm"))
@@ -73,19 +79,75 @@ def test_guest_agent_package(dist):
     assert "preset vmdiag-agent.service" in scripts and "disable --now" in scripts
 
 
+def test_each_service_package_ships_its_unit_preset_and_man_page(dist):
+    for name, (command, unit) in SERVICES.items():
+        files = rpm_files(rpm_path(dist, name))
+        assert "/usr/lib/systemd/system/" + unit in files, name
+        [preset] = [f for f in files if f.startswith("/usr/lib/systemd/system-preset/")]
+        [manpage] = [f for f in files if f.startswith("/usr/share/man/man8/")]
+        assert os.path.basename(manpage).startswith(command + ".8"), name
+    for name in ("python3-vmdiag-protocol", "vdsm-hook-vmdiag"):
+        assert not [f for f in rpm_files(rpm_path(dist, name)) if "/systemd/" in f]
+
+
+def test_units_name_only_documents_their_package_ships(dist, tmp_path):
+    for name, (command, unit) in SERVICES.items():
+        dest = tmp_path / name
+        dest.mkdir()
+        subprocess.run("rpm2cpio %s | cpio -idm --quiet" % rpm_path(dist, name), shell=True,
+                       check=True, cwd=dest)
+        cp = configparser.ConfigParser(strict=False)
+        cp.optionxform = str
+        cp.read(dest / ("usr/lib/systemd/system/" + unit))
+        docs = cp["Unit"]["Documentation"].split()
+        assert docs, unit
+        for doc in docs:
+            if doc.startswith("man:"):
+                page, section = doc[4:].rstrip(")").split("(")
+                assert glob.glob(str(dest / ("usr/share/man/man%s/%s.%s*" % (section, page,
+                                                                            section)))), doc
+            else:
+                assert doc.startswith("file:/"), doc
+                assert (dest / doc[len("file:/"):]).is_file(), doc
+        # the man page is the command's own help: every subcommand is in it
+        [page] = glob.glob(str(dest / "usr/share/man/man8/*"))
+        with open(page) as f:
+            text = f.read()
+        assert text.startswith('.TH "%s" "8"' % command.upper())
+        module = {"vmdiag-agent": "guest_agent.cli", "vmdiag-relay": "vdsm_hooks.relay.cli",
+                  "vmdiag-engine": "engine_plugin.service.cli"}[command]
+        parser = importlib.import_module(module).build_parser()
+        [subs] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        subcommands = list(subs.choices)
+        assert len(subcommands) >= 3
+        for sub in subcommands:
+            assert ".SS %s\n" % sub.replace("-", "\\-") in text, (command, sub)
+
+
+def test_relay_package_stands_alone_and_the_hook_package_adds_vdsm(dist):
+    relay = rpm_path(dist, "vmdiag-relay")
+    files = rpm_files(relay)
+    assert files["/etc/vmdiag/relay.conf"][0] == "cn"
+    assert "/usr/lib/sysusers.d/vmdiag.conf" in files
+    assert files["/var/lib/vmdiag/spool"][1] == "drwxr-x---"
+    assert not any(f.startswith("/usr/libexec/vdsm") for f in files)
+    requires = run("rpm", "-qp", "--requires", relay).split("\n")
+    assert "vdsm" not in requires
+    for dep in ("python3-libvirt", "python3-aiohttp", "python3-cryptography"):
+        assert dep in requires
+    scripts = run("rpm", "-qp", "--scripts", relay)
+    assert "systemd-sysusers --replace=/usr/lib/sysusers.d/vmdiag.conf -" in scripts
+    assert "u     vmdiag" in scripts
+
+
 def test_hook_package_installs_every_hook_point_executable(dist):
     path = rpm_path(dist, "vdsm-hook-vmdiag")
     files = rpm_files(path)
     for point in ("before_vm_start", "before_vm_migrate_destination", "before_vm_dehibernate",
                   "after_vm_destroy"):
         assert files["/usr/libexec/vdsm/hooks/%s/50_vmdiag" % point][1] == "-rwxr-xr-x"
-    assert files["/etc/vmdiag/relay.conf"][0] == "cn"
-    assert "/usr/lib/systemd/system/vmdiag-relay.service" in files
-    requires = run("rpm", "-qp", "--requires", path)
-    for dep in ("vdsm", "python3-libvirt", "python3-aiohttp"):
-        assert dep in requires.split("\n")
-    scripts = run("rpm", "-qp", "--scripts", path)
-    assert "useradd -r -g vmdiag" in scripts
+    requires = run("rpm", "-qp", "--requires", path).split("\n")
+    assert "vdsm" in requires and any(r.startswith("vmdiag-relay = ") for r in requires)
 
 
 def test_hook_scripts_are_installed_with_the_system_python(dist, tmp_path):

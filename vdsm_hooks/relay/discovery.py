@@ -10,9 +10,9 @@ discovery reconnects with backoff and lists again; the listener's ``domains_list
 reconciles, so VMs that stopped meanwhile are closed and new ones opened.
 
 The connection is read-only: listing, live XML and events need nothing more, and the relay
-can run unprivileged (see docs/relay.md). Calls into libvirt that may block (open, list, XML)
-run in a worker thread so a slow libvirtd never stalls the channel sessions; events arrive on
-the asyncio loop through ``libvirtaio``.
+can run unprivileged (see docs/relay.md, shipped as /usr/share/doc/vmdiag-relay/relay.md).
+Calls into libvirt that may block (open, list, XML) run in a worker thread so a slow libvirtd
+never stalls the channel sessions; events arrive on the asyncio loop through ``libvirtaio``.
 
 Errors::
 
