@@ -11,10 +11,15 @@ from .constants import (
     CHECK_STATUSES,
     GUEST_DEVICE,
     HOST_CHANNELS_DIR,
+    MAX_COUNT,
     MAX_DEPTH,
     MAX_LINE_BYTES,
+    MAX_NUMBER,
+    MAX_SEQ,
     MAX_STRING,
+    MAX_TIME,
     MESSAGE_TYPES,
+    MIN_TIME,
     PROTOCOL_VERSION,
     SECTIONS,
     SUPPORTED_VERSIONS,
@@ -38,11 +43,13 @@ from .messages import (
     make_report,
     make_request,
 )
-from .schema import SCHEMA, negotiate
+from .schema import INVALID, OUT_OF_RANGE, SCHEMA, negotiate
 
 __all__ = [
     "ALLOWED_METHODS", "CHANNEL_NAME", "CHECK_STATUSES", "GUEST_DEVICE", "HOST_CHANNELS_DIR",
-    "MAX_DEPTH", "MAX_LINE_BYTES", "MAX_STRING", "MESSAGE_TYPES", "PROTOCOL_VERSION", "SECTIONS",
+    "MAX_COUNT", "MAX_DEPTH", "MAX_LINE_BYTES", "MAX_NUMBER", "MAX_SEQ", "MAX_STRING",
+    "MAX_TIME", "MIN_TIME", "INVALID", "OUT_OF_RANGE", "MESSAGE_TYPES", "PROTOCOL_VERSION",
+    "SECTIONS",
     "SUPPORTED_VERSIONS", "SCHEMA", "LineDecoder", "ProtocolError", "clean", "clean_string",
     "decode_line", "encode", "host_socket_path", "loads", "make_envelope", "make_heartbeat",
     "make_hello", "make_reply", "make_report", "make_request", "negotiate", "validate",

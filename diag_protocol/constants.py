@@ -17,6 +17,24 @@ MAX_STRING = 4096
 #: Any list or object not capped more tightly by the schema.
 MAX_ITEMS = 20000
 
+# Ranges of every number a receiver may store (docs/design.md, "Ranges of numbers"). The schema
+# applies them, so the relay refuses an out-of-range report and the engine an out-of-range
+# envelope (reason ``out_of_range``), before any of them reaches a database column.
+
+#: ``seq``: 0 .. 2**53 - 1, exact in a double and in JavaScript, and within a signed 64-bit
+#: column (PostgreSQL ``bigint``, SQLite ``INTEGER``).
+MAX_SEQ = 2**53 - 1
+#: Times in seconds since the epoch (a report's ``time``, a section's ``collected_at``, a
+#: heartbeat's ``time``, an envelope's ``received_at``): 1970-01-01 .. 2100-01-01 UTC. A guest
+#: whose clock is unset (1970) is still heard; the engine orders by its own receive time.
+MIN_TIME = 0
+MAX_TIME = 4102444800
+#: Counters and sizes (bytes, packets, pids, counts): 0 .. 2**63 - 1, a signed 64-bit integer.
+MAX_COUNT = 2**63 - 1
+#: Any other number (rates, percentages, offsets, durations): within +/- (2**63 - 1), so that
+#: it fits a signed 64-bit integer when it is one, and is finite as a double.
+MAX_NUMBER = 2**63 - 1
+
 SECTIONS = ("network", "resources", "applications", "settings", "checks")
 MESSAGE_TYPES = ("hello", "report", "heartbeat", "request", "reply")
 ALLOWED_METHODS = ("ping", "report.now", "checks.run", "config.get")

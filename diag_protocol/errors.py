@@ -5,7 +5,8 @@
     ProtocolError              any message that cannot be accepted
      +-- (reason attribute)    a short machine-readable code, the same one LineDecoder counts:
                                oversize, bad_json, not_object, unknown_type, bad_version,
-                               invalid, too_deep
+                               invalid, out_of_range (a number outside its range,
+                               constants.py), too_deep
 """
 
 

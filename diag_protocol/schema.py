@@ -22,7 +22,12 @@ from typing import Any, Dict, List, Optional
 from .constants import (
     ALLOWED_METHODS,
     CHECK_STATUSES,
+    MAX_COUNT,
+    MAX_NUMBER,
+    MAX_SEQ,
     MAX_STRING,
+    MAX_TIME,
+    MIN_TIME,
     SECTIONS,
     SUPPORTED_VERSIONS,
 )
@@ -30,8 +35,9 @@ from .errors import ProtocolError
 
 Schema = Dict[str, Any]
 
-NUM: Schema = {"type": ["number", "null"]}
-COUNT: Schema = {"type": ["integer", "null"], "minimum": 0}
+# Every number has a range (constants.py): nothing a guest sends can overflow a store's column.
+NUM: Schema = {"type": ["number", "null"], "minimum": -MAX_NUMBER, "maximum": MAX_NUMBER}
+COUNT: Schema = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_COUNT}
 BOOL: Schema = {"type": ["boolean", "null"]}
 
 
@@ -59,7 +65,8 @@ def ref(name: str) -> Schema:
 
 ID = {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
 UUID = {"type": "string", "pattern": "^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"}
-TIME = {"type": "number", "minimum": 0}
+TIME = {"type": "number", "minimum": MIN_TIME, "maximum": MAX_TIME}
+SEQ = {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}
 
 _process = obj({"pid": COUNT, "name": s(), "user": s(), "cpu_percent": NUM, "rss": COUNT,
                 "memory_percent": NUM, "cmdline": s(1024)})
@@ -125,7 +132,8 @@ SETTINGS = obj({
     "security": obj({"selinux": s(32), "apparmor": s(32)}),
     "sysctls": {"type": "object", "maxProperties": 256,
                 "additionalProperties": {"type": ["string", "number", "null"],
-                                         "maxLength": 1024}},
+                                         "maxLength": 1024, "minimum": -MAX_NUMBER,
+                                         "maximum": MAX_NUMBER}},
     "users": arr(obj({"name": s(), "terminal": s(64), "host": s(), "started": NUM}), 256),
     "reboot_required": BOOL, "reboot_reason": s(1024),
 })
@@ -144,7 +152,7 @@ SECTION_DATA = {"network": NETWORK, "resources": RESOURCES, "applications": APPL
 def section(data: Schema) -> Schema:
     return obj({
         "collected_at": TIME,
-        "duration_ms": {"type": "number", "minimum": 0},
+        "duration_ms": {"type": "number", "minimum": 0, "maximum": MAX_NUMBER},
         "errors": arr(obj({"field": s(256), "error": s(1024)}), 256),
         "data": data,
     }, required=["collected_at", "data"])
@@ -163,7 +171,8 @@ SCHEMA: Schema = {
     "$defs": {
         "hello": message("hello", {
             "agent_version": s(64, nullable=False),
-            "protocol_versions": arr({"type": "integer", "minimum": 1}, 16),
+            "protocol_versions": arr({"type": "integer", "minimum": 1,
+                                      "maximum": MAX_COUNT}, 16),
             "os": obj({"name": s(), "version": s(), "kernel": s(), "arch": s(32)}),
             "hostname": s(255),
             "boot_id": s(64),
@@ -172,14 +181,14 @@ SCHEMA: Schema = {
         "report": message("report", {
             "boot_id": s(64, nullable=False),
             "run_id": ID,
-            "seq": {"type": "integer", "minimum": 0},
+            "seq": SEQ,
             "time": TIME,
             "sections": obj({name: section(SECTION_DATA[name]) for name in SECTIONS},
                             extra=False),
         }, ["boot_id", "run_id", "seq", "time", "sections"]),
         "heartbeat": message("heartbeat", {
             "time": TIME, "boot_id": s(64), "run_id": ID,
-            "seq": {"type": "integer", "minimum": 0},
+            "seq": SEQ,
         }, ["time"]),
         "request": message("request", {
             "id": ID, "method": {"enum": list(ALLOWED_METHODS)},
@@ -214,8 +223,14 @@ _TYPES = {
 _PATTERNS: Dict[str, "re.Pattern[str]"] = {}
 
 
-def _fail(path: str, why: str) -> ProtocolError:
-    return ProtocolError("invalid", "%s: %s" % (path or "message", why))
+#: ProtocolError reasons of a schema refusal: a number outside its range (constants.py), or
+#: anything else.
+OUT_OF_RANGE = "out_of_range"
+INVALID = "invalid"
+
+
+def _fail(path: str, why: str, reason: str = INVALID) -> ProtocolError:
+    return ProtocolError(reason, "%s: %s" % (path or "message", why))
 
 
 def _same(value: Any, expected: Any) -> bool:
@@ -267,9 +282,9 @@ def check(value: Any, schema: Schema, path: str = "") -> None:
                 raise _fail(path, "does not match %s" % pattern)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         if "minimum" in schema and value < schema["minimum"]:
-            raise _fail(path, "below %s" % schema["minimum"])
+            raise _fail(path, "below %s" % schema["minimum"], OUT_OF_RANGE)
         if "maximum" in schema and value > schema["maximum"]:
-            raise _fail(path, "above %s" % schema["maximum"])
+            raise _fail(path, "above %s" % schema["maximum"], OUT_OF_RANGE)
 
 
 def _check_object(value: Dict[str, Any], schema: Schema, path: str) -> None:

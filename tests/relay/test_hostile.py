@@ -233,3 +233,22 @@ async def test_memory_per_vm_is_bounded_by_one_report(arena):
     assert session.entry.report_bytes <= size  # the latest one only, as compact JSON
     assert session.entry.report_bytes <= MAX_LINE_BYTES
     await neighbour.assert_unaffected()
+
+
+async def test_numbers_out_of_the_contracts_range_are_dropped_before_any_upload(arena):
+    bad, session, neighbour, _ = arena
+    forwarded: list[dict] = []
+    session.on_report = forwarded.append
+    hostile = []
+    for field, value in (("seq", 2**63), ("seq", 2**53), ("time", 1e13), ("time", -5)):
+        msg = sample_report(seq=1)
+        msg[field] = value
+        hostile.append(json.dumps(msg).encode())
+    counter = sample_report(seq=1)
+    counter["sections"]["resources"]["data"]["oom_kills"] = 2**63
+    hostile.append(json.dumps(counter).encode())
+    await bad.write(b"\n".join(hostile) + b"\n")
+    await still_works(bad, session, 1)
+    assert session.entry.counters.drops["out_of_range"] == len(hostile)
+    assert [env["report"]["seq"] for env in forwarded] == [1]
+    await neighbour.assert_unaffected()
