@@ -122,8 +122,15 @@ def _num(value: Any) -> str:
     return "%.0f" % value if isinstance(value, (int, float)) else "-"
 
 
+UNITS_VIA = {"dbus": "systemd's D-Bus API",
+             "systemctl": "systemctl (no D-Bus client or no bus: install python3-dbus to save "
+                          "a process start per report)"}
+
+
 def render_applications(d: Mapping[str, Any]) -> List[str]:
-    out = [table(("FAILED UNIT", "STATE", "DESCRIPTION"),
+    via = d.get("units_via")
+    out = [_pairs([("unit states via", UNITS_VIA.get(str(via), via))])] if via else []
+    out += [table(("FAILED UNIT", "STATE", "DESCRIPTION"),
                  ([u.get("name"), "%s/%s" % (u.get("active_state"), u.get("sub_state")),
                    u.get("description")] for u in d.get("failed_units") or ()))]
     if d.get("units"):
@@ -148,8 +155,9 @@ def render_settings(d: Mapping[str, Any]) -> List[str]:
         ("os", osd.get("pretty") or osd.get("name")),
         ("kernel", "%s (%s)" % (d.get("kernel"), d.get("arch"))),
         ("timezone", d.get("timezone")),
-        ("time sync", "%s, synchronised: %s, offset %s ms" % (
-            ts.get("service"), ts.get("synchronized"), ts.get("offset_ms"))),
+        ("time sync", "%s, synchronised: %s, offset %s ms (read via %s)" % (
+            ts.get("service"), ts.get("synchronized"), ts.get("offset_ms"),
+            ts.get("read_via") or "-")),
         ("selinux/apparmor", "%s / %s" % (sec.get("selinux"), sec.get("apparmor"))),
         ("reboot required", "%s%s" % (d.get("reboot_required"), (" (%s)" % d["reboot_reason"])
                                       if d.get("reboot_reason") else "")),

@@ -1,5 +1,8 @@
 """The ``applications`` section: failed and watched systemd units, watched processes, packages.
 
+Unit states come from systemd's D-Bus API, or from systemctl without it; ``units_via`` says
+which (``dbus`` or ``systemctl``).
+
 The package inventory is the heavy part: it is re-read when the package database file
 changed (one stat per report) or every ``packages_interval_s``, and the full list is sent
 only when it differs from the last one sent; otherwise the section carries ``count``,
@@ -27,6 +30,10 @@ def collect(options: CollectorOptions, state: CollectorState, errors: FieldError
             ) -> Dict[str, Any]:
     m = options.machine
     data: Dict[str, Any] = {}
+    try:
+        data["units_via"] = platform.units_via(m)
+    except platform.Unsupported:
+        pass  # no systemd: failed_units says so once
     with errors.field("failed_units"):
         data["failed_units"] = platform.failed_units(m)[:LIMITS["failed_units"]]
     with errors.field("units"):

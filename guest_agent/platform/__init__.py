@@ -18,7 +18,7 @@ The facade:
     processes:  scan, process_name, cmdline, owner_uid, user_name
     network:    interfaces, addresses, routes, default_gateway, resolv_conf,
                 listening_sockets, socket_owners
-    services:   failed_units, unit_states
+    services:   failed_units, unit_states, units_via (dbus or systemctl)
     packages:   installed_packages, package_db_stamp
     settings:   hostname, fqdn_from_hosts, os_release, kernel_release, arch, boot_id,
                 timezone, time_sync, security_modules, sysctl, logged_in_users,
@@ -27,6 +27,7 @@ The facade:
 
 import sys
 
+from .bus import Bus, BusError, BusUnavailable, NoBus
 from .errors import (
     CommandError,
     CommandFailed,
@@ -78,6 +79,7 @@ if sys.platform.startswith("linux"):
         time_sync,
         timezone,
         unit_states,
+        units_via,
         uptime,
         user_name,
         vmstat,
@@ -124,6 +126,7 @@ else:  # pragma: no cover - exercised only on other operating systems
         time_sync,
         timezone,
         unit_states,
+        units_via,
         uptime,
         user_name,
         vmstat,
@@ -132,6 +135,7 @@ else:  # pragma: no cover - exercised only on other operating systems
     OS_FAMILY = "unsupported"
 
 __all__ = [
+    "Bus", "BusError", "BusUnavailable", "NoBus",
     "LOCAL", "OS_FAMILY", "CommandError", "CommandFailed", "CommandNotFound", "CommandResult",
     "CommandTimeout", "CpuStat", "DiskStat", "Machine", "Mount", "Package", "Paths",
     "PlatformError", "ProcStat", "Runner", "Unsupported", "addresses", "arch", "boot_id",
@@ -141,5 +145,5 @@ __all__ = [
     "mounts", "os_release", "owner_uid", "package_db_stamp", "page_size", "pressure",
     "process_name", "real_filesystems", "reboot_required", "resolv_conf", "routes", "scan",
     "security_modules", "socket_owners", "statvfs", "subprocess_runner", "sysctl", "time_sync",
-    "timezone", "unit_states", "uptime", "user_name", "vmstat",
+    "timezone", "unit_states", "units_via", "uptime", "user_name", "vmstat",
 ]

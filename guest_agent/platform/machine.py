@@ -12,6 +12,7 @@ import os
 import subprocess
 from typing import Any, Callable, Dict, List, NamedTuple, Protocol, Sequence
 
+from .bus import Bus, NoBus
 from .errors import CommandFailed, CommandNotFound, CommandTimeout
 
 #: Commands get a C locale and no pager/colour so their output parses the same everywhere.
@@ -93,6 +94,8 @@ class Machine(NamedTuple):
     ``if_addrs`` and ``users`` are the two things Linux exposes only through C APIs
     (getifaddrs, getutxent) rather than files; they default to psutil's wrappers and take
     the same shapes (``psutil.net_if_addrs()``, ``psutil.users()``) when a test supplies them.
+    ``bus`` is the D-Bus to ask (systemd, timedated); by default the system bus for the live
+    system and none for a machine read from a root path (``dbus``).
     """
 
     paths: Paths = Paths()
@@ -100,6 +103,13 @@ class Machine(NamedTuple):
     if_addrs: Callable[[], Dict[str, List[Any]]] = _psutil_if_addrs
     users: Callable[[], List[Any]] = _psutil_users
     command_timeout: float = 10.0
+    bus: Bus | None = None
+
+    @property
+    def dbus(self) -> Bus:
+        if self.bus is not None:
+            return self.bus
+        return SYSTEM_BUS if self.paths.is_live else NO_BUS
 
     def run(self, argv: Sequence[str], ok_codes: Sequence[int] = (0,),
             timeout: float = 0.0) -> CommandResult:
@@ -110,4 +120,7 @@ class Machine(NamedTuple):
         return result
 
 
+#: The one connection to the system bus the agent keeps (opened at the first call).
+SYSTEM_BUS = Bus()
+NO_BUS = NoBus()
 LOCAL = Machine()

@@ -29,7 +29,7 @@ from .net import (
 )
 from .packages import Package, installed_packages, package_db_stamp
 from .processes import ProcStat, cmdline, owner_uid, process_name, scan, user_name
-from .services import failed_units, unit_states
+from .services import failed_units, unit_states, units_via
 from .system import (
     arch,
     boot_id,
@@ -53,5 +53,5 @@ __all__ = [
     "mounts", "os_release", "owner_uid", "package_db_stamp", "page_size", "pressure",
     "process_name", "real_filesystems", "reboot_required", "resolv_conf", "routes", "scan",
     "security_modules", "socket_owners", "statvfs", "sysctl", "time_sync", "timezone",
-    "unit_states", "uptime", "user_name", "vmstat",
+    "unit_states", "units_via", "uptime", "user_name", "vmstat",
 ]

@@ -173,12 +173,13 @@ def test_package_db_stamp_changes_with_the_database(tmp_path):
 def test_time_sync_from_chrony():
     assert platform.time_sync(EL9) == {"service": "chronyd", "synchronized": True,
                                        "offset_ms": pytest.approx(-0.123456),
-                                       "source": "192.168.122.1"}
+                                       "source": "192.168.122.1", "read_via": "chronyc"}
 
 
 def test_time_sync_falls_back_to_timesyncd():
     assert platform.time_sync(DEB) == {"service": "systemd-timesyncd", "synchronized": True,
-                                       "offset_ms": None, "source": "ntp.example.org"}
+                                       "offset_ms": None, "source": "ntp.example.org",
+                                       "read_via": "timedatectl"}
 
 
 def test_time_sync_falls_back_to_ntpq_when_chronyd_is_down():
@@ -191,7 +192,7 @@ def test_time_sync_falls_back_to_ntpq_when_chronyd_is_down():
         "*192.168.122.1  .GPS.            1 u   33   64  377    0.512   12.125   0.045\n"))
     result = platform.time_sync(machine("el9", runner=runner))
     assert result == {"service": "ntpd", "synchronized": True, "offset_ms": 12.125,
-                      "source": "192.168.122.1"}
+                      "source": "192.168.122.1", "read_via": "ntpq"}
 
 
 def test_time_sync_error_explains_each_failure():
