@@ -43,7 +43,10 @@ class BusError(PlatformError):
 
 def plain(value: Any) -> Any:
     """dbus-python's typed values (dbus.String, dbus.Array, ...) as plain Python values."""
-    import dbus
+    try:
+        import dbus
+    except ImportError:  # no dbus-python: nothing can be a dbus-python value
+        return value
 
     if isinstance(value, dbus.Boolean):
         return bool(value)

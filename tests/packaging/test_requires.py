@@ -21,6 +21,7 @@ SPEC = os.path.join(ROOT, "packaging", "vmdiag.spec")
 #: top-level module -> (EL9 package, where it is found for EL9, with the version seen there)
 EL9_PACKAGES: Dict[str, Tuple[str, str]] = {
     "psutil": ("python3-psutil", "AppStream (5.8.0)"),
+    "dbus": ("python3-dbus", "BaseOS (1.2.18; the agent's optional D-Bus client, Recommends)"),
     "libvirt": ("python3-libvirt", "AppStream"),
     "libvirtaio": ("python3-libvirt", "AppStream (same package as libvirt)"),
     "cryptography": ("python3-cryptography", "BaseOS (36.0)"),
