@@ -40,11 +40,18 @@ def free_port() -> int:
 Responder = Callable[[List[Dict[str, Any]]], Optional[Tuple[int, Dict[str, str]]]]
 
 
+Decider = Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]
+
+
 class IngestServer:
-    """Stand-in for vmdiag-engine's ingest: dedups on (vm_id, run_id, seq) like the real one.
+    """Stand-in for vmdiag-engine's ingest: dedups on (vm_id, run_id, seq) like the real one,
+    and answers per envelope as the ingest contract says (docs/design.md).
 
     ``respond`` may return (status, headers) to override the 200; it sees the batch first, and
     ``process_before_fail`` makes a failing reply still store the batch (a lost reply).
+    ``decide(envelope)`` may return a result (``{"outcome": "refused", ...}`` or ``retry``)
+    instead of storing that envelope. ``legacy`` answers as engines before per-envelope
+    outcomes did (``{"accepted": N}``).
     """
 
     def __init__(self, ssl_ctx: ssl.SSLContext) -> None:
@@ -57,6 +64,8 @@ class IngestServer:
         self.peers: List[str] = []
         self.respond: Responder | None = None
         self.process_before_fail = False
+        self.decide: Decider | None = None
+        self.legacy = False
         self._runner: web.AppRunner | None = None
 
     async def _ingest(self, request: web.Request) -> web.Response:
@@ -66,16 +75,30 @@ class IngestServer:
         cert = request.transport.get_extra_info("peercert") if request.transport else None
         self.peers.append(dict(x[0] for x in cert["subject"]).get("commonName", "") if cert else "")
         override = self.respond(batch) if self.respond else None
+        results = []
         if override is None or self.process_before_fail:
             for env in batch:
+                decided = self.decide(env) if self.decide else None
+                if decided is not None:
+                    results.append(decided)
+                    continue
                 key = (env["vm_id"], env["report"]["run_id"], env["report"]["seq"])
                 if key not in self.seen:
                     self.seen.add(key)
                     self.unique.append(env)
+                    results.append({"outcome": "stored"})
+                else:
+                    results.append({"outcome": "duplicate"})
         if override is not None:
             status, headers = override
             return web.Response(status=status, headers=headers, text="refused by test")
-        return web.json_response({"accepted": len(batch)})
+        if self.legacy:
+            return web.json_response({"accepted": len(batch)})
+        counts = {o: sum(r["outcome"] == o for r in results)
+                  for o in ("stored", "duplicate", "refused", "retry")}
+        return web.json_response({"results": results, "stored": counts["stored"],
+                                  "duplicates": counts["duplicate"],
+                                  "refused": counts["refused"], "retry": counts["retry"]})
 
     async def start(self) -> None:
         app = web.Application(client_max_size=32 * 1024 * 1024)

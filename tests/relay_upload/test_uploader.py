@@ -6,9 +6,12 @@ import asyncio
 import json
 import time
 
+import pytest
+
+from vdsm_hooks.relay.cli import format_status
 from vdsm_hooks.relay.upload import Uploader
 
-from .support import HOST_CN, envelopes, keys_of, spool_files, until, upload_cfg
+from .support import HOST_CN, VMS, envelopes, keys_of, spool_files, until, upload_cfg
 
 
 async def start_uploader(cfg):
@@ -107,20 +110,113 @@ async def test_5xx_is_retried_with_retry_after_and_a_lost_reply_is_deduplicated(
     assert server.keys() == keys_of(sent)  # each exactly once despite three deliveries
 
 
-async def test_4xx_rejects_without_retrying(tmp_path, pki, server):
+@pytest.mark.parametrize("status", [401, 403, 404, 422])
+async def test_a_blocking_4xx_keeps_everything_backs_off_and_says_so(tmp_path, pki, server,
+                                                                     caplog, status):
     await server.start()
-    server.respond = lambda batch: (403, {})
-    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=40)
+    server.respond = lambda batch: (status, {})
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=40, retry_max_backoff=0.4)
     uploader, task = await start_uploader(cfg)
-    for env in envelopes(120):
+    sent = envelopes(120)
+    for env in sent:
         uploader.submit(env)
-    await until(lambda: uploader.stats()["rejected"] == 120, what="three rejected batches")
-    await asyncio.sleep(0.5)  # time in which a retry would have happened
+    await asyncio.sleep(1.5)
+    stats = uploader.stats()
+    assert stats["sent"] == 0 and stats["rejected"] == 0
+    assert stats["spool_pending"] + stats["queued"] == 120  # nothing dropped
+    assert "HTTP %d" % status in stats["blocked"]
+    # backed off: a handful of attempts in 1.5 s, not one per batch as fast as it can
+    assert 2 <= len(server.requests) <= 8
+    blocked_logs = [r for r in caplog.records
+                    if r.levelname == "ERROR" and "upload BLOCKED" in r.getMessage()]
+    assert len(blocked_logs) == 1  # loud, once, not at every attempt
+    assert format_status({"vms": [], "upload": stats}).endswith(
+        "UPLOAD BLOCKED: %s" % stats["blocked"])
+
+    server.respond = None  # the operator fixed the url / certificate / proxy
+    await until(lambda: len(server.unique) == 120, what="everything delivered once unblocked")
     stats = uploader.stats()
     await stop_uploader(uploader, task)
-    assert len(server.requests) == 3
-    assert stats["retries"] == 0 and stats["sent"] == 0
-    assert "HTTP 403" in stats["last_error"] and stats["spool_pending"] == 0
+    assert server.keys() == keys_of(sent)
+    assert stats["blocked"] is None and stats["rejected"] == 0
+
+
+async def test_refused_envelopes_are_dropped_counted_per_vm_and_logged_once_per_vm(
+        tmp_path, pki, server, caplog):
+    await server.start()
+    sent = envelopes(60)
+    bad_vm = VMS[0]
+    server.decide = lambda env: ({"outcome": "refused", "reason": "out_of_range",
+                                  "message": "seq above 2^53 - 1"}
+                                 if env["vm_id"] == bad_vm else None)
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=7)
+    uploader, task = await start_uploader(cfg)
+    for env in sent:
+        uploader.submit(env)
+    await until(lambda: uploader.stats()["sent"] + uploader.stats()["rejected"] == 60)
+    stats = uploader.stats()
+    await stop_uploader(uploader, task)
+    assert server.keys() == [k for k in keys_of(sent) if k[0] != bad_vm]
+    assert stats["rejected"] == 30 and stats["stored"] == 30 and stats["retries"] == 0
+    assert stats["refused_vms"] == {bad_vm: {"count": 30, "reason": "out_of_range",
+                                             "message": "seq above 2^53 - 1"}}
+    said = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(said) == 1 and bad_vm in said[0] and "out_of_range" in said[0]
+    assert stats["spool_pending"] == 0 and stats["queued"] == 0
+
+
+async def test_a_retry_envelope_is_retried_alone_and_holds_up_nobody(tmp_path, pki, server):
+    await server.start()
+    sent = envelopes(40)
+    slow = keys_of(sent)[3]
+    asked = []
+
+    def decide(env):
+        key = (env["vm_id"], env["report"]["run_id"], env["report"]["seq"])
+        if key == slow and len(asked) < 3:
+            asked.append(key)
+            return {"outcome": "retry", "reason": "busy"}
+        return None
+    server.decide = decide
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=40, retry_max_backoff=0.2)
+    uploader, task = await start_uploader(cfg)
+    for env in sent:
+        uploader.submit(env)
+    await until(lambda: len(server.unique) == 40, what="all 40, the slow one last")
+    stats = uploader.stats()
+    await stop_uploader(uploader, task)
+    # the first answer settled the 39 others at once
+    assert keys_of(server.unique[:39]) == [k for k in keys_of(sent) if k != slow]
+    assert keys_of(server.unique[39:]) == [slow]
+    assert stats["retried_envelopes"] == 3 and stats["rejected"] == 0
+    assert stats["stored"] == 40 and stats["duplicates"] == 0
+
+
+async def test_413_splits_the_batch_and_keeps_every_envelope(tmp_path, pki, server):
+    await server.start()
+    server.respond = lambda batch: (413, {}) if len(batch) > 10 else None
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=64)
+    uploader, task = await start_uploader(cfg)
+    sent = envelopes(64)
+    for env in sent:
+        uploader.submit(env)
+    await until(lambda: len(server.unique) == 64, what="all delivered in smaller pieces")
+    stats = uploader.stats()
+    await stop_uploader(uploader, task)
+    assert server.keys() == keys_of(sent) and stats["rejected"] == 0
+
+
+async def test_an_engine_without_per_envelope_results_counts_all_as_stored(
+        tmp_path, pki, server):
+    await server.start()
+    server.legacy = True
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=10)
+    uploader, task = await start_uploader(cfg)
+    for env in envelopes(25):
+        uploader.submit(env)
+    await until(lambda: uploader.stats()["sent"] == 25)
+    await stop_uploader(uploader, task)
+    assert len(server.unique) == 25
 
 
 async def test_one_refused_envelope_does_not_sink_its_batch(tmp_path, pki, server):

@@ -31,7 +31,8 @@ supplementary group ``qemu``; on Debian the group is ``libvirt-qemu``), not as r
 
 Running it as root works too (tests do), but is not recommended.
 
-Exit codes: 0 ok, 1 the relay reported an error or is not running, 2 usage or configuration.
+Exit codes: 0 ok, 1 the relay reported an error or is not running (``status``: or the engine
+refuses its uploads, "UPLOAD BLOCKED"), 2 usage or configuration.
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         _print_json(response)
         return 0
     print(format_status(response))
-    return 0
+    # a blocked upload is an error an operator must fix: say so in the exit code too
+    return 1 if (response.get("upload") or {}).get("blocked") else 0
 
 
 def format_status(status: Dict[str, Any]) -> str:
@@ -194,10 +196,14 @@ def format_status(status: Dict[str, Any]) -> str:
     if upload is None:
         foot += "; upload off"
     else:
-        foot += "; upload: %s sent, %s queued, %s spooled%s" % (
+        foot += "; upload: %s sent, %s queued, %s spooled, %s refused by the engine%s" % (
             upload.get("sent"), upload.get("queued"), upload.get("spool_pending"),
+            upload.get("rejected", 0),
             ", last error: %s" % upload["last_error"] if upload.get("last_error") else "")
-    return "\n".join(lines + ["", foot])
+    out = lines + ["", foot]
+    if upload and upload.get("blocked"):
+        out.append("UPLOAD BLOCKED: %s" % upload["blocked"])
+    return "\n".join(out)
 
 
 def _state(vm: Dict[str, Any]) -> str:

@@ -10,17 +10,27 @@ Flow (DESIGN.md, "Relay -> engine")::
                                    engine back: oldest spooled batches first <-----+
 
 Order is kept by one rule: nothing is sent from memory while the spool holds anything; memory
-goes behind it instead. Replies decide what happens to a batch:
+goes behind it instead. The answer decides what happens (the ingest contract, docs/design.md,
+"Relay -> engine: per-envelope outcomes"; outcomes.py reads it):
 
-- 2xx: delivered.
-- 408, 429, 5xx, connection or TLS errors: retried after an exponential backoff with jitter
-  (``Retry-After`` honoured, capped by ``retry_max_backoff``); meanwhile everything is spooled.
-- any other 4xx: the engine will never take it, so it is rejected, logged and counted, never
-  retried. For 400/413/422 the batch is first split in halves, within a small request budget,
-  so that one envelope the engine refuses does not take its 499 neighbours with it.
+- 200 with ``results``: each envelope on its own. ``stored`` and ``duplicate`` are done;
+  ``refused`` is dropped for good, counted per VM and logged once per VM per hour; ``retry``
+  goes back to the end of the queue (only it: the others of its batch are settled). When
+  every envelope of a batch says ``retry``, the next attempt waits for the back-off.
+- 200 without ``results`` (an engine before per-envelope outcomes): all delivered.
+- 400 (the body as a whole refused): the batch is split in halves, within a small request
+  budget, and only an envelope refused *alone* is dropped (counted like ``refused``).
+- 413 (too large): split the same way; an envelope too large alone is kept.
+- 408, 429, 5xx, connection or TLS errors: transient; retried after an exponential back-off
+  with jitter (``Retry-After`` honoured, capped by ``retry_max_backoff``), spooling meanwhile.
+- 401, 403, 404 and any other 4xx: the engine will not take anything from this relay as
+  configured (wrong url, a proxy, an expired or foreign certificate). Everything stays
+  spooled, the relay backs off (capped) and says so loudly: an error in the log, and
+  ``blocked`` in ``vmdiag-relay status``, until a batch goes through.
 
 The engine deduplicates on (vm_id, run_id, seq), so a batch retried after a lost reply, or
 re-read from the spool after a crash, is harmless: delivery is exactly once on the engine side.
+An envelope answered ``retry`` may reach the engine after newer ones of its VM.
 """
 
 from __future__ import annotations
@@ -39,6 +49,16 @@ import aiohttp
 from diag_protocol import ProtocolError, validate_envelope, wrap_report
 
 from ..config import UploadConfig
+from .outcomes import (
+    DUPLICATE,
+    MAX_ANSWER_BYTES,
+    REFUSED,
+    RETRY,
+    STORED,
+    RefusalLedger,
+    parse_results,
+    vm_of,
+)
 from .spool import Spool, SpoolError
 
 log = logging.getLogger(__name__)
@@ -50,15 +70,27 @@ MAX_BATCH_BYTES = 8 * 1024 * 1024
 MAX_MEMORY_BYTES = 64 * 1024 * 1024
 #: Extra requests one rejected batch may spend on finding the envelopes the engine refuses.
 SPLIT_BUDGET = 32
-SPLIT_STATUSES = (400, 413, 422)
+#: The batch as a whole refused: split to find the envelope, drop it only when refused alone.
+BAD_REQUEST = 400
+#: Too large: split; one envelope too large alone is kept (the engine's limit is wrong).
+TOO_LARGE = 413
+#: Transient, like 5xx and network errors.
 RETRY_STATUSES = (408, 429)
+#: What a blocking answer most likely means, for the log and ``status``.
+BLOCKED_HINTS = {
+    401: "the engine does not accept this host's certificate ([upload] cert)",
+    403: "the engine refuses this host ([upload] cert, or the engine's [ingest] settings)",
+    404: "nothing answers at [upload] url; check the path (/ingest/v1/reports) and any proxy",
+    413: "the engine refuses a single envelope as too large; its body limit is below the "
+         "relay's",
+}
 FIRST_BACKOFF = 0.5
 USER_AGENT = "vmdiag-relay"
 
 
 class _Outcome:
-    """What one delivery attempt left: ``settled`` leading lines are done (sent or rejected);
-    ``retry`` is set when the rest must wait for the engine."""
+    """What one delivery attempt left: ``settled`` leading lines are done (delivered, dropped,
+    or handed back to the queue to retry); ``retry`` is set when the rest must wait."""
 
     __slots__ = ("settled", "retry")
 
@@ -94,9 +126,15 @@ class Uploader:
         self._pending_bytes = 0
         self._popped = 0  # lines ever removed from the front of _pending
         self._counters = collections.Counter({
-            "sent": 0, "batches": 0, "retries": 0, "rejected": 0, "invalid": 0,
-            "dropped_memory": 0})
+            "sent": 0, "stored": 0, "duplicates": 0, "batches": 0, "retries": 0,
+            "retried_envelopes": 0, "rejected": 0, "invalid": 0, "dropped_memory": 0})
+        self.refusals = RefusalLedger()
+        #: Envelopes the engine asked to retry, queued again once their batch is settled.
+        self._again: List[bytes] = []
         self._last_error: str | None = None
+        #: Set while the engine refuses every batch as configured (401, 403, 404, ...).
+        self._blocked: str | None = None
+        self._blocked_logged_at = float("-inf")
         self._last_success_at: float | None = None
         self._attempt = 0
         self._retry_at = 0.0
@@ -159,6 +197,11 @@ class Uploader:
             log.warning("not uploading a %d byte envelope for VM %s: over the %d byte request "
                         "limit", len(line), checked["vm_id"], self.max_batch_bytes)
             return False
+        self._enqueue(line)
+        return True
+
+    def _enqueue(self, line: bytes) -> None:
+        """Append one encoded envelope line to the memory queue (event loop thread only)."""
         if not self._pending:
             self._first_pending_at = time.monotonic()
         self._pending.append(line)
@@ -171,7 +214,12 @@ class Uploader:
         if self._wake is not None and (len(self._pending) == 1
                                        or len(self._pending) >= self.cfg.batch_size):
             self._wake.set()
-        return True
+
+    def _requeue_retries(self) -> None:
+        """Envelopes the engine asked to retry go to the end of the queue."""
+        again, self._again = self._again, []
+        for line in again:
+            self._enqueue(line)
 
     def stats(self) -> Dict[str, Any]:
         """Counters for ``vmdiag-relay status`` and the logs."""
@@ -182,7 +230,8 @@ class Uploader:
         out.update(spool)
         out["dropped_oldest"] = spool["dropped_oldest"] + self._counters["dropped_memory"]
         out.update(queued=len(self._pending), queued_bytes=self._pending_bytes,
-                   last_error=self._last_error,
+                   last_error=self._last_error, blocked=self._blocked,
+                   refused_vms=self.refusals.as_dict(),
                    last_success_at=self._last_success_at,
                    retry_in=max(0.0, round(self._retry_at - time.monotonic(), 3)))
         return out
@@ -293,6 +342,7 @@ class Uploader:
         lines = _take(self._pending, self.cfg.batch_size, self.max_batch_bytes)
         outcome = await self._deliver(lines, [SPLIT_BUDGET])
         self._settle_front(head, outcome.settled)
+        self._requeue_retries()
         if self._pending:
             self._first_pending_at = time.monotonic()
         if outcome.retry and self._pending and self._spool is not None:
@@ -312,33 +362,94 @@ class Uploader:
         outcome = await self._deliver(batch.lines, [SPLIT_BUDGET])
         if outcome.settled:
             await asyncio.to_thread(self._spool.commit, batch, outcome.settled)
+        self._requeue_retries()
 
     # --- one batch -------------------------------------------------------------------------
 
     async def _deliver(self, lines: List[bytes], budget: List[int]) -> _Outcome:
-        status, error, retry_after = await self._post(lines)
+        status, error, retry_after, body = await self._post(lines)
         if status is not None and 200 <= status < 300:
-            self._counters["sent"] += len(lines)
-            self._counters["batches"] += 1
-            self._last_success_at = time.time()
-            self._attempt = 0
-            self._retry_at = 0.0
+            self._delivered(lines, body)
             return _Outcome(len(lines), False)
-        if status is not None and 400 <= status < 500 and status not in RETRY_STATUSES:
-            if len(lines) > 1 and status in SPLIT_STATUSES and budget[0] >= 2:
-                budget[0] -= 2
-                half = len(lines) // 2
-                first = await self._deliver(lines[:half], budget)
-                if first.retry:
-                    return first
-                second = await self._deliver(lines[half:], budget)
-                return _Outcome(first.settled + second.settled, second.retry)
-            self._counters["rejected"] += len(lines)
-            self._set_error("engine rejected %d envelopes: %s" % (len(lines), error))
-            return _Outcome(len(lines), False)
+        if status in (BAD_REQUEST, TOO_LARGE) and len(lines) > 1 and budget[0] >= 2:
+            budget[0] -= 2
+            half = len(lines) // 2
+            first = await self._deliver(lines[:half], budget)
+            if first.retry:
+                return first
+            second = await self._deliver(lines[half:], budget)
+            return _Outcome(first.settled + second.settled, second.retry)
+        if status == BAD_REQUEST and len(lines) == 1:
+            self._refuse(lines[0], "bad_request", error)
+            return _Outcome(1, False)
+        if (status is not None and 400 <= status < 500 and status not in RETRY_STATUSES
+                and status != BAD_REQUEST):
+            self._block(status, error, retry_after)
+            return _Outcome(0, True)
+        # 5xx, 408, 429, network trouble, or a 400 the split budget could not isolate
         self._counters["retries"] += 1
         self._schedule_retry(error, retry_after)
         return _Outcome(0, True)
+
+    def _delivered(self, lines: List[bytes], body: bytes) -> None:
+        """Settle each envelope of a batch the engine answered 2xx."""
+        self._counters["batches"] += 1
+        self._last_success_at = time.time()
+        if self._blocked is not None:
+            log.warning("upload: the engine takes reports again")
+            self._blocked = None
+        results = parse_results(body, len(lines))
+        if results is None:  # an engine before per-envelope outcomes
+            self._counters["sent"] += len(lines)
+            self._counters["stored"] += len(lines)
+            self._reset_backoff()
+            return
+        retried = []
+        for line, result in zip(lines, results):
+            if result.outcome == STORED:
+                self._counters["sent"] += 1
+                self._counters["stored"] += 1
+            elif result.outcome == DUPLICATE:
+                self._counters["sent"] += 1
+                self._counters["duplicates"] += 1
+            elif result.outcome == REFUSED:
+                self._refuse(line, result.reason, result.message)
+            else:
+                assert result.outcome == RETRY
+                retried.append(result.reason)
+                self._again.append(line)
+        self._counters["retried_envelopes"] += len(retried)
+        if retried and len(retried) == len(lines):
+            # nothing moved: wait before asking again, as for a 503
+            self._counters["retries"] += 1
+            reasons = ", ".join(sorted(set(r or "no reason" for r in retried)))
+            self._schedule_retry("the engine asked to retry all %d envelopes (%s)"
+                                 % (len(lines), reasons), None)
+        else:
+            self._reset_backoff()
+
+    def _reset_backoff(self) -> None:
+        self._attempt = 0
+        self._retry_at = 0.0
+
+    def _refuse(self, line: bytes, reason: str, message: str) -> None:
+        """Drop one envelope the engine refused for good; count it for its VM."""
+        self._counters["rejected"] += 1
+        said = self.refusals.add(vm_of(line), reason, message)
+        if said is not None:
+            log.warning("upload: %s", said)
+
+    def _block(self, status: int, error: str, retry_after: float | None) -> None:
+        """The engine refuses this relay as configured: keep everything, back off, be loud."""
+        hint = BLOCKED_HINTS.get(status, "the engine refuses uploads from this relay")
+        message = "%s: %s; reports stay spooled until this is fixed" % (error, hint)
+        now = time.monotonic()
+        if message != self._blocked or now - self._blocked_logged_at >= 600:
+            log.error("upload BLOCKED: %s", message)
+            self._blocked_logged_at = now
+        self._blocked = message
+        self._counters["retries"] += 1
+        self._schedule_retry(error, retry_after)
 
     def _schedule_retry(self, error: str, retry_after: float | None) -> None:
         backoff = min(self.cfg.retry_max_backoff, FIRST_BACKOFF * (2 ** min(self._attempt, 30)))
@@ -350,33 +461,36 @@ class Uploader:
         self._set_error("%s; retry %d in %.1f s, spooling meanwhile"
                         % (error, self._attempt, delay))
 
-    async def _post(self, lines: List[bytes]) -> Tuple[int | None, str, float | None]:
-        """POST one batch: (status or None, what went wrong, Retry-After seconds)."""
+    async def _post(self, lines: List[bytes]
+                    ) -> Tuple[int | None, str, float | None, bytes]:
+        """POST one batch: (status or None, what went wrong, Retry-After seconds, body)."""
         body = b'{"envelopes":[' + b",".join(line.rstrip(b"\n") for line in lines) + b"]}"
         try:
             session = self._get_session()
         except (OSError, ssl.SSLError, ValueError) as err:
             return None, ("cannot load the TLS files ([upload] cert=%s key=%s ca=%s): %s"
-                          % (self.cfg.cert, self.cfg.key, self.cfg.ca, err)), None
+                          % (self.cfg.cert, self.cfg.key, self.cfg.ca, err)), None, b""
         try:
             async with session.post(self.cfg.url, data=body,
                                     headers={"Content-Type": "application/json"}) as resp:
-                text = (await resp.content.read(2048)).decode("utf-8", "replace")
-                return resp.status, "HTTP %d %s" % (resp.status, text.strip()[:300]), \
-                    _retry_after(resp.headers.get("Retry-After"))
+                body = await resp.content.read(MAX_ANSWER_BYTES)
+                text = body[:2048].decode("utf-8", "replace")
+                return (resp.status, "HTTP %d %s" % (resp.status, text.strip()[:300]),
+                        _retry_after(resp.headers.get("Retry-After")), body)
         except aiohttp.ClientConnectorCertificateError as err:
             return None, ("the engine's certificate is not trusted (%s); check [upload] ca=%s "
                           "and that the url's host name matches the certificate"
-                          % (err.certificate_error, self.cfg.ca)), None
+                          % (err.certificate_error, self.cfg.ca)), None, b""
         except (aiohttp.ClientSSLError, ssl.SSLError) as err:
             return None, ("TLS handshake with %s failed (%s); is this host's certificate "
                           "([upload] cert=%s) signed by the engine's CA?"
-                          % (self.cfg.url, err, self.cfg.cert)), None
+                          % (self.cfg.url, err, self.cfg.cert)), None, b""
         except aiohttp.ClientConnectorError as err:
             return None, ("cannot connect to %s (%s); is vmdiag-engine running and port 8791 "
-                          "open?" % (self.cfg.url, err.os_error or err)), None
+                          "open?" % (self.cfg.url, err.os_error or err)), None, b""
         except asyncio.TimeoutError:
-            return None, "no answer from %s within %g s" % (self.cfg.url, self.cfg.timeout), None
+            return (None, "no answer from %s within %g s" % (self.cfg.url, self.cfg.timeout),
+                    None, b"")
         except (aiohttp.ServerDisconnectedError, ConnectionResetError,
                 aiohttp.ClientOSError) as err:
             # With TLS 1.3 a server that refuses the client certificate just drops the
@@ -384,10 +498,10 @@ class Uploader:
             return None, ("the engine at %s closed the connection (%s); if this persists it "
                           "refuses this host's certificate: [upload] cert=%s must be signed by "
                           "the engine's CA" % (self.cfg.url, err or type(err).__name__,
-                                               self.cfg.cert or "(none)")), None
+                                               self.cfg.cert or "(none)")), None, b""
         except (aiohttp.ClientError, OSError) as err:
             return None, "upload to %s failed: %s: %s" % (self.cfg.url, type(err).__name__,
-                                                          err), None
+                                                          err), None, b""
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
