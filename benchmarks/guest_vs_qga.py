@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """vmdiag's agent against qemu-guest-agent, side by side in one real guest.
 
-Boots the test guest (tests/vm: the image, libvirtd, the VDSM hook) and, in alternating rounds:
+Boots the test guest (lab/vm: the image, libvirtd, the VDSM hook) and, in alternating rounds:
 
 * vmdiag: a ``report.now`` request over the org.vmdiag.agent.0 channel; wall time from sending
   the request until the full report (all five sections, checks included) has arrived on the
@@ -36,11 +36,11 @@ from typing import Any, Callable, Dict, List, Tuple
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from tests.vm import qga  # noqa: E402
-from tests.vm.channel_client import ChannelClient  # noqa: E402
-from tests.vm.image import ensure_image  # noqa: E402
-from tests.vm.libvirt_env import Guest, ensure_daemons  # noqa: E402
-from tests.vm.progress import log, step  # noqa: E402
+from lab.vm import qga  # noqa: E402
+from lab.vm.channel_client import ChannelClient  # noqa: E402
+from lab.vm.image import ensure_image  # noqa: E402
+from lab.vm.libvirt_env import Guest, ensure_daemons  # noqa: E402
+from lab.vm.progress import log, step  # noqa: E402
 
 AGENT_CGROUP = "/sys/fs/cgroup/system.slice/vmdiag-agent.service/cpu.stat"
 AGENT_PROCS = "/sys/fs/cgroup/system.slice/vmdiag-agent.service/cgroup.procs"

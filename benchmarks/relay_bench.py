@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from diag_protocol import encode  # noqa: E402
-from tests.relay.fakes import sample_report  # noqa: E402
+from lab.fake_guest import sample_report  # noqa: E402
 from vdsm_hooks.relay.cache import ReportCache  # noqa: E402
 from vdsm_hooks.relay.session import Runstate, SessionConfig, VMSession  # noqa: E402
 

@@ -46,8 +46,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from engine_plugin.storage import ROLLUP_STEP, StorageConfig, Store, open_store  # noqa: E402
 from engine_plugin.storage.extract import extract_samples  # noqa: E402
-from tests.storage.factory import envelope, vm_uuid  # noqa: E402
-from tests.storage.pg_cluster import PgCluster, PgUnavailable  # noqa: E402
+from lab.pg_cluster import PgCluster, PgUnavailable  # noqa: E402
+from lab.store_reports import envelope, vm_uuid  # noqa: E402
 
 DAY = 86400.0
 HISTORY_METRICS = ("cpu.percent", "memory.percent", "fs.used:/", "net.rx_bps:eth0")

@@ -38,7 +38,7 @@ from diag_protocol import (  # noqa: E402
     validate,
     validate_envelope,
 )
-from tests.relay.fakes import sample_report  # noqa: E402
+from lab.fake_guest import sample_report  # noqa: E402
 
 
 def rejecting(call: Callable[[], Any]) -> Callable[[], None]:

@@ -17,7 +17,7 @@ import pytest
 
 from engine_plugin import config as config_mod
 from engine_plugin.service.app import EngineService
-from tests.ovirt_standin import StandinEngine, TestPKI
+from lab.ovirt_standin import StandinEngine, TestPKI
 
 CLUSTER = "00000000-0000-4000-8000-0000000000c1"
 HOST_1 = "00000000-0000-4000-8000-0000000000a1"

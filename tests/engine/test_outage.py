@@ -10,14 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
 from tests.engine.conftest import HOST_1_CN, VM_ALICE, VM_BOB, VM_SHARED
 from tests.engine.reports import envelope
-
-upload_mod = pytest.importorskip("vdsm_hooks.relay.upload",
-                                 reason="the relay uploader is not in this tree yet")
-relay_config = pytest.importorskip("vdsm_hooks.config")
+from vdsm_hooks import config as relay_config
+from vdsm_hooks.relay import upload as upload_mod
 
 VMS = (VM_ALICE, VM_BOB, VM_SHARED)
 REPORTS_PER_VM = 120

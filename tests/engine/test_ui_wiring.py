@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.engine.conftest import HOST_1_CN, VM_ALICE, VM_BOB, api_get, relay_ssl, upload
 from tests.engine.reports import envelope
-
-pytest.importorskip("engine_plugin.ui", reason="the UI package is not in this tree yet")
 
 
 async def test_pages_use_the_users_own_view(make_service, pki, standin) -> None:

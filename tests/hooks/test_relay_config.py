@@ -55,7 +55,7 @@ def test_host_id_prefers_vdsm_id(root):
 
 def test_uploading_relay_is_known_by_its_certificate_cn(tmp_path, root):
     # The engine records uploads under the client certificate's CN, so that is the default.
-    from tests.ovirt_standin import TestPKI
+    from lab.ovirt_standin import TestPKI
 
     pki = TestPKI(str(tmp_path / "pki"))
     host = pki.host("host1.example.test")

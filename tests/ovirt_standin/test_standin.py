@@ -12,7 +12,7 @@ import ovirtsdk4
 import pytest
 from ovirtsdk4 import types
 
-from tests.ovirt_standin import StandinEngine, TestPKI
+from lab.ovirt_standin import StandinEngine, TestPKI
 
 VM_A = str(uuid.UUID(int=0xA))
 VM_B = str(uuid.UUID(int=0xB))

@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from tests.real import unavailable
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.rpm
 
@@ -26,7 +28,7 @@ def run(*argv, **kw):
 def dist(tmp_path_factory):
     for tool in ("rpmbuild", "rpm", "dpkg-deb"):
         if not shutil.which(tool):
-            pytest.skip("%s is not installed (scripts/setup-deps installs it)" % tool)
+            unavailable("%s is not installed (scripts/setup-deps installs it)" % tool)
     for old in glob.glob(os.path.join(ROOT, "dist", "*")):
         os.remove(old)
     run("packaging/build", "all")

@@ -21,7 +21,7 @@ from diag_protocol import (
 from diag_protocol.compiled import VALIDATORS, Validator, _Reject
 from diag_protocol.constants import MAX_ITEMS
 from diag_protocol.schema import check
-from tests.relay.fakes import sample_report
+from lab.fake_guest import sample_report
 
 from .generate import mutate_one_path, schema_for
 

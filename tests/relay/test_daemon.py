@@ -17,14 +17,15 @@ import uuid
 
 import pytest
 
-from tests.relay.fakes import FakeGuest, hello, sample_report
+from lab.fake_guest import FakeGuest, hello, sample_report
+from tests.real import require_module
 from tests.relay.test_session import until
 from vdsm_hooks.relay.control import ControlError, call
 from vdsm_hooks.relay.daemon import DaemonSettings, RelayDaemon
 from vdsm_hooks.relay.discovery import DomainInfo, channel_socket
 from vdsm_hooks.relay.session import Runstate, SessionConfig
 
-libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
+libvirt = require_module("libvirt", "pip install libvirt-python")
 
 pytestmark = pytest.mark.libvirt
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.relay.fakes import FakeGuest, hello, sample_report
+from lab.fake_guest import FakeGuest, hello, sample_report
 from tests.relay.test_session import until
 from tests.relay_upload.conftest import pki, server  # noqa: F401 - fixtures
 from tests.relay_upload.support import HOST_CN, upload_cfg

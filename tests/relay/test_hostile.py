@@ -11,7 +11,7 @@ import tracemalloc
 import pytest
 
 from diag_protocol import MAX_LINE_BYTES, encode, make_heartbeat
-from tests.relay.fakes import FakeGuest, hello, sample_report
+from lab.fake_guest import FakeGuest, hello, sample_report
 from tests.relay.test_session import until
 from vdsm_hooks.relay.cache import ReportCache
 from vdsm_hooks.relay.session import Runstate, SessionConfig, VMSession

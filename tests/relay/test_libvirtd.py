@@ -19,11 +19,13 @@ import uuid
 
 import pytest
 
+from lab.vm.accel import choose_accel, libvirt_domain_type
+from tests.real import require_module, unavailable
 from tests.relay.test_session import until
 from vdsm_hooks.relay.daemon import DaemonSettings, RelayDaemon
 from vdsm_hooks.relay.session import Runstate, SessionConfig
 
-libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
+libvirt = require_module("libvirt", "pip install libvirt-python")
 
 pytestmark = pytest.mark.libvirt
 
@@ -74,16 +76,16 @@ def system_libvirt():
     """A running system libvirtd with QEMU; started here (no systemd in CI) if needed."""
     emulator = shutil.which("qemu-system-x86_64")
     if emulator is None or shutil.which("libvirtd") is None:
-        pytest.skip("needs libvirtd and qemu-system-x86_64 (apt-get install "
+        unavailable("needs libvirtd and qemu-system-x86_64 (apt-get install "
                     "libvirt-daemon-system qemu-system-x86)")
     if os.geteuid() != 0:
-        pytest.skip("starting domains on qemu:///system needs root here")
+        unavailable("starting domains on qemu:///system needs root here")
     _start_libvirtd()
     if not os.path.isdir(CHANNELS):
         os.makedirs(CHANNELS, mode=0o775)
         owner = "libvirt-qemu" if shutil.which("dpkg") else "qemu"
         shutil.chown(CHANNELS, owner, owner)
-    virt = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "qemu"
+    virt = libvirt_domain_type(choose_accel())  # the project's one choice (lab/vm/accel.py)
     return {"emulator": emulator, "virt": virt}
 
 

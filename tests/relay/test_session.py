@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from diag_protocol import LineDecoder, make_heartbeat, make_reply, validate_envelope
 from diag_protocol import encode as encode_line
-from tests.relay.fakes import FakeGuest, hello, sample_report
+from lab.fake_guest import FakeGuest, hello, sample_report
 from vdsm_hooks.relay.cache import ReportCache
 from vdsm_hooks.relay.session import (
     NotConnected,

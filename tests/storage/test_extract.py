@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from engine_plugin.storage.extract import extract_samples, hostname_of, worst_checks
 from engine_plugin.storage.incoming import newest_per_vm, prepare
-
-from .factory import envelope, report_sections
+from lab.store_reports import envelope, report_sections
 
 
 def _by_name(report: dict) -> dict:

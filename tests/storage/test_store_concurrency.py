@@ -8,8 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List
 
 from engine_plugin.storage import Store
-
-from .factory import envelope, vm_uuid
+from lab.store_reports import envelope, vm_uuid
 
 START = 1_700_000_100.0
 

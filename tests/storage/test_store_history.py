@@ -11,8 +11,7 @@ from typing import Callable, List
 import pytest
 
 from engine_plugin.storage import Store
-
-from .factory import envelope, vm_uuid
+from lab.store_reports import envelope, vm_uuid
 
 HOUR = 3600.0
 START = 1_700_000_100.0  # on a 5-minute boundary

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine_plugin.storage import IngestResult, Store
-
-from .factory import batch, envelope, vm_uuid
+from lab.store_reports import batch, envelope, vm_uuid
 
 
 def test_ingest_stores_latest_report_as_received(store: Store) -> None:

@@ -19,8 +19,7 @@ from engine_plugin.storage import (
     open_store,
 )
 from engine_plugin.storage.schema import load_migrations, split_statements
-
-from .factory import envelope, vm_uuid
+from lab.store_reports import envelope, vm_uuid
 
 
 def _execute(url: str, sql: str) -> None:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.real import require_module, unavailable
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -51,8 +51,8 @@ HOOK = """
 def start_chromium(profile_dir: Path) -> Any:
     """Start headless Chromium, or skip with the reason when this machine has no Chromium."""
     if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        pytest.skip("Chromium or chromedriver missing: apt-get install chromium chromium-driver")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
+        unavailable("Chromium or chromedriver missing: apt-get install chromium chromium-driver")
+    webdriver = require_module("selenium.webdriver", "pip install selenium")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()

@@ -5,7 +5,8 @@ test. Progress of the image build and the boot is printed live (pytest's capture
 for it), so a CI log shows what the first test is waiting for.
 
 The tests skip, saying why, only when this machine cannot run them at all (not root, tools not
-installed). Set VMDIAG_TEST_REQUIRE_VM=1 (CI does) to turn those skips into failures.
+installed); under $VMDIAG_REQUIRE_REAL=1 (scripts/test, CI) those skips are failures
+(``tests/real.py``).
 """
 
 from __future__ import annotations
@@ -18,22 +19,20 @@ from typing import Iterator
 
 import pytest
 
-from . import image as image_mod
-from .feeds import ChannelFeed
-from .libvirt_env import Guest, ensure_daemons
-from .progress import log
-from .relay_feed import RelayFeed, relay_available
+from lab.vm import image as image_mod
+from lab.vm.feeds import ChannelFeed
+from lab.vm.libvirt_env import Guest, ensure_daemons
+from lab.vm.progress import log
+from lab.vm.relay_feed import RelayFeed, relay_available
+from tests.real import unavailable
 
-REQUIRE_ENV = "VMDIAG_TEST_REQUIRE_VM"
 TOOLS = ("debootstrap", "chroot", "mkfs.ext4", "qemu-img", "qemu-system-x86_64", "libvirtd",
          "virtlogd")
 ARTIFACTS = os.path.join(image_mod.SOURCE_ROOT, "tests", "artifacts", "vm")
 
 
 def _cannot_run(reason: str) -> None:
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail("%s (and %s=1 requires the VM tests to run)" % (reason, REQUIRE_ENV))
-    pytest.skip(reason)
+    unavailable(reason)
 
 
 def _live(request: pytest.FixtureRequest) -> contextlib.AbstractContextManager:

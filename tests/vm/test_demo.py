@@ -1,4 +1,4 @@
-"""The README's main job, end to end: ``python3 -m tests.vm.demo --check``.
+"""The README's main job, end to end: ``python3 -m lab.demo --check``.
 
 Two real guests through libvirtd and the VDSM hook, the real relay uploading over TLS with the
 host certificate, the real vmdiag-engine on SQLite behind the stand-in oVirt engine, read back
@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from .image import SOURCE_ROOT, GuestImage
+from lab.vm.image import SOURCE_ROOT, GuestImage
 
 pytestmark = [pytest.mark.vm, pytest.mark.libvirt]
 
@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.libvirt]
 def test_demo_shows_both_guests_and_forecasts_the_filling_disk(guest_image: GuestImage,
                                                                 tmp_path) -> None:
     env = dict(os.environ, PYTHONPATH=SOURCE_ROOT)
-    out = subprocess.run([sys.executable, "-m", "tests.vm.demo", "--check", "--timeout", "420"],
+    out = subprocess.run([sys.executable, "-m", "lab.demo", "--check", "--timeout", "420"],
                          cwd=SOURCE_ROOT, env=env, capture_output=True, text=True, timeout=900)
     log = out.stdout + out.stderr
     (tmp_path / "demo.log").write_text(log)
@@ -40,7 +40,7 @@ def test_demo_shows_both_guests_and_forecasts_the_filling_disk(guest_image: Gues
 
 def test_demo_stops_everything_on_ctrl_c(guest_image: GuestImage, libvirt_conn) -> None:
     env = dict(os.environ, PYTHONPATH=SOURCE_ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "tests.vm.demo", "--timeout", "420"],
+    proc = subprocess.Popen([sys.executable, "-m", "lab.demo", "--timeout", "420"],
                             cwd=SOURCE_ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen = []

@@ -10,10 +10,10 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from diag_protocol import CHANNEL_NAME, host_socket_path
-
-from . import vdsm_hook
-from .domain_xml import QGA_CHANNEL, DomainSpec, channel_paths, domain_xml
-from .libvirt_env import add_channel
+from lab.vm import vdsm_hook
+from lab.vm.domain_xml import QGA_CHANNEL, DomainSpec, channel_paths, domain_xml
+from lab.vm.libvirt_env import add_channel
+from tests.real import unavailable
 
 UUID = "6f1c7d0e-4b8a-4b9e-9a59-0d4b0c2f6a11"
 
@@ -47,7 +47,7 @@ def test_only_qga_channel_until_the_hook_runs() -> None:
 @pytest.mark.libvirt
 def test_xml_is_valid_for_libvirt_before_and_after_the_hook(tmp_path) -> None:
     if shutil.which("virt-xml-validate") is None:
-        pytest.skip("virt-xml-validate missing: apt-get install libvirt-clients")
+        unavailable("virt-xml-validate missing: apt-get install libvirt-clients")
     xml = domain_xml(spec("tcg"))
     hooked = vdsm_hook.run_hook(vdsm_hook.hook_path("before_vm_start"), xml, UUID,
                                 {"vmdiag": "on"})

@@ -11,8 +11,7 @@ import time
 import pytest
 
 from guest_agent.config import load_config
-
-from . import agent_layer, rootfs
+from lab.vm import agent_layer, rootfs
 
 
 def touch(path: str, text: str = "") -> None:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from .mirror import MIRROR_ENV, MirrorNotFound, find_mirror
+from lab.vm.mirror import MIRROR_ENV, MirrorNotFound, find_mirror
 
 
 def write(root, relative: str, text: str) -> None:

@@ -17,10 +17,9 @@ from typing import Any, Dict, List
 import pytest
 
 from diag_protocol import CHANNEL_NAME
-
-from . import qga
-from .agent_layer import BROKEN_UNIT, MISSING_PROCESS
-from .libvirt_env import Guest
+from lab.vm import qga
+from lab.vm.agent_layer import BROKEN_UNIT, MISSING_PROCESS
+from lab.vm.libvirt_env import Guest
 
 pytestmark = pytest.mark.vm
 

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from .vdsm_hook import HookFailed, run_hook
+from lab.vm.vdsm_hook import HookFailed, run_hook
 
 SCRIPT = """#!/bin/sh
 # records its environment in the XML, as a hook that edits the domain would

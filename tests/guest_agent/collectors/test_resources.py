@@ -7,6 +7,7 @@ import pytest
 
 from guest_agent.collectors import CollectorOptions, CollectorState, collect_section, prime
 from guest_agent.platform.linux.processes import parse_stat
+from tests.real import unavailable
 
 from .fakes import ManualClock, copy_tree, machine, read, write
 
@@ -170,7 +171,7 @@ def test_top_processes_use_the_interval_and_reuse_between_scans(tree):
 
 def test_top_process_owner_names_from_the_tree_passwd(tree):
     if os.geteuid() != 0:
-        pytest.skip("changing a file's owner needs root (CI runs as root)")
+        unavailable("changing a file's owner needs root (CI runs as root)")
     os.chown(os.path.join(tree, "proc/1234"), 26, 26)
     data = collect_section("resources", _options(tree, top_n=1), CollectorState())["data"]
     assert data["top_memory"][0]["user"] == "postgres"

@@ -19,10 +19,10 @@ import time
 import urllib.request
 from typing import Dict, Optional
 
-from tests.ovirt_standin import StandinEngine, TestPKI
+from lab.ovirt_standin import StandinEngine, TestPKI
 
-from .image import SOURCE_ROOT
-from .progress import log, step
+from .vm.image import SOURCE_ROOT
+from .vm.progress import log, step
 
 CLUSTER_ID = "00000000-0000-4000-8000-00000000dc01"
 HOST_ID = "00000000-0000-4000-8000-00000000d401"

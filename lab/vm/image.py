@@ -2,7 +2,7 @@
 
 Usage::
 
-    python3 -m tests.vm.image build [--out DIR] [--cache DIR] [--rebuild]
+    python3 -m lab.vm.image build [--out DIR] [--cache DIR] [--rebuild]
 
 Two cached stages, so a CI run builds the slow part once and a source change costs seconds:
 
@@ -175,7 +175,7 @@ def ensure_image(cache: str | None = None, source_root: str = SOURCE_ROOT,
 
 
 def main(argv: list | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m tests.vm.image",
+    parser = argparse.ArgumentParser(prog="python3 -m lab.vm.image",
                                      description="Build the vmdiag test guest image.")
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build or reuse the cached image")

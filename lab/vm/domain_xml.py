@@ -10,6 +10,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from .accel import libvirt_domain_type
+
 QGA_CHANNEL = "org.qemu.guest_agent.0"
 
 
@@ -45,7 +47,7 @@ def domain_xml(spec: DomainSpec) -> str:
     """
     if spec.accel not in ("kvm", "tcg"):
         raise ValueError("accel must be 'kvm' or 'tcg', not %r" % spec.accel)
-    domain = ET.Element("domain", type="kvm" if spec.accel == "kvm" else "qemu")
+    domain = ET.Element("domain", type=libvirt_domain_type(spec.accel))
     _sub(domain, "name", spec.name)
     _sub(domain, "uuid", spec.uuid)
     _sub(domain, "memory", str(spec.memory_mib), unit="MiB")

@@ -10,8 +10,8 @@
    SDK user would), prints them, and the address of the Diagnostics pages;
 6. prints a status line per VM every 30 s until Ctrl-C, then shuts everything down.
 
-    python3 -m tests.vm.demo            # run until Ctrl-C
-    python3 -m tests.vm.demo --check    # exit 0 once the health view and forecast show the
+    python3 -m lab.demo            # run until Ctrl-C
+    python3 -m lab.demo --check    # exit 0 once the health view and forecast show the
                                         # filling VM's problems, 1 if they do not in time
 """
 
@@ -30,12 +30,12 @@ from engine_plugin import sdk
 from engine_plugin.health import humanize
 from guest_agent.cli import render_report
 
-from . import image as image_mod
-from .agent_layer import BROKEN_UNIT
 from .demo_engine import DemoEngine, EngineError
-from .libvirt_env import Guest, GuestError, ensure_daemons
-from .progress import log, step
-from .relay_feed import RelayError, RelayFeed
+from .vm import image as image_mod
+from .vm.agent_layer import BROKEN_UNIT
+from .vm.libvirt_env import Guest, GuestError, ensure_daemons
+from .vm.progress import log, step
+from .vm.relay_feed import RelayError, RelayFeed
 
 #: (name, role of the test image): see tests/vm/agent_layer.py for the roles.
 DEMO_VMS = (("demo-web", "healthy"), ("demo-filling", "filling"))
@@ -171,7 +171,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python3 -m tests.vm.demo",
+    parser = argparse.ArgumentParser(prog="python3 -m lab.demo",
                                      description="vmdiag end to end on this machine")
     parser.add_argument("--check", action="store_true",
                         help="exit 0 once the filling VM's problems show at the engine")
