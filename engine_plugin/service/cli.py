@@ -6,6 +6,7 @@
     vmdiag-engine migrate [--config F]
     vmdiag-engine retention [--config F]
     vmdiag-engine config [--config F]        print the effective configuration
+    vmdiag-engine setup [--check] [--root DIR] [--offline]   set the engine machine up
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
 """
@@ -39,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("retention", help="apply retention once (roll up and drop old data)")
     sub.add_parser("config", help="print the effective configuration as JSON")
     sub.add_parser("defaults", help="print an annotated engine.conf with every default")
+    from ..setup import add_arguments as setup_arguments
+
+    setup_arguments(sub.add_parser(
+        "setup", help="set this engine machine up for vmdiag (idempotent; --check: doctor)",
+        description="Read oVirt's own files (engine.conf.d, the engine CA), merge the vmdiag "
+                    "custom property, create the service account, write the service's drop-in, "
+                    "enable the unit; change nothing unless every step can be done."))
     return parser
 
 
@@ -67,6 +75,10 @@ def main(argv: List[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "setup":
+        from ..setup import main as setup_main
+
+        return setup_main(args)
     if args.command == "defaults":
         sys.stdout.write(config_mod.describe())
         return 0

@@ -6,6 +6,7 @@ Usage::
     vmdiag-relay status [--json]                 one line per VM on this host
     vmdiag-relay show VM [--json]                latest diagnostics of a VM (uuid or name)
     vmdiag-relay request VM METHOD [--timeout S] ask the guest agent (ping, report.now, ...)
+    vmdiag-relay setup [--engine FQDN | --standalone] [--check] [--root DIR]   set the host up
 
 Which user runs the relay, and why
 ----------------------------------
@@ -104,7 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
     req.add_argument("vm", help="VM uuid or name")
     req.add_argument("method", choices=ALLOWED_METHODS)
     req.set_defaults(func=_cmd_request)
+
+    from ..setup import add_arguments as setup_arguments
+
+    setup = sub.add_parser(
+        "setup", help="point this host's relay at the engine (idempotent; --check: doctor)",
+        description="Check the host's vdsm certificate and the engine's ingest listener, write "
+                    "the relay's drop-in and enable the unit; change nothing unless every step "
+                    "can be done.")
+    setup_arguments(setup)
+    setup.set_defaults(func=_cmd_setup)
     return parser
+
+
+def _cmd_setup(args: argparse.Namespace) -> int:
+    from ..setup import main as setup_main
+
+    return setup_main(args)
 
 
 class _ConfigProblem(Exception):

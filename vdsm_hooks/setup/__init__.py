@@ -1,0 +1,233 @@
+"""``vmdiag-relay setup``: point this host's relay at the engine, from oVirt's own files.
+
+Run once on each host after installing vdsm-hook-vmdiag (or vmdiag-relay), and again whenever
+you like: it changes only what is not as it should be. Steps, in order:
+
+=========  ==============================================================================
+engine     the engine's FQDN (``--engine``, or the one a previous run wrote) resolves
+hostcert   the host's vdsm certificate, key and the engine CA under /etc/pki/vdsm/, the key
+           readable by the relay (group kvm, as oVirt installs it)
+account    the vmdiag user and the groups qemu and kvm its unit joins
+answers    the engine's ingest listener (port 8791) accepts this host's certificate
+config     /etc/vmdiag/relay.conf.d/10-setup.conf: upload on, URL, certificate, key, CA
+unit       vmdiag-relay.service enabled and (re)started
+=========  ==============================================================================
+
+``--standalone`` (a plain libvirt host, no engine) keeps uploads off and skips the first
+steps. ``--check`` prints one line per step and changes nothing; ``--root DIR`` works on a
+machine image in DIR; ``--offline`` skips what needs the engine to answer. Exit codes: 0 all
+well, 1 something is wrong or left to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import http.client
+import os
+import socket
+import ssl
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import List, Optional, TextIO
+from urllib.parse import urlsplit
+
+from ..config import DEFAULT_PATH, ConfigError, load_config
+from .steps import Action, Context, Finding, RunCommand, SetupError, Step, WriteFile, check, run
+
+DROPIN = "/etc/vmdiag/relay.conf.d/10-setup.conf"
+VDSM_CERT = "/etc/pki/vdsm/certs/vdsmcert.pem"
+VDSM_KEY = "/etc/pki/vdsm/keys/vdsmkey.pem"
+VDSM_CA = "/etc/pki/vdsm/certs/cacert.pem"
+INGEST_PORT = 8791
+INGEST_PATH = "/ingest/v1/reports"
+UNIT = "vmdiag-relay.service"
+GROUPS = ("qemu", "kvm")
+
+
+@dataclass
+class _State:
+    fqdn: Optional[str] = None
+    changed: bool = False
+
+
+def _previous_fqdn(ctx: Context) -> Optional[str]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(ctx.path(DROPIN), encoding="utf-8")
+        return urlsplit(parser.get("upload", "url")).hostname
+    except (configparser.Error, OSError, ValueError):
+        return None
+
+
+def dropin_text(fqdn: str) -> str:
+    return ("# Written by vmdiag-relay setup; run it again to change the engine. Put your own\n"
+            "# settings in another drop-in.\n"
+            "[upload]\nenabled = yes\nurl = https://%s:%d%s\ncert = %s\nkey = %s\nca = %s\n"
+            % (fqdn, INGEST_PORT, INGEST_PATH, VDSM_CERT, VDSM_KEY, VDSM_CA))
+
+
+def _readable_by_relay(ctx: Context, path: str) -> bool:
+    st = os.stat(ctx.path(path))
+    if st.st_uid == ctx.uid("vmdiag") and st.st_mode & 0o400:
+        return True
+    if st.st_gid in {ctx.gid(g) for g in GROUPS} and st.st_mode & 0o040:
+        return True
+    return bool(st.st_mode & 0o004)
+
+
+def inspect_hostcert(ctx: Context) -> Finding:
+    for path in (VDSM_CERT, VDSM_KEY, VDSM_CA):
+        if not os.path.exists(ctx.path(path)):
+            raise SetupError("%s is missing: add this host to the engine first (Compute > Hosts "
+                             "> New, or Installation > Enroll Certificate), or use --standalone "
+                             "on a plain libvirt host" % path)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(ctx.path(VDSM_CERT),
+                                                                ctx.path(VDSM_KEY))
+        ssl.create_default_context(cafile=ctx.path(VDSM_CA))
+    except (ssl.SSLError, OSError) as err:
+        raise SetupError("%s, %s, %s are not a certificate, its key and a CA (%s): enroll the "
+                         "host's certificate again (Installation > Enroll Certificate)"
+                         % (VDSM_CERT, VDSM_KEY, VDSM_CA, err)) from err
+    if not _readable_by_relay(ctx, VDSM_KEY):
+        raise SetupError("%s is not readable by group kvm (oVirt installs it vdsm:kvm 0440): "
+                         "chgrp kvm %s && chmod 0440 %s" % (VDSM_KEY, VDSM_KEY, VDSM_KEY))
+    return Finding("host certificate %s, key %s, engine CA %s" % (VDSM_CERT, VDSM_KEY, VDSM_CA))
+
+
+def inspect_account(ctx: Context) -> Finding:
+    missing = [g for g in GROUPS if ctx.gid(g) is None]
+    if missing:
+        raise SetupError("group %s does not exist (qemu-kvm creates qemu and kvm); the relay's "
+                         "unit joins them: install qemu-kvm, or remove them from "
+                         "SupplementaryGroups= with a drop-in (systemctl edit %s)"
+                         % (" and ".join(missing), UNIT))
+    if ctx.uid("vmdiag") is None:
+        raise SetupError("user vmdiag does not exist: systemd-sysusers "
+                         "/usr/lib/sysusers.d/vmdiag.conf (or reinstall vmdiag-relay)")
+    return Finding("user vmdiag; groups %s exist" % " and ".join(GROUPS))
+
+
+def ingest_answers(ctx: Context, fqdn: str) -> Finding:
+    url = "https://%s:%d%s" % (fqdn, INGEST_PORT, INGEST_PATH)
+    tls = ssl.create_default_context(cafile=ctx.path(VDSM_CA))
+    tls.load_cert_chain(ctx.path(VDSM_CERT), ctx.path(VDSM_KEY))
+    conn = http.client.HTTPSConnection(fqdn, INGEST_PORT, context=tls, timeout=15)
+    try:
+        conn.request("GET", INGEST_PATH)
+        status = conn.getresponse().status
+    except ssl.SSLCertVerificationError as err:
+        raise SetupError("%s: the engine's ingest certificate is not valid for %s with %s (%s): "
+                         "use the engine's FQDN, the name its certificate was issued to"
+                         % (url, fqdn, VDSM_CA, err.verify_message)) from err
+    except ssl.SSLError as err:
+        raise SetupError("%s refused this host's certificate %s (%s): it must be signed by the "
+                         "engine CA (Installation > Enroll Certificate)" % (url, VDSM_CERT, err)
+                         ) from err
+    except (OSError, http.client.HTTPException) as err:
+        raise SetupError("%s does not answer (%s): run vmdiag-engine setup on the engine and "
+                         "open TCP %d there (firewall-cmd --permanent --add-port=%d/tcp)"
+                         % (url, err, INGEST_PORT, INGEST_PORT)) from err
+    finally:
+        conn.close()
+    return Finding("the engine's ingest listener answers at %s (HTTP %d to GET)" % (url, status))
+
+
+def inspect_config(ctx: Context, text: Optional[str]) -> Finding:
+    current = None
+    if os.path.exists(ctx.path(DROPIN)):
+        with open(ctx.path(DROPIN), encoding="utf-8") as f:
+            current = f.read()
+    try:
+        load_config(ctx.path(DEFAULT_PATH), resolve_host_id=False)
+    except ConfigError as err:
+        raise SetupError("%s: fix it first (setup only adds %s)" % (err, DROPIN)) from err
+    if text is None:
+        return Finding("uploads stay off (--standalone); %s untouched" % DROPIN)
+    actions: List[Action] = [] if current == text else [WriteFile(DROPIN, text)]
+    return Finding("%s uploads to the engine" % DROPIN, actions=actions)
+
+
+def inspect_unit(ctx: Context, changed: bool) -> Finding:
+    base = ["systemctl"] + (["--root=%s" % ctx.root] if ctx.rooted else [])
+    if not os.path.exists(ctx.path("/usr/lib/systemd/system/" + UNIT)):
+        raise SetupError("%s is not installed: install vmdiag-relay" % UNIT)
+    state = subprocess.run(base + ["is-enabled", UNIT], capture_output=True, text=True,
+                           timeout=60).stdout.strip()
+    actions: List[Action] = []
+    if state != "enabled":
+        actions.append(RunCommand(base + ["enable", UNIT], undo_argv=base + ["disable", UNIT]))
+    if ctx.rooted:
+        return Finding("%s is enabled" % UNIT, actions=actions)
+    active = subprocess.run(["systemctl", "is-active", UNIT], capture_output=True, text=True,
+                            timeout=60).stdout.strip()
+    if changed or active != "active":
+        actions.append(RunCommand(["systemctl", "restart", UNIT]))
+    return Finding("%s is enabled and running" % UNIT, actions=actions)
+
+
+def build_steps(args: argparse.Namespace) -> List[Step]:
+    st = _State()
+
+    def note(finding: Finding) -> Finding:
+        st.changed = st.changed or bool(finding.actions)
+        return finding
+
+    def engine(ctx: Context) -> Finding:
+        st.fqdn, st.changed = None, False
+        if args.standalone:
+            return Finding("no engine (--standalone)")
+        fqdn = args.engine or _previous_fqdn(ctx)
+        if not fqdn:
+            raise SetupError("which engine? pass --engine <engine FQDN> (the name in the "
+                             "engine's certificate, ENGINE_FQDN on the engine), or --standalone")
+        if not ctx.offline:
+            try:
+                socket.getaddrinfo(fqdn, INGEST_PORT, proto=socket.IPPROTO_TCP)
+            except (socket.gaierror, UnicodeError) as err:
+                raise SetupError("engine %s does not resolve: add it to DNS or /etc/hosts, or "
+                                 "pass the right --engine" % fqdn) from err
+        st.fqdn = fqdn
+        return Finding("engine %s" % fqdn)
+
+    def hostcert(ctx: Context) -> Finding:
+        if args.standalone:
+            return Finding("host certificate: not needed (--standalone)")
+        return inspect_hostcert(ctx)
+
+    def answers(ctx: Context) -> Finding:
+        if args.standalone or ctx.offline or st.fqdn is None:
+            return Finding("the engine's ingest listener: not checked (%s)" % (
+                "--standalone" if args.standalone else "--offline" if ctx.offline
+                else "no engine"))
+        return ingest_answers(ctx, st.fqdn)
+
+    def config(ctx: Context) -> Finding:
+        if not args.standalone and st.fqdn is None:
+            return Finding("", problem="%s waits for the engine's FQDN" % DROPIN)
+        return note(inspect_config(ctx, None if args.standalone else dropin_text(st.fqdn or "")))
+
+    return [Step("engine", engine), Step("hostcert", hostcert),
+            Step("account", inspect_account), Step("answers", answers),
+            Step("config", config), Step("unit", lambda ctx: inspect_unit(ctx, st.changed))]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", metavar="FQDN",
+                        help="the engine's FQDN (default: the one a previous setup wrote)")
+    parser.add_argument("--standalone", action="store_true",
+                        help="a plain libvirt host: no engine, uploads stay off")
+    parser.add_argument("--check", action="store_true",
+                        help="only report, one line per step, and change nothing")
+    parser.add_argument("--root", default="/",
+                        help="work on the machine image in this folder (default: /)")
+    parser.add_argument("--offline", action="store_true",
+                        help="do not contact the engine (its check is skipped)")
+
+
+def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    ctx = Context(root=args.root, offline=args.offline)
+    steps = build_steps(args)
+    return check(steps, ctx, out) if args.check else run(steps, ctx, out)
