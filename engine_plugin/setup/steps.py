@@ -243,5 +243,9 @@ def run(steps: Sequence[Step], ctx: Context, out: TextIO) -> int:
                 return 1
             done.append(action)
             out.write("done %-9s %s\n" % (step.name, action.describe()))
+    for step, finding in findings:
+        if finding.actions:
+            for note in finding.notes:
+                out.write("note %-9s %s\n" % (step.name, note))
     out.write("-- check\n")
     return check(steps, ctx, out)

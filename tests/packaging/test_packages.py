@@ -8,7 +8,6 @@ import glob
 import importlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -22,17 +21,6 @@ pytestmark = pytest.mark.rpm
 
 def run(*argv, **kw):
     return subprocess.run(argv, check=True, capture_output=True, text=True, cwd=ROOT, **kw).stdout
-
-
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory):
-    for tool in ("rpmbuild", "rpm", "dpkg-deb"):
-        if not shutil.which(tool):
-            unavailable("%s is not installed (scripts/setup-deps installs it)" % tool)
-    for old in glob.glob(os.path.join(ROOT, "dist", "*")):
-        os.remove(old)
-    run("packaging/build", "all")
-    return os.path.join(ROOT, "dist")
 
 
 def rpm_path(dist, name):

@@ -30,7 +30,7 @@ import ssl
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import List, Optional, TextIO
+from typing import List, Optional, TextIO, Tuple
 from urllib.parse import urlsplit
 
 from ..config import DEFAULT_PATH, ConfigError, load_config
@@ -49,23 +49,33 @@ GROUPS = ("qemu", "kvm")
 @dataclass
 class _State:
     fqdn: Optional[str] = None
+    port: int = INGEST_PORT
     changed: bool = False
 
 
-def _previous_fqdn(ctx: Context) -> Optional[str]:
+def _previous_engine(ctx: Context) -> Optional[str]:
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read(ctx.path(DROPIN), encoding="utf-8")
-        return urlsplit(parser.get("upload", "url")).hostname
+        return urlsplit(parser.get("upload", "url")).netloc or None
     except (configparser.Error, OSError, ValueError):
         return None
 
 
-def dropin_text(fqdn: str) -> str:
+def split_engine(text: str) -> Tuple[str, int]:
+    """``FQDN`` or ``FQDN:PORT`` (the ingest port, 8791 unless the engine moved it)."""
+    try:
+        parts = urlsplit("//" + text)
+        return parts.hostname or "", parts.port or INGEST_PORT
+    except ValueError as err:
+        raise SetupError("--engine %s is not FQDN or FQDN:PORT" % text) from err
+
+
+def dropin_text(fqdn: str, port: int) -> str:
     return ("# Written by vmdiag-relay setup; run it again to change the engine. Put your own\n"
             "# settings in another drop-in.\n"
             "[upload]\nenabled = yes\nurl = https://%s:%d%s\ncert = %s\nkey = %s\nca = %s\n"
-            % (fqdn, INGEST_PORT, INGEST_PATH, VDSM_CERT, VDSM_KEY, VDSM_CA))
+            % (fqdn, port, INGEST_PATH, VDSM_CERT, VDSM_KEY, VDSM_CA))
 
 
 def _readable_by_relay(ctx: Context, path: str) -> bool:
@@ -110,11 +120,11 @@ def inspect_account(ctx: Context) -> Finding:
     return Finding("user vmdiag; groups %s exist" % " and ".join(GROUPS))
 
 
-def ingest_answers(ctx: Context, fqdn: str) -> Finding:
-    url = "https://%s:%d%s" % (fqdn, INGEST_PORT, INGEST_PATH)
+def ingest_answers(ctx: Context, fqdn: str, port: int) -> Finding:
+    url = "https://%s:%d%s" % (fqdn, port, INGEST_PATH)
     tls = ssl.create_default_context(cafile=ctx.path(VDSM_CA))
     tls.load_cert_chain(ctx.path(VDSM_CERT), ctx.path(VDSM_KEY))
-    conn = http.client.HTTPSConnection(fqdn, INGEST_PORT, context=tls, timeout=15)
+    conn = http.client.HTTPSConnection(fqdn, port, context=tls, timeout=15)
     try:
         conn.request("GET", INGEST_PATH)
         status = conn.getresponse().status
@@ -129,7 +139,7 @@ def ingest_answers(ctx: Context, fqdn: str) -> Finding:
     except (OSError, http.client.HTTPException) as err:
         raise SetupError("%s does not answer (%s): run vmdiag-engine setup on the engine and "
                          "open TCP %d there (firewall-cmd --permanent --add-port=%d/tcp)"
-                         % (url, err, INGEST_PORT, INGEST_PORT)) from err
+                         % (url, err, port, port)) from err
     finally:
         conn.close()
     return Finding("the engine's ingest listener answers at %s (HTTP %d to GET)" % (url, status))
@@ -179,18 +189,19 @@ def build_steps(args: argparse.Namespace) -> List[Step]:
         st.fqdn, st.changed = None, False
         if args.standalone:
             return Finding("no engine (--standalone)")
-        fqdn = args.engine or _previous_fqdn(ctx)
-        if not fqdn:
+        given = args.engine or _previous_engine(ctx)
+        if not given:
             raise SetupError("which engine? pass --engine <engine FQDN> (the name in the "
                              "engine's certificate, ENGINE_FQDN on the engine), or --standalone")
+        fqdn, port = split_engine(given)
         if not ctx.offline:
             try:
-                socket.getaddrinfo(fqdn, INGEST_PORT, proto=socket.IPPROTO_TCP)
+                socket.getaddrinfo(fqdn, port, proto=socket.IPPROTO_TCP)
             except (socket.gaierror, UnicodeError) as err:
                 raise SetupError("engine %s does not resolve: add it to DNS or /etc/hosts, or "
                                  "pass the right --engine" % fqdn) from err
-        st.fqdn = fqdn
-        return Finding("engine %s" % fqdn)
+        st.fqdn, st.port = fqdn, port
+        return Finding("engine %s, ingest port %d" % (fqdn, port))
 
     def hostcert(ctx: Context) -> Finding:
         if args.standalone:
@@ -202,12 +213,13 @@ def build_steps(args: argparse.Namespace) -> List[Step]:
             return Finding("the engine's ingest listener: not checked (%s)" % (
                 "--standalone" if args.standalone else "--offline" if ctx.offline
                 else "no engine"))
-        return ingest_answers(ctx, st.fqdn)
+        return ingest_answers(ctx, st.fqdn, st.port)
 
     def config(ctx: Context) -> Finding:
         if not args.standalone and st.fqdn is None:
             return Finding("", problem="%s waits for the engine's FQDN" % DROPIN)
-        return note(inspect_config(ctx, None if args.standalone else dropin_text(st.fqdn or "")))
+        text = None if args.standalone else dropin_text(st.fqdn or "", st.port)
+        return note(inspect_config(ctx, text))
 
     return [Step("engine", engine), Step("hostcert", hostcert),
             Step("account", inspect_account), Step("answers", answers),
@@ -215,8 +227,9 @@ def build_steps(args: argparse.Namespace) -> List[Step]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", metavar="FQDN",
-                        help="the engine's FQDN (default: the one a previous setup wrote)")
+    parser.add_argument("--engine", metavar="FQDN[:PORT]",
+                        help="the engine's FQDN, and the ingest port if not 8791 (default: "
+                             "the engine a previous setup wrote)")
     parser.add_argument("--standalone", action="store_true",
                         help="a plain libvirt host: no engine, uploads stay off")
     parser.add_argument("--check", action="store_true",
