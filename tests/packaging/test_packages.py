@@ -13,8 +13,6 @@ import sys
 
 import pytest
 
-from tests.real import unavailable
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.rpm
 
