@@ -143,6 +143,12 @@ OPTIONS: Tuple[Option, ...] = (
            "Upper bound in seconds of the wait between reconnects to a VM's channel."),
     Option("relay", "max_vms", _int_range(1, 100000), "5000",
            "Most VMs served at once; more are logged and ignored."),
+    Option("relay", "min_report_interval", _float_range(0, 86400), "5",
+           "Seconds between two reports of one VM that the relay takes, on average (0: no "
+           "limit); more are dropped and counted as rate_limited. Keep it below the agents' "
+           "[agent] interval."),
+    Option("relay", "report_burst", _int_range(1, 10000), "10",
+           "Reports one VM may send in a row above that rate (report.now, agent restarts)."),
     Option("upload", "enabled", _bool, "false",
            "Upload reports to the engine's ingest listener (on/off)."),
     Option("upload", "url", _https_url, "",
@@ -184,6 +190,8 @@ class RelaySettings:
     silence_timeout: float = 180.0
     reconnect_max_backoff: float = 30.0
     max_vms: int = 5000
+    min_report_interval: float = 5.0
+    report_burst: int = 10
 
 
 @dataclasses.dataclass(frozen=True)

@@ -252,3 +252,49 @@ async def test_numbers_out_of_the_contracts_range_are_dropped_before_any_upload(
     assert session.entry.counters.drops["out_of_range"] == len(hostile)
     assert [env["report"]["seq"] for env in forwarded] == [1]
     await neighbour.assert_unaffected()
+
+
+async def test_a_report_flood_is_rate_limited_per_vm_and_counted(tmp_path):
+    cache = ReportCache()
+    flood = await FakeGuest(str(tmp_path / "flood.sock")).start()
+    calm = await FakeGuest(str(tmp_path / "calm.sock")).start()
+    cfg = SessionConfig(read_rate=512 << 20, read_burst=64 << 20, reconnect_min_backoff=0.05,
+                        min_report_interval=0.5, report_burst=5)
+    taken: dict[str, list[int]] = {flood.vm_id: [], calm.vm_id: []}
+
+    def sink(env: dict) -> None:
+        taken[env["vm_id"]].append(env["report"]["seq"])
+    sessions = [VMSession(g.vm_id, g.path, cache, config=cfg, on_report=sink)
+                for g in (flood, calm)]
+    for s in sessions:
+        s.start()
+    try:
+        for s in sessions:
+            await s.wait_state(Runstate.CONNECTED, timeout=5)
+        line = json.loads(encode(sample_report(seq=0, processes=2, units=2)))
+        burst = []
+        for seq in range(1, 2001):  # as fast as the channel takes them
+            line["seq"] = seq
+            burst.append(json.dumps(line).encode())
+        started = time.monotonic()
+        await flood.write(b"\n".join(burst) + b"\n")
+        await calm.send(sample_report(seq=1))
+        counters = sessions[0].entry.counters
+        await until(lambda: counters.reports + counters.drops["rate_limited"] == 2000,
+                    timeout=30, what="the flood read")
+        elapsed = time.monotonic() - started
+        # the burst, plus one per 0.5 s while the flood was read
+        assert 5 <= len(taken[flood.vm_id]) <= 5 + elapsed / 0.5 + 1
+        assert counters.drops["rate_limited"] == 2000 - len(taken[flood.vm_id])
+        assert taken[flood.vm_id][:5] == [1, 2, 3, 4, 5]
+        await until(lambda: taken[calm.vm_id] == [1], what="the calm VM's report")
+        assert sessions[1].entry.counters.dropped == 0  # its neighbour's flood cost it nothing
+        await asyncio.sleep(0.6)  # the bucket refills: the flooder is heard again
+        line["seq"] = 5000
+        await flood.send(line)
+        await until(lambda: taken[flood.vm_id][-1] == 5000, what="a report after the pause")
+    finally:
+        for s in sessions:
+            await s.close()
+        await flood.close()
+        await calm.close()

@@ -44,6 +44,9 @@ class DaemonSettings:
     silence_timeout: float = 180.0
     reconnect_max_backoff: float = 30.0
     max_vms: int = 5000
+    #: Per-VM report rate limit (0: none) and its burst, from [relay].
+    min_report_interval: float = 0.0
+    report_burst: int = 10
     libvirt_readonly: bool = True
     #: Every so often, VMs whose channel cannot be opened are looked up in libvirt again.
     recheck_interval: float = 30.0
@@ -56,11 +59,14 @@ class DaemonSettings:
                    control_socket=relay.control_socket,
                    silence_timeout=relay.silence_timeout,
                    reconnect_max_backoff=relay.reconnect_max_backoff,
-                   max_vms=relay.max_vms)
+                   max_vms=relay.max_vms, min_report_interval=relay.min_report_interval,
+                   report_burst=relay.report_burst)
 
     def session_config(self) -> SessionConfig:
         return SessionConfig(silence_timeout=self.silence_timeout,
-                             reconnect_max_backoff=self.reconnect_max_backoff)
+                             reconnect_max_backoff=self.reconnect_max_backoff,
+                             min_report_interval=self.min_report_interval,
+                             report_burst=self.report_burst)
 
 
 class RelayDaemon:

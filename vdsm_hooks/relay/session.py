@@ -16,7 +16,10 @@ The session is an explicit state machine, after qemu.qmp's ``Runstate``::
 Everything the guest sends is hostile: lines are capped (1 MiB) and dropped whole past the cap
 without being buffered, every drop is counted by reason, reading is rate-limited per session
 (a token bucket pauses the transport, so a flooding guest is pushed back into QEMU and the
-guest instead of costing the host CPU and memory), and only the latest report is kept.
+guest instead of costing the host CPU and memory), reports are rate-limited per VM (one per
+``min_report_interval`` plus a burst; the rest dropped as ``rate_limited``, so a flooding guest
+cannot fill the uploader's queue and spool with its own reports), and only the latest report
+is kept.
 
 Errors::
 
@@ -129,6 +132,10 @@ class SessionConfig:
     #: Requests are refused while this much is unsent (the guest is not reading its port).
     max_write_buffer: int = 256 << 10
     max_line: int = MAX_LINE_BYTES
+    #: Reports taken from one VM: one per ``min_report_interval`` seconds on average, plus
+    #: ``report_burst`` in a row; the rest are dropped as ``rate_limited``. 0: no limit.
+    min_report_interval: float = 0.0
+    report_burst: int = 10
 
 
 class _ChannelProtocol(asyncio.Protocol):
@@ -186,6 +193,8 @@ class VMSession:
         self._tokens = self.config.read_burst
         self._token_time = time.monotonic()
         self._resume: asyncio.TimerHandle | None = None
+        self._report_tokens = float(self.config.report_burst)
+        self._report_token_time = time.monotonic()
 
     # -- state machine ---------------------------------------------------------------------
 
@@ -385,6 +394,9 @@ class VMSession:
         if last is not None and last.run_id == msg["run_id"] and msg["seq"] <= last.seq:
             self._count_drop("stale_seq")  # a replay: never let it replace a newer report
             return
+        if not self._take_report_token():
+            self._count_drop("rate_limited")
+            return
         self.entry.counters.reports += 1
         self.entry.set_report(msg, now)
         if self.on_report is not None:
@@ -394,6 +406,22 @@ class VMSession:
                                              agent_version=version))
             except Exception:
                 self.log.exception("report sink failed; the report stays cached")
+
+    def _take_report_token(self) -> bool:
+        """The report rate limit: a token bucket of ``report_burst`` reports, refilled at one
+        per ``min_report_interval`` seconds. A session is the VM's for as long as the relay
+        follows it, so reconnecting does not refill it."""
+        interval = self.config.min_report_interval
+        if interval <= 0:
+            return True
+        now = time.monotonic()
+        self._report_tokens = min(float(self.config.report_burst),
+                                  self._report_tokens + (now - self._report_token_time) / interval)
+        self._report_token_time = now
+        if self._report_tokens < 1.0:
+            return False
+        self._report_tokens -= 1.0
+        return True
 
     def _on_reply(self, msg: Message) -> None:
         self.entry.counters.replies += 1
