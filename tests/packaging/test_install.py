@@ -462,3 +462,25 @@ def test_plain_libvirt_host_and_guest(dist, tmp_path):
     assert os.path.isfile(os.path.join(guest, "usr/lib/udev/rules.d/90-vmdiag-agent.rules"))
     assert ids(guest, "passwd", "vmdiag") is None        # the agent needs no user of its own
     remove(guest, GUEST_RPMS, "vmdiag-agent.service")
+
+
+def test_install_doc_gives_the_commands_this_test_runs():
+    """docs/install.md, per role: the packages installed above and the setup commands run."""
+    with open(os.path.join(ROOT, "docs", "install.md"), encoding="utf-8") as f:
+        doc = f.read()
+    sections = {title.split("\n", 1)[0].strip(): body for title, body in
+                (part.split("\n", 1) for part in doc.split("\n## ")[1:])}
+    roles = {"Host (oVirt, VDSM)": (HOST_RPMS, ["vmdiag-relay setup --engine",
+                                                "vmdiag-relay setup --check"]),
+             "Plain KVM host (libvirt, no VDSM)": (["python3-vmdiag-protocol", "vmdiag-relay"],
+                                                  ["vmdiag-relay setup --standalone"]),
+             "Engine": (ENGINE_RPMS, ["vmdiag-engine setup\n", "vmdiag-engine setup --check"]),
+             "Guest": (GUEST_RPMS, [])}
+    for title, (rpms, commands) in roles.items():
+        body = sections[title]
+        install_line = [ln for ln in body.split("```sh", 1)[1].split("```")[0].split("\n\n")[0]
+                        .replace("\\\n", " ").splitlines() if ln.startswith("dnf install")][0]
+        for rpm in rpms:
+            assert "./%s-*.noarch.rpm" % rpm in install_line, (title, rpm)
+        for command in commands:
+            assert command in body, (title, command)
