@@ -119,6 +119,18 @@ OPTIONS: Tuple[Option, ...] = (
            "Which host an envelope is recorded under: 'certificate' replaces the envelope's "
            "host_id with the client certificate's subject CN; 'strict' rejects envelopes whose "
            "host_id differs from it.", ("certificate", "strict")),
+    Option("ingest", "ownership", "str", "ovirt",
+           "Which VMs a host may report: 'ovirt' accepts a host's reports only for VMs oVirt "
+           "runs on it or ran on it within migration_window (needs the [ovirt] service "
+           "account; without one every host may report every VM); 'any' accepts every VM "
+           "from every host with an engine-CA certificate.", ("ovirt", "any")),
+    Option("ingest", "migration_window", "duration", "1h",
+           "How long a host may still report a VM after oVirt moved it elsewhere or stopped "
+           "it (what its relay spooled before the migration)."),
+    Option("ingest", "max_clock_skew", "duration", "60",
+           "A relay's receive time further ahead of the engine's clock than this is counted "
+           "and logged as a fast relay clock; any relay time ahead of the engine's is stored "
+           "as the engine's time."),
     Option("storage", "url", "str", "sqlite:////var/lib/vmdiag/vmdiag.db",
            "Store URL: sqlite:////absolute/path.db or postgresql://user@host/db."),
     Option("storage", "raw_retention", "duration", "48h",

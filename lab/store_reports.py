@@ -117,3 +117,9 @@ def envelope(vm: int, seq: int, t: float, run_id: str = "run-1", host_id: str = 
 
 def batch(vms: Sequence[int], seq: int, t: float, **values: Any) -> List[Dict[str, Any]]:
     return [envelope(vm, seq, t, **values) for vm in vms]
+
+
+def ingest_as_received(store: Any, envelopes: Sequence[Dict[str, Any]]) -> int:
+    """Ingest each envelope as the engine would have when the relay sent it (simulated time:
+    the engine's receive time is the envelope's ``received_at``); returns reports stored."""
+    return sum(store.ingest([env], now=env["received_at"]).accepted for env in envelopes)

@@ -87,6 +87,7 @@ class EngineService:
                                      ttl=config.ovirt.visibility_cache_ttl,
                                      observe=self.metrics.observe_engine)
         self.directory: VmDirectory | None = None
+        self.ingest_handler: IngestHandler | None = None
         self.outbox: EventOutbox | None = None
         self.dispatcher: EventDispatcher | None = None
         self.health: HealthPass | None = None
@@ -135,7 +136,8 @@ class EngineService:
             self.store = await loop.run_in_executor(self.store_executor,
                                                     open_configured_store, cfg)
         try:
-            self.directory = VmDirectory(service_account(cfg, self.endpoint))
+            self.directory = VmDirectory(service_account(cfg, self.endpoint),
+                                         cfg.ingest.migration_window, self.clock)
         except ValueError:
             if cfg.events.enabled:
                 raise
@@ -158,9 +160,16 @@ class EngineService:
         ApiRoutes(self.source, self.metrics, NetworkAllowList(cfg.metrics.allow),
                   self.health_counts, self.clock).register(api_app, cfg.api.prefix)
         self._setup_ui(api_app)
+        ownership = self.directory if cfg.ingest.ownership == "ovirt" else None
+        if ownership is None:
+            log.info("ingest accepts every VM's reports from every host with an engine-CA "
+                     "certificate ([ingest] ownership = %s%s)", cfg.ingest.ownership,
+                     ", no [ovirt] service account" if self.directory is None else "")
         ingest = IngestHandler(self._store_call, self.metrics, self.health.mark,
                                self.store_executor, cfg.ingest.max_envelopes,
-                               cfg.ingest.host_identity)
+                               cfg.ingest.host_identity, ownership, self.refresh_directory,
+                               cfg.ingest.max_clock_skew, self.clock)
+        self.ingest_handler = ingest
         ingest_app = make_ingest_app(ingest, cfg.ingest.max_body_bytes)
 
         self.api_port = await self._listen(api_app, cfg.api.listen, cfg.api.port, None)

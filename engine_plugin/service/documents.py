@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping
 from aiohttp import web
 
 from ..ovirt import NotAuthenticated, Visibility, VmInfo
+from .evaluation import heard_at
 
 HEALTH_STATUSES = ("ok", "warning", "critical", "unknown")
 DOWN_STATUSES = ("down", "suspended", "image_locked")
@@ -108,19 +109,20 @@ class DocumentSource:
         received_at = latest.received_at if latest is not None else None
         return {
             "vm": vm_block(vm),
-            "agent": self._agent(vm, row, received_at),
+            "agent": self._agent(vm, row, heard_at(latest)),
             "health": health_block(verdict),
             "forecasts": list(verdict.get("forecasts") or []),
             "report": latest.report if latest is not None else None,
             "received_at": received_at,
         }
 
-    def _agent(self, vm: VmInfo, row: Any, received_at: float | None) -> Dict[str, Any]:
+    def _agent(self, vm: VmInfo, row: Any, heard: float | None) -> Dict[str, Any]:
+        """``heard``: when the engine last received a report of the VM (its own clock)."""
         now = self.clock()
-        silent_for = now - received_at if received_at is not None else None
+        silent_for = now - heard if heard is not None else None
         if vm.status in DOWN_STATUSES:
             state = "vm_down"
-        elif received_at is None:
+        elif heard is None:
             state = "not_installed"
         elif silent_for is not None and silent_for > self.thresholds_for(
                 vm_id=vm.id, vm_name=vm.name, cluster=vm.cluster_name).silence_s:
@@ -128,7 +130,7 @@ class DocumentSource:
         else:
             state = "reporting"
         return {"state": state, "version": getattr(row, "agent_version", None),
-                "last_report_at": received_at, "silent_for_s": silent_for}
+                "last_report_at": heard, "silent_for_s": silent_for}
 
     # -- fleet and host ---------------------------------------------------------------------
 
@@ -169,7 +171,7 @@ class DocumentSource:
             out.append({
                 "id": vm.id, "name": vm.name, "host_id": vm.host_id, "host_name": vm.host_name,
                 "cluster": vm.cluster_name, "health": status,
-                "last_report_at": row.received_at if row is not None else None,
+                "last_report_at": heard_at(row),
                 "worst_findings": worst_findings(verdict, row),
             })
         return {"counts": counts, "vms": out}

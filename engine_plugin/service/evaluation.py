@@ -25,6 +25,14 @@ STATE_PREFIX = "health:"
 BATCH = 200
 
 
+def heard_at(row: Any) -> float | None:
+    """When the engine last heard from a VM (a store row or latest report, or None): its own
+    receive time, which measures silence; rows stored before schema 2 have only the relay's."""
+    if row is None:
+        return None
+    return row.ingested_at if row.ingested_at is not None else row.received_at
+
+
 class HealthPass:
     """Evaluates dirty VMs in the background; ``drain()`` waits until all are done."""
 
@@ -103,10 +111,11 @@ class HealthPass:
         out = []
         for row in self.store.summaries():
             verdict = row.verdict or {}
-            if verdict.get("status") == "unknown" or row.received_at is None:
+            heard = heard_at(row)
+            if verdict.get("status") == "unknown" or heard is None:
                 continue
             limit = self.thresholds_for(vm_id=row.vm_id).silence_s
-            if now - row.received_at > limit:
+            if now - heard > limit:
                 out.append(row.vm_id)
         return out
 
@@ -130,10 +139,9 @@ class HealthPass:
     def _evaluate_one(self, vm_id: str, histories: Dict[str, Any], now: float) -> int:
         latest = self.store.latest(vm_id)
         report = latest.report if latest is not None else None
-        received_at = latest.received_at if latest is not None else None
         previous = self.store.event_state(STATE_PREFIX + vm_id)
         verdict, state = evaluate_vm(report, histories, self.thresholds_for(vm_id=vm_id),
-                                     previous, now, received_at)
+                                     previous, now, heard_at(latest))
         self.store.set_verdict(vm_id, verdict, now)
         self.store.set_event_state(STATE_PREFIX + vm_id, state)
         if self.outbox is None:

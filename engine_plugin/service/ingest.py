@@ -5,36 +5,95 @@ it: in oVirt every host holds a certificate signed by the engine CA whose subjec
 host's address (``/etc/pki/vdsm/certs/vdsmcert.pem``). An envelope's ``host_id`` is only a
 claim. With ``[ingest] host_identity = certificate`` (the default) each envelope is recorded
 under the certificate's CN, whatever it claimed (a difference is counted in
-``vmdiag_ingest_host_id_mismatch`` and logged once per host), so a relay cannot attribute data
-to another host. With ``strict`` such envelopes are rejected instead (reason
+``vmdiag_ingest_host_id_mismatch`` and logged once per host an hour), so a relay cannot
+attribute data to another host. With ``strict`` such envelopes are refused instead (reason
 ``host_mismatch``), for sites that want misconfigured relays to fail loudly.
 
-What it cannot prevent: a host's relay can still send reports for any VM id (the store keeps
-the recorded host with each report; comparing it with oVirt's host of the VM is future work).
+Which VMs? With ``[ingest] ownership = ovirt`` and a service account, a host may report only
+the VMs oVirt runs on it, or ran on it within ``migration_window`` (``ovirt.directory``); the
+rest is refused (``not_this_host``, counted per host). A placement the directory does not know
+yet (a VM that migrated or started since its last refresh) is answered ``retry`` and the
+directory refreshed, so the relay sends it again a little later; a report is refused only on
+a directory read at least ``max_clock_skew`` after the relay received it. Without a service account
+(standalone) every certified host may report every VM: docs/design.md says what holds then.
 
-Reply: ``{"accepted", "duplicates", "rejected"}``; invalid envelopes are dropped and counted,
-the valid ones stored (ingest is idempotent on (vm_id, run_id, seq), so the relay may resend
-a whole batch). A store failure answers 503 so the relay keeps its spool and retries.
+Whose clock? The engine's: each batch is stored with the engine's receive time, which orders
+reports across agent runs and measures silence; a relay's ``received_at`` is kept only up to
+the engine's clock (``max_clock_skew`` beyond it is counted and logged).
+
+Reply: one outcome per envelope (``diag_protocol.ingest``), 200 whenever the body is a batch.
+Only a body that is no batch is 400, too big 413; a store that fails for the whole batch is
+503, so the relay keeps its spool and retries; a report the store cannot hold is refused alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import ssl
 import threading
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Set, Tuple, Union
+import time
+from typing import Any, Awaitable, Callable, Coroutine, Dict, Iterable, List, Tuple, Union
 
 from aiohttp import web
 
 from diag_protocol import ProtocolError, loads, validate_envelope
+from diag_protocol.ingest import (
+    DUPLICATE,
+    HOST_MISMATCH,
+    INVALID,
+    NOT_THIS_HOST,
+    OUT_OF_RANGE,
+    PLACEMENT_PENDING,
+    REFUSED,
+    RETRY,
+    ROUTE,
+    STORED,
+    UNSTORABLE,
+)
 
+from ..ovirt.directory import NOT_OWN, OWN, UNENFORCED, UNKNOWN, VmDirectory
+from ..storage.errors import Unstorable
 from .metrics import ServiceMetrics
 
 log = logging.getLogger("vmdiag.engine.ingest")
 
-ROUTE = "/ingest/v1/reports"
+Result = Dict[str, str]
+#: Distinct (kind, host, detail) log lines remembered to log each once an hour; the oldest is
+#: forgotten first, so peers cannot grow it.
+MAX_LOGGED = 1024
+LOG_EVERY_S = 3600.0
+
+
+class OncePerHour:
+    """Decides whether a warning keyed by peer input is logged now; bounded in size."""
+
+    def __init__(self, size: int = MAX_LOGGED, every: float = LOG_EVERY_S) -> None:
+        self.size = size
+        self.every = every
+        self._last: collections.OrderedDict[Tuple[str, ...], float] = \
+            collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, now: float, *key: str) -> bool:
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.every:
+                return False
+            self._last[key] = now
+            self._last.move_to_end(key)
+            while len(self._last) > self.size:
+                self._last.popitem(last=False)
+            return True
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+
+def refused(reason: str, message: str) -> Result:
+    return {"outcome": REFUSED, "reason": reason, "message": message[:300]}
 
 
 def server_ssl_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
@@ -81,15 +140,22 @@ class IngestHandler:
     def __init__(self, store_call: Callable[..., Awaitable[Any]], metrics: ServiceMetrics,
                  on_stored: Callable[[Iterable[str]], None],
                  executor: concurrent.futures.Executor, max_envelopes: int = 500,
-                 host_identity: str = "certificate") -> None:
+                 host_identity: str = "certificate", directory: VmDirectory | None = None,
+                 refresh_directory: Callable[[], Coroutine[Any, Any, Any]] | None = None,
+                 max_clock_skew: float = 60.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store_call = store_call
         self.executor = executor
         self.metrics = metrics
         self.on_stored = on_stored
         self.max_envelopes = max_envelopes
         self.host_identity = host_identity
-        self._mismatch_logged: Set[Tuple[str, str]] = set()
-        self._lock = threading.Lock()
+        self.directory = directory
+        self.refresh_directory = refresh_directory
+        self.max_clock_skew = max_clock_skew
+        self.clock = clock
+        self.log_once = OncePerHour()
+        self._refreshing: asyncio.Task | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         cn = peer_common_name(request)
@@ -101,74 +167,153 @@ class IngestHandler:
         except web.HTTPRequestEntityTooLarge:
             self.metrics.ingest_requests.labels("too_large").inc()
             raise
+        now = self.clock()
         # Decoding and validating a large batch is CPU work: keep it off the event loop so
         # the API stays responsive while relays upload.
         loop = asyncio.get_running_loop()
-        parsed = await loop.run_in_executor(self.executor, self._parse, raw, cn)
+        parsed = await loop.run_in_executor(self.executor, self.parse, raw, cn, now)
         if isinstance(parsed, web.Response):
             return parsed
-        valid, rejected = parsed
+        results, valid = parsed
+        if any(r.get("reason") == PLACEMENT_PENDING for r in results if r):
+            self._kick_refresh(now)
         try:
-            result = await self.store_call("ingest", valid) if valid else None
+            stored = await self._store(valid, now)
         except Exception as err:
             log.exception("storing %d envelopes from %s failed", len(valid), cn)
             self.metrics.ingest_requests.labels("store_error").inc()
             return self._error(503, "store_unavailable",
                                "the store failed (%s); keep the batch and retry later"
                                % type(err).__name__)
-        accepted = result.accepted if result is not None else 0
-        duplicates = result.duplicates if result is not None else 0
+        for (index, _), result in zip(valid, stored):
+            results[index] = result
+        counts = collections.Counter(r["outcome"] for r in results)
         self.metrics.ingest_requests.labels("ok").inc()
-        self.metrics.ingest_envelopes.labels("accepted").inc(accepted)
-        self.metrics.ingest_envelopes.labels("duplicate").inc(duplicates)
-        self.metrics.ingest_envelopes.labels("rejected").inc(rejected)
-        if accepted:
-            self.on_stored({env["vm_id"] for env in valid})
-        return web.json_response({"accepted": accepted, "duplicates": duplicates,
-                                  "rejected": rejected})
+        for outcome, count in counts.items():
+            self.metrics.ingest_envelopes.labels(outcome).inc(count)
+        for result in stored:
+            if result["outcome"] == REFUSED:
+                self.metrics.ingest_rejected.labels(result["reason"]).inc()
+        new_vms = {env["vm_id"] for (_, env), r in zip(valid, stored) if r["outcome"] == STORED}
+        if new_vms:
+            self.on_stored(new_vms)
+        return web.json_response({
+            "results": results, "stored": counts[STORED], "duplicates": counts[DUPLICATE],
+            "refused": counts[REFUSED], "retry": counts[RETRY],
+            # the answer before per-envelope results, for relays that read it
+            "accepted": counts[STORED], "rejected": counts[REFUSED]})
 
-    def _parse(self, raw: bytes, cn: str) -> Union[web.Response, Tuple[List[Dict[str, Any]], int]]:
+    async def _store(self, valid: List[Tuple[int, Dict[str, Any]]], now: float
+                     ) -> List[Result]:
+        """Store ``valid``; a report the store cannot hold is isolated (halving the batch)
+        and refused alone. Any other failure propagates: the store is unavailable."""
+        if not valid:
+            return []
         try:
-            body = loads(raw)  # diag_protocol's: numbers out of range are refused here
+            result = await self.store_call("ingest", [env for _, env in valid], now)
+        except Unstorable as err:
+            if len(valid) == 1:
+                log.warning("the store cannot hold the report of VM %s: %s",
+                            valid[0][1]["vm_id"], err)
+                return [refused(UNSTORABLE, str(err))]
+            half = len(valid) // 2
+            return await self._store(valid[:half], now) + await self._store(valid[half:], now)
+        return [{"outcome": outcome} for outcome in result.outcomes]
+
+    def _kick_refresh(self, now: float) -> None:
+        if (self.refresh_directory is None or self.directory is None
+                or (self._refreshing is not None and not self._refreshing.done())
+                or not self.directory.wanted(now)):
+            return
+        self._refreshing = asyncio.get_running_loop().create_task(self.refresh_directory())
+
+    # -- CPU work, in the executor ----------------------------------------------------------
+
+    def parse(self, raw: bytes, cn: str, now: float
+              ) -> Union[web.Response, Tuple[List[Any], List[Tuple[int, Dict[str, Any]]]]]:
+        """The batch in ``raw`` from the host ``cn``, received at ``now``: (a result per
+        envelope, None where still to be stored; the (index, envelope) pairs to store), or
+        the error response for a body that is no batch."""
+        try:
+            body = loads(raw)  # diag_protocol's: numbers beyond 64 bits are refused here
+        except RecursionError:
+            self.metrics.ingest_requests.labels("bad_body").inc()
+            return self._error(400, "too_deep", "the body nests deeper than JSON decoding "
+                               "allows; send {\"envelopes\": [...]}")
         except (ValueError, UnicodeDecodeError) as err:
-            return self._error(400, "bad_json", "the body is not JSON: %s" % err)
+            self.metrics.ingest_requests.labels("bad_body").inc()
+            return self._error(400, "bad_json", "the body is not JSON: %s" % str(err)[:200])
         envelopes = body.get("envelopes") if isinstance(body, dict) else None
         if not isinstance(envelopes, list):
+            self.metrics.ingest_requests.labels("bad_body").inc()
             return self._error(400, "bad_body", 'send {"envelopes": [...]}')
         if len(envelopes) > self.max_envelopes:
             self.metrics.ingest_requests.labels("too_many").inc()
             return self._error(413, "too_many_envelopes",
                                "at most %d envelopes per request; split the batch"
                                % self.max_envelopes)
-        return self._validate(envelopes, cn)
+        results: List[Any] = []
+        valid: List[Tuple[int, Dict[str, Any]]] = []
+        for index, item in enumerate(envelopes):
+            checked = self._check(item, cn, now)
+            if isinstance(checked, dict) and "outcome" in checked:
+                results.append(checked)
+                if checked["outcome"] == REFUSED:
+                    self.metrics.ingest_rejected.labels(checked["reason"]).inc()
+            else:
+                results.append(None)
+                valid.append((index, checked))
+        return results, valid
 
-    def _validate(self, envelopes: List[Any], cn: str) -> Tuple[List[Dict[str, Any]], int]:
-        valid: List[Dict[str, Any]] = []
-        rejected = 0
-        for raw in envelopes:
-            try:
-                env = validate_envelope(raw)
-            except ProtocolError as err:
-                rejected += 1
-                self.metrics.ingest_rejected.labels(err.reason).inc()
-                continue
-            if env["host_id"] != cn:
-                self.metrics.host_id_mismatch.inc()
-                with self._lock:
-                    first = (cn, env["host_id"]) not in self._mismatch_logged
-                    self._mismatch_logged.add((cn, env["host_id"]))
-                if first:
-                    log.warning("relay with certificate CN %r sends host_id %r; %s. Make the "
-                                "relay use its certificate's CN as host_id.", cn,
-                                env["host_id"], "rejecting" if self.host_identity == "strict"
-                                else "recording the CN")
-                if self.host_identity == "strict":
-                    rejected += 1
-                    self.metrics.ingest_rejected.labels("host_mismatch").inc()
-                    continue
-                env["host_id"] = cn
-            valid.append(env)
-        return valid, rejected
+    def _check(self, item: Any, cn: str, now: float) -> Dict[str, Any]:
+        """The validated envelope, or its result (refused / retry)."""
+        try:
+            env = validate_envelope(item)
+        except ProtocolError as err:
+            reason = OUT_OF_RANGE if err.reason == OUT_OF_RANGE else INVALID
+            return refused(reason, "%s: %s" % (err.reason, err))
+        if env["host_id"] != cn:
+            self.metrics.host_id_mismatch.inc()
+            if self.log_once(now, "host_id", cn, env["host_id"][:64]):
+                log.warning("relay with certificate CN %r sends host_id %r; %s. Make the "
+                            "relay use its certificate's CN as host_id.", cn,
+                            env["host_id"][:64], "refusing" if self.host_identity == "strict"
+                            else "recording the CN")
+            if self.host_identity == "strict":
+                return refused(HOST_MISMATCH, "host_id %r is not this certificate's CN %r"
+                               % (env["host_id"][:64], cn))
+            env["host_id"] = cn
+        if self.directory is not None:
+            placed = self.directory.placement(cn, env["vm_id"], now)
+            # Refused only on a directory read after the report left the guest (and any
+            # relay clock error): a VM that migrated here since the last read waits instead.
+            sent = min(env["received_at"], now)
+            if placed == NOT_OWN and self.directory.refreshed_since(sent + self.max_clock_skew):
+                self.metrics.count_not_this_host(cn)
+                if self.log_once(now, "not_this_host", cn):
+                    log.warning("host %s sends reports of VMs oVirt does not run on it (e.g. "
+                                "%s); refusing them", cn, env["vm_id"])
+                return refused(NOT_THIS_HOST, "oVirt does not run VM %s on host %s"
+                               % (env["vm_id"], cn))
+            if placed == UNENFORCED:
+                if self.log_once(now, "placement_unenforced"):
+                    log.warning("the [ovirt] service account may not list VMs, so ingest "
+                                "cannot check that a host reports only its own VMs and "
+                                "accepts every host; give the account a read-only "
+                                "administrator role, or set [ingest] ownership = any")
+            elif placed != OWN:
+                if placed == UNKNOWN and self.log_once(now, "placement_unknown"):
+                    log.warning("the VM directory could not be read yet (%s); reports wait "
+                                "in the relays' spools until it can",
+                                self.directory.last_error or "not refreshed yet")
+                return {"outcome": RETRY, "reason": PLACEMENT_PENDING}
+        if env["received_at"] > now + self.max_clock_skew:
+            self.metrics.clock_ahead.inc()
+            if self.log_once(now, "clock", cn):
+                log.warning("relay %s sends receive times %.0f s ahead of the engine's clock; "
+                            "storing the engine's time instead. Check its time sync (chrony).",
+                            cn, env["received_at"] - now)
+        return env
 
     @staticmethod
     def _error(status: int, code: str, message: str) -> web.Response:

@@ -7,13 +7,17 @@ answers only the networks in ``[metrics] allow``.
 from __future__ import annotations
 
 import ipaddress
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Set
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from diag_protocol.ingest import OUTCOMES, REFUSED_REASONS
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 HEALTH_STATUSES = ("ok", "warning", "critical", "unknown")
+#: Distinct host labels of per-host counters.
+MAX_HOST_LABELS = 1000
 
 
 class ServiceMetrics:
@@ -27,10 +31,19 @@ class ServiceMetrics:
             ["outcome"], registry=r)
         self.ingest_envelopes = Counter(
             "vmdiag_ingest_envelopes", "Envelopes received, by result "
-            "(accepted, duplicate, rejected).", ["result"], registry=r)
+            "(stored, duplicate, refused, retry).", ["result"], registry=r)
         self.ingest_rejected = Counter(
-            "vmdiag_ingest_rejected", "Envelopes dropped as invalid, by reason.", ["reason"],
+            "vmdiag_ingest_rejected", "Envelopes refused for good, by reason.", ["reason"],
             registry=r)
+        self.ingest_not_this_host = Counter(
+            "vmdiag_ingest_not_this_host", "Envelopes refused because oVirt does not run "
+            "the VM on the sending host, by host (certificate CN; at most %d hosts, the "
+            "rest as \"other\")." % MAX_HOST_LABELS, ["host"], registry=r)
+        self.clock_ahead = Counter(
+            "vmdiag_ingest_clock_ahead", "Envelopes whose relay receive time was ahead of "
+            "the engine's clock by more than [ingest] max_clock_skew (stored with the "
+            "engine's time).", registry=r)
+        self._host_labels: Set[str] = set()
         self.host_id_mismatch = Counter(
             "vmdiag_ingest_host_id_mismatch", "Envelopes whose host_id differed from the "
             "client certificate's CN.", registry=r)
@@ -58,8 +71,19 @@ class ServiceMetrics:
             self.vms_by_health.labels(status).set(0)
         for outcome in ("sent", "duplicate", "rejected", "failed"):
             self.events.labels(outcome)
-        for result in ("accepted", "duplicate", "rejected"):
+        for result in OUTCOMES:
             self.ingest_envelopes.labels(result)
+        for reason in REFUSED_REASONS:
+            self.ingest_rejected.labels(reason)
+
+    def count_not_this_host(self, host: str) -> None:
+        """Count a not_this_host refusal; labels stay bounded whatever hosts send."""
+        if host not in self._host_labels:
+            if len(self._host_labels) >= MAX_HOST_LABELS:
+                host = "other"
+            else:
+                self._host_labels.add(host)
+        self.ingest_not_this_host.labels(host).inc()
 
     def observe_engine(self, kind: str, seconds: float, outcome: str) -> None:
         self.engine_latency.labels(kind, outcome).observe(seconds)

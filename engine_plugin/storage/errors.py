@@ -6,6 +6,8 @@
      +-- UnsupportedUrl        the store URL names no known backend or is malformed
      +-- SchemaTooNew          the database was migrated by a newer vmdiag than this one
      +-- StoreClosed           a method was called after ``close()``
+     +-- Unstorable            the database cannot hold this data (a value beyond a column's
+                               range, a malformed envelope): retrying cannot help
 """
 
 
@@ -23,3 +25,7 @@ class SchemaTooNew(StorageError):
 
 class StoreClosed(StorageError):
     """The store was closed; open a new one with ``open_store``."""
+
+
+class Unstorable(StorageError):
+    """The data itself cannot be stored; the same call would fail again."""

@@ -3,11 +3,17 @@
 Everything that needs no database happens here, outside the write lock: shape checks,
 duplicates inside one batch, metric extraction, summary fields. The "newer" rule that decides
 which report becomes a VM's latest lives here too, mirrored by the SQL of the backends.
+
+Two times travel with a report: ``received_at``, when the relay read it from the guest (the
+relay's clock), and ``ingested_at``, when this engine stored it (the engine's clock, the same
+for a whole batch). Order across agent runs and silence use ``ingested_at``: no relay's clock,
+fast or hostile, can pin a VM's latest report.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -23,6 +29,7 @@ class Incoming:
     run_id: str
     seq: int
     received_at: float
+    ingested_at: float
     report_time: float | None
     report: Dict[str, Any]
     samples: List[Sample]
@@ -30,6 +37,8 @@ class Incoming:
     agent_version: str | None
     worst_status: str | None
     worst_checks: str | None
+    #: position of the envelope in the batch given to ``prepare``
+    index: int = 0
     _json: str | None = field(default=None, repr=False)
 
     @property
@@ -56,8 +65,11 @@ def _float(value: Any) -> float | None:
     return float(value)
 
 
-def prepare(envelopes: Sequence[Dict[str, Any]]) -> Tuple[List[Incoming], int]:
-    """(new reports in batch order, duplicates within the batch itself)."""
+def prepare(envelopes: Sequence[Dict[str, Any]],
+            now: float | None = None) -> Tuple[List[Incoming], int]:
+    """(new reports in batch order, duplicates within the batch itself); ``now`` is the
+    engine's receive time of the batch (default: the clock)."""
+    ingested_at = time.time() if now is None else float(now)
     seen = set()
     items: List[Incoming] = []
     duplicates = 0
@@ -73,6 +85,9 @@ def prepare(envelopes: Sequence[Dict[str, Any]]) -> Tuple[List[Incoming], int]:
             raise _bad(index, "report without run_id/seq")
         if received_at is None:
             raise _bad(index, "received_at missing")
+        # the store never keeps a relay time later than its own clock (ingest counts relays
+        # whose clock runs ahead beyond [ingest] max_clock_skew)
+        received_at = min(received_at, ingested_at)
         if (vm_id, run_id, seq) in seen:
             duplicates += 1
             continue
@@ -81,7 +96,8 @@ def prepare(envelopes: Sequence[Dict[str, Any]]) -> Tuple[List[Incoming], int]:
         worst = worst_checks(report)
         items.append(Incoming(
             vm_id=vm_id, host_id=host_id, run_id=run_id, seq=seq, received_at=received_at,
-            report_time=_float(report.get("time")), report=report,
+            ingested_at=ingested_at, index=index, report_time=_float(report.get("time")),
+            report=report,
             samples=extract_samples(report), hostname=hostname_of(report),
             agent_version=agent_version_of(env),
             worst_status=worst[0] if worst else None,
@@ -90,18 +106,27 @@ def prepare(envelopes: Sequence[Dict[str, Any]]) -> Tuple[List[Incoming], int]:
 
 
 def is_newer(cand: Incoming, run_id: str | None, seq: int | None,
-             received_at: float | None) -> bool:
+             ingested_at: float | None, received_at: float | None) -> bool:
     """Whether ``cand`` should replace a latest report with these fields.
 
-    Within one agent run ``seq`` orders reports exactly. Across runs (agent restart, reboot)
-    the relay's receive time decides: host clocks are kept in sync by oVirt, guest clocks
-    may not be, and a report spooled by the relay keeps its original receive time.
+    Within one agent run ``seq`` orders reports exactly. Across runs (agent restart, reboot,
+    a migration with a restart) the engine's receive time decides, and between reports the
+    engine received at the same instant (one batch) the relay's receive time: guest clocks
+    may be wrong, relay clocks may run fast, the engine's own clock is the one both sides
+    of a migration share. A report therefore stays latest only until a newer run's report
+    arrives, whatever times it carries.
     """
-    if received_at is None or run_id is None or seq is None:
+    if ingested_at is None or received_at is None or run_id is None or seq is None:
         return True
     if cand.run_id == run_id:
         return cand.seq > seq
+    if cand.ingested_at != ingested_at:
+        return cand.ingested_at > ingested_at
     return cand.received_at > received_at
+
+
+def _beats(item: Incoming, cur: Incoming) -> bool:
+    return is_newer(item, cur.run_id, cur.seq, cur.ingested_at, cur.received_at)
 
 
 def encode_latest_candidates(items: Sequence[Incoming]) -> None:
@@ -111,7 +136,7 @@ def encode_latest_candidates(items: Sequence[Incoming]) -> None:
     best: Dict[str, Incoming] = {}
     for item in items:
         cur = best.get(item.vm_id)
-        if cur is None or is_newer(item, cur.run_id, cur.seq, cur.received_at):
+        if cur is None or _beats(item, cur):
             best[item.vm_id] = item
     for item in best.values():
         item.report_json()
@@ -126,8 +151,7 @@ def newest_per_vm(items: Sequence[Incoming]) -> List[Incoming]:
         if cur is None:
             best[item.vm_id] = item
             continue
-        new, old = (item, cur) if is_newer(item, cur.run_id, cur.seq, cur.received_at) \
-            else (cur, item)
+        new, old = (item, cur) if _beats(item, cur) else (cur, item)
         if new.hostname is None:
             new.hostname = old.hostname
         if new.agent_version is None:

@@ -24,7 +24,7 @@ from .config import StorageConfig
 from .errors import SchemaTooNew, StorageError, StoreClosed
 from .incoming import Incoming
 from .schema import CREATE_VERSIONS_TABLE, load_migrations
-from .sqlstore import LedgerKey, SqlStore, Tx
+from .sqlstore import NEWER_SQL, LedgerKey, SqlStore, Tx
 
 T = TypeVar("T")
 
@@ -80,6 +80,8 @@ class PostgresStore(SqlStore):
     """``postgresql://user@host/dbname`` (any libpq URL or conninfo)."""
 
     backend = "postgresql"
+    # DataError: a value beyond a column's type (bigint out of range), a NUL in text...
+    _data_errors = (OverflowError, psycopg.DataError, UnicodeEncodeError)
     _least = "least"
     _greatest = "greatest"
 
@@ -154,7 +156,7 @@ class PostgresStore(SqlStore):
             return set()
         cols = [list(c) for c in zip(*rows)]
         found = tx.fetchall(
-            "INSERT INTO ingested (vm_key, run_id, seq, received_at)"
+            "INSERT INTO ingested (vm_key, run_id, seq, ingested_at)"
             " SELECT * FROM unnest(?::int4[], ?::text[], ?::int8[], ?::float8[])"
             " ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING RETURNING vm_key, run_id, seq", cols)
         return {(r[0], r[1], r[2]) for r in found}
@@ -190,22 +192,22 @@ class PostgresStore(SqlStore):
                    (keys,))
         cols: List[List[Any]] = [keys]
         for field in ("host_id", "hostname", "agent_version", "received_at", "report_time",
-                      "run_id", "seq", "worst_status", "worst_checks"):
+                      "run_id", "seq", "worst_status", "worst_checks", "ingested_at"):
             cols.append([getattr(item, field) for _, item in items])
+        newer = NEWER_SQL.format(v="vms.").replace("?", "n.%s") % (
+            "run_id", "seq", "run_id", "ingested_at", "ingested_at", "received_at")
         changed = {r[0] for r in tx.fetchall(
             "UPDATE vms SET host_id = n.host_id, hostname = COALESCE(n.hostname, vms.hostname),"
             " agent_version = COALESCE(n.agent_version, vms.agent_version),"
             " received_at = n.received_at, report_time = n.report_time, run_id = n.run_id,"
             " seq = n.seq, worst_status = COALESCE(n.worst_status, vms.worst_status),"
-            " worst_checks = COALESCE(n.worst_checks, vms.worst_checks)"
+            " worst_checks = COALESCE(n.worst_checks, vms.worst_checks),"
+            " ingested_at = n.ingested_at"
             " FROM unnest(?::int4[], ?::text[], ?::text[], ?::text[], ?::float8[],"
-            " ?::float8[], ?::text[], ?::int8[], ?::text[], ?::text[])"
+            " ?::float8[], ?::text[], ?::int8[], ?::text[], ?::text[], ?::float8[])"
             " AS n(vm_key, host_id, hostname, agent_version, received_at, report_time, run_id,"
-            " seq, worst_status, worst_checks)"
-            " WHERE vms.vm_key = n.vm_key AND (vms.received_at IS NULL OR vms.run_id IS NULL"
-            " OR vms.seq IS NULL OR (vms.run_id = n.run_id AND vms.seq < n.seq)"
-            " OR (vms.run_id <> n.run_id AND vms.received_at < n.received_at))"
-            " RETURNING vms.vm_key", cols)}
+            " seq, worst_status, worst_checks, ingested_at)"
+            " WHERE vms.vm_key = n.vm_key AND (" + newer + ") RETURNING vms.vm_key", cols)}
         # executemany (pipelined), not an array: quoting 10 MB of JSON into an array literal
         # costs more than the whole insert.
         tx.executemany("INSERT INTO latest_reports (vm_key, report) VALUES (?, ?)"

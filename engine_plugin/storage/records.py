@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Tuple
 
+from diag_protocol.ingest import DUPLICATE, STORED  # what became of one envelope
+
+__all__ = ["DUPLICATE", "STORED", "IngestResult", "LatestReport", "VmSummaryRow"]
+
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -13,21 +17,28 @@ class IngestResult:
     ``accepted`` reports were new; ``duplicates`` had been stored before (same vm_id, run_id,
     seq) and changed nothing. ``stale_samples`` counts metric samples dropped because they are
     older than raw retention: they arrived after their time range was already rolled up.
+    ``outcomes`` holds, per envelope of the call in its order, ``STORED`` or ``DUPLICATE``.
     """
 
     accepted: int
     duplicates: int
     stale_samples: int = 0
+    outcomes: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class LatestReport:
-    """The newest full report of one VM, as the relay delivered it."""
+    """The newest full report of one VM, as the relay delivered it.
+
+    ``received_at`` is the relay's receive time (never later than ``ingested_at``: ingest
+    clamps it); ``ingested_at`` is the engine's, which orders reports and measures silence.
+    """
 
     vm_id: str
     host_id: str | None
     received_at: float
     report: Dict[str, Any]
+    ingested_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -50,3 +61,4 @@ class VmSummaryRow:
     worst_status: str | None = None
     worst_checks: Tuple[Dict[str, Any], ...] = field(default_factory=tuple)
     verdict: Dict[str, Any] | None = None
+    ingested_at: float | None = None

@@ -53,6 +53,9 @@ class SqliteStore(SqlStore):
     """The default store: ``sqlite:////var/lib/vmdiag/vmdiag.db``."""
 
     backend = "sqlite"
+    # sqlite3 raises OverflowError binding an int beyond 64 bits, and ProgrammingError for a
+    # string with a lone surrogate, which the driver cannot encode.
+    _data_errors = (OverflowError, sqlite3.DataError, UnicodeEncodeError)
 
     def __init__(self, config: StorageConfig) -> None:
         super().__init__(config)
@@ -133,7 +136,7 @@ class SqliteStore(SqlStore):
     def _insert_ledger(self, tx: Tx, rows: List[Tuple[int, str, int, float]]) -> Set[LedgerKey]:
         new: Set[LedgerKey] = set()
         for row in rows:
-            if tx.execute("INSERT INTO ingested (vm_key, run_id, seq, received_at)"
+            if tx.execute("INSERT INTO ingested (vm_key, run_id, seq, ingested_at)"
                           " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", row):
                 new.add((row[0], row[1], row[2]))
         return new

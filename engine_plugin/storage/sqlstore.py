@@ -23,17 +23,24 @@ from typing import (
     Sequence,
     Set,
     Tuple,
+    Type,
     TypeVar,
 )
 
 from .config import ROLLUP_STEP
 from .downsample import lttb
+from .errors import Unstorable
 from .extract import prefix_match
 from .incoming import Incoming, encode_latest_candidates, newest_per_vm, prepare
-from .records import IngestResult, LatestReport, VmSummaryRow
+from .records import DUPLICATE, STORED, IngestResult, LatestReport, VmSummaryRow
 from .store import Point, Store
 
 T = TypeVar("T")
+#: incoming.is_newer as SQL on the row ``vms`` (unqualified columns) against parameters
+#: (run_id, seq, run_id, ingested_at, ingested_at, received_at) of the candidate.
+NEWER_SQL = ("{v}received_at IS NULL OR {v}ingested_at IS NULL OR {v}run_id IS NULL"
+             " OR {v}seq IS NULL OR ({v}run_id = ? AND {v}seq < ?) OR ({v}run_id <> ? AND"
+             " ({v}ingested_at < ? OR ({v}ingested_at = ? AND {v}received_at < ?)))")
 LedgerKey = Tuple[int, str, int]
 
 #: Ids per ``IN (...)`` list; keeps statements small and below SQLite's variable limit.
@@ -196,24 +203,43 @@ class SqlStore(Store):
 
     # -- ingest -----------------------------------------------------------------------------
 
-    def ingest(self, envelopes: Sequence[Dict[str, Any]]) -> IngestResult:
-        items, in_batch = prepare(envelopes)
+    #: Exceptions of the database driver meaning "this data cannot be stored" (a value
+    #: beyond a column's range), as opposed to a database that is unavailable.
+    _data_errors: Tuple[Type[BaseException], ...] = (OverflowError,)
+
+    def ingest(self, envelopes: Sequence[Dict[str, Any]],
+               now: float | None = None) -> IngestResult:
+        try:
+            items, in_batch = prepare(envelopes, now)
+        except ValueError as err:
+            raise Unstorable(str(err)) from err
         if not items:
-            return IngestResult(accepted=0, duplicates=in_batch)
+            return IngestResult(accepted=0, duplicates=in_batch,
+                                outcomes=(DUPLICATE,) * len(envelopes))
         names = {name for item in items for name, _, _ in item.samples}
         encode_latest_candidates(items)
-        accepted, stale, metric_ids = self._write(lambda tx: self._ingest_tx(tx, items, names))
+        try:
+            accepted, stale, metric_ids = self._write(
+                lambda tx: self._ingest_tx(tx, items, names))
+        except self._data_errors as err:
+            raise Unstorable("the database cannot hold this batch (%s: %s); check the "
+                             "values against diag_protocol's ranges"
+                             % (type(err).__name__, err)) from err
         self._remember_metrics(metric_ids)
-        return IngestResult(accepted=accepted, duplicates=in_batch + len(items) - accepted,
-                            stale_samples=stale)
+        outcomes = [DUPLICATE] * len(envelopes)
+        for index in accepted:
+            outcomes[index] = STORED
+        return IngestResult(accepted=len(accepted),
+                            duplicates=in_batch + len(items) - len(accepted),
+                            stale_samples=stale, outcomes=tuple(outcomes))
 
     def _ingest_tx(self, tx: Tx, items: List[Incoming],
-                   names: Set[str]) -> Tuple[int, int, Dict[str, int]]:
+                   names: Set[str]) -> Tuple[List[int], int, Dict[str, int]]:
         hosts = {item.vm_id: item.host_id for item in items}
         vm_keys = self._ensure_vms(tx, hosts)
         metric_ids = self._ensure_metrics(tx, names)
         new_keys = self._insert_ledger(tx, sorted(
-            (vm_keys[i.vm_id], i.run_id, i.seq, i.received_at) for i in items))
+            (vm_keys[i.vm_id], i.run_id, i.seq, i.ingested_at) for i in items))
         new = [i for i in items if (vm_keys[i.vm_id], i.run_id, i.seq) in new_keys]
         cutoff = self._raw_cutoff(tx)
         rows = []
@@ -228,7 +254,7 @@ class SqlStore(Store):
         rows.sort()
         self._insert_samples(tx, rows)
         self._update_latests(tx, [(vm_keys[i.vm_id], i) for i in newest_per_vm(new)])
-        return len(new), stale, metric_ids
+        return [i.index for i in new], stale, metric_ids
 
     def _update_latests(self, tx: Tx, items: List[Tuple[int, Incoming]]) -> None:
         """``_update_latest`` for each (vm_key, report); a backend may do it in bulk."""
@@ -242,12 +268,12 @@ class SqlStore(Store):
             "UPDATE vms SET host_id = ?, hostname = COALESCE(?, hostname),"
             " agent_version = COALESCE(?, agent_version), received_at = ?, report_time = ?,"
             " run_id = ?, seq = ?, worst_status = COALESCE(?, worst_status),"
-            " worst_checks = COALESCE(?, worst_checks)"
-            " WHERE vm_key = ? AND (received_at IS NULL OR run_id IS NULL OR seq IS NULL"
-            " OR (run_id = ? AND seq < ?) OR (run_id <> ? AND received_at < ?))",
+            " worst_checks = COALESCE(?, worst_checks), ingested_at = ?"
+            " WHERE vm_key = ? AND (" + NEWER_SQL.format(v="") + ")",
             (item.host_id, item.hostname, item.agent_version, item.received_at,
              item.report_time, item.run_id, item.seq, item.worst_status, item.worst_checks,
-             vm_key, item.run_id, item.seq, item.run_id, item.received_at))
+             item.ingested_at, vm_key, item.run_id, item.seq, item.run_id, item.ingested_at,
+             item.ingested_at, item.received_at))
         if changed:
             tx.execute("INSERT INTO latest_reports (vm_key, report) VALUES (?, ?)"
                        " ON CONFLICT (vm_key) DO UPDATE SET report = excluded.report",
@@ -267,12 +293,12 @@ class SqlStore(Store):
 
     def latest(self, vm_id: str) -> LatestReport | None:
         row = self._read(lambda tx: tx.fetchone(
-            "SELECT v.vm_id, v.host_id, v.received_at, l.report FROM vms v"
+            "SELECT v.vm_id, v.host_id, v.received_at, l.report, v.ingested_at FROM vms v"
             " JOIN latest_reports l ON l.vm_key = v.vm_key WHERE v.vm_id = ?", (vm_id,)))
         if row is None:
             return None
         return LatestReport(vm_id=row[0], host_id=row[1], received_at=row[2],
-                            report=json.loads(row[3]))
+                            report=json.loads(row[3]), ingested_at=row[4])
 
     def vm_ids(self, host_id: str | None = None) -> List[str]:
         sql = "SELECT vm_id FROM vms WHERE received_at IS NOT NULL"
@@ -286,7 +312,7 @@ class SqlStore(Store):
     def summaries(self, vm_ids: Iterable[str] | None = None,
                   host_id: str | None = None) -> List[VmSummaryRow]:
         base = ("SELECT v.vm_id, v.host_id, v.hostname, v.received_at, v.report_time,"
-                " v.agent_version, v.worst_status, v.worst_checks, d.verdict"
+                " v.agent_version, v.worst_status, v.worst_checks, d.verdict, v.ingested_at"
                 " FROM vms v LEFT JOIN verdicts d ON d.vm_key = v.vm_key"
                 " WHERE v.received_at IS NOT NULL")
         extra: List[Any] = []
@@ -319,7 +345,7 @@ class SqlStore(Store):
         out = [VmSummaryRow(
             vm_id=r[0], host_id=r[1], hostname=r[2], received_at=r[3], report_time=r[4],
             agent_version=r[5], worst_status=r[6],
-            worst_checks=tuple(load(r[7]) or ()), verdict=load(r[8]))
+            worst_checks=tuple(load(r[7]) or ()), verdict=load(r[8]), ingested_at=r[9])
             for r in self._read(query)]
         out.sort(key=lambda row: row.vm_id)
         return out
@@ -491,7 +517,7 @@ class SqlStore(Store):
                     break
                 stats["rollups_deleted"] += dropped
             stats["ledger_pruned"] = self._write(lambda tx: tx.execute(
-                "DELETE FROM ingested WHERE received_at < ?", (raw_cutoff,)))
+                "DELETE FROM ingested WHERE ingested_at < ?", (raw_cutoff,)))
             stats["event_states_pruned"] = self._write(lambda tx: tx.execute(
                 "DELETE FROM event_states WHERE updated_at < ?", (now - cfg.vm_retention_s,)))
             stats["vms_removed"] = self._remove_silent_vms(now - cfg.vm_retention_s)
@@ -525,7 +551,8 @@ class SqlStore(Store):
         def work(tx: Tx) -> int:
             keys = [r[0] for r in tx.fetchall(
                 "SELECT v.vm_key FROM vms v LEFT JOIN verdicts d ON d.vm_key = v.vm_key"
-                " WHERE COALESCE(v.received_at, d.updated_at, 0) < ?", (cutoff,))]
+                " WHERE COALESCE(v.ingested_at, v.received_at, d.updated_at, 0) < ?",
+                (cutoff,))]
             for part in chunks(keys):
                 cond, params = self._in("vm_key", part)
                 for table in ("latest_reports", "verdicts", "ingested", "samples", "rollups",

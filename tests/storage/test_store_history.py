@@ -11,7 +11,7 @@ from typing import Callable, List
 import pytest
 
 from engine_plugin.storage import Store
-from lab.store_reports import envelope, vm_uuid
+from lab.store_reports import envelope, ingest_as_received, vm_uuid
 
 HOUR = 3600.0
 START = 1_700_000_100.0  # on a 5-minute boundary
@@ -58,7 +58,7 @@ def test_history_is_downsampled_to_max_points(store: Store) -> None:
 
 
 def test_retention_rolls_expired_raw_samples_into_exact_buckets(store: Store) -> None:
-    store.ingest(minutes(1, 180))                     # three hours, cpu = minute number
+    ingest_as_received(store, minutes(1, 180))    # three hours, cpu = minute number
     now = START + 180 * 60
     stats = store.apply_retention(now)
     cutoff = now - HOUR                               # already on a 5-minute boundary
@@ -154,8 +154,8 @@ def test_bulk_histories_by_prefix_mix_rollups_and_raw(store: Store) -> None:
 
 
 def test_retention_drops_old_rollups_silent_vms_and_old_event_states(store: Store) -> None:
-    store.ingest(minutes(1, 180))
-    store.ingest(minutes(2, 10, first=170))
+    ingest_as_received(store, minutes(1, 180))
+    ingest_as_received(store, minutes(2, 10, first=170))
     store.set_verdict(vm_uuid(1), {"status": "ok"}, now=START)
     store.set_event_state("old", {"x": 1}, now=START)
     now = START + 180 * 60

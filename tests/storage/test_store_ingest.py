@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from engine_plugin.storage import IngestResult, Store
+from engine_plugin.storage.errors import Unstorable
 from lab.store_reports import batch, envelope, vm_uuid
 
 
 def test_ingest_stores_latest_report_as_received(store: Store) -> None:
     envs = batch([1, 2, 3], 0, 1000.0)
-    assert store.ingest(envs) == IngestResult(accepted=3, duplicates=0)
+    assert store.ingest(envs) == IngestResult(accepted=3, duplicates=0,
+                                              outcomes=("stored",) * 3)
     latest = store.latest(vm_uuid(2))
     assert latest is not None
     assert latest.vm_id == vm_uuid(2)
@@ -24,7 +26,8 @@ def test_retried_batch_changes_nothing(store: Store) -> None:
     envs = batch([1, 2], 0, 1000.0, cpu=10.0)
     store.ingest(envs)
     retry = batch([1, 2], 0, 1000.0, cpu=77.0)  # same keys, different content
-    assert store.ingest(retry) == IngestResult(accepted=0, duplicates=2)
+    assert store.ingest(retry) == IngestResult(accepted=0, duplicates=2,
+                                               outcomes=("duplicate",) * 2)
     assert store.history(vm_uuid(1), "cpu.percent", 0, 5000) == ("raw", [(1000.0, 10.0)])
     assert store.latest(vm_uuid(1)).report["sections"]["resources"]["data"]["cpu"][
         "percent"] == 10.0
@@ -32,7 +35,8 @@ def test_retried_batch_changes_nothing(store: Store) -> None:
 
 def test_duplicates_inside_a_batch_count_as_duplicates(store: Store) -> None:
     result = store.ingest([envelope(1, 0, 1.0), envelope(1, 0, 1.0), envelope(1, 1, 61.0)])
-    assert result == IngestResult(accepted=2, duplicates=1)
+    assert result == IngestResult(accepted=2, duplicates=1,
+                                  outcomes=("stored", "duplicate", "stored"))
 
 
 def test_same_seq_in_another_run_is_a_new_report(store: Store) -> None:
@@ -41,19 +45,34 @@ def test_same_seq_in_another_run_is_a_new_report(store: Store) -> None:
 
 
 def test_older_report_never_replaces_latest(store: Store) -> None:
-    store.ingest([envelope(1, 5, 1300.0, run_id="a")])
-    store.ingest([envelope(1, 4, 1240.0, run_id="a")])          # late retry of an older one
+    store.ingest([envelope(1, 5, 1300.0, run_id="a")], now=1301.0)
+    store.ingest([envelope(1, 4, 1240.0, run_id="a")], now=1310.0)  # late retry, older seq
     assert store.latest(vm_uuid(1)).report["seq"] == 5
-    # A different run received earlier (e.g. a spooled report from before a restart).
-    store.ingest([envelope(1, 9, 1200.0, run_id="old", received_at=1201.0)])
+    # Across runs the engine's receive time decides: a run it received earlier loses...
+    store.ingest([envelope(1, 9, 1200.0, run_id="old", received_at=1201.0)], now=1300.5)
     assert store.latest(vm_uuid(1)).report["run_id"] == "a"
-    # A new run received later replaces it, even with a smaller seq.
-    store.ingest([envelope(1, 0, 1400.0, run_id="b")])
+    # ... and a run it receives later wins, even with a smaller seq.
+    store.ingest([envelope(1, 0, 1400.0, run_id="b")], now=1401.0)
     latest = store.latest(vm_uuid(1))
     assert (latest.report["run_id"], latest.report["seq"]) == ("b", 0)
+    assert latest.ingested_at == 1401.0
     # The older reports still went into the time series.
     _, points = store.history(vm_uuid(1), "cpu.percent", 0, 5000)
     assert [t for t, _ in points] == [1200.0, 1240.0, 1300.0, 1400.0]
+
+
+def test_a_relay_time_in_the_future_pins_nothing(store: Store) -> None:
+    # A relay clock far ahead (or a hostile relay) used to keep its report latest for good.
+    store.ingest([envelope(1, 0, 1000.0, run_id="x", received_at=4e9)], now=1001.0)
+    latest = store.latest(vm_uuid(1))
+    assert latest.received_at == 1001.0 and latest.ingested_at == 1001.0  # clamped
+    store.ingest([envelope(1, 0, 1060.0, run_id="y")], now=1061.0)
+    assert store.latest(vm_uuid(1)).report["run_id"] == "y"
+    # Within one batch (one engine instant) the relay's order of receipt still decides.
+    store.ingest([envelope(1, 0, 1130.0, run_id="late", received_at=1131.0),
+                  envelope(1, 0, 1120.0, run_id="early", received_at=1121.0)], now=1140.0)
+    assert store.latest(vm_uuid(1)).report["run_id"] == "late"
+    assert [row.ingested_at for row in store.summaries()] == [1140.0]
 
 
 def test_newest_of_a_batch_wins_whatever_its_position(store: Store) -> None:
@@ -132,7 +151,7 @@ def test_event_state_round_trip(store: Store) -> None:
 
 
 def test_malformed_envelope_is_refused_with_a_hint(store: Store) -> None:
-    with pytest.raises(ValueError, match="validate_envelope"):
+    with pytest.raises(Unstorable, match="validate_envelope"):
         store.ingest([{"vm_id": vm_uuid(1), "received_at": 1.0, "report": {"seq": 1}}])
     assert store.vm_ids() == []
 
@@ -146,7 +165,7 @@ def test_resent_sections_under_a_new_seq_keep_the_first_points(store: Store) -> 
     # times, a new seq. The report is new; its points exist already and are kept as they are.
     store.ingest(batch([1, 2], 0, 1000.0, cpu=10.0))
     result = store.ingest([envelope(1, 1, 1000.0, cpu=99.0), envelope(2, 1, 1060.0, cpu=20.0)])
-    assert result == IngestResult(accepted=2, duplicates=0)
+    assert result == IngestResult(accepted=2, duplicates=0, outcomes=("stored", "stored"))
     assert store.history(vm_uuid(1), "cpu.percent", 0, 5000)[1] == [(1000.0, 10.0)]
     assert store.history(vm_uuid(2), "cpu.percent", 0, 5000)[1] == [(1000.0, 10.0),
                                                                     (1060.0, 20.0)]
@@ -162,3 +181,15 @@ def test_agent_version_from_the_relays_envelope_is_kept(store: Store) -> None:
     store.ingest([envelope(1, 1, 1060.0)])
     [row] = store.summaries([vm_uuid(1)])
     assert row.agent_version == "0.1.0"
+
+
+@pytest.mark.parametrize("seq", [2**63, 2**64 - 1])
+def test_a_seq_no_column_holds_is_unstorable_and_changes_nothing(store: Store, seq: int) -> None:
+    # What ingest isolates and refuses alone: SQLite raises OverflowError binding it,
+    # PostgreSQL "bigint out of range"; both surface as Unstorable, and nothing is kept.
+    hostile = envelope(2, 0, 1000.0)
+    hostile["report"]["seq"] = seq
+    with pytest.raises(Unstorable):
+        store.ingest([envelope(1, 0, 1000.0), hostile])
+    assert store.vm_ids() == []
+    assert store.ingest([envelope(1, 0, 1000.0)]).outcomes == ("stored",)
