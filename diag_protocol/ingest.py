@@ -12,6 +12,8 @@ parsed as a batch, with one result per envelope in the same order::
 (the relay keeps it and sends it again later, without holding up the others).
 """
 
+from .schema import INVALID, OUT_OF_RANGE
+
 ROUTE = "/ingest/v1/reports"
 
 STORED = "stored"
@@ -20,11 +22,8 @@ REFUSED = "refused"
 RETRY = "retry"
 OUTCOMES = (STORED, DUPLICATE, REFUSED, RETRY)
 
-# Reasons of "refused".
-#: the envelope does not follow the schema (shape, types, sizes, depth)
-INVALID = "invalid"
-#: a number outside the range the contract gives it (constants.py)
-OUT_OF_RANGE = "out_of_range"
+# Reasons of "refused": INVALID, the envelope does not follow the schema (shape, types, sizes,
+# depth); OUT_OF_RANGE, a number outside the range the contract gives it (constants.py).
 #: the sending host does not hold the VM, nor held it within the migration window
 NOT_THIS_HOST = "not_this_host"
 #: ``[ingest] host_identity = strict`` and host_id differs from the certificate's CN
