@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.engine.conftest import HOST_1_CN, VM_ALICE, VM_BOB
+from tests.engine.conftest import HOST_1_CN, VM_ALICE, VM_SHARED
 from tests.engine.reports import envelope
 from vdsm_hooks.config import UploadConfig
 from vdsm_hooks.relay.upload import Uploader
@@ -33,8 +33,9 @@ async def test_a_404_keeps_everything_spooled_until_the_url_is_right(
             retry_max_backoff=0.3)
 
     t0 = time.time() - 100
+    # both VMs run on host1 in the stand-in: ingest accepts a host's own VMs only
     sent = [envelope(vm, HOST_1_CN, seq, now=t0 + seq) for seq in range(30)
-            for vm in (VM_ALICE, VM_BOB)]
+            for vm in (VM_ALICE, VM_SHARED)]
     wrong = Uploader(config("/ingest/v1/report"), HOST_1_CN)  # the path misses its "s"
     runner = asyncio.create_task(wrong.run())
     for env in sent:
@@ -54,5 +55,5 @@ async def test_a_404_keeps_everything_spooled_until_the_url_is_right(
         await right.close()
         await asyncio.gather(runner)
     assert right.stats()["rejected"] == 0 and right.stats()["sent"] == len(sent)
-    for vm in (VM_ALICE, VM_BOB):
+    for vm in (VM_ALICE, VM_SHARED):
         assert service.store.latest(vm).report["seq"] == 29
