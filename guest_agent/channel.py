@@ -194,10 +194,13 @@ class Channel:
         self.wake()
 
     def wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass  # already pending
+        with self._lock:
+            if self._wake_w < 0:
+                return  # closed: nothing waits any more (and the fd number may be reused)
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass  # already pending
 
     @property
     def queued(self) -> int:
@@ -239,7 +242,9 @@ class Channel:
 
     def close(self) -> None:
         self._close_port()
-        for fd in (self._wake_r, self._wake_w):
+        with self._lock:
+            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in fds:
             try:
                 os.close(fd)
             except OSError:

@@ -84,6 +84,15 @@ OPTIONS: Tuple[Option, ...] = (
       "Messages held while the host does not read; the oldest report goes first.", 1, 10000),
     _o("agent", "queue_max_bytes", "int", 8 << 20,
       "Bytes held while the host does not read.", 4096, 256 << 20),
+    _o("agent", "events", "bool", True,
+       "Report at once, between intervals, when a watched unit or process fails or a file "
+       "system turns read-only or critically full."),
+    _o("agent", "event_poll_interval", "float", 2.0,
+       "Seconds between two looks at the watched processes and the file systems (unit "
+       "changes come from systemd's signals as they happen).", 0.1, 3600),
+    _o("agent", "event_min_interval", "float", 10.0,
+       "At least this many seconds between two reports sent for events; what happens in "
+       "between is sent together at the end of the gap.", 0.1, 86400),
     # [watch]
     _o("watch", "units", "list", (), "systemd units that must be active, e.g. sshd.service."),
     _o("watch", "processes", "list", (), "Process names that must be running, e.g. postgres."),

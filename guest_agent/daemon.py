@@ -147,7 +147,7 @@ class ReportBuilder:
                  **collector_overrides: Any) -> None:
         self.config = config
         self._collect = collect
-        self._overrides = collector_overrides
+        self.overrides = collector_overrides
         self.state: Any = None  # the collectors' CollectorState, when the real ones are used
         self.lock = threading.Lock()  # collectors keep rate state: one collection at a time
         self._forced: Dict[str, bool] = {}
@@ -161,11 +161,12 @@ class ReportBuilder:
         if self._collect is None:
             from guest_agent.collectors import CollectorState, collect_section, prime
 
-            options = self.config.collector_options(**self._overrides)
+            options = self.config.collector_options(**self.overrides)
             state = self.state = CollectorState()
             prime(options, state)  # baseline samples, so the first report has rates
             self._collect = lambda name: collect_section(name, options, state)
         if self.state is not None:
+            self.state.new_collection()
             if self._forced.pop("slow", False):
                 self.state.force_slow()
             if self._forced.pop("packages", False):
@@ -255,6 +256,7 @@ class Agent:
         self._heartbeat_op = PeriodicOperation("heartbeat", self._heartbeat,
                                                config.heartbeat_interval)
         self._heartbeat_op.next_run += config.heartbeat_interval  # hello comes first
+        self.events: Any = None  # the EventWatcher while running
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -270,15 +272,32 @@ class Agent:
         collector = threading.Thread(target=self._collector_loop, name="vmdiag-collector",
                                      daemon=True)
         collector.start()
+        self.events = self._start_events()
         try:
             self._io_loop()
         finally:
             self._stop.set()
+            if self.events is not None:
+                self.events.stop()
             self._wake_collector()
             collector.join(timeout=max(5.0, float(self.config.get("probes", "timeout")) * 4))
             self.channel.close()
             self.builder.close()
             log.info("vmdiag-agent stopped")
+
+    def _start_events(self) -> Any:
+        """The event watcher (guest_agent.events), when ``[agent] events`` is on."""
+        if not self.config.get("agent", "events"):
+            return None
+        from .events import EventWatcher
+
+        watcher = EventWatcher(self.config.collector_options(**self.builder.overrides),
+                               self.config.thresholds,
+                               lambda reason: self._submit("event", reason),
+                               float(self.config.get("agent", "event_poll_interval")),
+                               float(self.config.get("agent", "event_min_interval")))
+        watcher.start()
+        return watcher
 
     def stop(self) -> None:
         """Ask both threads to finish (safe from a signal handler or another thread)."""
@@ -385,6 +404,8 @@ class Agent:
 
     def build_report(self) -> Tuple[int, bytes]:
         sections = self.builder.collect()
+        if self.events is not None:
+            self.events.note_report(sections, self.builder.state)
         seq = self._next_seq()
         line = self.builder.encode(self.boot_id, self.run_id, seq, sections)
         self.reports_built += 1
@@ -396,6 +417,10 @@ class Agent:
         log.debug("report %d queued (%d bytes)", seq, len(line))
 
     def _run_job(self, method: str, request_id: str) -> None:
+        if method == "event":  # from the event watcher: request_id is the reason
+            log.info("event: %s; reporting now", request_id)
+            self._report_op.run()  # the scheduled report, early; the next one an interval later
+            return
         try:
             if method == "report.now":
                 self.builder.force("slow")

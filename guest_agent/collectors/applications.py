@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 from .. import platform
 from .errors import EXPECTED, FieldErrors, describe
@@ -22,6 +22,8 @@ from .options import CollectorOptions
 from .state import CollectorState
 
 LIMITS = {"failed_units": 1024, "units": 1024, "processes": 256, "packages": 50000}
+#: CollectorState key of {watched process name: [pids]} from the last report.
+WATCHED_PIDS = "processes.pids"
 #: A package list bigger than this (as JSON) would crowd the 1 MiB line; send count+digest only.
 MAX_LIST_BYTES = 640 * 1024
 
@@ -69,19 +71,28 @@ def watched_processes(options: CollectorOptions, state: CollectorState) -> List[
     """Each watched name: present (not a zombie) and how many processes match it.
 
     A process matches by its kernel name (comm, cut at 15 characters) or by the base name of
-    its argv[0]; argv is read only for processes whose comm matched nothing.
+    its argv[0]; argv is read only for processes whose comm matched nothing. The matching
+    PIDs are remembered (``WATCHED_PIDS``) for the event watcher, which polls only those.
     """
     names = list(dict.fromkeys(n for n in options.watched_processes if n))[:LIMITS["processes"]]
     if not names:
         return []
     m = options.machine
+    pids = match_processes(m, state.process_scan(lambda: platform.scan(m)), names)
+    state.remember(WATCHED_PIDS, pids)
+    return [{"name": n, "present": bool(pids[n]), "count": len(pids[n])} for n in names]
+
+
+def match_processes(m: platform.Machine, procs: Iterable[platform.ProcStat],
+                    names: Sequence[str]) -> Dict[str, List[int]]:
+    """name -> PIDs of the live (not zombie) processes in ``procs`` that match it."""
     wanted = set(names)
-    counts = dict.fromkeys(names, 0)
-    for p in state.process_scan(lambda: platform.scan(m)):
+    pids: Dict[str, List[int]] = {n: [] for n in names}
+    for p in procs:
         if p.state == "Z":
             continue
         if p.name in wanted:
-            counts[p.name] += 1
+            pids[p.name].append(p.pid)
             continue
         try:
             argv = platform.cmdline(m, p.pid)
@@ -90,8 +101,8 @@ def watched_processes(options: CollectorOptions, state: CollectorState) -> List[
         if argv:
             base = os.path.basename(argv[0])
             if base in wanted:
-                counts[base] += 1
-    return [{"name": n, "present": counts[n] > 0, "count": counts[n]} for n in names]
+                pids[base].append(p.pid)
+    return pids
 
 
 def packages(options: CollectorOptions, state: CollectorState, errors: FieldErrors

@@ -80,6 +80,11 @@ class CollectorState:
             self._scan = (now, scan())
         return self._scan[1]
 
+    def new_collection(self) -> None:
+        """Forget the last /proc walk: a new report (an event's, maybe a second after the last
+        one) must see processes as they are now."""
+        self._scan = None
+
     def force_packages(self) -> None:
         """Send the full package list with the next report (e.g. after the host reconnected)."""
         self.packages.sent = None

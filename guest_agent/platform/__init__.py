@@ -15,10 +15,11 @@ The facade:
     resources:  cpu_stat, load_average, meminfo, vmstat, pressure, mounts,
                 real_filesystems, statvfs, disk_stats, file_handles, uptime,
                 page_size, clock_ticks
-    processes:  scan, process_name, cmdline, owner_uid, user_name
+    processes:  scan, process_name, process_stat, cmdline, owner_uid, user_name
     network:    interfaces, addresses, routes, default_gateway, resolv_conf,
                 listening_sockets, socket_owners
-    services:   failed_units, unit_states, units_via (dbus or systemctl)
+    services:   failed_units, unit_states, units_via (dbus or systemctl),
+                watch_units (state changes as systemd announces them)
     packages:   installed_packages, package_db_stamp
     settings:   hostname, fqdn_from_hosts, os_release, kernel_release, arch, boot_id,
                 timezone, time_sync, security_modules, sysctl, logged_in_users,
@@ -67,6 +68,7 @@ if sys.platform.startswith("linux"):
         page_size,
         pressure,
         process_name,
+        process_stat,
         real_filesystems,
         reboot_required,
         resolv_conf,
@@ -83,6 +85,7 @@ if sys.platform.startswith("linux"):
         uptime,
         user_name,
         vmstat,
+        watch_units,
     )
 
     OS_FAMILY = "linux"
@@ -114,6 +117,7 @@ else:  # pragma: no cover - exercised only on other operating systems
         page_size,
         pressure,
         process_name,
+        process_stat,
         real_filesystems,
         reboot_required,
         resolv_conf,
@@ -130,6 +134,7 @@ else:  # pragma: no cover - exercised only on other operating systems
         uptime,
         user_name,
         vmstat,
+        watch_units,
     )
 
     OS_FAMILY = "unsupported"
@@ -145,5 +150,6 @@ __all__ = [
     "mounts", "os_release", "owner_uid", "package_db_stamp", "page_size", "pressure",
     "process_name", "real_filesystems", "reboot_required", "resolv_conf", "routes", "scan",
     "security_modules", "socket_owners", "statvfs", "subprocess_runner", "sysctl", "time_sync",
-    "timezone", "unit_states", "units_via", "uptime", "user_name", "vmstat",
+    "timezone", "unit_states", "units_via", "uptime", "process_stat", "watch_units",
+    "user_name", "vmstat",
 ]

@@ -302,3 +302,43 @@ def test_python_m_guest_agent_run_stops_cleanly_on_sigterm(tmp_path: Path, sock_
             proc.kill()
             proc.wait()
         host.close()
+
+
+def test_a_watched_process_dying_is_reported_before_the_interval(
+        started: Callable[..., Tuple[Agent, HostSide]], tmp_path: Path) -> None:
+    exe = tmp_path / "vmdiagevtd"
+    exe.write_bytes(Path("/bin/sleep").read_bytes())
+    exe.chmod(0o755)
+    child = subprocess.Popen([str(exe), "60"])
+    try:
+        (tmp_path / "agent.conf.d").mkdir()
+        (tmp_path / "agent.conf.d" / "events.conf").write_text(
+            "[agent]\nevent_poll_interval = 0.1\n")
+        agent, host = started(interval=60, heartbeat=30,
+                              extra="[watch]\nprocesses = vmdiagevtd\n")
+        host.accept()
+        first = next_of(host, "report")  # the first report, 2 s after start
+        assert first["sections"]["applications"]["data"]["processes"][0]["present"] is True
+        child.kill()
+        child.wait()
+        began = time.monotonic()
+        report = next_of(host, "report", timeout=10)
+        assert time.monotonic() - began < 5.0  # the interval is 60 s
+        assert report["seq"] == first["seq"] + 1
+        procs = report["sections"]["applications"]["data"]["processes"]
+        assert procs == [{"name": "vmdiagevtd", "present": False, "count": 0}]
+        checks = {r["id"]: r["status"] for r in report["sections"]["checks"]["data"]["results"]}
+        assert checks["process.present:vmdiagevtd"] == "critical"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def next_of(host: HostSide, kind: str, timeout: float = 15.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = host.next_message(max(0.1, deadline - time.monotonic()))
+        if msg is not None and msg.get("type") == kind:
+            return msg
+    raise AssertionError("no %s message within %.0fs" % (kind, timeout))

@@ -28,7 +28,15 @@ from .net import (
     socket_owners,
 )
 from .packages import Package, installed_packages, package_db_stamp
-from .processes import ProcStat, cmdline, owner_uid, process_name, scan, user_name
+from .processes import (
+    ProcStat,
+    cmdline,
+    owner_uid,
+    process_name,
+    process_stat,
+    scan,
+    user_name,
+)
 from .services import failed_units, unit_states, units_via
 from .system import (
     arch,
@@ -44,6 +52,7 @@ from .system import (
     timezone,
 )
 from .timesync import time_sync
+from .unit_events import watch_units
 
 __all__ = [
     "CpuStat", "DiskStat", "Mount", "Package", "ProcStat", "addresses", "arch", "boot_id",
@@ -53,5 +62,6 @@ __all__ = [
     "mounts", "os_release", "owner_uid", "package_db_stamp", "page_size", "pressure",
     "process_name", "real_filesystems", "reboot_required", "resolv_conf", "routes", "scan",
     "security_modules", "socket_owners", "statvfs", "sysctl", "time_sync", "timezone",
-    "unit_states", "units_via", "uptime", "user_name", "vmstat",
+    "unit_states", "units_via", "uptime", "process_stat", "watch_units",
+    "user_name", "vmstat",
 ]

@@ -34,6 +34,15 @@ def scan(m: Machine) -> List[ProcStat]:
     return out
 
 
+def process_stat(m: Machine, pid: int) -> ProcStat | None:
+    """One process's stat (a single small read), None when it no longer exists."""
+    try:
+        with open(m.paths.proc(str(pid), "stat"), "rb") as f:
+            return parse_stat(f.read())
+    except OSError:
+        return None
+
+
 def parse_stat(raw: bytes) -> ProcStat | None:
     # comm is in parentheses and may itself contain ") " or spaces: split at the last ")".
     head, sep, tail = raw.rpartition(b")")
