@@ -39,6 +39,8 @@ class _State:
     engine: Optional[ovirt_files.Engine] = None
     ca: Optional[ssl.SSLContext] = None
     changed: bool = False
+    ingest_cert: str = service.INGEST_CERT
+    ingest_key: str = service.INGEST_KEY
 
 
 def build_steps(args: argparse.Namespace) -> List[Step]:
@@ -76,13 +78,18 @@ def build_steps(args: argparse.Namespace) -> List[Step]:
             return Finding("%s: waits for the engine's FQDN" % service.DROPIN,
                            problem="see the engine step")
         return note(service.inspect_config(ctx, service.dropin_text(
-            st.engine, account.PASSWORD_FILE, account.DOMAIN_USER)))
+            st.engine, account.PASSWORD_FILE, account.DOMAIN_USER, st.ingest_cert,
+            st.ingest_key)))
+
+    def ingest(ctx: Context) -> Finding:
+        finding, st.ingest_cert, st.ingest_key = service.inspect_ingest_tls(ctx, st.engine)
+        return note(finding)
 
     return [
         Step("engine", engine),
         Step("ca", ca),
         Step("answers", answers),
-        Step("ingest", lambda ctx: note(service.inspect_ingest_tls(ctx, st.engine))),
+        Step("ingest", ingest),
         Step("property", lambda ctx: note(custom_property.inspect(ctx))),
         Step("account", lambda ctx: note(account.inspect(ctx, st.engine, st.ca))),
         Step("config", config),

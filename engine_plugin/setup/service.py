@@ -9,7 +9,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from typing import List
+from typing import List, Tuple
 
 from .. import config as config_mod
 from .ovirt_files import ENGINE_CA, Engine
@@ -64,7 +64,26 @@ def enroll_commands(engine: Engine | None) -> str:
                                                               INGEST_CERT))
 
 
-def inspect_ingest_tls(ctx: Context, engine: Engine | None) -> Finding:
+#: where setup copies the ingest certificate or key when vmdiag cannot reach oVirt's folders
+COPY_DIR = "/etc/pki/vmdiag"
+
+
+def reachable(ctx: Context, path: str, user: str) -> bool:
+    """Whether ``user`` (its own group only, as the unit runs it) can traverse to ``path``."""
+    uid, gid = ctx.uid(user), ctx.gid(user)
+    folder = os.path.dirname(path)
+    while True:
+        st = os.stat(ctx.path(folder))
+        if not ((st.st_uid == uid and st.st_mode & 0o100) or
+                (st.st_gid == gid and st.st_mode & 0o010) or st.st_mode & 0o001):
+            return False
+        if folder == "/":
+            return True
+        folder = os.path.dirname(folder)
+
+
+def inspect_ingest_tls(ctx: Context, engine: Engine | None) -> Tuple[Finding, str, str]:
+    """The finding, and the certificate and key paths the service is to use."""
     missing = [p for p in (INGEST_CERT, INGEST_KEY) if not os.path.exists(ctx.path(p))]
     if missing:
         raise SetupError("%s missing: issue the ingest certificate from the engine CA: %s"
@@ -76,21 +95,51 @@ def inspect_ingest_tls(ctx: Context, engine: Engine | None) -> Finding:
         raise SetupError("%s and %s do not make a certificate and its key (%s): issue them "
                          "again: %s" % (INGEST_CERT, INGEST_KEY, err, enroll_commands(engine))
                          ) from err
-    st = os.stat(ctx.path(INGEST_KEY))
-    gid = ctx.gid("vmdiag")
     actions: List[Action] = []
-    if st.st_gid != gid or stat.S_IMODE(st.st_mode) != 0o640:
-        actions.append(SetMode(INGEST_KEY, 0o640, "vmdiag"))
-    return Finding("ingest certificate %s, key %s readable by group vmdiag" % (INGEST_CERT,
-                                                                               INGEST_KEY),
-                   actions=actions)
+    paths = []
+    for path, mode in ((INGEST_CERT, 0o644), (INGEST_KEY, 0o640)):
+        if reachable(ctx, path, "vmdiag"):
+            paths.append(path)
+            continue
+        copy = os.path.join(COPY_DIR, os.path.basename(path))
+        with open(ctx.path(path), encoding="utf-8") as f:
+            text = f.read()
+        if not _same(ctx, copy, text, mode):
+            actions.append(WriteFile(copy, text, mode=mode, group="vmdiag"))
+        paths.append(copy)
+    cert, key = paths
+    if key == INGEST_KEY:
+        st = os.stat(ctx.path(INGEST_KEY))
+        if st.st_gid != ctx.gid("vmdiag") or stat.S_IMODE(st.st_mode) != 0o640:
+            actions.append(SetMode(INGEST_KEY, 0o640, "vmdiag"))
+    notes = []
+    if key != INGEST_KEY or cert != INGEST_CERT:
+        notes.append("vmdiag cannot reach %s's folder, so the service uses copies in %s: run "
+                     "setup again after issuing a new certificate" % (INGEST_KEY, COPY_DIR))
+    finding = Finding("ingest certificate %s, key %s readable by vmdiag" % (cert, key),
+                      actions=actions, notes=notes)
+    return finding, cert, key
 
 
-def dropin_text(engine: Engine, password_file: str, user: str) -> str:
-    return ("# Written by vmdiag-engine setup from ENGINE_FQDN in %s; run it again after\n"
+def _same(ctx: Context, path: str, text: str, mode: int) -> bool:
+    try:
+        st = os.stat(ctx.path(path))
+        with open(ctx.path(path), encoding="utf-8") as f:
+            return (f.read() == text and stat.S_IMODE(st.st_mode) == mode
+                    and st.st_gid == ctx.gid("vmdiag"))
+    except OSError:
+        return False
+
+
+def dropin_text(engine: Engine, password_file: str, user: str, cert: str = INGEST_CERT,
+                key: str = INGEST_KEY) -> str:
+    text = ("# Written by vmdiag-engine setup from ENGINE_FQDN in %s; run it again after\n"
             "# renaming the engine. Put your own settings in another drop-in.\n"
             "[ovirt]\nurl = %s\nca_file = %s\nuser = %s\npassword_file = %s\n"
             % (engine.source, engine.api_url, ENGINE_CA, user, password_file))
+    if (cert, key) != (INGEST_CERT, INGEST_KEY):
+        text += "\n[ingest]\ncert = %s\nkey = %s\n" % (cert, key)
+    return text
 
 
 def inspect_config(ctx: Context, text: str) -> Finding:

@@ -211,6 +211,9 @@ def engine_files(root: str, pki: TestPKI, port: int, fqdn: str = "localhost") ->
     shutil.copy(leaf.cert, os.path.join(root, "etc/pki/ovirt-engine/certs/vmdiag.cer"))
     shutil.copy(leaf.key, os.path.join(root, "etc/pki/ovirt-engine/keys/vmdiag.key.nopass"))
     os.chmod(os.path.join(root, "etc/pki/ovirt-engine/keys/vmdiag.key.nopass"), 0o600)
+    # the engine's key folder is the engine's own (ovirt 0750): vmdiag cannot traverse it
+    os.chown(os.path.join(root, "etc/pki/ovirt-engine/keys"), 108, 108)
+    os.chmod(os.path.join(root, "etc/pki/ovirt-engine/keys"), 0o750)
     write(root, "/etc/httpd/conf.modules.d/00-proxy.conf",
           "LoadModule proxy_module modules/mod_proxy.so\n"
           "LoadModule proxy_http_module modules/mod_proxy_http.so\n")
@@ -302,8 +305,12 @@ def test_engine_machine(dist, tmp_path, pki, standin):
         password = f.read().strip()
     users = load_state(state)["aaa_users"]
     assert users["vmdiag"]["password"] == password
-    key = os.stat(os.path.join(root, "etc/pki/ovirt-engine/keys/vmdiag.key.nopass"))
+    # the service gets a copy of the key it can reach; oVirt's own folder is left as it was
+    key = os.stat(os.path.join(root, "etc/pki/vmdiag/vmdiag.key.nopass"))
     assert (key.st_gid, stat.S_IMODE(key.st_mode)) == (gid, 0o640)
+    keys_dir = os.stat(os.path.join(root, "etc/pki/ovirt-engine/keys"))
+    assert (keys_dir.st_uid, stat.S_IMODE(keys_dir.st_mode)) == (108, 0o750)
+    assert "run setup again after issuing a new certificate" in out
     # the account exists but holds no role yet: setup says so, naming the roles
     assert proc.returncode == 1
     [fail] = [ln for ln in out.splitlines() if ln.startswith("FAIL")]
@@ -322,9 +329,15 @@ def test_engine_machine(dist, tmp_path, pki, standin):
     cfg = engine_config.load(os.path.join(root, "etc/vmdiag/engine.conf")).as_dict()
     sys.path.pop(0)
     assert cfg["ovirt"]["url"] == standin.url.replace("127.0.0.1", "localhost")
+    assert cfg["ingest"]["key"] == "/etc/pki/vmdiag/vmdiag.key.nopass"
     for path in (cfg["ovirt"]["ca_file"], cfg["ovirt"]["password_file"], cfg["ingest"]["cert"],
                  cfg["ingest"]["key"], cfg["ingest"]["ca"]):
         assert os.path.isfile(os.path.join(root, path.lstrip("/"))), path
+        folder = os.path.dirname(path)
+        while folder != "/":      # every folder on the way is searchable by vmdiag
+            st = os.stat(os.path.join(root, folder.lstrip("/")))
+            assert st.st_mode & 0o001 or (st.st_gid == gid and st.st_mode & 0o010), folder
+            folder = os.path.dirname(folder)
 
     # again: nothing to do (idempotent)
     after = tree_digest(root, "etc")

@@ -78,13 +78,23 @@ def dropin_text(fqdn: str, port: int) -> str:
             % (fqdn, port, INGEST_PATH, VDSM_CERT, VDSM_KEY, VDSM_CA))
 
 
-def _readable_by_relay(ctx: Context, path: str) -> bool:
+def _allowed(ctx: Context, path: str, bits: int) -> bool:
+    """``bits`` (0o4 read, 0o1 search) for the relay: user vmdiag, groups vmdiag, qemu, kvm."""
     st = os.stat(ctx.path(path))
-    if st.st_uid == ctx.uid("vmdiag") and st.st_mode & 0o400:
-        return True
-    if st.st_gid in {ctx.gid(g) for g in GROUPS} and st.st_mode & 0o040:
-        return True
-    return bool(st.st_mode & 0o004)
+    if st.st_uid == ctx.uid("vmdiag"):
+        return bool(st.st_mode & (bits << 6))
+    if st.st_gid in {ctx.gid(g) for g in ("vmdiag",) + GROUPS}:
+        return bool(st.st_mode & (bits << 3))
+    return bool(st.st_mode & bits)
+
+
+def _readable_by_relay(ctx: Context, path: str) -> bool:
+    folder = os.path.dirname(path)
+    while folder != "/":
+        if not _allowed(ctx, folder, 0o1):
+            return False
+        folder = os.path.dirname(folder)
+    return _allowed(ctx, path, 0o4)
 
 
 def inspect_hostcert(ctx: Context) -> Finding:
@@ -102,8 +112,9 @@ def inspect_hostcert(ctx: Context) -> Finding:
                          "host's certificate again (Installation > Enroll Certificate)"
                          % (VDSM_CERT, VDSM_KEY, VDSM_CA, err)) from err
     if not _readable_by_relay(ctx, VDSM_KEY):
-        raise SetupError("%s is not readable by group kvm (oVirt installs it vdsm:kvm 0440): "
-                         "chgrp kvm %s && chmod 0440 %s" % (VDSM_KEY, VDSM_KEY, VDSM_KEY))
+        raise SetupError("%s is not readable by group kvm (oVirt installs it vdsm:kvm 0440 in a "
+                         "folder others may search): chgrp kvm %s && chmod 0440 %s"
+                         % (VDSM_KEY, VDSM_KEY, VDSM_KEY))
     return Finding("host certificate %s, key %s, engine CA %s" % (VDSM_CERT, VDSM_KEY, VDSM_CA))
 
 
