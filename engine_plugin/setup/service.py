@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import os
 import ssl
 import stat
@@ -152,13 +153,33 @@ def inspect_config(ctx: Context, text: str) -> Finding:
         except OSError as err:
             raise SetupError("%s: cannot read it (%s)" % (DROPIN, err.strerror)) from err
     try:
-        config_mod.load(ctx.path(CONFIG))
+        cfg = config_mod.load(ctx.path(CONFIG))
     except config_mod.ConfigError as err:
         raise SetupError("%s: fix it first (setup only adds %s)" % (err, DROPIN)) from err
     if current == text:
+        overridden = _overridden(text, cfg.as_dict())
+        if overridden:
+            later = [os.path.join(os.path.dirname(DROPIN), os.path.basename(p))
+                     for p in cfg.sources if os.path.basename(p) > os.path.basename(DROPIN)
+                     and os.path.dirname(p) == os.path.dirname(ctx.path(DROPIN))]
+            raise SetupError("%s although %s sets %s: %s, read after it, overrides that; "
+                             "remove the key there" % (overridden[0], DROPIN, overridden[1],
+                                                       " or ".join(later) or "a later file"))
         return Finding("%s points the service at the engine" % DROPIN)
     return Finding("%s points the service at the engine" % DROPIN,
                    actions=[WriteFile(DROPIN, text, mode=0o644)])
+
+
+def _overridden(text: str, effective: dict) -> Tuple[str, str] | None:
+    """(what is in effect, what the drop-in says) for the first key a later file changed."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(text)
+    for section in parser.sections():
+        for key, value in parser.items(section):
+            now = effective.get(section, {}).get(key)
+            if str(now) != value:
+                return ("[%s] %s = %s" % (section, key, now), value)
+    return None
 
 
 def inspect_store(ctx: Context) -> Finding:

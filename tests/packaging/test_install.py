@@ -343,6 +343,17 @@ def test_engine_machine(dist, tmp_path, pki, standin):
             assert st.st_mode & 0o001 or (st.st_gid == gid and st.st_mode & 0o010), folder
             folder = os.path.dirname(folder)
 
+    # a later drop-in that puts the old default back is named, with the value in effect
+    write(root, "/etc/vmdiag/engine.conf.d/50-old.conf",
+          "[ovirt]\nurl = https://localhost/ovirt-engine/api\n")
+    proc = run_setup("vmdiag-engine", root, "--check", state=state)
+    assert proc.returncode == 1
+    assert ("FAIL config    [ovirt] url = https://localhost/ovirt-engine/api although "
+            "/etc/vmdiag/engine.conf.d/10-setup.conf sets https://localhost:%d/ovirt-engine/api: "
+            "/etc/vmdiag/engine.conf.d/50-old.conf, read after it, overrides that"
+            % standin.port) in proc.stdout, proc.stdout
+    os.remove(os.path.join(root, "etc/vmdiag/engine.conf.d/50-old.conf"))
+
     # again: nothing to do (idempotent)
     after = tree_digest(root, "etc")
     calls = len(load_state(state)["engine_config_calls"])
@@ -451,6 +462,14 @@ def test_ovirt_host(dist, tmp_path, pki, ingest):
     assert cfg.upload.url == "https://localhost:%d/ingest/v1/reports" % ingest
     for path in (cfg.upload.cert, cfg.upload.key, cfg.upload.ca):
         assert os.path.isfile(os.path.join(root, path.lstrip("/")))
+
+    write(root, "/etc/vmdiag/relay.conf.d/50-old.conf", "[upload]\nenabled = no\n")
+    proc = run_setup("vmdiag-relay", root, "--check")
+    assert ("FAIL config    [upload] enabled = False although "
+            "/etc/vmdiag/relay.conf.d/10-setup.conf sets yes: "
+            "/etc/vmdiag/relay.conf.d/50-old.conf, read after it, overrides that") in (
+        proc.stdout), proc.stdout
+    os.remove(os.path.join(root, "etc/vmdiag/relay.conf.d/50-old.conf"))
 
     # again, from the engine the first run wrote: nothing to do
     after = tree_digest(root, "etc")

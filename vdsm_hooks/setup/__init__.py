@@ -162,13 +162,27 @@ def inspect_config(ctx: Context, text: Optional[str]) -> Finding:
         with open(ctx.path(DROPIN), encoding="utf-8") as f:
             current = f.read()
     try:
-        load_config(ctx.path(DEFAULT_PATH), resolve_host_id=False)
+        cfg = load_config(ctx.path(DEFAULT_PATH), resolve_host_id=False)
     except ConfigError as err:
         raise SetupError("%s: fix it first (setup only adds %s)" % (err, DROPIN)) from err
     if text is None:
         return Finding("uploads stay off (--standalone); %s untouched" % DROPIN)
-    actions: List[Action] = [] if current == text else [WriteFile(DROPIN, text)]
-    return Finding("%s uploads to the engine" % DROPIN, actions=actions)
+    if current != text:
+        return Finding("%s uploads to the engine" % DROPIN, actions=[WriteFile(DROPIN, text)])
+    intended = configparser.ConfigParser(interpolation=None)
+    intended.read_string(text)
+    for key, value in intended.items("upload"):
+        now = getattr(cfg.upload, key)
+        if (str(now).lower() if isinstance(now, bool) else str(now)) != {"yes": "true"}.get(
+                value, value):
+            later = [p for p in cfg.sources if os.path.basename(p) > os.path.basename(DROPIN)
+                     and os.path.dirname(p) == os.path.dirname(ctx.path(DROPIN))]
+            raise SetupError("[upload] %s = %s although %s sets %s: %s, read after it, "
+                             "overrides that; remove the key there" % (
+                                 key, now, DROPIN, value, " or ".join(
+                                     os.path.join(os.path.dirname(DROPIN), os.path.basename(p))
+                                     for p in later) or "a later file"))
+    return Finding("%s uploads to the engine" % DROPIN)
 
 
 def inspect_unit(ctx: Context, changed: bool) -> Finding:
