@@ -1,4 +1,5 @@
-"""vmdiag wire protocol, version 1: framing, message kinds, schema and limits (stdlib only).
+"""vmdiag wire protocol, version 1: framing, message kinds, schema, limits, and the shared
+vocabulary (statuses, their order, units of every report field) (stdlib only).
 
 Everything a guest sends is untrusted: use ``LineDecoder`` to turn bytes into validated,
 cleaned messages, and ``encode`` to write them. See DESIGN.md, "Wire protocol".
@@ -24,6 +25,7 @@ from .constants import (
     SECTIONS,
     SUPPORTED_VERSIONS,
     host_socket_path,
+    is_uuid,
 )
 from .errors import ProtocolError
 from .framing import (
@@ -44,6 +46,8 @@ from .messages import (
     make_request,
 )
 from .schema import INVALID, OUT_OF_RANGE, SCHEMA, negotiate
+from .units import FIELDS, UNITS, format_field, format_value, prometheus_name, unit_of
+from .vocabulary import EXIT_CODES, NOT_OK, RANK, STATUSES, WORST_FIRST, status_of, worst
 
 __all__ = [
     "ALLOWED_METHODS", "CHANNEL_NAME", "CHECK_STATUSES", "GUEST_DEVICE", "HOST_CHANNELS_DIR",
@@ -54,4 +58,7 @@ __all__ = [
     "decode_line", "encode", "host_socket_path", "loads", "make_envelope", "make_heartbeat",
     "make_hello", "make_reply", "make_report", "make_request", "negotiate", "validate",
     "validate_envelope", "wrap_report",
+    # the shared vocabulary (vocabulary.py) and units (units.py)
+    "EXIT_CODES", "FIELDS", "NOT_OK", "RANK", "STATUSES", "UNITS", "WORST_FIRST", "format_field",
+    "format_value", "is_uuid", "prometheus_name", "status_of", "unit_of", "worst",
 ]

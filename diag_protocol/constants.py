@@ -1,5 +1,9 @@
 """Names and limits that every part of vmdiag agrees on (DESIGN.md, "Wire protocol")."""
 
+import uuid
+
+from .vocabulary import STATUSES
+
 PROTOCOL_VERSION = 1
 #: Versions this code can speak; a peer's ``hello`` lists its own and the highest common one wins.
 SUPPORTED_VERSIONS = (1,)
@@ -38,9 +42,19 @@ MAX_NUMBER = 2**63 - 1
 SECTIONS = ("network", "resources", "applications", "settings", "checks")
 MESSAGE_TYPES = ("hello", "report", "heartbeat", "request", "reply")
 ALLOWED_METHODS = ("ping", "report.now", "checks.run", "config.get")
-CHECK_STATUSES = ("ok", "warning", "critical", "unknown")
+#: The statuses a check result may have: the shared vocabulary's (vocabulary.py).
+CHECK_STATUSES = STATUSES
 
 
 def host_socket_path(vm_id: str, channels_dir: str = HOST_CHANNELS_DIR) -> str:
     """The host side socket of a VM's channel (the pattern oVirt uses for its own)."""
     return "%s/%s.%s" % (channels_dir.rstrip("/"), vm_id, CHANNEL_NAME)
+
+
+def is_uuid(value: str) -> bool:
+    """True when ``value`` is a UUID (how oVirt names VMs and hosts)."""
+    try:
+        uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True

@@ -14,7 +14,7 @@ Usage::
         url="https://engine.example.com/ovirt-engine/api",
         username="admin@internal", password="...", ca_file="ca.pem")
     diag = sdk.vm_diagnostics(connection, "5f1c...-vm-id")
-    print(diag.health.status, [r.message for r in diag.health.reasons])
+    print(diag.health.status, [f.message for f in diag.health.findings])
     for fc in diag.forecasts:
         print(fc.label, fc.status, fc.eta_s)
     fleet = sdk.fleet_summary(connection, health="critical")
@@ -41,6 +41,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Tuple
+
+from diag_protocol.vocabulary import findings_of
 
 API_PATH = "/vmdiag/api/v1/"
 
@@ -90,18 +92,34 @@ class AgentState:
 
 
 @dataclass(frozen=True)
-class Reason:
+class Finding:
+    """One thing judged not ok (diag_protocol.vocabulary)."""
+
     code: str
-    severity: str
+    status: str  # warning | critical | unknown
     message: str
     metric: str | None = None
+
+    @property
+    def severity(self) -> str:
+        """The old name of ``status`` (kept for existing scripts)."""
+        return self.status
+
+
+#: The old name of ``Finding`` (kept for existing scripts).
+Reason = Finding
 
 
 @dataclass(frozen=True)
 class Health:
     status: str  # ok | warning | critical | unknown
     since: float | None
-    reasons: Tuple[Reason, ...]
+    findings: Tuple[Finding, ...]
+
+    @property
+    def reasons(self) -> Tuple[Finding, ...]:
+        """The old name of ``findings`` (kept for existing scripts)."""
+        return self.findings
 
 
 @dataclass(frozen=True)
@@ -137,13 +155,6 @@ class VmDiagnostics:
 
 
 @dataclass(frozen=True)
-class Finding:
-    severity: str
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
 class FleetVm:
     id: str
     name: str | None
@@ -152,7 +163,12 @@ class FleetVm:
     cluster: str | None
     health: str
     last_report_at: float | None
-    worst_findings: Tuple[Finding, ...]
+    findings: Tuple[Finding, ...]  # the most severe few, worst first
+
+    @property
+    def worst_findings(self) -> Tuple[Finding, ...]:
+        """The old name of ``findings`` (kept for existing scripts)."""
+        return self.findings
 
 
 @dataclass(frozen=True)
@@ -190,9 +206,7 @@ def _diagnostics(doc: Mapping[str, Any]) -> VmDiagnostics:
                  vm.get("cluster"), vm.get("status")),
         agent=AgentState(agent["state"], agent.get("version"), agent.get("last_report_at"),
                          agent.get("silent_for_s")),
-        health=Health(health["status"], health.get("since"), tuple(
-            Reason(r["code"], r["severity"], r.get("message") or "", r.get("metric"))
-            for r in health.get("reasons") or ())),
+        health=Health(health["status"], health.get("since"), _findings(health)),
         forecasts=tuple(f for f in (_forecast(d) for d in doc.get("forecasts") or ()) if f),
         report=doc.get("report"), received_at=doc.get("received_at"))
 
@@ -200,10 +214,15 @@ def _diagnostics(doc: Mapping[str, Any]) -> VmDiagnostics:
 def _fleet(doc: Mapping[str, Any]) -> FleetSummary:
     return FleetSummary(counts=dict(doc.get("counts") or {}), vms=tuple(
         FleetVm(v["id"], v.get("name"), v.get("host_id"), v.get("host_name"), v.get("cluster"),
-                v.get("health", "unknown"), v.get("last_report_at"), tuple(
-                    Finding(f.get("severity") or "", f.get("code") or "", f.get("message") or "")
-                    for f in v.get("worst_findings") or ()))
+                v.get("health", "unknown"), v.get("last_report_at"), _findings(v))
         for v in doc.get("vms") or ()))
+
+
+def _findings(doc: Mapping[str, Any]) -> Tuple[Finding, ...]:
+    """A document's findings, whether the service names them the current way or API 1's old
+    way (``reasons``/``worst_findings`` with ``severity``)."""
+    return tuple(Finding(str(f.get("code") or ""), f["status"], str(f.get("message") or ""),
+                         f.get("metric")) for f in findings_of(doc))
 
 
 # -- transport --------------------------------------------------------------------------------

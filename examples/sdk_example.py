@@ -39,7 +39,7 @@ def main() -> int:
         print("fleet: " + ", ".join("%s %d" % kv for kv in sorted(fleet.counts.items())))
         for vm in fleet.vms:
             if vm.health in ("warning", "critical"):
-                first = vm.worst_findings[0].message if vm.worst_findings else ""
+                first = vm.findings[0].message if vm.findings else ""
                 print("  %-8s %-30s %s" % (vm.health, vm.name, first))
         if args.vm:
             if args.wait:
@@ -48,8 +48,8 @@ def main() -> int:
                 diag = sdk.vm_diagnostics(connection, args.vm)
             print("%s on %s: %s (agent %s)" % (diag.vm.name, diag.vm.host_name,
                                                diag.health.status, diag.agent.state))
-            for reason in diag.health.reasons:
-                print("  - [%s] %s" % (reason.severity, reason.message))
+            for finding in diag.health.findings:
+                print("  - [%s] %s" % (finding.status, finding.message))
             for fc in diag.forecasts:
                 if fc.eta_s is not None:
                     print("  forecast %s: full in %.1f days (%s)" % (fc.label, fc.eta_s / 86400,

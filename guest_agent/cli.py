@@ -18,9 +18,10 @@ import sys
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, TextIO
 
 import guest_agent
+from diag_protocol.units import format_field
+from diag_protocol.vocabulary import STATUSES, worst, worst_first
 
-from .checks import EXIT_CODES, exit_code
-from .checks.result import fmt_bytes, fmt_pct
+from .checks import exit_code
 from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, ConfigError, describe_options, load_config
 
 log = logging.getLogger("guest_agent")
@@ -41,16 +42,15 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "
     return "\n".join(lines)
 
 
-def _b(value: Any) -> str | None:
-    return fmt_bytes(value) if isinstance(value, (int, float)) else None
+_IF = "network.interfaces[]."
+_MEM = "resources.memory."
+_FS = "resources.filesystems[]."
+_DISK = "resources.disks[]."
 
 
-def _p(value: Any) -> str | None:
-    return fmt_pct(value) if isinstance(value, (int, float)) else None
-
-
-def _rate(value: Any) -> str | None:
-    return (fmt_bytes(value) + "/s") if isinstance(value, (int, float)) else None
+def _f(path: str, value: Any) -> str | None:
+    """A report field in its own unit (diag_protocol.units); None when it is missing."""
+    return format_field(path, value, missing="") or None
 
 
 def _pairs(items: Iterable[Any]) -> str:
@@ -62,8 +62,9 @@ def render_network(d: Mapping[str, Any]) -> List[str]:
                  ([i.get("name"), {True: "yes", False: "no"}.get(i.get("up")), i.get("mtu"),
                    " ".join("%s/%s" % (a.get("address"), a.get("prefixlen"))
                             for a in i.get("addresses") or ()) or None,
-                   _rate(i.get("rx_bps")), _rate(i.get("tx_bps")), _p(i.get("error_rate")),
-                   _p(i.get("drop_rate"))] for i in d.get("interfaces") or ()))]
+                   _f(_IF + "rx_bps", i.get("rx_bps")), _f(_IF + "tx_bps", i.get("tx_bps")),
+                   _f(_IF + "error_rate", i.get("error_rate")),
+                   _f(_IF + "drop_rate", i.get("drop_rate"))] for i in d.get("interfaces") or ()))]
     gw = d.get("default_gateway") or {}
     dns = d.get("dns") or {}
     out.append(_pairs([("default gateway", " ".join(filter(None, (gw.get("address"),
@@ -73,7 +74,7 @@ def render_network(d: Mapping[str, Any]) -> List[str]:
     if d.get("probes"):
         out.append(table(("PROBE", "TARGET", "OK", "LATENCY", "ERROR"),
                          ([p.get("kind"), p.get("target"), p.get("ok"),
-                           None if p.get("latency_ms") is None else "%.1f ms" % p["latency_ms"],
+                           _f("network.probes[].latency_ms", p.get("latency_ms")),
                            p.get("error")] for p in d["probes"])))
     if d.get("listening"):
         out.append(table(("LISTEN", "ADDRESS", "PORT", "PROCESS"),
@@ -87,39 +88,40 @@ def render_resources(d: Mapping[str, Any]) -> List[str]:
     load = d.get("load") or cpu.get("load") or ()
     out = [_pairs([
         ("cpus", cpu.get("count")),
-        ("cpu busy", _p(cpu.get("percent"))),
-        ("iowait / steal", "%s / %s" % (_p(cpu.get("iowait")) or "-", _p(cpu.get("steal")) or "-")),
-        ("load", " ".join("%.2f" % x for x in load if isinstance(x, (int, float))) or None),
-        ("memory", "%s used of %s (%s available)" % (_b(mem.get("used")) or "-",
-                                                      _b(mem.get("total")) or "-",
-                                                      _b(mem.get("available")) or "-")),
-        ("swap", "%s used of %s" % (_b(mem.get("swap_used")) or "-",
-                                    _b(mem.get("swap_total")) or "-")),
-        ("open files", "%s of %s" % ((d.get("fds") or {}).get("open"),
-                                     (d.get("fds") or {}).get("max"))),
-        ("uptime", None if d.get("uptime_s") is None else "%.1f h" % (d["uptime_s"] / 3600)),
+        ("cpu busy", _f("resources.cpu.percent", cpu.get("percent"))),
+        ("iowait / steal", "%s / %s" % (_f("resources.cpu.iowait", cpu.get("iowait")) or "-",
+                                        _f("resources.cpu.steal", cpu.get("steal")) or "-")),
+        ("load", " ".join(_f("resources.cpu.load[]", x) or "-" for x in load) or None),
+        ("memory", "%s used of %s (%s available)" % (
+            _f(_MEM + "used", mem.get("used")) or "-", _f(_MEM + "total", mem.get("total")) or "-",
+            _f(_MEM + "available", mem.get("available")) or "-")),
+        ("swap", "%s used of %s" % (_f(_MEM + "swap_used", mem.get("swap_used")) or "-",
+                                    _f(_MEM + "swap_total", mem.get("swap_total")) or "-")),
+        ("open files", "%s of %s" % (_f("resources.fds.open", (d.get("fds") or {}).get("open")),
+                                     _f("resources.fds.max", (d.get("fds") or {}).get("max")))),
+        ("uptime", _f("resources.uptime_s", d.get("uptime_s"))),
         ("oom kills", d.get("oom_kills")),
     ])]
     out.append(table(("MOUNT", "TYPE", "SIZE", "FREE", "USED", "INODES", "RO"),
-                     ([f.get("mountpoint"), f.get("fstype"), _b(f.get("total")),
-                       _b(f.get("free")), _p(f.get("percent")), _p(f.get("inodes_percent")),
+                     ([f.get("mountpoint"), f.get("fstype"), _f(_FS + "total", f.get("total")),
+                       _f(_FS + "free", f.get("free")), _f(_FS + "percent", f.get("percent")),
+                       _f(_FS + "inodes_percent", f.get("inodes_percent")),
                        "ro" if f.get("readonly") else ""] for f in d.get("filesystems") or ())))
     if d.get("disks"):
         out.append(table(("DISK", "READ", "WRITE", "IOPS R/W", "AWAIT", "UTIL"),
-                         ([k.get("name"), _rate(k.get("read_bps")), _rate(k.get("write_bps")),
-                           "%s/%s" % (_num(k.get("read_iops")), _num(k.get("write_iops"))),
-                           None if k.get("await_ms") is None else "%.1f ms" % k["await_ms"],
-                           _p(k.get("util_percent"))] for k in d["disks"])))
+                         ([k.get("name"), _f(_DISK + "read_bps", k.get("read_bps")),
+                           _f(_DISK + "write_bps", k.get("write_bps")),
+                           "%s / %s" % (_f(_DISK + "read_iops", k.get("read_iops")) or "-",
+                                        _f(_DISK + "write_iops", k.get("write_iops")) or "-"),
+                           _f(_DISK + "await_ms", k.get("await_ms")),
+                           _f(_DISK + "util_percent", k.get("util_percent"))] for k in d["disks"])))
     for key, title in (("top_cpu", "TOP CPU"), ("top_memory", "TOP MEMORY")):
         if d.get(key):
             out.append(table((title, "PID", "USER", "CPU", "RSS"),
                              ([p.get("name"), p.get("pid"), p.get("user"),
-                               _p(p.get("cpu_percent")), _b(p.get("rss"))] for p in d[key])))
+                               _f("resources.%s[].cpu_percent" % key, p.get("cpu_percent")),
+                               _f("resources.%s[].rss" % key, p.get("rss"))] for p in d[key])))
     return out
-
-
-def _num(value: Any) -> str:
-    return "%.0f" % value if isinstance(value, (int, float)) else "-"
 
 
 UNITS_VIA = {"dbus": "systemd's D-Bus API",
@@ -155,9 +157,9 @@ def render_settings(d: Mapping[str, Any]) -> List[str]:
         ("os", osd.get("pretty") or osd.get("name")),
         ("kernel", "%s (%s)" % (d.get("kernel"), d.get("arch"))),
         ("timezone", d.get("timezone")),
-        ("time sync", "%s, synchronised: %s, offset %s ms (read via %s)" % (
-            ts.get("service"), ts.get("synchronized"), ts.get("offset_ms"),
-            ts.get("read_via") or "-")),
+        ("time sync", "%s, synchronised: %s, offset %s (read via %s)" % (
+            ts.get("service"), ts.get("synchronized"),
+            _f("settings.time_sync.offset_ms", ts.get("offset_ms")), ts.get("read_via") or "-")),
         ("selinux/apparmor", "%s / %s" % (sec.get("selinux"), sec.get("apparmor"))),
         ("reboot required", "%s%s" % (d.get("reboot_required"), (" (%s)" % d["reboot_reason"])
                                       if d.get("reboot_reason") else "")),
@@ -199,15 +201,12 @@ def render_report(sections: Mapping[str, Any]) -> str:
 
 
 def render_checks_plain(results: Sequence[Mapping[str, Any]]) -> str:
-    from .checks import worst
-
-    status = worst(r.get("status", "unknown") for r in results)
-    counts = {s: sum(1 for r in results if r.get("status") == s) for s in EXIT_CODES}
+    status = worst(r.get("status") for r in results)
+    counts = {s: sum(1 for r in results if r.get("status") == s) for s in STATUSES}
     head = "VMDIAG %s - %d critical, %d warning, %d unknown, %d ok" % (
         status.upper(), counts["critical"], counts["warning"], counts["unknown"], counts["ok"])
-    order = {"critical": 0, "warning": 1, "unknown": 2, "ok": 3}
     lines = ["%-8s %s: %s" % (r.get("status", "unknown").upper(), r.get("id"), r.get("message"))
-             for r in sorted(results, key=lambda r: order.get(r.get("status", "unknown"), 2))]
+             for r in worst_first(results)]
     return "\n".join([head] + lines) + "\n"
 
 

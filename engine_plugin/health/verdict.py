@@ -13,30 +13,31 @@ import bisect
 import dataclasses
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from diag_protocol.vocabulary import NOT_OK, worst, worst_first
+from diag_protocol.vocabulary import finding as finding_doc
+
 from . import humanize
 from .forecast import Forecast, Point, forecast
 from .thresholds import Thresholds
 
-SEVERITY = {"ok": 0, "unknown": 1, "warning": 2, "critical": 3}
 Histories = Mapping[str, Sequence[Point]]
 
 
 @dataclasses.dataclass
 class Finding:
     code: str
-    severity: str
+    status: str
     message: str
     metric: Optional[str] = None
 
     def as_dict(self) -> Dict[str, Any]:
-        return {"code": self.code, "severity": self.severity, "message": self.message,
-                "metric": self.metric}
+        return finding_doc(self.code, self.status, self.message, self.metric)
 
 
 def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Optional[Histories],
                 thresholds: Thresholds, previous: Optional[Mapping[str, Any]], now: float,
                 received_at: Optional[float]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """Return ``(verdict, state)``; ``verdict`` = {status, since, reasons, forecasts}.
+    """Return ``(verdict, state)``; ``verdict`` = {status, since, findings, forecasts}.
 
     Forecasts cost milliseconds per VM and move slowly, while checks change with every
     report: pass ``histories=None`` to reuse the forecasts kept in ``previous`` (the service
@@ -60,7 +61,7 @@ def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Optional[Histori
     new_pending: Dict[str, float] = {}
     for finding in candidates:
         first = pending.get(finding.code, now)
-        if (finding.severity == "warning" and finding.code not in active
+        if (finding.status == "warning" and finding.code not in active
                 and now - first < thresholds.warning_min_duration_s):
             new_pending[finding.code] = first
             continue
@@ -69,18 +70,15 @@ def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Optional[Histori
     silence = _silence(received_at, thresholds, now)
     if silence is not None:
         raised.insert(0, silence)
-    raised.sort(key=lambda f: -SEVERITY.get(f.severity, 0))
+    raised = worst_first(raised, key=lambda f: f.status)
 
-    if silence is not None:
-        status = "unknown"
-    else:
-        status = max((f.severity for f in raised), key=SEVERITY.__getitem__, default="ok")
+    status = "unknown" if silence is not None else worst(f.status for f in raised)
     since = prev.get("since") if prev.get("status") == status else now
-    verdict = {"status": status, "since": since, "reasons": [f.as_dict() for f in raised],
+    verdict = {"status": status, "since": since, "findings": [f.as_dict() for f in raised],
                "forecasts": [{k: v for k, v in f.items() if k != "message"} for f in forecasts]}
     state = {"status": status, "since": since, "pending": new_pending,
              "forecasts": forecasts, "forecasts_at": forecasts_at,
-             "active": {f.code: f.severity for f in raised if not f.code.startswith("agent.")}}
+             "active": {f.code: f.status for f in raised if not f.code.startswith("agent.")}}
     return verdict, state
 
 
@@ -101,7 +99,7 @@ def _check_findings(report: Optional[Mapping[str, Any]]) -> List[Finding]:
     results = _get(report, "sections", "checks", "data", "results") or []
     out = []
     for r in results:
-        if r.get("status") in ("warning", "critical", "unknown"):
+        if r.get("status") in NOT_OK:
             out.append(Finding("check:" + str(r.get("id")), r["status"],
                                str(r.get("message") or r.get("name") or r.get("id"))))
     return out

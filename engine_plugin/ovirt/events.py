@@ -36,6 +36,8 @@ from typing import Any, Callable, Dict, List, Mapping, Tuple
 import ovirtsdk4
 from ovirtsdk4 import types
 
+from diag_protocol.vocabulary import CRITICAL, WARNING, at_least, findings_of, rank
+
 from .connection import EngineEndpoint
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ INT32_MAX = 2**31 - 1
 MAX_OUTBOX = 5000
 MAX_DESCRIPTION = 3000
 
-RANK = {"ok": 0, "warning": 2, "critical": 3}
+#: oVirt's event severity for each status that raises events ("unknown" raises none).
 SEVERITY = {"ok": types.LogSeverity.NORMAL, "warning": types.LogSeverity.WARNING,
             "critical": types.LogSeverity.ERROR}
 
@@ -73,27 +75,27 @@ def plan(vm_id: str, vm_label: str, verdict: Mapping[str, Any],
     """Events a verdict calls for, and the VM's new notified state (pure)."""
     status = verdict.get("status")
     forecasts = {f.get("metric"): f for f in verdict.get("forecasts") or ()
-                 if f.get("status") in ("warning", "critical")}
+                 if f.get("status") in (WARNING, CRITICAL)}
     prev = dict(previous or {})
     prev_status = prev.get("status")
     prev_forecasts: Dict[str, str] = dict(prev.get("forecasts") or {})
     state = {"status": prev_status, "forecasts": {m: f["status"] for m, f in forecasts.items()}}
-    if status not in RANK:  # "unknown": keep the last notified status, plan nothing
+    if status not in SEVERITY:  # "unknown": keep the last notified status, plan nothing
         state["forecasts"] = prev_forecasts
         return [], state
     state["status"] = status
     events: List[PlannedEvent] = []
-    reasons = [r for r in verdict.get("reasons") or () if r.get("severity") == status]
+    reasons = [r for r in findings_of(verdict) if r["status"] == status]
     if status != prev_status:
         # Entering a level worth an event, or leaving one that was worth an event (recovery).
-        entering = RANK[status] >= RANK[min_severity]
-        leaving = prev_status in RANK and RANK[prev_status] >= RANK[min_severity]
+        entering = at_least(status, min_severity)
+        leaving = prev_status in SEVERITY and at_least(prev_status, min_severity)
         if entering or leaving:
             events.append(PlannedEvent(vm_id, status, describe(vm_label, status, reasons)))
         return events, state
     for metric, forecast in sorted(forecasts.items()):
         before = prev_forecasts.get(metric, "ok")
-        if RANK[forecast["status"]] > RANK.get(before, 0):
+        if rank(forecast["status"]) > rank(before):
             text = "VM %s: %s" % (vm_label, _forecast_text(forecast, verdict))
             events.append(PlannedEvent(vm_id, forecast["status"], text))
     return events, state
@@ -108,7 +110,7 @@ def describe(vm_label: str, status: str, reasons: List[Mapping[str, Any]]) -> st
 
 
 def _forecast_text(forecast: Mapping[str, Any], verdict: Mapping[str, Any]) -> str:
-    for reason in verdict.get("reasons") or ():
+    for reason in findings_of(verdict):
         if reason.get("metric") == forecast.get("metric") and reason.get("message"):
             return str(reason["message"])[:MAX_DESCRIPTION]
     return "%s is forecast to run out (%s)." % (forecast.get("label") or forecast.get("metric"),

@@ -20,6 +20,8 @@ from typing import Any, Callable, Dict, List, Tuple
 
 from aiohttp import web
 
+from diag_protocol import STATUSES
+
 from ..config import Config
 from ..ovirt import Visibility
 from ..ovirt.connection import EngineEndpoint
@@ -29,7 +31,7 @@ from .api import ApiRoutes, make_middleware
 from .documents import DocumentSource
 from .evaluation import HealthPass
 from .ingest import IngestHandler, make_ingest_app, server_ssl_context
-from .metrics import HEALTH_STATUSES, NetworkAllowList, ServiceMetrics
+from .metrics import NetworkAllowList, ServiceMetrics
 
 log = logging.getLogger("vmdiag.engine")
 
@@ -122,7 +124,7 @@ class EngineService:
 
     async def health_counts(self) -> Dict[str, int]:
         verdicts = await self._store_call("verdicts")
-        counts = {status: 0 for status in HEALTH_STATUSES}
+        counts = {status: 0 for status in STATUSES}
         for verdict in verdicts.values():
             status = verdict.get("status")
             counts[status if status in counts else "unknown"] += 1

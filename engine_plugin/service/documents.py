@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping
 
 from aiohttp import web
 
+from diag_protocol import is_uuid
+from diag_protocol.vocabulary import STATUSES, finding, findings_of, parse_statuses, status_of
+
 from ..ovirt import NotAuthenticated, Visibility, VmInfo
 from .evaluation import heard_at
 
-HEALTH_STATUSES = ("ok", "warning", "critical", "unknown")
 DOWN_STATUSES = ("down", "suspended", "image_locked")
 MAX_FINDINGS = 3
 MAX_HISTORY_SPAN_S = 400 * 86400.0
@@ -47,14 +48,6 @@ def bearer_token(request: web.Request) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
-
-
-def is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def unauthorized(message: str) -> web.HTTPUnauthorized:
@@ -158,21 +151,22 @@ class DocumentSource:
     async def _summary(self, vms: List[VmInfo], wanted: Iterable[str] | None
                        ) -> Dict[str, Any]:
         rows = {r.vm_id: r for r in await self._store("summaries", [vm.id for vm in vms])}
-        counts = {status: 0 for status in HEALTH_STATUSES}
+        counts = {status: 0 for status in STATUSES}
         out = []
         for vm in sorted(vms, key=lambda v: ((v.name or "").lower(), v.id)):
             row = rows.get(vm.id)
             verdict = (row.verdict if row is not None else None) or {}
-            raw = verdict.get("status")
-            status = raw if isinstance(raw, str) and raw in counts else "unknown"
+            status = status_of(verdict.get("status"))
             counts[status] += 1
             if wanted is not None and status not in wanted:
                 continue
+            findings = worst_findings(verdict, row)
             out.append({
                 "id": vm.id, "name": vm.name, "host_id": vm.host_id, "host_name": vm.host_name,
                 "cluster": vm.cluster_name, "health": status,
                 "last_report_at": heard_at(row),
-                "worst_findings": worst_findings(verdict, row),
+                "findings": findings,
+                "worst_findings": findings,  # the name of API 1 before "findings"; kept
             })
         return {"counts": counts, "vms": out}
 
@@ -200,31 +194,34 @@ def vm_block(vm: VmInfo) -> Dict[str, Any]:
 
 
 def health_block(verdict: Mapping[str, Any]) -> Dict[str, Any]:
+    """The VM document's ``health``: status, since, findings (and ``reasons``, their name in
+    API 1 before "findings", kept for existing clients; docs/design.md, "Vocabulary")."""
     if not verdict:
-        return {"status": "unknown", "since": None, "reasons": [{
-            "code": "engine.not_evaluated", "severity": "unknown", "metric": None,
-            "message": "vmdiag has no verdict for this VM yet: it has not received a report "
-                       "from its agent."}]}
-    return {"status": verdict.get("status", "unknown"), "since": verdict.get("since"),
-            "reasons": list(verdict.get("reasons") or [])}
+        findings = [finding("engine.not_evaluated", "unknown",
+                            "vmdiag has no verdict for this VM yet: it has not received a "
+                            "report from its agent.")]
+        return {"status": "unknown", "since": None, "findings": findings, "reasons": findings}
+    findings = findings_of(verdict)
+    return {"status": status_of(verdict.get("status")), "since": verdict.get("since"),
+            "findings": findings, "reasons": findings}
 
 
 def worst_findings(verdict: Mapping[str, Any], row: Any) -> List[Dict[str, Any]]:
-    reasons = verdict.get("reasons") or []
-    if reasons:
-        return [{"severity": r.get("severity"), "code": r.get("code"),
-                 "message": r.get("message")} for r in reasons[:MAX_FINDINGS]]
+    """The few most severe findings of a VM, for the summaries: the verdict's, else (no
+    verdict yet) the worst checks stored at ingest."""
+    findings = findings_of(verdict)
+    if findings:
+        return [finding(f.get("code"), f["status"], f.get("message"), f.get("metric"))
+                for f in findings[:MAX_FINDINGS]]
     checks = getattr(row, "worst_checks", None) or ()
-    return [{"severity": c.get("status"), "code": "check:%s" % c.get("id"),
-             "message": c.get("message")} for c in list(checks)[:MAX_FINDINGS]]
+    return [finding("check:%s" % c.get("id"), status_of(c.get("status")), c.get("message"))
+            for c in list(checks)[:MAX_FINDINGS]]
 
 
 def parse_health_filter(value: Any) -> List[str] | None:
     if value in (None, ""):
         return None
-    wanted = [v.strip() for v in str(value).split(",") if v.strip()]
-    bad = [v for v in wanted if v not in HEALTH_STATUSES]
-    if bad:
-        raise BadRequest("health=%s is not one of %s (comma-separate several)"
-                         % (",".join(bad), ", ".join(HEALTH_STATUSES)))
-    return wanted
+    try:
+        return list(parse_statuses(value, "health"))
+    except ValueError as err:
+        raise BadRequest(str(err)) from None

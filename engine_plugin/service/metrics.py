@@ -12,10 +12,10 @@ from typing import Dict, Iterable, List, Set
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from diag_protocol import STATUSES, prometheus_name
 from diag_protocol.ingest import OUTCOMES, REFUSED_REASONS
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-HEALTH_STATUSES = ("ok", "warning", "critical", "unknown")
 #: Distinct host labels of per-host counters.
 MAX_HOST_LABELS = 1000
 
@@ -61,13 +61,14 @@ class ServiceMetrics:
         self.event_outbox = Gauge(
             "vmdiag_event_outbox", "oVirt events waiting for delivery.", registry=r)
         self.http_latency = Histogram(
-            "vmdiag_http_request_duration_seconds", "API/UI request latency.",
+            prometheus_name("vmdiag_http_request_duration", "seconds"), "API/UI request latency.",
             ["route", "method", "status"], registry=r)
         self.engine_latency = Histogram(
-            "vmdiag_engine_request_duration_seconds", "Requests to the oVirt engine on behalf "
-            "of users (permission checks), by kind and outcome.", ["kind", "outcome"],
+            prometheus_name("vmdiag_engine_request_duration", "seconds"),
+            "Requests to the oVirt engine on behalf of users (permission checks), by kind and "
+            "outcome.", ["kind", "outcome"],
             registry=r)
-        for status in HEALTH_STATUSES:
+        for status in STATUSES:
             self.vms_by_health.labels(status).set(0)
         for outcome in ("sent", "duplicate", "rejected", "failed"):
             self.events.labels(outcome)
@@ -89,7 +90,7 @@ class ServiceMetrics:
         self.engine_latency.labels(kind, outcome).observe(seconds)
 
     def set_health_counts(self, counts: Dict[str, int]) -> None:
-        for status in HEALTH_STATUSES:
+        for status in STATUSES:
             self.vms_by_health.labels(status).set(counts.get(status, 0))
 
     def exposition(self) -> bytes:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Iterable, List, Mapping, Tuple
 
+from diag_protocol.vocabulary import RANK, worst, worst_first
+
 Sample = Tuple[str, float, float]
 
 #: Longest metric name stored; longer names (absurd mountpoints) are skipped, not cut, so two
@@ -18,8 +20,6 @@ Sample = Tuple[str, float, float]
 MAX_METRIC_NAME = 200
 #: Most non-ok checks kept on a VM's summary row.
 MAX_WORST_CHECKS = 5
-
-SEVERITY = {"ok": 0, "unknown": 1, "warning": 2, "critical": 3}
 
 _RESOURCE_FIELDS = (
     ("cpu", "percent", "cpu.percent"),
@@ -136,14 +136,12 @@ def worst_checks(report: Mapping[str, Any]) -> Tuple[str, List[Dict[str, Any]]] 
                                                         list):
         return None
     results = [r for r in _list(section["data"]["results"])
-               if isinstance(r, dict) and r.get("status") in SEVERITY]
-    if not results:
-        return "ok", []
-    worst = max(results, key=lambda r: SEVERITY[r["status"]])["status"]
-    bad = sorted((r for r in results if r["status"] != "ok"),
-                 key=lambda r: (-SEVERITY[r["status"]], str(r.get("id", ""))))
-    return worst, [{"status": r["status"], "id": r.get("id"), "message": r.get("message")}
-                   for r in bad[:MAX_WORST_CHECKS]]
+               if isinstance(r, dict) and r.get("status") in RANK]
+    bad = worst_first(sorted((r for r in results if r["status"] != "ok"),
+                             key=lambda r: str(r.get("id", ""))))
+    return worst(r["status"] for r in results), [
+        {"status": r["status"], "id": r.get("id"), "message": r.get("message")}
+        for r in bad[:MAX_WORST_CHECKS]]
 
 
 def prefix_match(name: str, prefixes: Iterable[str]) -> bool:

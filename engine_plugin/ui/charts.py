@@ -16,9 +16,11 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Mapping, Sequence, Tuple
+from typing import Any, List, Mapping, Sequence, Tuple
 
-from .formatting import as_number, human_bytes, percent
+from diag_protocol import units
+
+from .formatting import as_number
 
 WIDTH = 640
 HEIGHT = 200
@@ -172,7 +174,8 @@ def line_chart(
     if not observed:
         chart.empty = True
         return chart
-    fmt: Callable[[Any], str] = percent if unit == "percent" else human_bytes
+    def fmt(value: Any) -> str:
+        return units.format_value(unit, value)
 
     fit = forecast.get("fit") if isinstance(forecast, Mapping) else None
     eta_at = as_number(forecast.get("eta_at")) if isinstance(forecast, Mapping) else None

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping
 
+from diag_protocol.vocabulary import RANK, WORST_FIRST, findings_of, worst_first
+
 from .formatting import as_number, human_age
-from .vm_view import HEALTH_TEXT, SEVERITY_RANK, health_status
+from .vm_view import HEALTH_TEXT, health_status
 
 SORT_KEYS = ("health", "name", "cluster", "host", "last_report", "finding")
-VERDICTS = ("critical", "warning", "unknown", "ok")
+VERDICTS = WORST_FIRST
 MAX_VMS = 5000
 MAX_QUERY = 200
 
@@ -40,13 +42,11 @@ def parse_query(query: Mapping[str, str]) -> Dict[str, str]:
 
 def _row(vm: Mapping[str, Any], now: float) -> Dict[str, Any]:
     findings = []
-    for finding in vm.get("worst_findings") or []:
-        if isinstance(finding, dict):
-            severity = health_status(finding.get("severity"))
-            code = _text(finding.get("code"))
-            findings.append({"severity": severity, "severity_text": HEALTH_TEXT[severity],
-                             "code": code, "message": _text(finding.get("message")) or code})
-    findings.sort(key=lambda f: SEVERITY_RANK[f["severity"]])
+    for finding in findings_of(vm):
+        code = _text(finding.get("code"))
+        findings.append({"status": finding["status"], "status_text": HEALTH_TEXT[finding["status"]],
+                         "code": code, "message": _text(finding.get("message")) or code})
+    findings = worst_first(findings)
     health = health_status(vm.get("health"))
     last = as_number(vm.get("last_report_at"))
     return {
@@ -94,9 +94,9 @@ def _sort_key(key: str):
             return (last is None, -(last or 0.0), name)
         if key == "finding":
             worst = row["worst"]
-            return (worst is None, SEVERITY_RANK[worst["severity"]] if worst else 9,
+            return (worst is None, -RANK[worst["status"]] if worst else 9,
                     (worst or {}).get("code", ""), name)
-        return (SEVERITY_RANK[row["health"]], name)
+        return (-RANK[row["health"]], name)
     return by
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import jinja2
+
+from diag_protocol import units
 
 from . import formatting
 
@@ -30,18 +32,19 @@ def make_environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update({
-        "bytes": formatting.human_bytes,
-        "rate": formatting.human_rate,
-        "duration": formatting.human_duration,
-        "utc": formatting.utc_text,
-        "iso": formatting.iso_utc,
-        "pct": formatting.percent,
-        "num": formatting.number,
-        "ms": formatting.milliseconds,
-    })
+    # One filter per unit of diag_protocol.units, named for it: a template says what unit a
+    # value is in ({{ i.rx_bps|bits_per_second }}), and the table says how that unit reads.
+    env.filters.update({name: _unit_filter(name) for name in units.UNITS})
+    env.filters.update({"utc": formatting.utc_text, "iso": formatting.iso_utc})
     env.globals["MISSING"] = formatting.MISSING
     return env
+
+
+def _unit_filter(unit: str) -> Callable[[Any], str]:
+    def fmt(value: Any) -> str:
+        return units.format_value(unit, value)
+    fmt.__name__ = unit
+    return fmt
 
 
 def static_versions() -> Dict[str, str]:

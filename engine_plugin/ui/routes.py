@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import Any, Awaitable, Callable, Dict, Tuple
 
 from aiohttp import web
+
+from diag_protocol import is_uuid
 
 from . import rendering
 from .fleet_view import build_fleet_view, build_host_view
@@ -46,14 +47,6 @@ STATIC_TYPES = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 class UiPages:
@@ -115,13 +108,13 @@ class UiPages:
 
     async def vm_page(self, request: web.Request) -> web.Response:
         vm_id = request.match_info["vm_id"]
-        if not _is_uuid(vm_id):
+        if not is_uuid(vm_id):
             return self.shell("missing", "Virtual machine", "")
         return self.shell("vm", "Virtual machine", "%s/vms/%s/fragment" % (self.ui, vm_id))
 
     async def host_page(self, request: web.Request) -> web.Response:
         host_id = request.match_info["host_id"]
-        if not _is_uuid(host_id):
+        if not is_uuid(host_id):
             return self.shell("missing", "Host", "")
         return self.shell("host", "Host", "%s/hosts/%s/fragment" % (self.ui, host_id))
 
@@ -144,7 +137,7 @@ class UiPages:
         if denied is not None:
             return denied
         vm_id = request.match_info["vm_id"]
-        if not _is_uuid(vm_id):
+        if not is_uuid(vm_id):
             return self.not_found("Virtual machine")
         doc = await self.source.vm_document(user, vm_id)
         if not isinstance(doc, dict):
@@ -178,7 +171,7 @@ class UiPages:
         if denied is not None:
             return denied
         host_id = request.match_info["host_id"]
-        if not _is_uuid(host_id):
+        if not is_uuid(host_id):
             return self.not_found("Host")
         summary = await self.source.host_summary(user, host_id)
         if not isinstance(summary, dict):

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
-from .charts import Chart, clean_points, line_chart
-from .formatting import as_number, human_age, human_bytes, human_duration
+from diag_protocol.units import format_value
+from diag_protocol.vocabulary import RANK, findings_of, status_of, worst_first
 
-SEVERITY_RANK = {"critical": 0, "warning": 1, "unknown": 2, "ok": 3}
+from .charts import Chart, clean_points, line_chart
+from .formatting import as_number, human_age, human_duration
+
 HEALTH_TEXT = {"ok": "Healthy", "warning": "Warning", "critical": "Critical", "unknown": "Unknown"}
 CHECK_TEXT = {"ok": "OK", "warning": "Warning", "critical": "Critical", "unknown": "Unknown"}
 MAX_FILESYSTEM_CHARTS = 8
@@ -40,7 +42,7 @@ def _text(value: Any) -> str:
 
 def health_status(value: Any) -> str:
     """Normalise a verdict; anything unexpected is 'unknown', never silently 'ok'."""
-    return value if value in SEVERITY_RANK else "unknown"
+    return status_of(value)
 
 
 def section(report: Mapping[str, Any], name: str) -> Dict[str, Any]:
@@ -102,24 +104,22 @@ def agent_banner(doc: Mapping[str, Any], now: float) -> Dict[str, Any] | None:
 def health_view(doc: Mapping[str, Any], now: float) -> Dict[str, Any]:
     health = _dict(doc.get("health"))
     status = health_status(health.get("status"))
-    reasons = []
-    for reason in _list(health.get("reasons")):
-        severity = health_status(reason.get("severity"))
-        reasons.append({
-            "severity": severity,
-            "severity_text": HEALTH_TEXT[severity],
-            "code": _text(reason.get("code")),
-            "message": _text(reason.get("message")) or _text(reason.get("code")),
-            "metric": _text(reason.get("metric")),
+    findings = []
+    for found in findings_of(health)[:MAX_ROWS]:
+        findings.append({
+            "status": found["status"],
+            "status_text": HEALTH_TEXT[found["status"]],
+            "code": _text(found.get("code")),
+            "message": _text(found.get("message")) or _text(found.get("code")),
+            "metric": _text(found.get("metric")),
         })
-    reasons.sort(key=lambda r: SEVERITY_RANK[r["severity"]])
     since = as_number(health.get("since"))
     return {
         "status": status,
         "text": HEALTH_TEXT[status],
         "since": since,
         "since_age": human_age(since, now) if since is not None else "",
-        "reasons": reasons,
+        "findings": worst_first(findings),
     }
 
 
@@ -136,8 +136,7 @@ def forecasts_view(doc: Mapping[str, Any], now: float) -> List[Dict[str, Any]]:
         capacity = as_number(fc.get("capacity"))
         current = as_number(fc.get("current"))
         kind = _text(fc.get("kind"))
-        fmt = human_bytes if kind in ("filesystem_bytes", "memory", "swap", "process_memory") \
-            else (lambda v: "%s" % ("\u2014" if v is None else round(v)))
+        unit = "count" if kind == "filesystem_inodes" else "bytes"
         trend = as_number(fc.get("trend_per_day"))
         out.append({
             "metric": _text(fc.get("metric")),
@@ -150,15 +149,15 @@ def forecasts_view(doc: Mapping[str, Any], now: float) -> List[Dict[str, Any]]:
             "eta_text": ("full in %s" % human_duration(eta_s)) if eta_s is not None and eta_s > 0
                         else ("full now" if eta_s is not None else "not filling up"),
             "confidence": confidence,
-            "confidence_text": ("%d %%" % round(confidence * 100)) if confidence is not None
-                               else "\u2014",
-            "trend_text": ("%s%s per day" % ("+" if trend >= 0 else "-", fmt(abs(trend))))
+            "confidence_text": format_value("ratio", confidence),
+            "trend_text": ("%s%s per day" % ("+" if trend >= 0 else "-",
+                                              format_value(unit, abs(trend))))
                           if trend is not None else "\u2014",
-            "current_text": fmt(current),
-            "capacity_text": fmt(capacity) if capacity is not None else "\u2014",
+            "current_text": format_value(unit, current),
+            "capacity_text": format_value(unit, capacity),
             "raw": fc,
         })
-    out.sort(key=lambda f: (SEVERITY_RANK[f["status"]],
+    out.sort(key=lambda f: (-RANK[f["status"]],
                             f["eta_s"] if f["eta_s"] is not None else float("inf")))
     return out
 
@@ -329,7 +328,7 @@ def checks_view(report: Mapping[str, Any]) -> Dict[str, Any]:
     for item in _list(sec["data"].get("results")):
         status = health_status(item.get("status"))
         results.append({**item, "status": status, "status_text": CHECK_TEXT[status]})
-    results.sort(key=lambda r: (SEVERITY_RANK[r["status"]], _text(r.get("id"))))
+    results.sort(key=lambda r: (-RANK[r["status"]], _text(r.get("id"))))
     return {**sec, "results": results}
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
+from diag_protocol.vocabulary import EXIT_CODES, STATUSES, worst, worst_first
+
 from . import cpu, filesystems, memory, network, services, timesync
-from .result import SEVERITY, STATUSES, Result, result, worst
+from .result import Result, result
 
 CheckFn = Callable[[Mapping[str, Any], Mapping[str, float]], List[Result]]
 
@@ -25,9 +27,6 @@ CHECKS: Tuple[Tuple[str, CheckFn], ...] = (
 )
 #: The schema caps the results list; more would make the whole report invalid.
 MAX_RESULTS = 512
-
-#: Nagios plugin exit codes.
-EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
 
 
 def run_checks(sections: Mapping[str, Any], thresholds: Mapping[str, float],
@@ -44,7 +43,7 @@ def run_checks(sections: Mapping[str, Any], thresholds: Mapping[str, float],
                            "error": "check failed: %s: %s; please report this bug"
                            % (type(err).__name__, err)})
     if len(results) > MAX_RESULTS:
-        results.sort(key=lambda r: -SEVERITY[r["status"]])
+        results = worst_first(results)
         errors.append({"field": "results", "error": "%d results cut to the %d most severe"
                        % (len(results), MAX_RESULTS)})
         results = results[:MAX_RESULTS]

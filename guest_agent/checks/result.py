@@ -6,11 +6,14 @@ says what is wrong with numbers and then what to do about it, in one sentence.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping
+from typing import Any, Dict, List, Mapping
 
-STATUSES = ("ok", "warning", "critical", "unknown")
-#: Order of severity when several results are folded into one (Nagios-style exit code).
-SEVERITY = {"ok": 0, "unknown": 1, "warning": 2, "critical": 3}
+from diag_protocol.units import fmt_bytes, fmt_count
+from diag_protocol.units import fmt_percent as fmt_pct
+from diag_protocol.vocabulary import STATUSES, worst
+
+__all__ = ["STATUSES", "Result", "field_error", "fmt_bytes", "fmt_count", "fmt_pct", "level",
+           "names", "plural", "result", "threshold_for", "worst"]
 
 Result = Dict[str, Any]
 
@@ -35,36 +38,6 @@ def level(value: float, warning: float, critical: float) -> str:
 
 def threshold_for(status: str, warning: float, critical: float) -> float:
     return critical if status == "critical" else warning
-
-
-def worst(statuses: Iterable[str]) -> str:
-    """The most severe status: critical > warning > unknown > ok."""
-    found = "ok"
-    for status in statuses:
-        if SEVERITY.get(status, 1) > SEVERITY[found]:
-            found = status
-    return found
-
-
-def fmt_bytes(value: float) -> str:
-    """1.2 GiB, 300 MiB, 512 B: binary units, one decimal below 10."""
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            if unit == "B":
-                return "%d B" % size
-            return ("%.1f %s" % (size, unit)) if abs(size) < 10 else ("%.0f %s" % (size, unit))
-        size /= 1024
-    return "%d B" % value  # pragma: no cover - loop always returns
-
-
-def fmt_count(value: float) -> str:
-    return "{:,}".format(int(value))
-
-
-def fmt_pct(value: float) -> str:
-    """96%, 0.5%: whole percent unless below 10."""
-    return ("%.0f%%" % value) if value >= 10 or float(value).is_integer() else ("%.1f%%" % value)
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

@@ -51,7 +51,8 @@ async def test_vm_document_for_a_permitted_user(make_service, pki, standin) -> N
     assert doc["vm"] == {"id": VM_ALICE, "name": "alice-web", "host_id": HOST_1,
                          "host_name": "host1", "cluster": "Production", "status": "up"}
     assert doc["agent"]["state"] == "reporting" and doc["agent"]["silent_for_s"] < 60
-    assert doc["health"]["status"] == "ok" and doc["health"]["reasons"] == []
+    assert doc["health"]["status"] == "ok" and doc["health"]["findings"] == []
+    assert doc["health"]["reasons"] == []  # API 1's old name, kept alongside
     assert doc["report"]["seq"] == 1
     assert doc["report"]["sections"]["settings"]["data"]["hostname"] == "alice-web"
 
@@ -63,8 +64,12 @@ async def test_critical_check_makes_the_vm_critical_with_its_reason(make_service
     doc = (await api_get(service, "/api/v1/vms/%s" % VM_SHARED,
                          standin.issue_token("bob@internal"))).json()
     assert doc["health"]["status"] == "critical"
-    assert doc["health"]["reasons"][0]["code"] == "check:fs.fill:/"
-    assert "grow the disk" in doc["health"]["reasons"][0]["message"]
+    [first, *_] = doc["health"]["findings"]
+    assert first["code"] == "check:fs.fill:/" and first["status"] == "critical"
+    assert "grow the disk" in first["message"]
+    # API 1's old names stay alongside (docs/design.md, "Vocabulary")
+    assert doc["health"]["reasons"] == doc["health"]["findings"]
+    assert first["severity"] == first["status"]
     assert doc["vm"]["host_name"] is None  # bob has no permission on host1: oVirt hides it
 
 
@@ -93,7 +98,9 @@ async def test_fleet_is_filtered_per_user_and_by_query(make_service, pki, standi
     assert alice["counts"] == {"ok": 1, "warning": 0, "critical": 1, "unknown": 0}
     shared = alice["vms"][1]
     assert shared["name"] == "shared-app" and shared["health"] == "critical"
-    assert shared["worst_findings"][0]["code"] == "check:fs.fill:/"
+    assert shared["findings"][0]["code"] == "check:fs.fill:/"
+    assert shared["findings"][0]["status"] == "critical"
+    assert shared["worst_findings"] == shared["findings"]  # API 1's old name, kept
 
     admin = standin.issue_token("admin@internal")
     everything = (await api_get(service, "/api/v1/vms", admin)).json()

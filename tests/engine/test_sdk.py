@@ -42,7 +42,8 @@ async def test_vm_diagnostics_is_typed_and_reuses_the_connection_token(proxied,
         assert isinstance(diag, sdk.VmDiagnostics)
         assert diag.vm.name == "shared-app" and diag.vm.cluster == "Production"
         assert diag.health.status == "critical"
-        assert diag.health.reasons[0].code == "check:fs.fill:/"
+        assert diag.health.findings[0].code == "check:fs.fill:/"
+        assert diag.health.reasons == diag.health.findings  # old name kept
         assert diag.agent.state == "reporting" and diag.report["seq"] == 0
         proxied_calls = standin.requests_to("/vmdiag/api/v1/vms/")
         assert proxied_calls, "the helper must go through https://<engine>/vmdiag/"
@@ -59,7 +60,8 @@ async def test_fleet_summary_and_history(proxied, standin) -> None:
         fleet = await asyncio.to_thread(sdk.fleet_summary, conn, health="critical")
         assert [vm.id for vm in fleet.vms] == [VM_SHARED]
         assert fleet.counts["critical"] == 1 and fleet.counts["unknown"] == 1  # bob's VM
-        assert fleet.vms[0].worst_findings[0].severity == "critical"
+        assert fleet.vms[0].findings[0].status == "critical"
+        assert fleet.vms[0].worst_findings[0].severity == "critical"  # old names kept
         now = time.time()
         series = await asyncio.to_thread(sdk.history, conn, VM_ALICE, "memory.percent",
                                          now - 3600, now + 1)

@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from diag_protocol.units import fmt_seconds
 from engine_plugin.health import Thresholds, forecast
 from engine_plugin.health.verdict import forecast_vm
 
@@ -123,7 +124,9 @@ def test_filesystem_forecast_document_for_the_api():
     assert doc["status"] == "critical" and doc["kind"] == "filesystem_bytes"
     assert doc["eta_at"] == pytest.approx(NOW + DAY, rel=1e-3)
     assert doc["trend_per_day"] == pytest.approx(10 * GIB, rel=0.01)
-    assert doc["message"].startswith("/var will be full in about 24 h (growing 10.0 GiB a day)")
+    # durations and sizes in the one humaniser's words (diag_protocol.units)
+    assert doc["message"].startswith("/var will be full in about %s (growing 10 GiB a day)"
+                                     % fmt_seconds(doc["eta_s"]))
     fit = doc["fit"]
     assert fit["intercept"] + fit["slope"] * (NOW - fit["t0"]) == pytest.approx(90 * GIB, rel=0.01)
 

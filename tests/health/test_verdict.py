@@ -19,13 +19,13 @@ def report(checks=(), memory=None, steal=None):
 def test_no_report_yet_is_unknown_with_a_reason():
     verdict, _ = evaluate_vm(None, {}, T, None, 1000.0, None)
     assert verdict["status"] == "unknown"
-    assert verdict["reasons"][0]["code"] == "agent.not_reporting"
+    assert verdict["findings"][0]["code"] == "agent.not_reporting"
 
 
 def test_silent_agent_is_unknown_with_how_long():
     verdict, _ = evaluate_vm(report(), {}, T, None, 10000.0, 10000.0 - 7200)
     assert verdict["status"] == "unknown"
-    assert "silent for 2.0 h" in verdict["reasons"][0]["message"]
+    assert "silent for 2 h" in verdict["findings"][0]["message"]
 
 
 def test_critical_check_is_raised_at_once_warning_after_min_duration():
@@ -33,11 +33,11 @@ def test_critical_check_is_raised_at_once_warning_after_min_duration():
                          ("fs.fill:/", "warning", "/ is 88% full")])
     v1, s1 = evaluate_vm(rep, {}, T, None, 1000.0, 1000.0)
     assert v1["status"] == "critical"
-    assert [r["code"] for r in v1["reasons"]] == ["check:units.failed"]
+    assert [r["code"] for r in v1["findings"]] == ["check:units.failed"]
     v2, s2 = evaluate_vm(rep, {}, T, s1, 1200.0, 1200.0)
-    assert [r["code"] for r in v2["reasons"]] == ["check:units.failed"]
+    assert [r["code"] for r in v2["findings"]] == ["check:units.failed"]
     v3, _ = evaluate_vm(rep, {}, T, s2, 1301.0, 1301.0)
-    assert [r["code"] for r in v3["reasons"]] == ["check:units.failed", "check:fs.fill:/"]
+    assert [r["code"] for r in v3["findings"]] == ["check:units.failed", "check:fs.fill:/"]
     assert v3["since"] == 1000.0  # critical since the first pass
 
 
@@ -64,7 +64,7 @@ def test_memory_hovering_at_the_threshold_does_not_flap():
 def test_steal_critical_is_immediate_and_named():
     verdict, _ = evaluate_vm(report(steal=40.0), {}, T, None, 1000.0, 1000.0)
     assert verdict["status"] == "critical"
-    assert "steal is 40%" in verdict["reasons"][0]["message"]
+    assert "steal is 40%" in verdict["findings"][0]["message"]
 
 
 def test_steady_state_keeps_since():

@@ -96,7 +96,7 @@ def test_percent_chart_clamps_and_ticks():
                               since=0, until=10)
     ys = [float(p.split(",")[1]) for p in chart.lines[0].points.split()]
     assert max(ys) <= chart.bottom and min(ys) >= chart.top
-    assert [t.label for t in chart.y_ticks] == ["0 %", "25 %", "50 %", "75 %", "100 %"]
+    assert [t.label for t in chart.y_ticks] == ["0%", "25%", "50%", "75%", "100%"]
 
 
 def test_byte_ticks_are_round_binary_units():
@@ -117,7 +117,8 @@ def test_health_reasons_worst_first_and_unknown_severity(fleet):
     doc = fleet.docs[VM_FILLING]
     doc["health"]["reasons"].append({"code": "odd", "severity": "bogus", "message": "x"})
     view = health_view(doc, fleet.now)
-    assert [r["severity"] for r in view["reasons"]] == ["critical", "warning", "unknown"]
+    # the document uses API 1's old names (reasons, severity); the view reads either
+    assert [r["status"] for r in view["findings"]] == ["critical", "warning", "unknown"]
     assert view["status"] == "critical" and view["since_age"] == "3 h ago"
 
 
@@ -125,7 +126,7 @@ def test_forecast_eta_text(fleet):
     (forecast,) = forecasts_view(fleet.docs[VM_FILLING], fleet.now)
     assert forecast["eta_text"] == "full in 2 d"
     assert forecast["trend_text"] == "+4.5 GiB per day"
-    assert forecast["confidence_text"] == "93 %"
+    assert forecast["confidence_text"] == "93%"
 
 
 @pytest.mark.parametrize("vm_id, state", [

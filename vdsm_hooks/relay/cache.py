@@ -14,13 +14,9 @@ import json
 import time
 from typing import Any, Dict, Iterator
 
-from diag_protocol import CHECK_STATUSES
+from diag_protocol.vocabulary import worst_item
 
 Message = Dict[str, Any]
-
-#: Worst-first order of check statuses, for the "worst check" column.
-_SEVERITY = {"critical": 3, "warning": 2, "unknown": 1, "ok": 0}
-assert set(_SEVERITY) == set(CHECK_STATUSES)
 
 #: Decoder reasons that count a line as kept, not dropped (``bad_utf8`` lines are decoded with
 #: replacement characters and may still be accepted).
@@ -82,10 +78,7 @@ def worst_check(report: Message) -> Dict[str, Any] | None:
     """The most severe check result of a report (first one wins a tie), or None without checks."""
     checks = report.get("sections", {}).get("checks") or {}
     results = (checks.get("data") or {}).get("results") or ()
-    worst: Dict[str, Any] | None = None
-    for result in results:
-        if worst is None or _SEVERITY[result["status"]] > _SEVERITY[worst["status"]]:
-            worst = result
+    worst: Dict[str, Any] | None = worst_item(results)
     if worst is None:
         return None
     return {"id": worst["id"], "status": worst["status"], "message": worst.get("message")}

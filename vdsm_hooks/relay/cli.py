@@ -49,6 +49,7 @@ import time
 from typing import Any, Dict, List, Sequence
 
 from diag_protocol import ALLOWED_METHODS
+from diag_protocol.vocabulary import worst_first
 
 from .control import ControlError, call
 
@@ -285,8 +286,7 @@ def format_show(vm: Dict[str, Any]) -> str:
     if checks:
         out.append("")
         out.append("checks:")
-        order = {"critical": 0, "warning": 1, "unknown": 2, "ok": 3}
-        for check in sorted(checks, key=lambda c: order.get(c["status"], 9)):
+        for check in worst_first(checks):
             out.append("  %-4s %s: %s" % (_MARK.get(check["status"], "?"), check["id"],
                                           check.get("message") or ""))
     out.extend(_resources(sections.get("resources")))
