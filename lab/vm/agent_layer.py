@@ -32,6 +32,7 @@ import os
 import shutil
 from typing import Dict, List
 
+from . import guest_net
 from .progress import log
 from .rootfs import enable_unit, run, write_files
 
@@ -98,7 +99,7 @@ def layer_key(source_root: str) -> str:
     digest = hashlib.sha256()
     deb = agent_deb(source_root)
     inputs = [deb] if deb else _source_files(source_root)
-    for path in inputs + [__file__]:
+    for path in inputs + [__file__, guest_net.__file__]:
         digest.update(os.path.relpath(path, source_root).encode() + b"\0")
         with open(path, "rb") as handle:
             digest.update(handle.read())
@@ -112,18 +113,20 @@ REPORT_INTERVAL_S = 10
 def agent_conf() -> str:
     """The agent configuration drop-in of the test guest.
 
-    The only probe is the default gateway, which QEMU's user-mode network answers itself, and
-    the guest has no DNS server, so the guest never sends traffic beyond the host.
+    The probes are the default gateway, which QEMU's user-mode network answers itself, and a
+    name of the lab's zone, which the lab's resolver on the host answers (``guest_net``): the
+    guest never sends traffic beyond the host.
     """
     return (
-        "# vmdiag test guest (tests/vm/agent_layer.py)\n"
+        "# vmdiag test guest (lab/vm/agent_layer.py)\n"
         "[agent]\ninterval = %d\nheartbeat_interval = 5\n\n"
-        "[probes]\ngateway = yes\n" % REPORT_INTERVAL_S)
+        "[probes]\ngateway = yes\ndns_names = %s\n"
+        % (REPORT_INTERVAL_S, guest_net.PROBED_NAME))
 
 
 def faults_conf() -> str:
     """The watch lists of the faulty roles: one healthy and one faulty unit and process."""
-    return ("# vmdiag test guest faults (tests/vm/agent_layer.py)\n"
+    return ("# vmdiag test guest faults (lab/vm/agent_layer.py)\n"
             "[watch]\nunits = %s\nprocesses = %s\n"
             % (", ".join(WATCHED_UNITS), ", ".join(WATCHED_PROCESSES)))
 
@@ -188,6 +191,7 @@ def apply(root: str, source_root: str) -> str:
     """Add agent, configuration and faults to the unpacked tree; return how the agent came in."""
     how = install_agent(root, source_root)
     write_files(root, {CONF_DROPIN: agent_conf()})
+    write_files(root, guest_net.guest_files())
     write_files(root, fault_files())
     for unit in (BROKEN_UNIT, ROLE_UNIT, FILL_UNIT):
         enable_unit(root, unit)

@@ -28,7 +28,8 @@ from diag_protocol import CHANNEL_NAME, HOST_CHANNELS_DIR, host_socket_path
 
 from . import domain_xml, vdsm_hook
 from .accel import choose_accel
-from .image import GuestImage
+from .guest_net import ensure_guest_services
+from .image import GuestImage, cache_dir
 from .progress import log, step
 
 URI = "qemu:///system"
@@ -89,7 +90,9 @@ def _revive_event_loop() -> None:
 
 
 def ensure_daemons(timeout: float = 30.0) -> libvirt.virConnect:
-    """Start virtlogd and libvirtd if they are not running; return a connection to libvirtd."""
+    """Start virtlogd and libvirtd if they are not running, and the lab's DNS and NTP servers
+    for guests (``guest_net``); return a connection to libvirtd."""
+    ensure_guest_services(os.path.join(cache_dir(), "lab-net"))
     for daemon in ("virtlogd", "libvirtd"):
         if _daemon_running(daemon):
             continue
