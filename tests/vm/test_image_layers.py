@@ -11,7 +11,7 @@ import time
 import pytest
 
 from guest_agent.config import load_config
-from lab.vm import agent_layer, rootfs
+from lab.vm import agent_layer, guest_net, rootfs
 
 
 def touch(path: str, text: str = "") -> None:
@@ -124,4 +124,6 @@ def test_baked_config_is_read_by_the_agent_with_the_faults_watched(tmp_path) -> 
     assert agent_layer.BROKEN_UNIT in cfg.get("watch", "units")
     assert agent_layer.MISSING_PROCESS in cfg.get("watch", "processes")
     assert cfg.interval == agent_layer.REPORT_INTERVAL_S
-    assert not cfg.get("probes", "dns_names") and not cfg.get("probes", "http_targets")
+    # the only name probed is the lab's own zone, which the lab's resolver on the host answers
+    assert cfg.get("probes", "dns_names") == (guest_net.PROBED_NAME,)
+    assert not cfg.get("probes", "http_targets")
