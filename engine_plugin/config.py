@@ -190,10 +190,13 @@ class Config:
     """Typed, validated configuration; ``sources`` lists the files it was read from."""
 
     def __init__(self, values: Dict[str, Dict[str, Any]], sources: Sequence[str],
-                 health: Dict[str, Any] | None = None) -> None:
+                 health: Dict[str, Any] | None = None,
+                 warnings: Sequence[str] = ()) -> None:
         self._values = values
         self.sources = list(sources)
         self._health: Dict[str, Any] = health or {}
+        #: What the files say that still works but should change (retired keys), to be logged.
+        self.warnings = list(warnings)
 
     def __getattr__(self, section: str) -> Section:
         if section.startswith("_") or section not in self._values:
@@ -253,6 +256,7 @@ def load(path: str = DEFAULT_PATH, overrides: Dict[str, Dict[str, str]] | None =
             option, option.default, "built-in default")
     files = config_files(path)
     health: Dict[str, Dict[str, Tuple[str, str]]] = {}
+    warnings: List[str] = []
     for name in files:
         parser = configparser.ConfigParser(interpolation=None)
         try:
@@ -260,11 +264,11 @@ def load(path: str = DEFAULT_PATH, overrides: Dict[str, Dict[str, str]] | None =
                 parser.read_file(handle)
         except (OSError, UnicodeDecodeError, configparser.Error) as err:
             raise ConfigError("%s: cannot be read as an INI file: %s" % (name, err)) from err
-        _apply(values, _items(parser), name, health)
+        _apply(values, _items(parser), name, health, warnings)
     if overrides:
         _apply(values, ((s, k, v) for s, kv in overrides.items() for k, v in kv.items()),
-               "override", health)
-    return Config(values, files, _thresholds(health))
+               "override", health, warnings)
+    return Config(values, files, _thresholds(health), warnings)
 
 
 def _build_thresholds(section: str, raw: Dict[str, Tuple[str, str]], base: Any) -> Any:
@@ -297,9 +301,16 @@ def _items(parser: configparser.ConfigParser) -> Iterable[Tuple[str, str, str]]:
 
 
 def _apply(values: Dict[str, Dict[str, Any]], items: Iterable[Tuple[str, str, str]],
-           origin: str, health: Dict[str, Dict[str, Tuple[str, str]]]) -> None:
+           origin: str, health: Dict[str, Dict[str, Tuple[str, str]]],
+           warnings: List[str]) -> None:
+    from .health.thresholds import RETIRED
+
     for section, key, raw in items:
         if section == "health" or section.startswith(("health:cluster:", "health:vm:")):
+            if key in RETIRED:
+                warnings.append("%s: [%s] %s is no longer used and is ignored: %s"
+                                % (origin, section, key, RETIRED[key]))
+                continue
             health.setdefault(section, {})[key] = (raw, origin)
             continue
         if section not in values:

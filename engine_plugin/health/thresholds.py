@@ -10,6 +10,16 @@ concern rather than the VM owner's.
 import dataclasses
 from typing import Any, Mapping, Optional
 
+#: Keys that engine.conf no longer uses, and why: still accepted (with a warning naming the file
+#: and the key) so an existing configuration keeps working. One judge per finding: the guest
+#: judges facts of the moment, the engine only what needs time (docs/engine.md).
+RETIRED = {
+    "steal_warning_percent": "CPU steal is judged once, by the guest agent's cpu.steal check; "
+                             "set [thresholds] steal_warning_percent in agent.conf instead",
+    "steal_critical_percent": "CPU steal is judged once, by the guest agent's cpu.steal check; "
+                              "set [thresholds] steal_critical_percent in agent.conf instead",
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
@@ -18,8 +28,6 @@ class Thresholds:
     hysteresis_percent: float = 5.0      # a raised metric clears this many points below its limit
     memory_warning_percent: float = 90.0
     memory_critical_percent: float = 97.0
-    steal_warning_percent: float = 10.0
-    steal_critical_percent: float = 25.0
     forecast_warning_s: float = 7 * 86400.0
     forecast_critical_s: float = 86400.0
     forecast_min_confidence: float = 0.5
@@ -48,7 +56,6 @@ class Thresholds:
             changes[key] = value
         result = dataclasses.replace(base, **changes)
         for low, high in (("memory_warning_percent", "memory_critical_percent"),
-                          ("steal_warning_percent", "steal_critical_percent"),
                           ("forecast_critical_s", "forecast_warning_s")):
             if getattr(result, low) > getattr(result, high):
                 raise ValueError("%s: %s must not exceed %s" % (source, low, high))

@@ -109,14 +109,11 @@ def _metric_findings(report: Optional[Mapping[str, Any]], t: Thresholds,
                      active: Mapping[str, str]) -> List[Finding]:
     out = []
     memory = _get(report, "sections", "resources", "data", "memory", "percent")
-    steal = _get(report, "sections", "resources", "data", "cpu", "steal")
+    # CPU steal is the guest's cpu.steal check alone (one judge per finding; docs/engine.md)
     for code, value, warn, crit, what in (
             ("metric:memory.percent", memory, t.memory_warning_percent,
              t.memory_critical_percent, "Memory use is %.0f%%: find what grows (top processes) "
-             "or give the VM more memory."),
-            ("metric:cpu.steal", steal, t.steal_warning_percent, t.steal_critical_percent,
-             "CPU steal is %.0f%%: the host is overcommitted; migrate this VM or its "
-             "neighbours.")):
+             "or give the VM more memory."),):
         if not isinstance(value, (int, float)):
             continue
         level = _level(value, warn, crit, active.get(code), t.hysteresis_percent)

@@ -87,6 +87,8 @@ def main(argv: List[str] | None = None) -> int:
     except config_mod.ConfigError as err:
         print("vmdiag-engine: %s" % err, file=sys.stderr)
         return 2
+    for warning in cfg.warnings:
+        logging.getLogger("vmdiag.engine").warning("%s", warning)
     if args.command == "config":
         values = cfg.as_dict()
         if values["ovirt"]["password"]:

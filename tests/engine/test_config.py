@@ -78,3 +78,18 @@ def test_required_main_file_and_describe_round_trip(tmp_path) -> None:
                             for line in text.splitlines())
     cfg = config.load(write(tmp_path / "engine.conf", uncommented))
     assert cfg.as_dict() == config.load("/nonexistent").as_dict()
+
+
+def test_retired_health_keys_still_load_with_a_warning_naming_file_and_key(tmp_path) -> None:
+    """CPU steal is judged once, by the guest (issue 12): engine.conf files that still set the
+    engine's old steal thresholds keep working, and say what to change."""
+    main = write(tmp_path / "engine.conf", "[health]\nsteal_warning_percent = 12\n"
+                 "memory_warning_percent = 80\n[health:vm:db1]\nsteal_critical_percent = 30\n")
+    cfg = config.load(main)
+    assert len(cfg.warnings) == 2
+    assert cfg.warnings[0].startswith(main + ": [health] steal_warning_percent is no longer "
+                                      "used")
+    assert "agent.conf" in cfg.warnings[0]
+    assert "[health:vm:db1] steal_critical_percent" in cfg.warnings[1]
+    assert cfg.thresholds_for(vm_name="db1").memory_warning_percent == 80
+    assert not hasattr(cfg.thresholds_for(vm_name="db1"), "steal_warning_percent")

@@ -61,10 +61,16 @@ def test_memory_hovering_at_the_threshold_does_not_flap():
                         "warning", "warning", "ok"]
 
 
-def test_steal_critical_is_immediate_and_named():
+def test_steal_is_judged_once_by_the_guest_check():
+    # the engine no longer judges the metric itself (one judge per finding, issue 12) ...
     verdict, _ = evaluate_vm(report(steal=40.0), {}, T, None, 1000.0, 1000.0)
+    assert verdict["status"] == "ok" and verdict["findings"] == []
+    # ... it passes the guest's cpu.steal check on, once
+    both = report(checks=[("cpu.steal", "critical", "The hypervisor withheld 40% of CPU time")],
+                  steal=40.0)
+    verdict, _ = evaluate_vm(both, {}, T, None, 1000.0, 1000.0)
     assert verdict["status"] == "critical"
-    assert "steal is 40%" in verdict["findings"][0]["message"]
+    assert [f["code"] for f in verdict["findings"]] == ["check:cpu.steal"]
 
 
 def test_steady_state_keeps_since():
