@@ -4,9 +4,9 @@
 
     ProtocolError              any message that cannot be accepted
      +-- (reason attribute)    a short machine-readable code, the same one LineDecoder counts:
-                               oversize, bad_json, not_object, unknown_type, bad_version,
-                               invalid, out_of_range (a number outside its range,
-                               constants.py), too_deep
+                               oversize, bad_utf8, bad_json, not_object, unknown_type,
+                               bad_version, invalid, out_of_range (a number outside its
+                               range, constants.py), too_deep
 """
 
 

@@ -118,7 +118,10 @@ def decode_line(line: bytes) -> Message:
     """Decode and validate one line (without its newline); raise ProtocolError if unusable."""
     if len(line) > MAX_LINE_BYTES:
         raise ProtocolError("oversize", "%d bytes" % len(line))
-    text = line.decode("utf-8", errors="replace")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as err:  # DESIGN.md: such a line is dropped, not repaired
+        raise ProtocolError("bad_utf8", "byte %d is not UTF-8" % err.start) from err
     try:
         value = loads(text, line)
     except RecursionError as err:
@@ -145,8 +148,8 @@ class LineDecoder:
     >>> dec.feed(b'{"type":"heartbeat","v":1,"ti') + dec.feed(b'me":1}\\n')
     [{'type': 'heartbeat', 'v': 1, 'time': 1}]
 
-    Counters: ``messages`` (accepted), ``bytes`` (all fed), ``drops`` (a Counter by reason;
-    ``bad_utf8`` counts lines that were decoded with replacement characters but kept).
+    Counters: ``messages`` (accepted), ``bytes`` (all fed), ``drops`` (a Counter by reason:
+    every line refused, ``bad_utf8`` for one that is not valid UTF-8).
     ``on_drop(line, error)``, if given, sees each line refused after decoding (not the
     oversize ones, which are never held), e.g. to answer a refused request.
     """
@@ -202,10 +205,6 @@ class LineDecoder:
         line = line.strip()
         if not line:
             return
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
-            self.drops["bad_utf8"] += 1
         try:
             out.append(decode_line(line))
         except ProtocolError as err:

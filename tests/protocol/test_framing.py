@@ -10,6 +10,7 @@ from diag_protocol import (
     MAX_DEPTH,
     LineDecoder,
     ProtocolError,
+    decode_line,
     encode,
     loads,
     make_heartbeat,
@@ -64,7 +65,7 @@ def test_garbage_between_valid_lines_is_counted_and_valid_lines_survive(garbage)
     expected += LineDecoder().feed(good)
     assert got == expected
     assert dec.messages == len(expected)
-    dropped = sum(n for reason, n in dec.drops.items() if reason != "bad_utf8")
+    dropped = sum(dec.drops.values())
     assert dropped == sum(1 for g in garbage if g.strip()) - (len(expected) - len(garbage) - 1)
 
 
@@ -86,12 +87,17 @@ def test_one_mebibyte_cap_is_the_default():
     assert dec.buffered == 0 and dec.drops["oversize"] == 1
 
 
-def test_invalid_utf8_is_replaced_and_counted():
-    line = b'{"type":"heartbeat","v":1,"time":1,"boot_id":"ab\xff\xfecd"}\n'
-    dec = LineDecoder()
-    [msg] = dec.feed(line)
-    assert msg["boot_id"] == "ab\ufffd\ufffdcd"
-    assert dec.drops["bad_utf8"] == 1
+def test_a_line_with_invalid_utf8_is_dropped_and_counted():
+    # DESIGN.md: invalid UTF-8 is dropped and counted, never repaired into U+FFFD
+    bad = b'{"type":"heartbeat","v":1,"time":1,"boot_id":"ab\xff\xfecd"}\n'
+    surrogate = b'{"type":"heartbeat","v":1,"time":1,"boot_id":"\xed\xa0\x80"}\n'
+    seen = []
+    dec = LineDecoder(on_drop=lambda line, err: seen.append(err.reason))
+    assert dec.feed(bad + surrogate + encode(HB)) == [LineDecoder().feed(encode(HB))[0]]
+    assert dec.drops == {"bad_utf8": 2} and seen == ["bad_utf8", "bad_utf8"]
+    with pytest.raises(ProtocolError) as err:
+        decode_line(bad.rstrip(b"\n"))
+    assert err.value.reason == "bad_utf8" and "byte 48" in err.value.detail
 
 
 def test_escaped_control_characters_and_lone_surrogates_are_cleaned():

@@ -18,10 +18,6 @@ from diag_protocol.vocabulary import worst_item
 
 Message = Dict[str, Any]
 
-#: Decoder reasons that count a line as kept, not dropped (``bad_utf8`` lines are decoded with
-#: replacement characters and may still be accepted).
-NOT_DROPS = frozenset({"bad_utf8"})
-
 
 class Counters:
     """What one VM's channel has carried since the relay started following it."""
@@ -43,8 +39,8 @@ class Counters:
 
     @property
     def dropped(self) -> int:
-        """Lines or messages thrown away (every reason except ``bad_utf8``, which is kept)."""
-        return sum(n for reason, n in self.drops.items() if reason not in NOT_DROPS)
+        """Lines or messages thrown away, whatever the reason."""
+        return sum(self.drops.values())
 
     def as_dict(self) -> Dict[str, Any]:
         out = {name: getattr(self, name) for name in self.__slots__}
