@@ -140,7 +140,12 @@ class Visibility:
             future.set_result(value)
             return value
         except NotAuthenticated as err:
-            self._store(key, _Denied(err), now, min(self.ttl, DENIED_TTL_S))
+            # The engine no longer accepts the token (revoked, expired): forget every answer
+            # cached for it, so no route keeps serving it, and refuse it at once for a while.
+            self.forget(token)
+            denied = _Denied(err)
+            self._store(key, denied, now, min(self.ttl, DENIED_TTL_S))
+            self._store(("identity", key[1], ""), denied, now, min(self.ttl, DENIED_TTL_S))
             future.set_exception(err)
             future.exception()
             raise

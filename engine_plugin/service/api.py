@@ -14,8 +14,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from ..ovirt import EngineUnavailable, OvirtError
-from .documents import BadRequest, DocumentSource
+from ..ovirt import EngineUnavailable, NotAuthenticated, OvirtError
+from .documents import SIGNED_OUT, BadRequest, DocumentSource, unauthorized
 from .metrics import CONTENT_TYPE, NetworkAllowList, ServiceMetrics
 
 log = logging.getLogger("vmdiag.engine.api")
@@ -26,6 +26,12 @@ DEFAULT_HISTORY_S = 86400.0
 
 def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def unauthorized_json() -> web.Response:
+    exc = unauthorized(SIGNED_OUT)
+    return web.Response(status=401, text=exc.text, content_type="application/json",
+                        headers={"WWW-Authenticate": exc.headers["WWW-Authenticate"]})
 
 
 def make_middleware(metrics: ServiceMetrics) -> Any:
@@ -43,6 +49,10 @@ def make_middleware(metrics: ServiceMetrics) -> Any:
         except BadRequest as err:
             status = 400
             return error(400, "bad_request", str(err))
+        except NotAuthenticated:
+            # the engine stopped accepting the token after it was checked (revoked, expired)
+            status = 401
+            return unauthorized_json()
         except EngineUnavailable as err:
             status = 503
             log.warning("engine unavailable: %s", err)

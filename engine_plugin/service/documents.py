@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping
+from typing import Any, Callable, Dict, Iterable, List, Mapping, TypeVar, cast
 
 from aiohttp import web
 
@@ -22,6 +23,7 @@ from diag_protocol.vocabulary import STATUSES, finding, findings_of, parse_statu
 from ..ovirt import NotAuthenticated, Visibility, VmInfo
 from .evaluation import heard_at
 
+F = TypeVar("F", bound=Callable[..., Any])
 DOWN_STATUSES = ("down", "suspended", "image_locked")
 MAX_FINDINGS = 3
 MAX_HISTORY_SPAN_S = 400 * 86400.0
@@ -50,11 +52,28 @@ def bearer_token(request: web.Request) -> str | None:
     return token.strip()
 
 
+#: What a caller whose token the engine stopped accepting is told, on every route.
+SIGNED_OUT = ("the engine does not accept this SSO token (expired, revoked or logged out); "
+              "log in to the engine again")
+
+
 def unauthorized(message: str) -> web.HTTPUnauthorized:
     return web.HTTPUnauthorized(
         text='{"error": {"code": "unauthorized", "message": "%s"}}' % message.replace('"', "'"),
         content_type="application/json",
         headers={"WWW-Authenticate": 'Bearer realm="vmdiag"'})
+
+
+def _token_may_expire(method: F) -> F:
+    """A token checked at the start of a request may stop working before its end (revoked,
+    expired): the engine then refuses it, and the caller gets the same 401 as at the start."""
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(*args, **kwargs)
+        except NotAuthenticated:
+            raise unauthorized(SIGNED_OUT) from None
+    return cast(F, wrapper)
 
 
 class DocumentSource:
@@ -83,12 +102,12 @@ class DocumentSource:
         try:
             user_id = await self.visibility.identity(token)
         except NotAuthenticated:
-            raise unauthorized("the engine does not accept this SSO token; log in to the "
-                               "engine again") from None
+            raise unauthorized(SIGNED_OUT) from None
         return User(token=token, user_id=user_id)
 
     # -- VM ---------------------------------------------------------------------------------
 
+    @_token_may_expire
     async def vm_document(self, user: User, vm_id: str) -> Dict[str, Any] | None:
         if not is_uuid(vm_id):
             return None
@@ -127,6 +146,7 @@ class DocumentSource:
 
     # -- fleet and host ---------------------------------------------------------------------
 
+    @_token_may_expire
     async def fleet_summary(self, user: User, filters: Mapping[str, Any]) -> Dict[str, Any]:
         """Every VM the user may see, with health; ``filters``: health, host, cluster."""
         wanted = parse_health_filter(filters.get("health"))
@@ -139,6 +159,7 @@ class DocumentSource:
             vms = [vm for vm in vms if cluster in (vm.cluster_id, vm.cluster_name)]
         return await self._summary(vms, wanted)
 
+    @_token_may_expire
     async def host_summary(self, user: User, host_id: str) -> Dict[str, Any] | None:
         """The VMs the user may see on one host; None if the user sees neither host nor VMs."""
         if not is_uuid(host_id):
@@ -172,6 +193,7 @@ class DocumentSource:
 
     # -- history ----------------------------------------------------------------------------
 
+    @_token_may_expire
     async def history(self, user: User, vm_id: str, metric: str, since: float,
                       until: float) -> Dict[str, Any] | None:
         if not metric or len(metric) > 1100:

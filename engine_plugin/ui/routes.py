@@ -28,6 +28,9 @@ from .vm_view import build_vm_view, history_metrics
 log = logging.getLogger("vmdiag.engine.ui")
 
 PREFIX = "/vmdiag"
+#: Where "Sign in again" leads: the web admin, in the whole window (the pages are frames in
+#: it); oVirt sends a user without a session on to its SSO login.
+SIGN_IN_URL = "/ovirt-engine/webadmin/"
 DEFAULT_REFRESH_S = 30
 DEFAULT_WINDOW_S = 24 * 3600.0
 
@@ -86,14 +89,24 @@ class UiPages:
             "It does not exist, or your oVirt account may not see it. Select another one in the "
             "web admin, or ask an administrator for a permission on it.")
 
+    def signed_out(self) -> web.Response:
+        """The 401 fragment: the page script shows it and stops refreshing until the web admin
+        hands the page a new token."""
+        html = rendering.render(
+            self.env, "message_fragment.html", status=401,
+            title="Sign in to oVirt again",
+            body="Your oVirt session has ended (it expired, or you were logged out), or this "
+                 "page was opened outside the web admin, so vmdiag may not show diagnostics. "
+                 "Sign in to the web admin again. Reopen this tab from the oVirt web admin if "
+                 "it does not show the diagnostics then.",
+            action_url=SIGN_IN_URL, action_text="Sign in again")
+        return self._html(html, 401)
+
     async def _authenticate(self, request: web.Request) -> Tuple[Any, web.Response | None]:
         try:
             return await self.source.authenticate(request), None
         except web.HTTPUnauthorized:
-            return None, self._message(
-                401, "Your oVirt session is not valid here",
-                "The page got no valid SSO token. Reopen this tab from the oVirt web admin; if "
-                "that does not help, log out of the web admin and log in again.")
+            return None, self.signed_out()
         except web.HTTPForbidden:
             return None, self._message(
                 403, "Access denied", "Your oVirt account may not use vmdiag diagnostics.")
@@ -133,6 +146,12 @@ class UiPages:
     # -- fragments (authenticated) ------------------------------------------------------------
 
     async def vm_fragment(self, request: web.Request) -> web.Response:
+        try:
+            return await self._vm_fragment(request)
+        except web.HTTPUnauthorized:  # the token stopped working meanwhile
+            return self.signed_out()
+
+    async def _vm_fragment(self, request: web.Request) -> web.Response:
         user, denied = await self._authenticate(request)
         if denied is not None:
             return denied
@@ -167,6 +186,12 @@ class UiPages:
         return histories
 
     async def host_fragment(self, request: web.Request) -> web.Response:
+        try:
+            return await self._host_fragment(request)
+        except web.HTTPUnauthorized:  # the token stopped working meanwhile
+            return self.signed_out()
+
+    async def _host_fragment(self, request: web.Request) -> web.Response:
         user, denied = await self._authenticate(request)
         if denied is not None:
             return denied
@@ -181,6 +206,12 @@ class UiPages:
         return self._html(rendering.render(self.env, "host_fragment.html", v=view, now=now))
 
     async def fleet_fragment(self, request: web.Request) -> web.Response:
+        try:
+            return await self._fleet_fragment(request)
+        except web.HTTPUnauthorized:  # the token stopped working meanwhile
+            return self.signed_out()
+
+    async def _fleet_fragment(self, request: web.Request) -> web.Response:
         user, denied = await self._authenticate(request)
         if denied is not None:
             return denied

@@ -160,6 +160,32 @@ async def test_missing_or_bad_token_is_401(make_service, pki, standin) -> None:
     assert len(standin.requests_to("/ovirt-engine/api")) == asked
 
 
+async def test_a_token_revoked_while_cached_is_401_on_every_route(make_service, pki,
+                                                                  standin) -> None:
+    # Issue 10: the identity of a token stays cached for the ttl; a request that then reached
+    # the engine with the revoked token got 502 ("engine_error") until the cache expired.
+    service = await make_service()
+    await ingest_fleet(service, pki)
+    token = standin.issue_token("alice@internal")
+    vm_path = "/api/v1/vms/%s" % VM_ALICE
+    assert (await api_get(service, vm_path, token)).status == 200  # identity and VM cached
+    standin.revoke(token)
+    routes = ("/api/v1/vms", "/api/v1/hosts/%s/vms" % HOST_1, vm_path,
+              vm_path + "/history", "/api/v1/vms/%s" % VM_SHARED)
+    for path in routes:
+        reply = await api_get(service, path, token)
+        assert reply.status == 401, (path, reply.body)
+        assert reply.json()["error"]["code"] == "unauthorized"
+        assert "log in to the engine again" in reply.json()["error"]["message"]
+        assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+    # the pages' fragments too, as HTML asking to sign in again
+    url = "http://127.0.0.1:%d/vmdiag/ui/fleet/fragment" % service.api_port
+    async with aiohttp.ClientSession() as session, session.get(
+            url, headers={"Authorization": "Bearer " + token}) as resp:
+        assert resp.status == 401 and 'data-status="401"' in await resp.text()
+        assert "Sign in again" in await resp.text()
+
+
 async def test_answers_are_cached_for_the_ttl_and_tokens_are_not_revoked(
         make_service, pki, standin) -> None:
     service = await make_service()

@@ -86,3 +86,42 @@ async def test_real_service_pages_show_the_users_own_view(browser, make_service,
     assert seen["fleet"] == ["alice-web", "shared-app"]
     assert seen["host"] == "host1"
     assert seen["xss"] == []
+
+
+async def test_a_revoked_session_asks_to_sign_in_again(browser, make_service, pki, standin):
+    # Issue 10: the page said "the vmdiag service answered 502" when the engine stopped
+    # accepting the token while vmdiag still had its identity cached.
+    service = await make_service()
+    assert (await upload(service, relay_ssl(pki), {"envelopes": [
+        envelope(VM_ALICE, HOST_1_CN, 0)]})).status == 200
+    await service.health.drain()
+    token = standin.issue_token("alice@internal")
+    base = "http://127.0.0.1:%d/vmdiag/ui/" % service.api_port
+
+    def open_vm() -> str:
+        open_page(browser, base + "vms/" + VM_ALICE + "#token=" + quote(token, safe=""))
+        return browser.execute_script("return document.querySelector('#vm-name').textContent")
+
+    assert await asyncio.to_thread(open_vm) == "alice-web"
+    standin.revoke(token)  # logged out of the web admin, or the token expired
+
+    def after_revocation() -> dict:
+        # the fleet page of the same tab: vmdiag knows the token (cached), oVirt refuses it
+        open_page(browser, base + "fleet")
+        seen = browser.execute_script(
+            "var m = document.querySelector('.vmdiag-message');"
+            "var a = document.querySelector('a.vmdiag-sign-in');"
+            "return {status: m && m.dataset.status, title: m && m.querySelector('h1')"
+            ".textContent, link: a && [a.getAttribute('href'), a.target],"
+            " alert: document.getElementById('vmdiag-alert').textContent,"
+            " refreshHidden: getComputedStyle(document.getElementById('vmdiag-refresh'))"
+            ".display === 'none',"
+            " text: document.body.textContent}")
+        screenshot(browser, "service-signed-out")
+        return seen
+
+    seen = await asyncio.to_thread(after_revocation)
+    assert seen["status"] == "401" and seen["title"] == "Sign in to oVirt again"
+    assert seen["link"] == ["/ovirt-engine/webadmin/", "_top"]
+    assert seen["alert"] == "" and "answered" not in seen["text"]
+    assert seen["refreshHidden"] is True

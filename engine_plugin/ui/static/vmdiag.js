@@ -24,6 +24,18 @@
   var query = location.search.replace(/^\?/, "");
   var inFlight = null;
   var loadedOnce = false;
+  // Set when the service answers 401 (the SSO token expired or was revoked): the page asks the
+  // user to sign in again and stops refreshing until the web admin hands it a new token.
+  var signedOut = false;
+  var SIGNED_OUT_HTML =
+      '<div class="pf-v5-c-empty-state vmdiag-message" data-status="401">' +
+      '<div class="pf-v5-c-empty-state__content">' +
+      '<h1 class="pf-v5-c-title pf-m-lg">Sign in to oVirt again</h1>' +
+      '<div class="pf-v5-c-empty-state__body">Your oVirt session has ended. Sign in to the web ' +
+      'admin again; this tab then shows the diagnostics again.</div>' +
+      '<div class="pf-v5-c-empty-state__actions"><a class="pf-v5-c-button pf-m-primary ' +
+      'vmdiag-sign-in" href="/ovirt-engine/webadmin/" target="_top" rel="noopener">Sign in ' +
+      'again</a></div></div></div>';
 
   function readToken() {
     var match = /(?:^#|&)token=([^&]*)/.exec(location.hash);
@@ -106,8 +118,19 @@
       signal: controller.signal
     }).then(function (response) {
       return response.text().then(function (text) {
-        if (response.ok || response.status === 401 || response.status === 403 ||
-            response.status === 404) {
+        if (response.status === 401) {
+          // Our own 401 fragment, or (from a proxy, say) anything else: the same request.
+          var ours = /^text\/html/.test(response.headers.get("Content-Type") || "") &&
+              text.indexOf('data-status="401"') >= 0;
+          signedOut = true;
+          swap(ours ? text : SIGNED_OUT_HTML);
+          setAlert("");
+          updated.textContent = "";
+          refreshButton.hidden = true;
+          document.dispatchEvent(new CustomEvent("vmdiag:loaded", { detail: 401 }));
+          return;
+        }
+        if (response.ok || response.status === 403 || response.status === 404) {
           swap(text);
           loadedOnce = true;
           setAlert("");
@@ -191,15 +214,16 @@
   window.addEventListener("hashchange", function () {
     if (/(?:^#|&)token=/.test(location.hash)) {
       token = readToken();
+      signedOut = false;
       load();
     }
   });
 
   setInterval(function () {
-    if (!document.hidden) { load(); }
+    if (!document.hidden && !signedOut) { load(); }
   }, refreshMs);
   document.addEventListener("visibilitychange", function () {
-    if (!document.hidden && loadedOnce) { load(); }
+    if (!document.hidden && loadedOnce && !signedOut) { load(); }
   });
   window.vmdiagRefresh = load;
   load();
