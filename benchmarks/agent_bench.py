@@ -41,7 +41,8 @@ sys.path.insert(0, REPO)
 
 from diag_protocol import LineDecoder  # noqa: E402
 from guest_agent.config import load_config  # noqa: E402
-from guest_agent.daemon import ReportBuilder, read_boot_id  # noqa: E402
+from guest_agent.report import ReportBuilder  # noqa: E402
+from guest_agent.report import boot_id as read_boot_id  # noqa: E402
 
 NODE_EXPORTER = "prometheus-node-exporter"
 TICK = os.sysconf("SC_CLK_TCK")

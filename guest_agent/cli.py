@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         json.dump(config.effective(), out, indent=2, sort_keys=True)
         out.write("\n")
         return 0
-    from .daemon import collect_once, report_document
+    from .report import collect_once, report_document
 
     sections = collect_once(config, warmup_s=max(0.0, args.sample))
     if args.command == "report":

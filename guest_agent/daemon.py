@@ -1,29 +1,25 @@
-"""The agent's scheduler: hello, a report every ``interval``, heartbeats, and host requests.
+"""The agent daemon: hello, a report every ``interval``, heartbeats, and host requests.
 
 Two threads, so that neither the host nor the collectors can stall the other:
 
 * the I/O thread runs ``Channel.pump``: it writes queued lines, reads requests, answers the
   cheap ones (ping, config.get), sends heartbeats and a ``hello`` whenever the host connects;
-* the collector thread builds reports on schedule and for ``report.now``/``checks.run``. It only
-  ever *queues* lines, so a host that never reads costs dropped old reports, not collection.
+* the collector thread builds reports (``report.ReportBuilder``) on schedule and for
+  ``report.now``/``checks.run``. It only ever *queues* lines, so a host that never reads costs
+  dropped old reports, not collection.
 
-All periodic work goes through ``PeriodicOperation`` (after WALinuxAgent's): an exception is
-logged with its traceback the first time, then at most once an hour while it keeps recurring,
-and never ends the loop.
+All periodic work goes through ``periodic.PeriodicOperation``, which never ends the loop.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import platform
 import queue
 import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Tuple
 
 import guest_agent
 from diag_protocol import (
@@ -34,212 +30,34 @@ from diag_protocol import (
     make_heartbeat,
     make_hello,
     make_reply,
-    make_report,
-    validate,
 )
 
 from . import requests
 from .channel import CONNECTED, Channel, device_resolver, missing_message
-from .checks import checks_section
 from .config import AgentConfig
+from .periodic import PeriodicOperation
+from .report import ReportBuilder, boot_id, os_info
 
 log = logging.getLogger(__name__)
 
-Section = Dict[str, Any]
-CollectFn = Callable[[str], Section]
-#: The sections collectors fill; ``checks`` is computed from them.
-DATA_SECTIONS = tuple(name for name in SECTIONS if name != "checks")
 #: Collections waiting for the collector thread (report.now / checks.run beyond the schedule).
 MAX_PENDING_JOBS = 4
-LOG_REPEAT_S = 3600.0
 #: Delay of the first report after start (at most ``interval``): the span of its first rates.
 FIRST_REPORT_S = 2.0
-
-
-class PeriodicOperation:
-    """Run ``fn`` every ``period`` seconds; failures are logged, rate-limited, and swallowed."""
-
-    def __init__(self, name: str, fn: Callable[[], Any], period: float,
-                 clock: Callable[[], float] = time.monotonic,
-                 log_every: float = LOG_REPEAT_S) -> None:
-        self.name = name
-        self._fn = fn
-        self.period = period
-        self._clock = clock
-        self._log_every = log_every
-        self.next_run = clock()
-        self.runs = 0
-        self.failures = 0
-        self.suppressed = 0
-        self._last_error: str | None = None
-        self._last_logged = float("-inf")
-
-    def due(self) -> bool:
-        return self._clock() >= self.next_run
-
-    def remaining(self) -> float:
-        return max(0.0, self.next_run - self._clock())
-
-    def run(self) -> bool:
-        """Run once now and schedule the next run; True when ``fn`` succeeded."""
-        started = self._clock()
-        # Fixed rate; a run that overslept skips the missed slots instead of bunching up.
-        self.next_run = max(self.next_run + self.period, started + self.period * 0.5)
-        self.runs += 1
-        try:
-            self._fn()
-        except Exception as err:  # noqa: BLE001 - periodic work must never end the loop
-            self.failures += 1
-            key = "%s: %s" % (type(err).__name__, err)
-            now = self._clock()
-            if key != self._last_error or now - self._last_logged >= self._log_every:
-                log.warning("%s failed: %s (a repeat of this error is logged at most once an "
-                            "hour)", self.name, key, exc_info=True)
-                self._last_error, self._last_logged = key, now
-            else:
-                self.suppressed += 1
-            return False
-        if self._last_error is not None:
-            log.info("%s works again after %d failures", self.name, self.failures)
-            self._last_error, self.failures = None, 0
-        return True
-
-
-def read_boot_id(root: str = "/") -> str:
-    try:
-        with open(os.path.join(root, "proc/sys/kernel/random/boot_id"), encoding="ascii") as fh:
-            return fh.read().strip()[:64] or "unknown"
-    except (OSError, UnicodeDecodeError):
-        return "unknown"
-
-
-def os_info(root: str = "/") -> Dict[str, str | None]:
-    """name/version from os-release, kernel and arch from uname, for ``hello``."""
-    release: Dict[str, str] = {}
-    for rel in ("etc/os-release", "usr/lib/os-release"):
-        try:
-            with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    key, sep, value = line.strip().partition("=")
-                    if sep:
-                        release[key] = value.strip().strip("\"'")
-            break
-        except OSError:
-            continue
-    uname = platform.uname()
-    return {"name": release.get("NAME") or uname.system, "version": release.get("VERSION_ID"),
-            "kernel": uname.release, "arch": uname.machine}
-
-
-def error_section(name: str, why: str) -> Section:
-    return {"collected_at": time.time(), "duration_ms": 0.0,
-            "errors": [{"field": name, "error": why[:1000]}], "data": {}}
-
-
-class ReportBuilder:
-    """Collects all sections, judges them, and encodes a report that is always valid.
-
-    A collector that raises, or returns data outside the schema, costs its own section (which
-    then carries the error); a report too large for one line loses its largest sections first.
-    """
-
-    def __init__(self, config: AgentConfig, collect: CollectFn | None = None,
-                 **collector_overrides: Any) -> None:
-        self.config = config
-        self._collect = collect
-        self.overrides = collector_overrides
-        self.state: Any = None  # the collectors' CollectorState, when the real ones are used
-        self.lock = threading.Lock()  # collectors keep rate state: one collection at a time
-        self._forced: Dict[str, bool] = {}
-
-    def force(self, what: str) -> None:
-        """Ask the next collection for "slow" parts now (report.now) or the full "packages"
-        list again (a new host session); safe from any thread."""
-        self._forced[what] = True
-
-    def _collector(self) -> CollectFn:
-        if self._collect is None:
-            from guest_agent.collectors import CollectorState, collect_section, prime
-
-            options = self.config.collector_options(**self.overrides)
-            state = self.state = CollectorState()
-            prime(options, state)  # baseline samples, so the first report has rates
-            self._collect = lambda name: collect_section(name, options, state)
-        if self.state is not None:
-            self.state.new_collection()
-            if self._forced.pop("slow", False):
-                self.state.force_slow()
-            if self._forced.pop("packages", False):
-                self.state.force_packages()
-        return self._collect
-
-    def prime(self) -> None:
-        """Set up the collectors and take the samples rates are computed from."""
-        with self.lock:
-            self._collector()
-
-    def close(self) -> None:
-        if self.state is not None:
-            self.state.close()
-
-    def collect(self) -> Dict[str, Section]:
-        sections: Dict[str, Section] = {}
-        with self.lock:
-            collect = self._collector()
-            for name in DATA_SECTIONS:
-                started = time.monotonic()
-                try:
-                    sections[name] = collect(name)
-                except Exception as err:  # noqa: BLE001 - one collector costs one section
-                    log.warning("collector %s failed", name, exc_info=True)
-                    sec = error_section(name, "collector failed: %s: %s; please report this bug"
-                                        % (type(err).__name__, err))
-                    sec["duration_ms"] = (time.monotonic() - started) * 1000.0
-                    sections[name] = sec
-        sections["checks"] = checks_section(sections, self.config.thresholds)
-        return sections
-
-    @staticmethod
-    def encode(boot_id: str, run_id: str, seq: int, sections: Mapping[str, Section],
-               now: float | None = None) -> bytes:
-        now = time.time() if now is None else now
-        try:
-            return encode(make_report(boot_id, run_id, seq, sections, now))
-        except ProtocolError as err:
-            log.warning("report %d does not encode (%s); leaving out what is at fault", seq, err)
-        fixed: Dict[str, Section] = {}
-        for name, sec in sections.items():
-            try:
-                validate(make_report(boot_id, run_id, seq, {name: sec}, now))
-                fixed[name] = sec
-            except ProtocolError as err:
-                fixed[name] = error_section(name, "section left out, it broke the protocol "
-                                            "schema (%s); please report this bug" % err)
-        by_size = sorted(fixed, key=lambda n: -len(json.dumps(fixed[n], default=str)))
-        while True:
-            try:
-                return encode(make_report(boot_id, run_id, seq, fixed, now))
-            except ProtocolError as err:
-                if err.reason != "oversize" or not by_size:
-                    raise
-                name = by_size.pop(0)
-                fixed[name] = error_section(name, "section left out: the report exceeded the "
-                                            "1 MiB line limit; watch fewer items")
 
 
 class Agent:
     """One agent run: a run_id, a seq, a channel, and the two threads."""
 
     def __init__(self, config: AgentConfig, channel: Channel | None = None,
-                 collect: CollectFn | None = None, root: str = "/",
                  backoff: Tuple[float, float] = (0.5, 5.0), **collector_overrides: Any) -> None:
         self.config = config
-        self.root = root
         self.run_id = str(uuid.uuid4())
-        self.boot_id = read_boot_id(root)
-        self.builder = ReportBuilder(config, collect, **collector_overrides)
+        self.builder = ReportBuilder(config, **collector_overrides)
+        self.machine = self.builder.machine
+        self.boot_id = boot_id(self.machine)
         if channel is None:
-            channel = Channel(device_resolver(config.device, root),
+            channel = Channel(device_resolver(config.device, self.machine.paths.root),
                               max_messages=int(config.get("agent", "queue_max_messages")),
                               max_bytes=int(config.get("agent", "queue_max_bytes")),
                               backoff=backoff, missing=missing_message(config.device))
@@ -342,7 +160,7 @@ class Agent:
     def hello(self) -> Dict[str, Any]:
         capabilities = ["section:" + s for s in SECTIONS] + ["method:" + m
                                                            for m in ALLOWED_METHODS]
-        return make_hello(guest_agent.__version__, os_info(self.root), socket.gethostname(),
+        return make_hello(guest_agent.__version__, os_info(self.machine), socket.gethostname(),
                           self.boot_id, capabilities)
 
     def _heartbeat(self) -> None:
@@ -440,30 +258,4 @@ class Agent:
         self._send(reply, "reply", urgent=method != "report.now")
 
 
-def collect_once(config: AgentConfig, collect: CollectFn | None = None,
-                 warmup_s: float = 0.0, **collector_overrides: Any) -> Dict[str, Section]:
-    """One full set of sections, for ``vmdiag-agent report`` and ``check``.
-
-    Rates (CPU %, steal, swap and disk activity) need two samples; with ``warmup_s`` a first
-    collection is made and thrown away that long before the one returned.
-    """
-    builder = ReportBuilder(config, collect, **collector_overrides)
-    try:
-        if warmup_s > 0:
-            builder.prime()
-            time.sleep(warmup_s)
-        return builder.collect()
-    finally:
-        builder.close()
-
-
-def report_document(config: AgentConfig, sections: Mapping[str, Section],
-                    root: str = "/") -> Dict[str, Any]:
-    """The report message the daemon would send (seq 0 of a fresh run), validated."""
-    line = ReportBuilder.encode(read_boot_id(root), str(uuid.uuid4()), 0, sections)
-    result: Dict[str, Any] = json.loads(line)
-    return result
-
-
-__all__: List[str] = ["Agent", "PeriodicOperation", "ReportBuilder", "collect_once",
-                      "report_document", "read_boot_id", "os_info"]
+__all__: List[str] = ["Agent"]

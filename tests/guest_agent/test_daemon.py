@@ -24,7 +24,9 @@ import pytest
 
 from diag_protocol import LineDecoder, make_request
 from guest_agent.config import AgentConfig, load_config
-from guest_agent.daemon import Agent, PeriodicOperation, read_boot_id
+from guest_agent.daemon import Agent
+from guest_agent.periodic import PeriodicOperation
+from guest_agent.report import boot_id
 
 from .hostside import HostSide
 
@@ -117,7 +119,7 @@ def test_hello_then_reports_and_heartbeats(started: Callable[..., Tuple[Agent, H
     host.accept()
     hello = host.next_message(10)
     assert hello is not None and hello["type"] == "hello"
-    assert hello["boot_id"] == read_boot_id() == agent.boot_id
+    assert hello["boot_id"] == boot_id() == agent.boot_id
     assert hello["protocol_versions"] == [1]
     assert "method:report.now" in hello["capabilities"]
     msgs = host.read_until(lambda m: m["type"] == "report" and m["seq"] >= 2)
@@ -269,7 +271,7 @@ def test_periodic_operation_survives_and_rate_limits_logging(
             raise OSError("disk on fire")
 
     op = PeriodicOperation("flaky", flaky, 10.0, clock=lambda: now[0], log_every=3600.0)
-    caplog.set_level(logging.INFO, logger="guest_agent.daemon")
+    caplog.set_level(logging.INFO, logger="guest_agent.periodic")
     results = []
     for _ in range(4):
         results.append(op.run())

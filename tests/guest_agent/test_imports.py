@@ -40,7 +40,7 @@ def test_a_full_collection_imports_no_heavy_module():
     """Every section on a recorded el9 guest, package list and FQDN lookup included."""
     loaded = _modules_after(
         "from guest_agent.collectors import CollectorOptions, CollectorState, collect_section\n"
-        "from guest_agent.daemon import ReportBuilder\n"
+        "from guest_agent.report import ReportBuilder\n"
         "from tests.guest_agent.collectors.fakes import machine\n"
         "options = CollectorOptions(machine=machine('el9'), probe_gateway=False,\n"
         "                           resolve_fqdn=False)\n"
