@@ -137,6 +137,10 @@ OPTIONS: Tuple[Option, ...] = (
            "Directory of the VMs' channel sockets (<vm-uuid>.org.vmdiag.agent.0)."),
     Option("relay", "control_socket", _abs_path, "/run/vmdiag/relay.sock",
            "Unix socket of the relay's local control interface (vmdiag-relay, hooks)."),
+    Option("relay", "control_group", _text, "kvm",
+           "Group of the control socket (mode 0660): its members may use vmdiag-relay status, "
+           "show and request, and the after_vm_destroy hook (run by vdsm, group kvm) notifies "
+           "through it. The relay's user must be in it. Empty: the relay's own group."),
     Option("relay", "silence_timeout", _float_range(5, 86400), "180",
            "Seconds without a message after which a guest's channel is reopened."),
     Option("relay", "reconnect_max_backoff", _float_range(1, 3600), "30",
@@ -187,6 +191,7 @@ class RelaySettings:
     libvirt_uri: str = "qemu:///system"
     channels_dir: str = "/var/lib/libvirt/qemu/channels"
     control_socket: str = "/run/vmdiag/relay.sock"
+    control_group: str = "kvm"
     silence_timeout: float = 180.0
     reconnect_max_backoff: float = 30.0
     max_vms: int = 5000

@@ -38,7 +38,8 @@ def write_conf(directory: Path, text: str) -> Path:
 
 def run_hook(point: str, domxml: Path | None, conf: Path, vm_id: str | None = None,
              props: dict[str, str] | None = None, user: str | None = None,
-             source_tree_only: bool = False) -> subprocess.CompletedProcess:
+             source_tree_only: bool = False, group: str | None = None,
+             extra_groups: list[str] | None = None) -> subprocess.CompletedProcess:
     """Execute the script itself (its shebang), as VDSM's hook runner does."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
            "VMDIAG_RELAY_CONF": str(conf)}
@@ -49,7 +50,11 @@ def run_hook(point: str, domxml: Path | None, conf: Path, vm_id: str | None = No
     if vm_id is not None:
         env["vmId"] = vm_id
     env.update(props or {})
-    kwargs = {"user": user} if user else {}
+    kwargs: dict = {"user": user} if user else {}
+    if group is not None:
+        kwargs["group"] = group
+    if extra_groups is not None:
+        kwargs["extra_groups"] = extra_groups
     return subprocess.run([str(script(point))], env=env, capture_output=True, timeout=60,
                           cwd="/", check=False, **kwargs)
 

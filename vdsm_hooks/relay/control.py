@@ -8,8 +8,10 @@ Requests (see ``RelayDaemon.handle``)::
     {"cmd": "request", "vm": "<uuid or name>", "method": "report.now"}
 
 Responses are ``{"ok": true, ...}`` or ``{"ok": false, "error": "<what to do>"}``. The socket is
-a unix stream socket with mode 0660 (owner and group only), so the hook (run by vdsm) and
-administrators in the relay's group can use it and nobody else can; a peer that sends more
+a unix stream socket with mode 0660 (owner and group only) in group ``[relay] control_group``
+(default ``kvm``: vdsm's primary group on oVirt hosts, and one of the relay's supplementary
+groups in its unit), so the after_vm_destroy hook (run by vdsm) and administrators in that
+group can use it and nobody else can; a peer that sends more
 than ``MAX_REQUEST`` bytes or nothing within ``timeout`` is cut off. A client that closes
 without reading the answer (the hook does, it only notifies) is fine.
 
@@ -70,9 +72,26 @@ class ControlServer:
         try:
             os.chmod(tmp, self.mode)
             if self.group:
-                os.chown(tmp, -1, grp.getgrnam(self.group).gr_gid)
+                try:
+                    gid = grp.getgrnam(self.group).gr_gid
+                except KeyError:
+                    raise ControlError("group %r does not exist; set [relay] control_group to "
+                                       "a group of this host (empty: the relay's own group)"
+                                       % self.group) from None
+                try:
+                    os.chown(tmp, -1, gid)
+                except PermissionError as err:
+                    raise ControlError("cannot give the control socket to group %r: the "
+                                       "relay's user must be a member (the unit's "
+                                       "SupplementaryGroups=), or change [relay] control_group"
+                                       % self.group) from err
             os.rename(tmp, self.path)
-        except (OSError, KeyError) as err:
+        except ControlError:
+            await self.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        except OSError as err:
             await self.close()
             raise ControlError("cannot set up the control socket %s: %s" % (self.path, err)
                                ) from err

@@ -57,6 +57,7 @@ class DaemonSettings:
         relay = cfg.relay
         return cls(host_id=relay.host_id, libvirt_uri=relay.libvirt_uri,
                    control_socket=relay.control_socket,
+                   control_group=relay.control_group or None,
                    silence_timeout=relay.silence_timeout,
                    reconnect_max_backoff=relay.reconnect_max_backoff,
                    max_vms=relay.max_vms, min_report_interval=relay.min_report_interval,
@@ -247,8 +248,10 @@ class RelayDaemon:
         if cmd == "show":
             return {"vm": self._find(request.get("vm")).detail()}
         if cmd == "vm_destroyed":
-            vm_id = str(request.get("vm_id") or "").lower()
+            vm_id = str(request.get("vm_id") or "").lower()[:64]
             known = vm_id in self.sessions
+            log.info("after_vm_destroy hook: VM %s destroyed (%s)", vm_id,
+                     "closing its session" if known else "not followed here")
             self.domain_down(vm_id, "destroyed (after_vm_destroy hook)")
             return {"closed": known}
         if cmd == "request":
