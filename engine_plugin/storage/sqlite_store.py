@@ -21,6 +21,8 @@ from .schema import CREATE_VERSIONS_TABLE, load_migrations
 from .sqlstore import LedgerKey, SqlStore, Tx
 
 T = TypeVar("T")
+#: How long close() waits for reads in flight before closing their connections anyway.
+CLOSE_WAIT_S = 60.0
 
 
 def sqlite_path(url: str) -> str:
@@ -69,6 +71,11 @@ class SqliteStore(SqlStore):
         self._local = threading.local()
         self._readers: List[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        # Reads in flight, so close() waits for them: closing a sqlite3 connection while
+        # another thread runs a query on it crashes the process (a health pass in the store's
+        # executor can still be reading when the service stops).
+        self._reads = 0
+        self._reads_done = threading.Condition(self._readers_lock)
         self._closed = False
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
@@ -117,13 +124,22 @@ class SqliteStore(SqlStore):
 
     def _read(self, work: Callable[[Tx], T], snapshot: bool = False) -> T:
         conn = self._reader()
-        if not snapshot:
-            return work(_SqliteTx(conn))
-        conn.execute("BEGIN")
+        with self._reads_done:
+            if self._closed:
+                raise StoreClosed("the store was closed; open a new one")
+            self._reads += 1
         try:
-            return work(_SqliteTx(conn))
+            if not snapshot:
+                return work(_SqliteTx(conn))
+            conn.execute("BEGIN")
+            try:
+                return work(_SqliteTx(conn))
+            finally:
+                conn.execute("COMMIT")
         finally:
-            conn.execute("COMMIT")
+            with self._reads_done:
+                self._reads -= 1
+                self._reads_done.notify_all()
 
     # -- dialect ----------------------------------------------------------------------------
 
@@ -192,8 +208,11 @@ class SqliteStore(SqlStore):
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
-            with self._readers_lock:
+            with self._reads_done:
+                self._closed = True
+                # no new read starts now; let those running finish (a pass reads for seconds
+                # at most), then their connections may go
+                self._reads_done.wait_for(lambda: self._reads == 0, timeout=CLOSE_WAIT_S)
                 readers, self._readers = self._readers, []
             for conn in readers:
                 conn.close()

@@ -7,7 +7,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List
 
-from engine_plugin.storage import Store
+import pytest
+
+from engine_plugin.storage import Store, StoreClosed, open_store
 from lab.store_reports import envelope, vm_uuid
 
 START = 1_700_000_100.0
@@ -119,3 +121,28 @@ def test_retention_racing_itself_and_ingest_rolls_every_sample_once(
                       for k in range(12)]
     _, raw = stores[1].history(vm_uuid(1), "cpu.percent", START + 3600, now)
     assert raw == [(START + 60 * i, float(i)) for i in range(60, 120)]
+
+
+def test_closing_waits_for_reads_in_flight_then_refuses_new_ones(tmp_path) -> None:
+    # A health pass in the service's store executor can still be reading when the service
+    # stops; closing the SQLite connection under it crashed the whole process (SIGSEGV).
+    store = open_store("sqlite:///%s/closing.db" % tmp_path)
+    store.migrate()
+    store.ingest([envelope(1, 0, START)])
+    reading, release = threading.Event(), threading.Event()
+
+    def slow_read(tx) -> int:
+        reading.set()
+        release.wait(10)
+        return len(tx.fetchall("SELECT * FROM vms"))
+
+    with ThreadPoolExecutor(2) as pool:
+        read = pool.submit(store._read, slow_read)
+        assert reading.wait(10)
+        closed = pool.submit(store.close)
+        assert not closed.done()
+        release.set()
+        assert read.result(10) == 1  # the read in flight finished on an open connection
+        closed.result(10)
+    with pytest.raises(StoreClosed):
+        store.latest(vm_uuid(1))
