@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import email.utils
 import socket
 import ssl
 import time
@@ -66,6 +67,8 @@ class IngestServer:
         self.process_before_fail = False
         self.decide: Decider | None = None
         self.legacy = False
+        #: Seconds the engine's clock (its Date header) is ahead of this machine's.
+        self.clock_ahead = 0.0
         self._runner: web.AppRunner | None = None
 
     async def _ingest(self, request: web.Request) -> web.Response:
@@ -92,13 +95,18 @@ class IngestServer:
         if override is not None:
             status, headers = override
             return web.Response(status=status, headers=headers, text="refused by test")
+        headers = {}
+        if self.clock_ahead:
+            headers["Date"] = email.utils.formatdate(time.time() + self.clock_ahead,
+                                                     usegmt=True)
         if self.legacy:
-            return web.json_response({"accepted": len(batch)})
+            return web.json_response({"accepted": len(batch)}, headers=headers)
         counts = {o: sum(r["outcome"] == o for r in results)
                   for o in ("stored", "duplicate", "refused", "retry")}
         return web.json_response({"results": results, "stored": counts["stored"],
                                   "duplicates": counts["duplicate"],
-                                  "refused": counts["refused"], "retry": counts["retry"]})
+                                  "refused": counts["refused"], "retry": counts["retry"]},
+                                 headers=headers)
 
     async def start(self) -> None:
         app = web.Application(client_max_size=32 * 1024 * 1024)

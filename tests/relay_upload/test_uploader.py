@@ -322,3 +322,28 @@ async def test_without_a_usable_spool_memory_is_bounded_and_drops_are_counted(
     await stop_uploader(uploader, task)
     assert server.keys() == keys_of(sent[-60:])
     assert all(len(batch) <= 20 for batch in server.requests)
+
+
+@pytest.mark.parametrize("ahead", [0.0, 120.0, -300.0])
+async def test_received_at_follows_the_engines_clock_when_this_hosts_is_off(
+        tmp_path, pki, server, caplog, ahead):
+    await server.start()
+    server.clock_ahead = ahead
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=1)
+    uploader, task = await start_uploader(cfg)
+    first, second = envelopes(2)
+    uploader.submit(first)  # its answer's Date header tells the engine's time
+    await until(lambda: len(server.unique) == 1)
+    offset = uploader.stats()["engine_clock_offset_s"]
+    assert abs(offset - ahead) <= 3.0
+    stamped = time.time()
+    uploader.submit_report(second["vm_id"], second["report"], received_at=stamped)
+    await until(lambda: len(server.unique) == 2)
+    await stop_uploader(uploader, task)
+    sent_at = server.unique[1]["received_at"]
+    if ahead:
+        assert abs(sent_at - (stamped + ahead)) <= 3.0  # never the clock it knows is wrong
+        warned = [r for r in caplog.records if "host's clock is" in r.getMessage()]
+        assert len(warned) == 1
+    else:
+        assert sent_at == stamped

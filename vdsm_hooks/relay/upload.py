@@ -49,6 +49,7 @@ import aiohttp
 from diag_protocol import ProtocolError, validate_envelope, wrap_report
 
 from ..config import UploadConfig
+from .engine_clock import EngineClock
 from .outcomes import (
     DUPLICATE,
     MAX_ANSWER_BYTES,
@@ -129,6 +130,7 @@ class Uploader:
             "sent": 0, "stored": 0, "duplicates": 0, "batches": 0, "retries": 0,
             "retried_envelopes": 0, "rejected": 0, "invalid": 0, "dropped_memory": 0})
         self.refusals = RefusalLedger()
+        self.engine_clock = EngineClock()
         #: Envelopes the engine asked to retry, queued again once their batch is settled.
         self._again: List[bytes] = []
         self._last_error: str | None = None
@@ -173,6 +175,8 @@ class Uploader:
         Only the envelope's own fields are checked: the report is not walked a second time.
         Anything not validated that way goes through ``submit``.
         """
+        if received_at is not None:
+            received_at = self.engine_clock.correct(received_at)
         try:
             checked = wrap_report(self.host_id, vm_id, dict(report), received_at,
                                   agent_version)
@@ -231,6 +235,8 @@ class Uploader:
         out["dropped_oldest"] = spool["dropped_oldest"] + self._counters["dropped_memory"]
         out.update(queued=len(self._pending), queued_bytes=self._pending_bytes,
                    last_error=self._last_error, blocked=self._blocked,
+                   engine_clock_offset_s=(None if self.engine_clock.offset is None
+                                          else round(self.engine_clock.offset, 1)),
                    refused_vms=self.refusals.as_dict(),
                    last_success_at=self._last_success_at,
                    retry_in=max(0.0, round(self._retry_at - time.monotonic(), 3)))
@@ -471,8 +477,10 @@ class Uploader:
             return None, ("cannot load the TLS files ([upload] cert=%s key=%s ca=%s): %s"
                           % (self.cfg.cert, self.cfg.key, self.cfg.ca, err)), None, b""
         try:
+            sent_at = time.time()
             async with session.post(self.cfg.url, data=body,
                                     headers={"Content-Type": "application/json"}) as resp:
+                self.engine_clock.observe(resp.headers.get("Date"), sent_at, time.time())
                 body = await resp.content.read(MAX_ANSWER_BYTES)
                 text = body[:2048].decode("utf-8", "replace")
                 return (resp.status, "HTTP %d %s" % (resp.status, text.strip()[:300]),
