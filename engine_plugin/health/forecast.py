@@ -3,65 +3,95 @@
 What the common tools do, and where they cry wolf:
 
 * Prometheus ``predict_linear`` fits least squares over a fixed window: one spike or a cleanup
-  inside the window swings the slope, and the ramp of a log-rotation sawtooth looks like a fill.
+  inside the window swings the slope, and the ramp of a cycle or a sawtooth looks like a fill.
 * Zabbix ``timeleft``/``forecast`` fit a chosen function over a fixed period: the same problems.
 * Netdata's ``out_of_disk_space_time`` divides free space by the recent rate: any burst alarms.
 
-This module does the following instead, on bucketed medians so its cost is bounded:
+A forecast here is a claim that the latest part of the series rises in a straight line, and
+will go on doing so. It is made only when the data supports every part of that claim:
 
-1. Buckets the series into at most ``MAX_BUCKETS`` medians (a week of 1-minute samples costs
-   the same as a day).
-2. Removes isolated spikes with a Hampel filter (a point far from its neighbours' median).
-3. Finds *resets*: drops larger than the noise (robust scale of the differences) and than a
-   floor relative to capacity. One reset is a cleanup: only the data after it counts. Two or
-   more are a sawtooth (log rotation, a periodic job): then the risk is judged on the cycle
-   peaks' trend, and on whether the current ramp reaches the limit before the next usual reset.
-4. Fits the trend with a lag-paired Theil–Sen estimator (median of the slopes between points
-   half the window apart): robust to outliers, O(n log n).
-5. Gives a confidence from how consistently the pairs agree on the direction and how much of
-   the horizon (the time left, at most a day) the data covers, so a noisy history never raises
-   an alarm.
-6. Never looks further ahead than ``MAX_EXTRAPOLATION`` times the history it has, unless that
-   history covers ``min_span_s`` (two hours by default): minutes of a disk filling in minutes
-   are enough to warn, but minutes of a boot's memory ramp cannot predict the next day.
-7. Fits the latest raw samples on their own as well (``_surge``), so a fill that began minutes
-   ago after a quiet week is caught as soon as it stands clear of the noise.
+1. **Windows ending now.** Windows of 10 minutes, 20, 40, ... up to the whole history (or the
+   part since a cleanup) are fitted each on its own: raw samples for windows up to two hours,
+   means of ``FIT_BUCKETS`` equal time buckets beyond (prefix sums make any bucket mean cost a
+   bisection, so a week costs about what a day costs).
+2. **Robust fit with an error.** Lag-paired Theil–Sen (median of the slopes between points half
+   the window apart); the residuals' robust scale (MAD) gives the error of the rise over the
+   window, ``sigma * sqrt(12 / n)``. The rise must be ``MIN_T`` errors or more.
+3. **One straight line, not a step or a bend.** The medians of the residuals in each quarter of
+   the window must stay within a tenth of the rise (plus their own noise): a step inside the
+   window (a package upgrade, a restored data set) or a fill that only began halfway is no
+   line, and a shorter window, after the change, is judged instead. This is the change-point
+   test, in both directions.
+4. **Exceptional for this series.** The same rise (mean of the window's last quarter minus mean
+   of its first quarter) is measured over every earlier window of that length in the history
+   (on raw samples for windows up to two hours). The current rise must exceed the largest of
+   them by ``EXCEPTIONAL_RATIO``: a cycle's ramp, a job's sawtooth of a few minutes, usage that
+   wanders around a level, a daily batch job, all rose as much before without filling anything.
+   A window with no earlier window of its length in the history (a fill as old as the history)
+   is exempt, and then only the other tests apply.
+5. **Cleanups.** Drops larger than the noise and than ``reset_floor_fraction`` of capacity are
+   resets. After exactly one reset (a cleanup) only the data since it counts; with two or more
+   (rotation, a periodic job) the whole history stays, so earlier ramps are the reference of (4).
+6. **Persistence proportional to the horizon.** A window may forecast a time left of at most
+   ``MAX_EXTRAPOLATION`` times its length, or ``LONG_EXTRAPOLATION`` times if it covers
+   ``min_span_s`` (``[health] forecast_min_span_s``) and passed (4) against earlier windows:
+   minutes of a disk filling in minutes are enough, minutes of a boot's memory ramp cannot
+   predict the next day, and a history with nothing to compare to never looks far ahead.
 
-``benchmarks/forecast_compare.py`` runs these and the usual alternatives on the same histories.
+The longest window that passes everything gives the forecast (the most data, hence the
+steadiest rate), unless a shorter one that passes rises faster by more than twice their
+combined error: then the growth sped up, or began, inside the longer window. The
+``Trend`` says which span was fitted, how, and how sure (``slope_error``, ``confidence``), so
+the API and the VM page can show why. Limits are in ``docs/engine.md``;
+``benchmarks/forecast_replay.py`` measures all of this by replay on a corpus it was not tuned on.
 """
 
 import bisect
 import dataclasses
+import itertools
 import math
+import operator
 from typing import List, Optional, Sequence, Tuple
 
 Point = Tuple[float, float]
 
-MAX_BUCKETS = 240
 MIN_POINTS = 6
 MIN_SPAN_S = 2 * 3600.0
-FULL_CONFIDENCE_SPAN_S = 24 * 3600.0
-MIN_ETA_CONFIDENCE = 0.3
+FIRST_WINDOW_S = 600.0
+RAW_FIT_MAX_S = 2 * 3600.0        # windows up to this long are fitted on raw samples
+FIT_BUCKETS = 32                  # longer windows: means of this many time buckets
+MIN_T = 5.0                       # the rise over the window, in units of its error
+LINEARITY = 0.1                   # quarter residual medians within this share of the rise
+EXCEPTIONAL_RATIO = 1.5           # the rise vs the largest earlier rise of the same length
+DENSE_STEPS = 192                 # earlier windows ending every quarter window, most recent
+PAST_STEPS = 96                   # then at most this many more, spread over the rest
 MAX_EXTRAPOLATION = 10.0
-#: Latest raw samples fitted on their own to catch a fill that just began (``_surge``).
-SURGE_WINDOWS = (12, 24, 48, 96, 192)
-SURGE_MIN_AGREEMENT = 0.9
-SURGE_MIN_UP_STEPS = 0.75
-SURGE_MIN_RISE_SIGMAS = 6.0
-SURGE_NOISE_POINTS = 1440
+LONG_EXTRAPOLATION = 40.0
+RESET_SIGMAS = 6.0
+RESET_BUCKETS = 168
+_FIRST = operator.itemgetter(0)
+_SECOND = operator.itemgetter(1)
+FUTURE_TOLERANCE_S = 300.0        # samples stamped later than now + this are ignored
 MAX_ETA_S = 5 * 365 * 86400.0
 
 
 @dataclasses.dataclass(frozen=True)
 class Trend:
-    """A fitted straight line ``value = intercept + slope * (t - t0)`` and its quality."""
+    """A fitted straight line ``value = intercept + slope * (t - t0)`` and why it is trusted.
+
+    ``start``..``end`` is the span that was fitted, ``slope_error`` the slope's standard error
+    (same unit), ``confidence`` 0..1 (at least 0.5 only when every test passed)."""
 
     slope: float            # units per second
     intercept: float        # fitted value at t0
     t0: float
     confidence: float       # 0..1
-    method: str             # "linear", "after_reset", "sawtooth", "insufficient"
-    agreement: float = 0.0  # 0..1, how consistently the pairs agree on the direction
+    method: str             # "linear", "recent", "after_reset", "sawtooth", "insufficient"
+    start: float = 0.0
+    end: float = 0.0
+    slope_error: float = 0.0
+    reason: str = ""        # why no forecast was trusted, when none was
+    reach: float = 0.0      # the longest time left this fit may forecast (persistence)
 
     def value_at(self, t: float) -> float:
         return self.intercept + self.slope * (t - self.t0)
@@ -82,30 +112,6 @@ class Forecast:
         return self.trend.slope * 86400.0
 
 
-def bucket_medians(points: Sequence[Point], max_buckets: int = MAX_BUCKETS) -> List[Point]:
-    """Median time and value per equal-width time bucket; at most ``max_buckets`` points."""
-    pts = sorted(points)  # linear for the already sorted series the store returns
-    if not pts:
-        return []
-    times, values = zip(*pts)
-    if not math.isfinite(math.fsum(values)):
-        pts = [p for p in pts if math.isfinite(p[1])]
-        return bucket_medians(pts, max_buckets) if pts else []
-    n = len(pts)
-    if n <= max_buckets:
-        return pts
-    start = times[0]
-    width = (times[-1] - start) / max_buckets or 1.0
-    out: List[Point] = []
-    lo = 0
-    for k in range(1, max_buckets + 1):
-        hi = n if k == max_buckets else bisect.bisect_right(times, start + k * width, lo)
-        if hi > lo:
-            out.append((times[(lo + hi - 1) // 2], median(values[lo:hi])))
-            lo = hi
-    return out
-
-
 def median(values: Sequence[float]) -> float:
     """statistics.median without its overhead, for the many short lists here."""
     ordered = sorted(values)
@@ -113,210 +119,233 @@ def median(values: Sequence[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
 
 
-def hampel(points: Sequence[Point], half_window: int = 2, k: float = 4.0,
-           floor: float = 0.0) -> List[Point]:
-    """Drop isolated outliers: points farther than ``k`` robust sigmas from their neighbours."""
-    values = [v for _, v in points]
-    kept: List[Point] = []
-    for i, p in enumerate(points):
-        window = values[max(0, i - half_window):i] + values[i + 1:i + 1 + half_window]
-        if len(window) < 2:
-            kept.append(p)
-            continue
-        med = median(window)
-        scale = 1.4826 * median([abs(v - med) for v in window])
-        dev = abs(p[1] - med)
-        if dev > floor and dev > k * scale and not _is_step(values, i, med, floor):
-            continue
-        kept.append(p)
-    return kept
+class _Series:
+    """Times, values and prefix sums: any time range's mean costs two bisections."""
+
+    def __init__(self, times: Sequence[float], values: Sequence[float]) -> None:
+        self.t = times
+        self.v = values
+        self.cs = [0.0]
+        self.cs.extend(itertools.accumulate(values))
+        self.ct = [0.0]
+        self.ct.extend(itertools.accumulate(times))
+
+    def index(self, t: float) -> int:
+        return bisect.bisect_left(self.t, t)
+
+    def mean(self, a: float, b: float) -> Optional[float]:
+        lo, hi = bisect.bisect_left(self.t, a), bisect.bisect_left(self.t, b)
+        return (self.cs[hi] - self.cs[lo]) / (hi - lo) if hi > lo else None
+
+    def buckets(self, a: float, b: float, count: int) -> List[Point]:
+        width = (b - a) / count
+        out = []
+        lo = bisect.bisect_left(self.t, a)
+        for k in range(1, count + 1):
+            hi = bisect.bisect_left(self.t, a + k * width) if k < count else len(self.t)
+            if hi > lo:
+                out.append(((self.ct[hi] - self.ct[lo]) / (hi - lo),
+                            (self.cs[hi] - self.cs[lo]) / (hi - lo)))
+            lo = hi
+        return out
 
 
-def _is_step(values: Sequence[float], i: int, med: float, floor: float) -> bool:
-    """True when the point starts a level shift that persists (a reset, not a spike)."""
-    after = values[i + 1:i + 3]
-    return len(after) >= 2 and all(abs(v - values[i]) <= max(floor, abs(values[i] - med) / 4)
-                                   for v in after)
+def _clean(points: Sequence[Point], now: float) -> Tuple[List[float], List[float]]:
+    if not points:
+        return [], []
+    vs = list(map(_SECOND, points))
+    if not math.isfinite(sum(vs)):
+        points = [p for p in points if math.isfinite(p[1])]
+        if not points:
+            return [], []
+        vs = list(map(_SECOND, points))
+    ts = list(map(_FIRST, points))
+    if ts[-1] > now + FUTURE_TOLERANCE_S:     # a guest clock ahead of ours: not yet
+        cut = bisect.bisect_right(ts, now + FUTURE_TOLERANCE_S)
+        ts, vs = ts[:cut], vs[:cut]
+    return ts, vs
 
 
-def find_resets(points: Sequence[Point], floor: float) -> List[int]:
-    """Indexes ``i`` where ``points[i]`` is well below ``points[i-1]`` (a cleanup or rotation)."""
-    diffs = [b[1] - a[1] for a, b in zip(points, points[1:])]
-    if not diffs:
-        return []
-    med = median(diffs)
-    scale = 1.4826 * median([abs(d - med) for d in diffs])
-    limit = max(6 * scale, floor)
-    return [i + 1 for i, d in enumerate(diffs) if d < -limit]
-
-
-def fit(points: Sequence[Point], min_span_s: float = MIN_SPAN_S) -> Trend:
-    """Lag-paired Theil–Sen fit; confidence from direction agreement and time covered.
-
-    Fewer than ``MIN_POINTS`` points, or points covering less than ``min_span_s``, give an
-    "insufficient" trend that never forecasts (``forecast`` relaxes the span for fast fills)."""
+def fit(points: Sequence[Point], t0: float) -> Tuple[float, float, float]:
+    """Lag-paired Theil–Sen: (slope, value at ``t0``, robust residual scale)."""
     n = len(points)
-    span = points[-1][0] - points[0][0] if n else 0.0
-    t0 = points[-1][0] if n else 0.0
-    if n < MIN_POINTS or span <= 0 or span < min_span_s:
-        level = median([v for _, v in points]) if n else 0.0
-        return Trend(0.0, level, t0, 0.0, "insufficient")
     lag = max(1, n // 2)
     slopes = [(points[i + lag][1] - points[i][1]) / (points[i + lag][0] - points[i][0])
               for i in range(n - lag) if points[i + lag][0] > points[i][0]]
-    slope = median(slopes)
-    intercept = median([v + slope * (t0 - t) for t, v in points])
-    if slope == 0:
-        agreement = 0.0
-    else:
-        same = sum(1 for s in slopes if (s > 0) == (slope > 0) and s != 0)
-        agreement = max(0.0, 2.0 * same / len(slopes) - 1.0)
-    coverage = min(1.0, span / FULL_CONFIDENCE_SPAN_S)
-    return Trend(slope, intercept, t0, round(agreement * (0.5 + 0.5 * coverage), 3), "linear",
-                 agreement)
+    slope = median(slopes) if slopes else 0.0
+    level = median([v - slope * (t - t0) for t, v in points])
+    resid = [v - level - slope * (t - t0) for t, v in points]
+    scale = 1.4826 * median([abs(r) for r in resid])
+    return slope, level, scale
 
 
-def _judge(trend: Trend, span: float, capacity: Optional[float], now: float,
-           min_span_s: float) -> Trend:
-    """The trend of a history shorter than ``min_span_s``, judged against its own horizon.
-
-    It may forecast when the history covers at least 1/``MAX_EXTRAPOLATION`` of the time left,
-    with a confidence that grows with the share of that time it covers; otherwise it is
-    "insufficient"."""
-    horizon = None
-    if capacity is not None and trend.slope > 0:
-        horizon = max(0.0, (capacity - trend.value_at(now)) / trend.slope)
-    if horizon is None or span < horizon / MAX_EXTRAPOLATION:
-        return Trend(0.0, trend.intercept, trend.t0, 0.0, "insufficient")
-    coverage = min(1.0, span / max(1.0, min(FULL_CONFIDENCE_SPAN_S, horizon)))
-    return dataclasses.replace(
-        trend, confidence=round(trend.agreement * (0.5 + 0.5 * coverage), 3))
+def find_resets(s: _Series, start: float, end: float, floor: float) -> List[float]:
+    """Times of drops well below the noise of bucket-to-bucket changes (cleanups, rotation)."""
+    pts = s.buckets(start, end, RESET_BUCKETS) if end > start else []
+    if len(pts) < 4:
+        return []
+    diffs = [b[1] - a[1] for a, b in zip(pts, pts[1:])]
+    med = median(diffs)
+    limit = max(RESET_SIGMAS * 1.4826 * median([abs(d - med) for d in diffs]), floor)
+    out = []
+    for i, d in enumerate(diffs):
+        after = pts[i + 2][1] if i + 2 < len(pts) else pts[i + 1][1]
+        if d < -limit and pts[i][1] - after > limit:  # a drop that stays down: not a dip
+            out.append(pts[i + 1][0])
+    return out
 
 
 def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
              reset_floor_fraction: float = 0.01, min_span_s: float = MIN_SPAN_S) -> Forecast:
-    """Forecast when ``points`` (time, value) reach ``capacity`` (None: trend only)."""
-    pts = bucket_medians(points)
-    if not pts:
-        return Forecast(Trend(0.0, 0.0, now, 0.0, "insufficient"), 0.0, capacity, None, 0)
-    span_values = max(v for _, v in pts) - min(v for _, v in pts)
-    if span_values == 0:
-        flat = Trend(0.0, pts[-1][1], pts[-1][0], 1.0 if len(pts) >= MIN_POINTS else 0.0, "linear")
-        return Forecast(flat, pts[-1][1], capacity, None, 0)
-    floor = reset_floor_fraction * capacity if capacity else 0.05 * span_values
-    pts = hampel(pts, floor=floor)
-    resets = find_resets(pts, floor)
-    current = pts[-1][1]
-    if len(resets) >= 2:
-        trend, eta = _sawtooth(pts, resets, capacity, now)
-        return Forecast(trend, current, capacity, eta, len(resets))  # no _surge: see there
-    segment = pts[resets[-1]:] if resets else pts
-    trend = fit(segment, min_span_s)
-    span = segment[-1][0] - segment[0][0]
-    if trend.method == "insufficient" and span > 0 and len(segment) >= MIN_POINTS:
-        trend = _judge(fit(segment, 0.0), span, capacity, now, min_span_s)
-    if resets and trend.method == "linear":
-        trend = dataclasses.replace(trend, method="after_reset")
-    eta = _eta(trend, capacity, now)
-    surge = _surge(points, capacity, now)
-    if surge is not None and (eta is None or surge[1] < eta):
-        return Forecast(surge[0], points[-1][1], capacity, surge[1], len(resets))
-    return Forecast(trend, current, capacity, eta, len(resets))
+    """Forecast when ``points`` (time, value; sorted by time) reach ``capacity`` (None: trend
+    only, for display)."""
+    ts, vs = _clean(points, now)
+    if len(ts) < MIN_POINTS or ts[-1] <= ts[0]:
+        level = median(vs) if vs else 0.0
+        t0 = ts[-1] if ts else now
+        return Forecast(Trend(0.0, level, t0, 0.0, "insufficient", t0, t0, 0.0,
+                              "too few samples"), vs[-1] if vs else 0.0, capacity, None, 0)
+    s = _Series(ts, vs)
+    end = ts[-1]
+    current = median(vs[-5:])
+    spread = max(vs) - min(vs)
+    floor = reset_floor_fraction * capacity if capacity else 0.05 * spread
+    resets = find_resets(s, ts[0], end, floor) if spread > 0 else []
+    seg_start = resets[-1] if len(resets) == 1 else ts[0]
+    method_long = ("after_reset" if len(resets) == 1 else "sawtooth" if resets else "linear")
 
-
-def _surge(points: Sequence[Point], capacity: Optional[float], now: float
-           ) -> Optional[Tuple[Trend, float]]:
-    """A fill that began recently, from the latest raw samples, or None.
-
-    The week-long fit cannot see a log that started running away twenty minutes ago after a
-    quiet week (and the buckets blur the last minutes). So the last ``SURGE_WINDOWS`` raw
-    samples are fitted too, each window on its own. A window counts when nearly all its pairs
-    agree on growth (``SURGE_MIN_AGREEMENT``), most of its sample-to-sample steps are up
-    (``SURGE_MIN_UP_STEPS``: a sustained rise, not one jump), its rise stands
-    ``SURGE_MIN_RISE_SIGMAS`` above the series' sample-to-sample noise, and its span passes the
-    horizon rule (``_judge``); the window that fills soonest gives the trend, since the latest
-    samples carry the current rate. Only called for a series without a periodic pattern: a
-    sawtooth's ramps are judged by ``_sawtooth``.
-    """
-    if capacity is None or len(points) < SURGE_WINDOWS[0]:
-        return None
-    noise = None
-    found = None
-    for size in SURGE_WINDOWS:
-        if size > len(points):
+    passed: List[Trend] = []
+    shown: Optional[Trend] = None
+    reason = "history shorter than %d s" % FIRST_WINDOW_S
+    width = FIRST_WINDOW_S
+    while True:
+        whole = width >= end - seg_start
+        a = seg_start if whole else end - width
+        w = end - a
+        judged = _judge(s, a, end, w, seg_start, capacity, now, min_span_s)
+        if judged is not None:
+            trend, ok, why = judged
+            trend = dataclasses.replace(trend, method=method_long if whole else "recent")
+            shown = trend
+            if ok:
+                passed.append(trend)
+            else:
+                reason = why
+        if whole:
             break
-        window = points[-size:]
-        ups = sum(1 for a, b in zip(window, window[1:]) if b[1] > a[1])
-        if ups < SURGE_MIN_UP_STEPS * (size - 1):
-            continue  # the cheap test first: most series are not rising sample after sample
-        trend = fit(window, 0.0)
-        if trend.slope <= 0 or trend.agreement < SURGE_MIN_AGREEMENT:
+        width *= 2
+    if passed:
+        best = passed[-1]
+        for trend in reversed(passed[:-1]):
+            # a shorter window rising clearly faster: the fill sped up (or began) inside the
+            # longer one, whose slope mixes before and after
+            error = math.hypot(trend.slope_error, best.slope_error)
+            if trend.slope > best.slope + 2.0 * error:
+                best = trend
+        eta = _eta(best, capacity, now)
+        if eta is not None and eta > best.reach:
+            best = dataclasses.replace(best, reason="too far ahead for %s of data"
+                                       % _span(best.end - best.start))
+            eta = None
+        return Forecast(best, current, capacity, eta, len(resets))
+    if shown is None:
+        shown = Trend(0.0, current, end, 0.0, "insufficient", seg_start, end, 0.0, reason)
+    else:
+        shown = dataclasses.replace(shown, confidence=min(shown.confidence, 0.49), reason=reason)
+    return Forecast(shown, current, capacity, None, len(resets))
+
+
+def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
+           capacity: Optional[float], now: float, min_span_s: float
+           ) -> Optional[Tuple[Trend, bool, str]]:
+    """Fit the window ``[a, end]`` and test it; None when it has too few points to fit."""
+    if w <= RAW_FIT_MAX_S:
+        lo = s.index(a)
+        pts = list(zip(s.t[lo:], s.v[lo:]))
+    else:
+        pts = s.buckets(a, end, FIT_BUCKETS)
+    n = len(pts)
+    if n < MIN_POINTS:
+        return None
+    slope, level, scale = fit(pts, end)
+    if w > RAW_FIT_MAX_S:
+        # a cycle's peaks, not its middle, reach the limit first: the upper envelope
+        resid = sorted(v - level - slope * (t - end) for t, v in pts)
+        level += max(0.0, resid[int(0.9 * (len(resid) - 1))])
+    rise_error = scale * math.sqrt(12.0 / n)
+    rise = slope * w
+    t_stat = rise / rise_error if rise_error > 0 else (math.inf if rise > 0 else 0.0)
+    confidence = round(min(1.0, 0.5 * t_stat / MIN_T) if t_stat > 0 else 0.0, 3)
+    trend = Trend(slope, level, end, confidence, "linear", a, end, rise_error / w if w else 0.0)
+
+    def no(why: str) -> Tuple[Trend, bool, str]:
+        return dataclasses.replace(trend, confidence=min(confidence, 0.49)), False, why
+
+    if slope <= 0:
+        return no("not growing")
+    if t_stat < MIN_T:
+        return no("growth within the noise")
+    diffs = [b[1] - a[1] for a, b in zip(pts, pts[1:])]
+    mid = median(diffs)
+    noise = 1.4826 * median([abs(d - mid) for d in diffs]) / math.sqrt(2.0)
+    quarter = max(1, n // 4)
+    for k in range(4):
+        part = pts[k * quarter:(k + 1) * quarter] if k < 3 else pts[3 * quarter:]
+        if not part:
             continue
-        if noise is None:
-            noise = _step_noise(points[-SURGE_NOISE_POINTS:])
-        span = window[-1][0] - window[0][0]
-        if trend.slope * span < SURGE_MIN_RISE_SIGMAS * noise:
-            continue
-        judged = _judge(trend, span, capacity, now, float("inf"))
-        eta = _eta(judged, capacity, now)
-        if eta is not None and (found is None or eta < found[1]):
-            found = (dataclasses.replace(judged, method="surge"), eta)
-    return found
+        dev = median([v - level - slope * (t - end) for t, v in part])
+        if abs(dev) > LINEARITY * rise + 3.0 * noise / math.sqrt(len(part)):
+            return no("a step or a bend, not a line")
+    past = _past(s, a, w, seg_start)
+    if past is not None:
+        head = s.mean(end - w / 4, end + 1e-9)
+        tail = s.mean(a, a + w / 4)
+        if head is None or tail is None:
+            return no("gaps in the data")
+        if head - tail <= EXCEPTIONAL_RATIO * max(0.0, past[0]):
+            return no("rose as much before")
+        if head <= past[1]:
+            return no("no higher than before")
+    long = past is not None and w >= min_span_s
+    reach = (LONG_EXTRAPOLATION if long else MAX_EXTRAPOLATION) * w
+    confidence = round(min(1.0, 0.5 + 0.5 * (t_stat - MIN_T) / MIN_T), 3)
+    return dataclasses.replace(trend, confidence=confidence, reach=reach), True, ""
 
 
-def _step_noise(points: Sequence[Point]) -> float:
-    """Robust standard deviation of one sample's noise, from sample-to-sample steps (MAD)."""
-    diffs = [b[1] - a[1] for a, b in zip(points, points[1:])]
-    med = median(diffs)
-    return 1.4826 * median([abs(d - med) for d in diffs]) / math.sqrt(2.0)
+def _past(s: _Series, a: float, w: float, seg_start: float
+          ) -> Optional[Tuple[float, float]]:
+    """(largest rise, highest level) over the earlier windows of length ``w`` ending before
+    ``a``, measured like the current one: the rise is the mean of a window's last quarter
+    minus the mean of its first, the level the mean of its last quarter. Windows end every
+    quarter of ``w`` for ``DENSE_STEPS`` steps back, then at most ``PAST_STEPS`` more spread
+    over the rest. None if the history holds no earlier window of that length."""
+    first_end = max(seg_start, s.t[0]) + w
+    if first_end > a:
+        return None
+    rise = level = -math.inf
+    e = a
+    step = w / 4
+    dense_until = a - DENSE_STEPS * step
+    while e >= first_end:
+        head = s.mean(e - w / 4, e)
+        tail = s.mean(e - w, e - 3 * w / 4)
+        if head is not None:
+            level = max(level, head)
+            if tail is not None:
+                rise = max(rise, head - tail)
+        if e <= dense_until:
+            step = max(step, (e - first_end) / PAST_STEPS)
+        e -= step
+    return (rise, level) if rise > -math.inf else None
 
 
-def _sawtooth(pts: Sequence[Point], resets: Sequence[int], capacity: Optional[float],
-              now: float) -> Tuple[Trend, Optional[float]]:
-    bounds = [0] + list(resets) + [len(pts)]
-    cycles = [pts[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
-    peaks = [max(c, key=lambda p: p[1]) for c in cycles[:-1]]
-    lengths = [c[-1][0] - c[0][0] for c in cycles[:-1]]
-    # The trend that matters is the peaks': a sawtooth whose peaks stay put never fills.
-    peak_trend = _peak_fit(peaks)
-    eta_peaks = _eta(peak_trend, capacity, now)
-    # Within the current cycle: does today's ramp reach the limit before the usual reset?
-    current = cycles[-1]
-    eta_ramp = None
-    if capacity is not None and len(current) >= 3 and lengths:
-        ramp = fit_ramp(current)
-        remaining = max(0.0, median(lengths) - (current[-1][0] - current[0][0]))
-        level = current[-1][1]
-        if ramp > 0 and level + ramp * remaining >= capacity:
-            eta_ramp = max(0.0, (capacity - level) / ramp)
-    etas = [e for e in (eta_peaks, eta_ramp) if e is not None]
-    return peak_trend, (min(etas) if etas else None)
-
-
-def _peak_fit(peaks: Sequence[Point]) -> Trend:
-    if len(peaks) < 3:
-        level = max(v for _, v in peaks) if peaks else 0.0
-        t0 = peaks[-1][0] if peaks else 0.0
-        return Trend(0.0, level, t0, 0.5 if len(peaks) == 2 else 0.0, "sawtooth")
-    slopes = [(b[1] - a[1]) / (b[0] - a[0]) for i, a in enumerate(peaks)
-              for b in peaks[i + 1:] if b[0] > a[0]]
-    slope = median(slopes)
-    t0 = peaks[-1][0]
-    intercept = median([v + slope * (t0 - t) for t, v in peaks])
-    same = sum(1 for s in slopes if s != 0 and (s > 0) == (slope > 0))
-    conf = max(0.0, 2.0 * same / len(slopes) - 1.0) if slope else 0.0
-    return Trend(slope, intercept, t0, round(conf, 3), "sawtooth")
-
-
-def fit_ramp(points: Sequence[Point]) -> float:
-    """Median slope between consecutive points: the rate of the current ramp."""
-    slopes = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(points, points[1:]) if b[0] > a[0]]
-    return median(slopes) if slopes else 0.0
+def _span(seconds: float) -> str:
+    return "%.0f min" % (seconds / 60) if seconds < 7200 else "%.1f h" % (seconds / 3600)
 
 
 def _eta(trend: Trend, capacity: Optional[float], now: float) -> Optional[float]:
-    """Seconds until the trend meets capacity; None for no growth or a trend too weak to tell."""
-    if capacity is None or trend.slope <= 0 or trend.confidence < MIN_ETA_CONFIDENCE:
+    """Seconds until the trend meets capacity; None for no growth."""
+    if capacity is None or trend.slope <= 0:
         return None
     level = trend.value_at(now)
     if level >= capacity:

@@ -33,6 +33,7 @@ class Thresholds:
     forecast_min_confidence: float = 0.5
     forecast_window_s: float = 7 * 86400.0
     forecast_min_span_s: float = 2 * 3600.0  # history a trend needs before it may forecast
+    forecast_hold_s: float = 2 * 3600.0  # a raised forecast holds this long without new evidence
     leak_min_growth_percent: float = 20.0  # a process growing this much over the window, steadily
 
     @classmethod

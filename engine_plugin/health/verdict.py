@@ -11,7 +11,7 @@ do not raise and clear events on every report.
 
 import bisect
 import dataclasses
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from diag_protocol.vocabulary import NOT_OK, worst, worst_first
 from diag_protocol.vocabulary import finding as finding_doc
@@ -36,12 +36,14 @@ class Finding:
 
 def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Optional[Histories],
                 thresholds: Thresholds, previous: Optional[Mapping[str, Any]], now: float,
-                received_at: Optional[float]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+                received_at: Optional[float], forecaster: Callable[..., Forecast] = forecast
+                ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Return ``(verdict, state)``; ``verdict`` = {status, since, findings, forecasts}.
 
     Forecasts cost milliseconds per VM and move slowly, while checks change with every
     report: pass ``histories=None`` to reuse the forecasts kept in ``previous`` (the service
-    refreshes them every few minutes, not on every report).
+    refreshes them every few minutes, not on every report). ``forecaster`` is
+    ``forecast.forecast``; the replay benchmark passes the usual alternatives instead.
     """
     prev = dict(previous or {})
     active: Dict[str, str] = dict(prev.get("active") or {})
@@ -51,7 +53,9 @@ def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Optional[Histori
         forecasts = list(prev.get("forecasts") or [])
         forecasts_at = prev.get("forecasts_at")
     else:
-        forecasts = forecast_vm(report, histories, thresholds, active, now)
+        held = {f.get("metric"): f for f in prev.get("forecasts") or ()
+                if isinstance(f, Mapping)}
+        forecasts = forecast_vm(report, histories, thresholds, active, now, forecaster, held)
         forecasts_at = now
     candidates = _check_findings(report) + _metric_findings(report, thresholds, active)
     candidates += [Finding("forecast:" + f["metric"], f["status"], f["message"], f["metric"])
@@ -133,8 +137,16 @@ def _level(value: float, warn: float, crit: float, previous: Optional[str],
 
 
 def forecast_vm(report: Optional[Mapping[str, Any]], histories: Histories, t: Thresholds,
-                active: Mapping[str, str], now: float) -> List[Dict[str, Any]]:
-    """Forecast objects (API shape plus a ``message``) for every series worth forecasting."""
+                active: Mapping[str, str], now: float,
+                forecaster: Callable[..., Forecast] = forecast,
+                previous: Optional[Mapping[str, Mapping[str, Any]]] = None
+                ) -> List[Dict[str, Any]]:
+    """Forecast objects (API shape plus a ``message``) for every series worth forecasting.
+
+    ``previous`` holds the last pass's objects by metric: a raised forecast whose evidence
+    thins out for a pass or two (noise hides a slow fill now and then) is held for up to
+    ``forecast_hold_s`` after it was last confirmed, as long as the series has not dropped,
+    so one fill raises one event, not one per gap in the evidence."""
     since = now - t.forecast_window_s
     out = []
 
@@ -155,9 +167,34 @@ def forecast_vm(report: Optional[Mapping[str, Any]], histories: Histories, t: Th
         pts = series(name)
         if len(pts) < 2 or (cap is not None and cap <= 0):
             continue
-        f = forecast(pts, cap, now, min_span_s=t.forecast_min_span_s)
-        out.append(_forecast_doc(name, kind, label, f, t, active, now, pts))
+        f = forecaster(pts, cap, now, min_span_s=t.forecast_min_span_s)
+        doc = _forecast_doc(name, kind, label, f, t, active, now, pts)
+        before = (previous or {}).get(name)
+        if doc["status"] == "ok" and before is not None and "forecast:" + name in active:
+            doc = _held(doc, before, t, now) or doc
+        out.append(doc)
     return out
+
+
+def _held(doc: Dict[str, Any], before: Mapping[str, Any], t: Thresholds, now: float
+          ) -> Optional[Dict[str, Any]]:
+    """The previous raised forecast, aged, if it may still hold (see ``forecast_vm``)."""
+    confirmed = before.get("confirmed_at")
+    eta_at = before.get("eta_at")
+    current = before.get("current")
+    if not isinstance(confirmed, (int, float)) or not isinstance(eta_at, (int, float)):
+        return None
+    if now - confirmed > t.forecast_hold_s or before.get("status") not in ("warning", "critical"):
+        return None
+    if isinstance(current, (int, float)) and isinstance(doc.get("current"), (int, float)) \
+            and doc["current"] < current - 0.01 * abs(current):
+        return None  # it went down: a cleanup, or the burst is over
+    eta = max(0.0, eta_at - now)
+    status = "critical" if eta <= t.forecast_critical_s else "warning"
+    if status == "critical" and before.get("status") != "critical":
+        status = "warning"  # holding never worsens a forecast; fresh evidence does
+    return {**before, "status": status, "eta_s": eta, "current": doc.get("current"),
+            "held": True}
 
 
 def _describe(name: str, capacity: Any, mem_total: Optional[float]
@@ -198,19 +235,23 @@ def _forecast_doc(name: str, kind: str, label: str, f: Forecast, t: Thresholds,
             label.capitalize() if kind != "filesystem_bytes" else label, humanize.duration(eta),
             rate, _advice(kind))
     elif kind == "process_memory" and confident and pts:
-        start = f.trend.value_at(pts[0][0])
+        start = f.trend.value_at(f.trend.start)
         growth = (f.trend.value_at(now) - start) / start * 100 if start > 0 else 0.0
         if growth >= t.leak_min_growth_percent:
             status = "warning"
             message = ("%s grew %.0f%% steadily over %s (%s a day): a memory leak is likely; "
                        "restart it or report it to its maintainers." % (
-                           label.capitalize(), growth, humanize.duration(now - pts[0][0]),
+                           label.capitalize(), growth, humanize.duration(now - f.trend.start),
                            humanize.size(f.trend_per_day)))
     return {"metric": name, "label": label, "kind": kind, "status": status,
+            "confirmed_at": now if status != "ok" else None, "held": False,
             "eta_s": eta, "eta_at": now + eta if eta is not None else None,
             "confidence": f.trend.confidence, "trend_per_day": f.trend_per_day,
             "capacity": f.capacity, "current": f.current, "method": f.trend.method,
-            "fit": {"slope": f.trend.slope, "intercept": f.trend.intercept, "t0": f.trend.t0},
+            "fit": {"slope": f.trend.slope, "slope_error": f.trend.slope_error,
+                    "intercept": f.trend.intercept, "t0": f.trend.t0,
+                    "start": f.trend.start, "end": f.trend.end, "resets": f.resets,
+                    "reason": f.trend.reason or None},
             "message": message}
 
 

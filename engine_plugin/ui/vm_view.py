@@ -123,6 +123,41 @@ def health_view(doc: Mapping[str, Any], now: float) -> Dict[str, Any]:
     }
 
 
+#: how each forecast method reads on the page (engine_plugin/health/forecast.py)
+FIT_METHOD_TEXT = {
+    "linear": "the whole history, as one line",
+    "recent": "only the latest rise",
+    "after_reset": "the data since the last cleanup",
+    "sawtooth": "the whole history, across its cleanups",
+    "insufficient": "too little data",
+}
+
+
+def forecast_why(fc: Mapping[str, Any], unit: Any, now: float) -> str:
+    """What was fitted and how sure it is, e.g. 'Fitted the last 2 h 40 min (only the latest
+    rise): +1.2 GiB ± 80.0 MiB per day.'; for no forecast, why not."""
+    fit = _dict(fc.get("fit"))
+    start, end = as_number(fit.get("start")), as_number(fit.get("end"))
+    slope, error = as_number(fit.get("slope")), as_number(fit.get("slope_error"))
+    method = FIT_METHOD_TEXT.get(_text(fc.get("method")), _text(fc.get("method")) or "\u2014")
+    parts = []
+    if start is not None and end is not None and end > start:
+        parts.append("Fitted the last %s (%s)" % (human_duration(now - start), method))
+    else:
+        parts.append("Fitted %s" % method)
+    if slope is not None:
+        text = "%s%s" % ("+" if slope >= 0 else "-", format_value(unit, abs(slope) * 86400.0))
+        if error is not None and error > 0:
+            text += " \u00b1 %s" % format_value(unit, error * 86400.0)
+        parts[-1] += ": %s per day" % text
+    reason = _text(fit.get("reason"))
+    if reason:
+        parts.append("no forecast: %s" % reason)
+    if fc.get("held") is True:
+        parts.append("held from an earlier pass while the evidence is thin")
+    return ". ".join(parts) + "."
+
+
 def forecasts_view(doc: Mapping[str, Any], now: float) -> List[Dict[str, Any]]:
     """Forecasts worst first, each with its time-to-full in words."""
     out = []
@@ -155,6 +190,7 @@ def forecasts_view(doc: Mapping[str, Any], now: float) -> List[Dict[str, Any]]:
                           if trend is not None else "\u2014",
             "current_text": format_value(unit, current),
             "capacity_text": format_value(unit, capacity),
+            "why_text": forecast_why(fc, unit, now),
             "raw": fc,
         })
     out.sort(key=lambda f: (-RANK[f["status"]],

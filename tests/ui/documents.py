@@ -273,7 +273,10 @@ class Fleet:
                     "kind": "filesystem_bytes", "status": "critical", "eta_s": eta_s,
                     "eta_at": now + eta_s, "confidence": 0.93, "trend_per_day": slope * 86400,
                     "capacity": total, "current": used,
-                    "fit": {"slope": slope, "intercept": used, "t0": now}}
+                    "method": "recent", "held": False,
+                    "fit": {"slope": slope, "intercept": used, "t0": now, "start": now - 9 * 3600,
+                            "end": now - 20, "slope_error": slope / 20, "resets": 0,
+                            "reason": None}}
         self.docs[VM_FILLING] = {
             "vm": vm,
             "agent": {"state": "reporting", "version": "0.1.0", "last_report_at": now - 20,
@@ -376,7 +379,14 @@ class Fleet:
                       "silent_for_s": None},
             "health": {"status": "warning", "since": now - 600, "reasons": [
                 {"code": p[0], "severity": "warning", "message": p[1], "metric": p[2]}]},
-            "forecasts": [], "report": rep, "received_at": now - 10,
+            "forecasts": [{"metric": "fs.used:/" + p[0], "label": p[1], "kind": p[2],
+                           "status": "ok", "eta_s": None, "eta_at": None, "confidence": 0.2,
+                           "trend_per_day": 0.0, "capacity": 10 * GIB, "current": 2 * GIB,
+                           "method": p[3], "held": p[4],
+                           "fit": {"slope": 0.0, "intercept": 2 * GIB, "t0": now,
+                                   "start": p[5], "end": now, "slope_error": p[0],
+                                   "reason": p[1]}}],
+            "report": rep, "received_at": now - 10,
         }
 
     # -- contract views ----------------------------------------------------------------------

@@ -201,3 +201,22 @@ def test_nice_step():
     assert charts.nice_step(9.3) == 2.5
     assert charts.nice_step(0) == 1.0
     assert math.isclose(charts.nice_step(0.07), 0.02)
+
+
+def test_forecast_says_what_was_fitted_and_how_sure():
+    now = 1_700_000_000.0
+    doc = {"forecasts": [{"metric": "fs.used:/var", "kind": "filesystem_bytes",
+                          "status": "warning", "eta_s": 3 * 86400, "method": "recent",
+                          "fit": {"slope": 2**30 / 86400, "slope_error": 2**26 / 86400,
+                                  "start": now - 3 * 3600, "end": now - 30,
+                                  "reason": None}},
+                         {"metric": "fs.used:/", "kind": "filesystem_bytes", "status": "ok",
+                          "method": "linear", "held": True,
+                          "fit": {"slope": 0.0, "start": now - 7 * 86400, "end": now,
+                                  "reason": "growth within the noise"}}]}
+    rising, flat = forecasts_view(doc, now)
+    assert rising["why_text"] == ("Fitted the last 3 h (only the latest rise): "
+                                  "+1 GiB \u00b1 64 MiB per day.")
+    assert flat["why_text"].startswith("Fitted the last 7 d (the whole history, as one line)")
+    assert "no forecast: growth within the noise" in flat["why_text"]
+    assert "held from an earlier pass" in flat["why_text"]
