@@ -77,6 +77,13 @@ def test_user_without_filter_is_refused_admin_is_not(engine: StandinEngine) -> N
     assert [(vm.name, vm.host) for vm in vms] == [("db1", None)]  # a down VM has no host
     vm = admin.system_service().vms_service().vm_service(VM_A).get(follow="host")
     assert vm.host.name == "host1" and vm.host.address == "host1.example.test"
+    # what the service's VM directory reads for ingest's ownership rule: as the real API, a
+    # running VM links its host (<host href="/ovirt-engine/api/hosts/<id>" id="<id>">)
+    placed = {vm.id: vm.host for vm in admin.system_service().vms_service().list(
+        follow="cluster,host")}
+    assert placed[VM_B] is None
+    assert placed[VM_A].href == "/ovirt-engine/api/hosts/h1" and placed[VM_A].id == "h1"
+    assert placed[VM_A].address == "host1.example.test"
 
 
 def test_bad_token_is_auth_error(engine: StandinEngine) -> None:
