@@ -463,6 +463,11 @@ def test_ovirt_host(dist, tmp_path, pki, ingest):
     for path in (cfg.upload.cert, cfg.upload.key, cfg.upload.ca):
         assert os.path.isfile(os.path.join(root, path.lstrip("/")))
 
+    write(root, "/etc/vmdiag/relay.conf.d/50-group.conf", "[relay]\ncontrol_group = wheel\n")
+    proc = run_setup("vmdiag-relay", root, "--check")
+    assert "FAIL account   [relay] control_group = wheel, but the relay runs with" in (
+        proc.stdout), proc.stdout
+    os.remove(os.path.join(root, "etc/vmdiag/relay.conf.d/50-group.conf"))
     write(root, "/etc/vmdiag/relay.conf.d/50-old.conf", "[upload]\nenabled = no\n")
     proc = run_setup("vmdiag-relay", root, "--check")
     assert ("FAIL config    [upload] enabled = False although "

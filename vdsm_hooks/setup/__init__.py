@@ -128,7 +128,16 @@ def inspect_account(ctx: Context) -> Finding:
     if ctx.uid("vmdiag") is None:
         raise SetupError("user vmdiag does not exist: systemd-sysusers "
                          "/usr/lib/sysusers.d/vmdiag.conf (or reinstall vmdiag-relay)")
-    return Finding("user vmdiag; groups %s exist" % " and ".join(GROUPS))
+    try:
+        group = load_config(ctx.path(DEFAULT_PATH), resolve_host_id=False).relay.control_group
+    except ConfigError as err:
+        raise SetupError(str(err)) from err
+    if group and group not in ("vmdiag",) + GROUPS:
+        raise SetupError("[relay] control_group = %s, but the relay runs with the groups vmdiag, "
+                         "%s only (its unit): set kvm, vdsm's group, so the after_vm_destroy "
+                         "hook can reach the control socket" % (group, ", ".join(GROUPS)))
+    return Finding("user vmdiag; groups %s exist; control socket group %s" % (
+        " and ".join(GROUPS), group or "vmdiag"))
 
 
 def ingest_answers(ctx: Context, fqdn: str, port: int) -> Finding:
