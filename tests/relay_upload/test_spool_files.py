@@ -156,3 +156,51 @@ def test_a_crash_while_the_last_segment_goes_never_loses_what_comes_after(
     assert got[-5:] == list(range(100, 105)), got  # never silently discarded
     # at most the finished segment again (at least once), never anything else
     assert len(got) - 5 in (0, delivered_line_count)
+
+
+def vm_lines(vm, start, count, size=200):
+    out = []
+    for i in range(start, start + count):
+        head = '{"host_id":"h","vm_id":"%s","n":%d,"pad":"' % (vm, i)
+        out.append((head + "p" * (size - len(head) - 3) + '"}').encode() + b"\n")
+    return out
+
+
+def test_a_flooding_vm_loses_its_own_reports_not_the_others(tmp_path):
+    flooder, calm, quiet = ("aaaaaaaa-0000-4000-8000-00000000000%d" % i for i in (1, 2, 3))
+    dropped = []
+    spool = Spool(str(tmp_path), max_bytes=128 * 1024, segment_bytes=4096,
+                  share_pressure=0.5, on_share_drop=dropped.append)
+    for round_ in range(100):  # the engine is down: everything stays
+        spool.append(vm_lines(flooder, round_ * 20, 20) + vm_lines(calm, round_, 1))
+        spool.append(vm_lines(quiet, round_, 1))
+    stats = spool.stats()
+    assert stats["spool_bytes"] <= 128 * 1024
+    assert stats["dropped_share"] > 1000 and set(dropped) == {flooder}
+    assert stats["dropped_oldest"] == 0  # nobody else's report was pushed out
+    assert spool.vm_bytes(flooder) <= 1.5 * 128 * 1024 / 3 + 200
+    assert spool.vm_bytes(calm) == spool.vm_bytes(quiet) == 100 * 200
+
+    restarted = Spool(str(tmp_path), max_bytes=128 * 1024, segment_bytes=4096,
+                      share_pressure=0.5)
+    for vm in (flooder, calm, quiet):  # the bookkeeping is rebuilt from the files
+        assert restarted.vm_bytes(vm) == spool.vm_bytes(vm)
+    got = []
+    while True:
+        batch = restarted.read(50, 1 << 20)
+        if batch is None:
+            break
+        got += [(json.loads(line)["vm_id"], json.loads(line)["n"]) for line in batch.lines]
+        restarted.commit(batch)
+    assert [n for vm, n in got if vm == calm] == list(range(100))
+    assert [n for vm, n in got if vm == quiet] == list(range(100))
+    assert restarted.vm_bytes(flooder) == 0 and restarted.stats()["spool_vms"] == 0
+
+
+def test_vms_that_send_alike_keep_oldest_first_eviction(tmp_path):
+    spool = Spool(str(tmp_path), max_bytes=32 * 1024, segment_bytes=4096, share_pressure=0.5)
+    vms = ["bbbbbbbb-0000-4000-8000-00000000000%d" % i for i in range(4)]
+    for round_ in range(200):
+        spool.append([line for vm in vms for line in vm_lines(vm, round_, 1)])
+    stats = spool.stats()
+    assert stats["dropped_share"] == 0 and stats["dropped_oldest"] > 0

@@ -12,8 +12,9 @@ counted per VM); ``retry`` is transient and only that envelope is tried again. A
 answers ``{"accepted": N, ...}`` without ``results``: then every envelope counts as stored,
 which is what that engine did with the valid ones.
 
-``RefusalLedger`` keeps, per VM, how many envelopes the engine refused and why, and decides
-when to log: once per VM per hour. It holds at most ``limit`` VMs (least recently refused
+``RefusalLedger`` keeps, per VM, how many envelopes the engine refused and why (or, with
+another ``says``, how many the relay dropped itself), and decides when to log: once per VM per
+hour. It holds at most ``limit`` VMs (least recently refused
 dropped first), so nothing here grows with what peers send.
 """
 
@@ -96,7 +97,9 @@ class _VMRefusals:
 class RefusalLedger:
     """Per-VM counts of envelopes refused for good, and when to say so in the log."""
 
-    def __init__(self, limit: int = MAX_VMS, log_every: float = LOG_EVERY) -> None:
+    def __init__(self, limit: int = MAX_VMS, log_every: float = LOG_EVERY,
+                 says: str = "engine refused %d report(s) of VM %s for good") -> None:
+        self.says = says
         self.limit = limit
         self.log_every = log_every
         self.total = 0
@@ -117,8 +120,9 @@ class RefusalLedger:
         entry.reason, entry.message = reason, message
         if now - entry.logged_at < self.log_every:
             return None
-        line = ("engine refused %d report(s) of VM %s for good (%s: %s); dropped, %d so far"
-                % (entry.unlogged, vm_id, reason or "no reason", message or "-", entry.count))
+        line = (self.says % (entry.unlogged, vm_id)
+                + " (%s: %s); dropped, %d so far" % (reason or "no reason", message or "-",
+                                                     entry.count))
         entry.logged_at = now
         entry.unlogged = 0
         return line

@@ -16,7 +16,9 @@ batch being written, and then only as a partial last line, which is skipped and 
 corrupt when the spool is re-read. A restarted process never appends to an old segment (it
 could end in such a partial line); it opens a new one. Segments roll at ``segment_bytes`` so
 that the bound (``max_bytes``) can be kept by deleting whole segments, oldest first; the
-envelopes lost that way are counted in ``dropped_oldest``. Reading goes oldest first from the
+envelopes lost that way are counted in ``dropped_oldest``. Under pressure a VM holding far
+more than its share loses its own new envelopes instead (``dropped_share``; see ``_fair``), so
+one VM cannot push the others' reports out. Reading goes oldest first from the
 cursor, and ``commit`` moves the cursor (written atomically) and deletes finished segments, so
 delivery is in order and, across restarts, at least once; the engine deduplicates on
 (vm_id, run_id, seq), which makes it exactly once. A finished segment is deleted only after
@@ -46,6 +48,8 @@ CURSOR = "cursor.json"
 #: Smallest and largest segment; between them a segment is 1/16 of the bound.
 MIN_SEGMENT = 4096
 MAX_SEGMENT = 32 * 1024 * 1024
+#: How far above its even share of the bound a VM may hold envelopes under pressure.
+SHARE_SLACK = 1.5
 
 
 def _locked(method: F) -> F:
@@ -67,6 +71,8 @@ class _Segment:
     size: int
     #: Complete lines not yet delivered (corrupt ones included until they are read).
     records: int
+    #: Bytes of those lines per VM (the fair share's bookkeeping).
+    vm_bytes: Dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +93,14 @@ class Spool:
     a line it rejects is skipped and counted in ``corrupt``."""
 
     def __init__(self, directory: str, max_bytes: int, segment_bytes: int | None = None,
-                 validate: Callable[[Any], Any] | None = None) -> None:
+                 validate: Callable[[Any], Any] | None = None,
+                 share_pressure: float | None = None,
+                 on_share_drop: Callable[[str], None] | None = None) -> None:
         self.directory = directory
+        self.share_pressure = share_pressure
+        self.on_share_drop = on_share_drop
+        self.dropped_share = 0
+        self._vm_bytes: Dict[str, int] = {}
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes or min(MAX_SEGMENT, max(MIN_SEGMENT, max_bytes // 16))
         self.validate = validate
@@ -117,7 +129,12 @@ class Spool:
     def stats(self) -> Dict[str, int]:
         return {"spool_bytes": self.size_bytes, "spool_pending": self.pending,
                 "spool_segments": len(self._segments), "spooled": self.spooled,
-                "dropped_oldest": self.dropped_oldest, "spool_corrupt": self.corrupt}
+                "dropped_oldest": self.dropped_oldest, "dropped_share": self.dropped_share,
+                "spool_vms": len(self._vm_bytes), "spool_corrupt": self.corrupt}
+
+    def vm_bytes(self, vm_id: str) -> int:
+        """Bytes of ``vm_id``'s envelopes waiting in the spool."""
+        return self._vm_bytes.get(vm_id, 0)
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -125,6 +142,7 @@ class Spool:
     def append(self, lines: List[bytes]) -> int:
         """Append envelope lines (each ending in a newline) durably; return how many older
         envelopes were dropped to stay within ``max_bytes``."""
+        lines, vms = self._fair(lines)
         if not lines:
             return 0
         data = b"".join(lines)
@@ -151,7 +169,39 @@ class Spool:
         segment.size += len(data)
         segment.records += len(lines)
         self.spooled += len(lines)
+        for vm, line in zip(vms, lines):
+            _add(segment.vm_bytes, vm, len(line))
+            _add(self._vm_bytes, vm, len(line))
         return self._enforce_bound()
+
+    def _fair(self, lines: List[bytes]) -> Tuple[List[bytes], List[str]]:
+        """The lines within their VM's share, and their VMs. Once the spool is over
+        ``share_pressure`` of its bound, a VM may hold at most ``SHARE_SLACK`` times its share
+        (``max_bytes / VMs with envelopes here``); past that its new envelopes are dropped
+        (``dropped_share``), so a VM that sends far more than the others loses its own reports,
+        not theirs. VMs that send alike never reach the slack: for them the oldest go first."""
+        vms = [_vm_of(line) for line in lines]
+        if self.share_pressure is None:
+            return lines, vms
+        total = self.size_bytes
+        pending: Dict[str, int] = {}
+        kept: List[bytes] = []
+        kept_vms: List[str] = []
+        for vm, line in zip(vms, lines):
+            size = len(line)
+            held = self._vm_bytes.get(vm, 0) + pending.get(vm, 0)
+            if total + size > self.max_bytes * self.share_pressure:
+                active = len(self._vm_bytes.keys() | pending.keys() | {vm})
+                if held + size > SHARE_SLACK * self.max_bytes / active:
+                    self.dropped_share += 1
+                    if self.on_share_drop is not None:
+                        self.on_share_drop(vm)
+                    continue
+            pending[vm] = pending.get(vm, 0) + size
+            total += size
+            kept.append(line)
+            kept_vms.append(vm)
+        return kept, kept_vms
 
     def _new_segment(self) -> _Segment:
         number = self._next_number
@@ -231,6 +281,10 @@ class Spool:
         else:
             done, corrupt, end = count, batch.corrupt_before[count - 1], batch.ends[count - 1]
         segment = self._segments[0]
+        for line in batch.lines[:done]:
+            vm = _vm_of(line)
+            _add(segment.vm_bytes, vm, -len(line))
+            _add(self._vm_bytes, vm, -len(line))
         segment.records = max(0, segment.records - done - corrupt)
         self.corrupt += corrupt
         self._offset = end
@@ -253,6 +307,8 @@ class Spool:
 
     def _remove_oldest(self) -> None:
         oldest = self._segments.pop(0)
+        for vm, size in oldest.vm_bytes.items():
+            _add(self._vm_bytes, vm, -size)
         if oldest is self._writing:
             self._writing = None
         self._offset = 0
@@ -300,12 +356,20 @@ class Spool:
         if cursor and self._segments:
             segment_name, offset = cursor
             while self._segments and os.path.basename(self._segments[0].path) < segment_name:
-                self._segments.pop(0)  # delivered before a crash, deletion not done
+                done = self._segments.pop(0)  # delivered before a crash, deletion not done
+                try:
+                    os.unlink(done.path)
+                except OSError:
+                    pass
             first = self._segments[0] if self._segments else None
             if first is not None and os.path.basename(first.path) == segment_name:
                 offset = min(offset, first.size)
                 first.records = max(0, first.records - _count_lines(first.path, offset))
                 self._offset = offset
+        for i, segment in enumerate(self._segments):
+            segment.vm_bytes = _vm_bytes_of(segment.path, self._offset if i == 0 else 0)
+            for vm, size in segment.vm_bytes.items():
+                _add(self._vm_bytes, vm, size)
         if self._segments:
             log.info("spool %s: %d envelopes, %d bytes waiting from before",
                      self.directory, self.pending, self.size_bytes)
@@ -321,6 +385,39 @@ class Spool:
             log.warning("spool cursor unreadable (%s); delivering from the oldest segment "
                         "(the engine drops duplicates)", err)
             return None
+
+
+#: The envelope's own vm_id: encoded envelopes start with host_id (at most 256 characters)
+#: then vm_id, so the first match within the head of a line is the envelope's.
+_VM_ID = re.compile(rb'"vm_id":"([0-9A-Za-z-]{1,64})"')
+_VM_HEAD = 1024
+
+
+def _vm_of(line: bytes) -> str:
+    match = _VM_ID.search(line, 0, _VM_HEAD)
+    return match.group(1).decode("ascii") if match else "?"
+
+
+def _add(counts: Dict[str, int], key: str, delta: int) -> None:
+    value = counts.get(key, 0) + delta
+    if value > 0:
+        counts[key] = value
+    else:
+        counts.pop(key, None)
+
+
+def _vm_bytes_of(path: str, offset: int) -> Dict[str, int]:
+    """Bytes per VM of the complete lines of a segment from ``offset`` on."""
+    counts: Dict[str, int] = {}
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            for line in f:
+                if line.endswith(b"\n"):
+                    _add(counts, _vm_of(line), len(line))
+    except OSError:
+        pass
+    return counts
 
 
 def _name(number: int) -> str:

@@ -86,6 +86,9 @@ BLOCKED_HINTS = {
          "relay's",
 }
 FIRST_BACKOFF = 0.5
+#: Once the spool holds this fraction of ``[upload] spool_max_bytes``, each VM may hold at most
+#: its share (the bound divided by the VMs with envelopes there); see ``Spool``.
+SHARE_PRESSURE = 0.5
 USER_AGENT = "vmdiag-relay"
 
 
@@ -130,6 +133,8 @@ class Uploader:
             "sent": 0, "stored": 0, "duplicates": 0, "batches": 0, "retries": 0,
             "retried_envelopes": 0, "rejected": 0, "invalid": 0, "dropped_memory": 0})
         self.refusals = RefusalLedger()
+        self.share_drops = RefusalLedger(
+            says="the spool is under pressure and %d report(s) of VM %s were over its share")
         self.engine_clock = EngineClock()
         #: Envelopes the engine asked to retry, queued again once their batch is settled.
         self._again: List[bytes] = []
@@ -146,7 +151,8 @@ class Uploader:
         self._session: aiohttp.ClientSession | None = None
         self._spool: Spool | None = None
         try:
-            self._spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, validate=validate_envelope)
+            self._spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, validate=validate_envelope,
+                                share_pressure=SHARE_PRESSURE, on_share_drop=self._share_drop)
         except SpoolError as err:
             self._set_error("no spool, reports wait in memory only: %s" % err)
 
@@ -229,7 +235,7 @@ class Uploader:
         """Counters for ``vmdiag-relay status`` and the logs."""
         spool = self._spool.stats() if self._spool is not None else {
             "spool_bytes": 0, "spool_pending": 0, "spool_segments": 0, "spooled": 0,
-            "dropped_oldest": 0, "spool_corrupt": 0}
+            "dropped_oldest": 0, "dropped_share": 0, "spool_vms": 0, "spool_corrupt": 0}
         out: Dict[str, Any] = dict(self._counters)
         out.update(spool)
         out["dropped_oldest"] = spool["dropped_oldest"] + self._counters["dropped_memory"]
@@ -238,6 +244,7 @@ class Uploader:
                    engine_clock_offset_s=(None if self.engine_clock.offset is None
                                           else round(self.engine_clock.offset, 1)),
                    refused_vms=self.refusals.as_dict(),
+                   over_share_vms={vm: e["count"] for vm, e in self.share_drops.as_dict().items()},
                    last_success_at=self._last_success_at,
                    retry_in=max(0.0, round(self._retry_at - time.monotonic(), 3)))
         return out
@@ -437,6 +444,13 @@ class Uploader:
     def _reset_backoff(self) -> None:
         self._attempt = 0
         self._retry_at = 0.0
+
+    def _share_drop(self, vm_id: str) -> None:
+        """The spool dropped one of ``vm_id``'s envelopes: that VM is over its share."""
+        said = self.share_drops.add(vm_id, "over_share",
+                                    "it sends more than its share of [upload] spool_max_bytes")
+        if said is not None:
+            log.warning("upload: %s", said)
 
     def _refuse(self, line: bytes, reason: str, message: str) -> None:
         """Drop one envelope the engine refused for good; count it for its VM."""
