@@ -12,8 +12,11 @@ from .constants import (
     CHECK_STATUSES,
     GUEST_DEVICE,
     HOST_CHANNELS_DIR,
+    ID_PATTERN,
+    ID_SHAPE,
     MAX_COUNT,
     MAX_DEPTH,
+    MAX_ECHO_ID,
     MAX_LINE_BYTES,
     MAX_NUMBER,
     MAX_SEQ,
@@ -59,6 +62,7 @@ __all__ = [
     "make_hello", "make_reply", "make_report", "make_request", "negotiate", "validate",
     "validate_envelope", "wrap_report",
     # the shared vocabulary (vocabulary.py) and units (units.py)
-    "EXIT_CODES", "FIELDS", "NOT_OK", "RANK", "STATUSES", "UNITS", "WORST_FIRST", "format_field",
+    "EXIT_CODES", "FIELDS", "ID_PATTERN", "ID_SHAPE", "MAX_ECHO_ID", "NOT_OK", "RANK",
+    "STATUSES", "UNITS", "WORST_FIRST", "format_field",
     "format_value", "is_uuid", "prometheus_name", "status_of", "unit_of", "worst",
 ]

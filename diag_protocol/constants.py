@@ -39,6 +39,14 @@ MAX_COUNT = 2**63 - 1
 #: it fits a signed 64-bit integer when it is one, and is finite as a double.
 MAX_NUMBER = 2**63 - 1
 
+#: A request's ``id`` (host to guest): what the host chooses and the reply echoes.
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+ID_SHAPE = "a string of 1 to 128 characters from A-Z a-z 0-9 . _ : -"
+#: A request whose id is an integer (as JSON-RPC and QMP clients send) is not served, but its
+#: id can be echoed: the reply ``bad_request`` carries it back, so the sender is not left
+#: waiting. Integers up to 2**53 - 1 either way, exact in a double and in JavaScript.
+MAX_ECHO_ID = 2**53 - 1
+
 SECTIONS = ("network", "resources", "applications", "settings", "checks")
 MESSAGE_TYPES = ("hello", "report", "heartbeat", "request", "reply")
 ALLOWED_METHODS = ("ping", "report.now", "checks.run", "config.get")

@@ -1,7 +1,7 @@
 """Builders for each message kind, so senders never hand-assemble dictionaries."""
 
 import time
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
 from .constants import PROTOCOL_VERSION, SUPPORTED_VERSIONS
 
@@ -33,8 +33,8 @@ def make_request(request_id: str, method: str, params: Optional[Mapping[str, Any
             "params": dict(params or {})}
 
 
-def make_reply(request_id: str, ok: bool, result: Any = None, code: Optional[str] = None,
-               message: Optional[str] = None) -> Message:
+def make_reply(request_id: Union[str, int], ok: bool, result: Any = None,
+               code: Optional[str] = None, message: Optional[str] = None) -> Message:
     error = None if ok else {"code": code or "error", "message": message or ""}
     return {"type": "reply", "v": PROTOCOL_VERSION, "id": request_id, "ok": ok,
             "result": result, "error": error}

@@ -22,7 +22,9 @@ from typing import Any, Dict, List, Optional
 from .constants import (
     ALLOWED_METHODS,
     CHECK_STATUSES,
+    ID_PATTERN,
     MAX_COUNT,
+    MAX_ECHO_ID,
     MAX_NUMBER,
     MAX_SEQ,
     MAX_STRING,
@@ -63,7 +65,10 @@ def ref(name: str) -> Schema:
     return {"$ref": "#/$defs/" + name}
 
 
-ID = {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
+ID = {"type": "string", "maxLength": 128, "pattern": ID_PATTERN}
+#: A reply echoes its request's id; an integer id is echoed on the ``bad_request`` that
+#: refuses it (constants.MAX_ECHO_ID).
+REPLY_ID = {"anyOf": [ID, {"type": "integer", "minimum": -MAX_ECHO_ID, "maximum": MAX_ECHO_ID}]}
 UUID = {"type": "string", "pattern": "^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"}
 TIME = {"type": "number", "minimum": MIN_TIME, "maximum": MAX_TIME}
 SEQ = {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}
@@ -196,7 +201,7 @@ SCHEMA: Schema = {
             "params": {"type": "object", "maxProperties": 32},
         }, ["id", "method"]),
         "reply": message("reply", {
-            "id": ID, "ok": {"type": "boolean"}, "result": {},
+            "id": REPLY_ID, "ok": {"type": "boolean"}, "result": {},
             "error": {"anyOf": [{"type": "null"},
                                 obj({"code": s(64, nullable=False), "message": s(2048)},
                                     required=["code"])]},

@@ -37,15 +37,26 @@ import stat
 import threading
 import time
 import tty
-from typing import Any, Callable, Deque, Dict, List, Tuple
+from typing import Any, Callable, Deque, Dict, List, Tuple, Union
 
-from diag_protocol import CHANNEL_NAME, GUEST_DEVICE, MAX_LINE_BYTES, LineDecoder, ProtocolError
+from diag_protocol import (
+    CHANNEL_NAME,
+    GUEST_DEVICE,
+    ID_PATTERN,
+    MAX_ECHO_ID,
+    MAX_LINE_BYTES,
+    LineDecoder,
+    ProtocolError,
+)
 
 log = logging.getLogger(__name__)
 
 CLOSED, CONNECTED, HOST_GONE = "closed", "connected", "host_gone"
 READ_CHUNK = 65536
-_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_ID = re.compile(ID_PATTERN)
+#: (request id, method) of a request the decoder dropped: the id a string of the protocol's
+#: shape, or an integer (not served, but echoed on the ``bad_request`` that says so).
+Rejected = Tuple[Union[str, int], str]
 
 
 def find_port(root: str = "/", name: str = CHANNEL_NAME) -> str | None:
@@ -90,12 +101,15 @@ class RequestDecoder(LineDecoder):
 
     The protocol validator drops a request whose method is not on the allow-list, but the host
     must still get ``ok: false`` back rather than silence, so a dropped line that is plainly a
-    request with a usable id is kept in ``rejected`` as ``(id, method)``.
+    request with an id that can be echoed is kept in ``rejected`` as ``(id, method)``: an id
+    of the protocol's shape, or an integer (JSON-RPC and QMP clients number their requests),
+    which the agent refuses with ``bad_request`` saying what an id must be. Any other id
+    cannot be carried back in a reply, so that request is dropped and counted only.
     """
 
     def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
         super().__init__(max_line=max_line, on_drop=self._dropped)
-        self.rejected: List[Tuple[str, str]] = []
+        self.rejected: List[Rejected] = []
 
     def _dropped(self, line: bytes, err: ProtocolError) -> None:
         salvaged = _salvage_request(line)
@@ -103,7 +117,7 @@ class RequestDecoder(LineDecoder):
             self.rejected.append(salvaged)
 
 
-def _salvage_request(line: bytes) -> Tuple[str, str] | None:
+def _salvage_request(line: bytes) -> Rejected | None:
     try:
         value = json.loads(line.decode("utf-8", errors="replace"))
     except (ValueError, RecursionError):
@@ -111,7 +125,10 @@ def _salvage_request(line: bytes) -> Tuple[str, str] | None:
     if not isinstance(value, dict) or value.get("type") != "request":
         return None
     rid, method = value.get("id"), value.get("method")
-    if not isinstance(rid, str) or not _ID.match(rid):
+    if isinstance(rid, int) and not isinstance(rid, bool):
+        if abs(rid) > MAX_ECHO_ID:
+            return None
+    elif not isinstance(rid, str) or not _ID.match(rid):
         return None
     return rid, (method[:64] if isinstance(method, str) else repr(method)[:64])
 
@@ -227,7 +244,7 @@ class Channel:
 
     # -- the I/O thread -----------------------------------------------------------------------
 
-    def pump(self, timeout: float) -> Tuple[List[Dict[str, Any]], List[Tuple[str, str]]]:
+    def pump(self, timeout: float) -> Tuple[List[Dict[str, Any]], List[Rejected]]:
         """Do I/O for at most ``timeout`` seconds; return (requests, rejected (id, method))."""
         now = self._clock()
         if self.state == CLOSED and now >= self._next_try:
@@ -374,7 +391,7 @@ class Channel:
         with self._lock:
             return self._current is not None or bool(self._urgent) or bool(self._normal)
 
-    def _io(self, timeout: float) -> Tuple[List[Dict[str, Any]], List[Tuple[str, str]]]:
+    def _io(self, timeout: float) -> Tuple[List[Dict[str, Any]], List[Rejected]]:
         p = select.poll()
         p.register(self._wake_r, select.POLLIN)
         p.register(self._fd, select.POLLIN | (select.POLLOUT if self._has_output() else 0))

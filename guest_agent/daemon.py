@@ -139,11 +139,9 @@ class Agent:
                 if reply is not None:
                     self._send(reply, "reply", urgent=True)
             for rid, method in rejected:
-                log.info("host asked for %r, which is not allowed; answered ok:false", method)
-                reply = (requests.unknown_method(rid, method) if method not in ALLOWED_METHODS
-                         else make_reply(rid, False, code="bad_request",
-                                         message="the request does not match the protocol "
-                                                 "schema; check its params"))
+                reply = requests.refusal(rid, method)
+                log.info("host request %r (id %r) refused: %s", method, rid,
+                         reply["error"]["code"])
                 self._send(reply, "reply", urgent=True)
             if self._heartbeat_op.due():
                 if self.channel.state == CONNECTED:

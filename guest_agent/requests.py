@@ -9,10 +9,10 @@ that floods requests gets ``busy`` instead of an ever-growing backlog). Anything
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Union
 
 import guest_agent
-from diag_protocol import ALLOWED_METHODS, make_reply
+from diag_protocol import ALLOWED_METHODS, ID_SHAPE, make_reply
 
 Message = Dict[str, Any]
 #: Methods that need a fresh collection and run on the collector thread.
@@ -23,6 +23,21 @@ def unknown_method(request_id: str, method: str) -> Message:
     return make_reply(request_id, False, code="unknown_method",
                       message="method %r is not served by this agent; allowed: %s"
                       % (method, ", ".join(ALLOWED_METHODS)))
+
+
+def refusal(request_id: Union[str, int], method: str) -> Message:
+    """The answer to a request the protocol refused: its id (an integer id is not served, but
+    echoed so a JSON-RPC or QMP style client is not left waiting), its method, or its shape."""
+    if not isinstance(request_id, str):
+        return make_reply(request_id, False, code="bad_request",
+                          message="the request id must be %s, not a number; the request was "
+                                  "not run" % ID_SHAPE)
+    if method not in ALLOWED_METHODS:
+        return unknown_method(request_id, method)
+    return make_reply(request_id, False, code="bad_request",
+                      message="the request does not match the protocol schema; a request is "
+                              "{type: request, v: 1, id: %s, method: one of %s, params: an "
+                              "object}" % (ID_SHAPE, ", ".join(ALLOWED_METHODS)))
 
 
 def busy(request_id: str, method: str) -> Message:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 
-from diag_protocol import LineDecoder, make_request
+from diag_protocol import ID_SHAPE, LineDecoder, make_request
 from guest_agent.config import AgentConfig, load_config
 from guest_agent.daemon import Agent
 from guest_agent.periodic import PeriodicOperation
@@ -175,6 +175,38 @@ def test_requests_are_answered_and_unknown_methods_refused(
     assert checks["ok"] is True
     ids = {r["id"] for r in checks["result"]["data"]["results"]}
     assert "fs.fill:/" in ids and "mem.oom" in ids
+    assert host.decoder.drops == {}
+
+
+def test_every_request_whose_id_can_be_echoed_is_answered(
+        started: Callable[..., Tuple[Agent, HostSide]]) -> None:
+    """A JSON-RPC or QMP style client numbers its requests: it gets bad_request back, with its
+    own id, saying what an id must be, instead of waiting forever (issue 12)."""
+    agent, host = started(interval=30)
+    host.accept()
+    host.read_until(lambda m: m["type"] == "hello")
+
+    def ask(rid: object, method: str = "ping", **extra: object) -> dict:
+        host.send_raw({"type": "request", "v": 1, "id": rid, "method": method, **extra})
+        return host.read_until(lambda m: m["type"] == "reply" and m["id"] == rid)[-1]
+
+    for rid in (7, 0, -3, 2**53 - 1):
+        numbered = ask(rid)
+        assert numbered["ok"] is False and numbered["id"] == rid
+        assert numbered["error"]["code"] == "bad_request"
+        assert ID_SHAPE in numbered["error"]["message"]
+    # an id of the right shape with a method outside the list, or params of the wrong shape
+    assert ask("r1", "shell.exec")["error"]["code"] == "unknown_method"
+    bad = ask("r2", "ping", params=[1, 2])
+    assert bad["error"]["code"] == "bad_request" and "params: an object" in \
+        bad["error"]["message"]
+    # ids no reply can carry back (a float, an object, beyond 2**53, a bad string) are dropped;
+    # the agent goes on answering
+    for rid in (1.5, {"n": 1}, 2**60, "white space", "x" * 200, True):
+        host.send_raw({"type": "request", "v": 1, "id": rid, "method": "ping"})
+    assert ask("r3")["ok"] is True
+    assert not [m for m in host.received if m["type"] == "reply"
+                and m["id"] not in (7, 0, -3, 2**53 - 1, "r1", "r2", "r3")]
     assert host.decoder.drops == {}
 
 
