@@ -159,7 +159,7 @@ OPTIONS: Tuple[Option, ...] = (
            "Raise oVirt external events when a VM's health or forecast changes."),
     Option("events", "retry_interval", "duration", "60",
            "Seconds between delivery attempts of events the engine did not accept yet."),
-    Option("events", "min_severity", "str", "warning",
+    Option("events", "min_status", "str", "warning",
            "Least severe status that raises an event on entering it; leaving such a status "
            "raises one too (a recovery).", ("warning", "critical")),
     Option("metrics", "allow", "networks", "127.0.0.1/32,::1/128",
@@ -167,6 +167,9 @@ OPTIONS: Tuple[Option, ...] = (
 )
 
 _INDEX: Dict[Tuple[str, str], Option] = {(o.section, o.key): o for o in OPTIONS}
+#: Keys renamed for the shared vocabulary (a level is a "status"; docs/design.md): the old name
+#: still works, with a warning naming the file and the new name.
+RENAMED: Dict[Tuple[str, str], str] = {("events", "min_severity"): "min_status"}
 
 
 class Section:
@@ -316,6 +319,11 @@ def _apply(values: Dict[str, Dict[str, Any]], items: Iterable[Tuple[str, str, st
         if section not in values:
             raise ConfigError("%s: unknown section [%s]; known sections: %s"
                               % (origin, section, ", ".join(sorted(values))))
+        if (section, key) in RENAMED:
+            new = RENAMED[(section, key)]
+            warnings.append("%s: [%s] %s is now called %s; it still works, but rename it"
+                            % (origin, section, key, new))
+            key = new
         option = _INDEX.get((section, key))
         if option is None:
             known = ", ".join(o.key for o in OPTIONS if o.section == section)

@@ -70,7 +70,7 @@ class PlannedEvent:
 
 
 def plan(vm_id: str, vm_label: str, verdict: Mapping[str, Any],
-         previous: Mapping[str, Any] | None, min_severity: str = "warning"
+         previous: Mapping[str, Any] | None, min_status: str = "warning"
          ) -> Tuple[List[PlannedEvent], Dict[str, Any]]:
     """Events a verdict calls for, and the VM's new notified state (pure)."""
     status = verdict.get("status")
@@ -88,8 +88,8 @@ def plan(vm_id: str, vm_label: str, verdict: Mapping[str, Any],
     reasons = [r for r in findings_of(verdict) if r["status"] == status]
     if status != prev_status:
         # Entering a level worth an event, or leaving one that was worth an event (recovery).
-        entering = at_least(status, min_severity)
-        leaving = prev_status in SEVERITY and at_least(prev_status, min_severity)
+        entering = at_least(status, min_status)
+        leaving = prev_status in SEVERITY and at_least(prev_status, min_status)
         if entering or leaving:
             events.append(PlannedEvent(vm_id, status, describe(vm_label, status, reasons)))
         return events, state
@@ -135,10 +135,10 @@ class EventOutbox:
     service instances sharing one PostgreSQL database would need the store's own locking.)
     """
 
-    def __init__(self, store: Any, min_severity: str = "warning",
+    def __init__(self, store: Any, min_status: str = "warning",
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
-        self.min_severity = min_severity
+        self.min_status = min_status
         self.clock = clock
         self.dropped = 0
         self.lock = threading.Lock()
@@ -150,7 +150,7 @@ class EventOutbox:
 
     def _record(self, vm_id: str, vm_label: str, verdict: Mapping[str, Any]) -> int:
         events, state = plan(vm_id, vm_label, verdict, self.store.event_state(vm_key(vm_id)),
-                             self.min_severity)
+                             self.min_status)
         if events:
             ids, counter = next_custom_ids(self.store.event_state(KEY_COUNTER), len(events),
                                            self.clock())

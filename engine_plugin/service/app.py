@@ -146,7 +146,7 @@ class EngineService:
             log.info("no [ovirt] service account: VM names and cluster thresholds unknown to "
                      "the health pass")
         if cfg.events.enabled:
-            self.outbox = EventOutbox(self.store, cfg.events.min_severity, self.clock)
+            self.outbox = EventOutbox(self.store, cfg.events.min_status, self.clock)
             account = service_account(cfg, self.endpoint)
             self.dispatcher = EventDispatcher(
                 self.outbox, account, self.engine_executor, cfg.events.retry_interval,

@@ -41,7 +41,7 @@ def test_drop_ins_are_read_in_sorted_order_after_the_main_file(tmp_path) -> None
                           r"listen, port, prefix"),
     ("[apii]\nport = 1\n", r"unknown section \[apii\]"),
     ("[api]\nport = 70000\n", r"\[api\] port = '70000' is not valid \(expected a TCP port"),
-    ("[events]\nmin_severity = loud\n", r"use one of: warning, critical"),
+    ("[events]\nmin_status = loud\n", r"use one of: warning, critical"),
     ("[storage]\nraw_retention = soon\n", r"duration such as 90, 90s, 15m"),
     ("[metrics]\nallow = 10.0.0.0/33\n", r"\[metrics\] allow"),
     ("[health]\nsilence_s = -1\n", r"silence_s=.* must be zero or more"),
@@ -93,3 +93,11 @@ def test_retired_health_keys_still_load_with_a_warning_naming_file_and_key(tmp_p
     assert "[health:vm:db1] steal_critical_percent" in cfg.warnings[1]
     assert cfg.thresholds_for(vm_name="db1").memory_warning_percent == 80
     assert not hasattr(cfg.thresholds_for(vm_name="db1"), "steal_warning_percent")
+
+
+def test_a_renamed_key_still_works_with_a_warning(tmp_path) -> None:
+    main = write(tmp_path / "engine.conf", "[events]\nmin_severity = critical\n")
+    cfg = config.load(main)
+    assert cfg.events.min_status == "critical"
+    assert cfg.warnings == [main + ": [events] min_severity is now called min_status; it "
+                                   "still works, but rename it"]

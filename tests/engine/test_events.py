@@ -38,7 +38,7 @@ def test_first_ok_and_unknown_raise_nothing() -> None:
     assert back == []  # silence and return do not flap events
 
 
-def test_min_severity_critical_ignores_warnings_both_ways() -> None:
+def test_min_status_critical_ignores_warnings_both_ways() -> None:
     planned, state = events.plan("vm", "v", verdict("warning"), {"status": "ok"}, "critical")
     assert planned == []
     assert events.plan("vm", "v", verdict("ok"), state, "critical")[0] == []
