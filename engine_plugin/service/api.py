@@ -22,6 +22,9 @@ log = logging.getLogger("vmdiag.engine.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DEFAULT_HISTORY_S = 86400.0
+#: Methods that label request metrics as themselves; any other is "other", so a client
+#: inventing methods cannot add series without bound.
+HTTP_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -70,7 +73,9 @@ def make_middleware(metrics: ServiceMetrics) -> Any:
         finally:
             route = request.match_info.route.resource
             name = route.canonical if route is not None else "unmatched"
-            metrics.http_latency.labels(name, request.method, str(status)).observe(
+            # the method is the client's word: only known ones become label values
+            method = request.method if request.method in HTTP_METHODS else "other"
+            metrics.http_latency.labels(name, method, str(status)).observe(
                 time.monotonic() - started)
     return middleware
 

@@ -249,6 +249,8 @@ class EngineService:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.ingest_handler is not None:
+            await self.ingest_handler.close()
         if self.health is not None:
             await self.health.stop()
         if self.dispatcher is not None:

@@ -220,6 +220,12 @@ class IngestHandler:
             return await self._store(valid[:half], now) + await self._store(valid[half:], now)
         return [{"outcome": outcome} for outcome in result.outcomes]
 
+    async def close(self) -> None:
+        """Wait for a directory refresh this handler started (the service is stopping)."""
+        task = self._refreshing
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=30)
+
     def _kick_refresh(self, now: float) -> None:
         if (self.refresh_directory is None or self.directory is None
                 or (self._refreshing is not None and not self._refreshing.done())

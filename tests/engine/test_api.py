@@ -237,3 +237,19 @@ async def test_metrics_through_the_proxy_are_refused(make_service, standin) -> N
     service = await make_service()
     forwarded = await api_get_headers(service, "/metrics", {"X-Forwarded-For": "192.0.2.7"})
     assert forwarded == 403
+
+
+async def test_unusual_http_methods_share_one_metric_label(make_service) -> None:
+    # The method is the client's word; aiohttp's C parser knows ~35 of them, its pure-Python
+    # parser (no C extension) takes any token: only the usual ones become label values.
+    service = await make_service()
+    url = "http://127.0.0.1:%d/vmdiag/healthz" % service.api_port
+    async with aiohttp.ClientSession() as session:
+        for method in ("PROPFIND", "MKCOL", "LINK", "UNLINK", "PUT"):
+            async with session.request(method, url) as reply:
+                assert reply.status == 405
+    text = (await api_get(service, "/metrics")).body.decode()
+    assert "PROPFIND" not in text and "MKCOL" not in text
+    assert ('vmdiag_http_request_duration_seconds_count{method="other",route="unmatched",'
+            'status="405"} 4.0') in text
+    assert 'method="PUT",route="unmatched",status="405"' in text
