@@ -18,6 +18,8 @@ Usage::
     for fc in diag.forecasts:
         print(fc.label, fc.status, fc.eta_s)
     fleet = sdk.fleet_summary(connection, health="critical")
+    for vm in sdk.iter_fleet(connection, q="fs.fill", sort="health"):   # page by page
+        print(vm.name, vm.health)
     series = sdk.history(connection, vm_id, "fs.used:/", since=time.time() - 86400,
                          until=time.time())
     diag = sdk.wait_for_report(connection, vm_id, deadline=time.time() + 120)
@@ -40,7 +42,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Iterator, Mapping, Tuple
 
 from diag_protocol.vocabulary import findings_of
 
@@ -175,6 +177,23 @@ class FleetVm:
 class FleetSummary:
     counts: Dict[str, int]
     vms: Tuple[FleetVm, ...] = field(default_factory=tuple)
+    #: VMs in scope (all the user may see, or all on the host), and those matching the filters
+    total: int | None = None
+    matched: int | None = None
+
+
+@dataclass(frozen=True)
+class FleetPage:
+    """One page of a fleet or host list (``fleet_page``); ``next_cursor`` is None on the
+    last page."""
+
+    counts: Dict[str, int]
+    total: int
+    matched: int
+    vms: Tuple[FleetVm, ...]
+    first: int
+    last: int
+    next_cursor: str | None
 
 
 @dataclass(frozen=True)
@@ -211,11 +230,25 @@ def _diagnostics(doc: Mapping[str, Any]) -> VmDiagnostics:
         report=doc.get("report"), received_at=doc.get("received_at"))
 
 
-def _fleet(doc: Mapping[str, Any]) -> FleetSummary:
-    return FleetSummary(counts=dict(doc.get("counts") or {}), vms=tuple(
+def _fleet_vms(doc: Mapping[str, Any]) -> Tuple[FleetVm, ...]:
+    return tuple(
         FleetVm(v["id"], v.get("name"), v.get("host_id"), v.get("host_name"), v.get("cluster"),
                 v.get("health", "unknown"), v.get("last_report_at"), _findings(v))
-        for v in doc.get("vms") or ()))
+        for v in doc.get("vms") or ())
+
+
+def _fleet(doc: Mapping[str, Any]) -> FleetSummary:
+    return FleetSummary(counts=dict(doc.get("counts") or {}), vms=_fleet_vms(doc),
+                        total=doc.get("total"), matched=doc.get("matched"))
+
+
+def _fleet_page(doc: Mapping[str, Any]) -> FleetPage:
+    page = doc.get("page") or {}
+    vms = _fleet_vms(doc)
+    return FleetPage(counts=dict(doc.get("counts") or {}), total=int(doc.get("total") or 0),
+                     matched=int(doc.get("matched") or 0), vms=vms,
+                     first=int(page.get("first") or 0), last=int(page.get("last") or 0),
+                     next_cursor=page.get("next_cursor"))
 
 
 def _findings(doc: Mapping[str, Any]) -> Tuple[Finding, ...]:
@@ -306,6 +339,37 @@ def fleet_summary(connection: Any, health: str | None = None, host: str | None =
     """Health of every VM the user may see; ``health`` ("critical" or "warning,critical")
     and ``host`` (id or name) narrow the list (``counts`` always covers all of them)."""
     return _fleet(_get(connection, "vms", {"health": health, "host": host}, **kw))
+
+
+def fleet_page(connection: Any, host_id: str | None = None, cursor: str | None = None,
+               per_page: int = 500, **filters: Any) -> FleetPage:
+    """One page of the VMs the user may see (on ``host_id`` if given).
+
+    ``filters``: ``health`` ("critical" or "warning,critical"), ``host``, ``cluster``, ``q``
+    (text in names and findings), ``sort`` (health, name, cluster, host, last_report,
+    finding), ``dir`` (asc, desc). Pass the page's ``next_cursor`` as ``cursor`` (with the
+    same filters) for the next page; ``per_page`` is at most 500.
+    """
+    path = ("hosts/%s/vms" % urllib.parse.quote(host_id, safe="")) if host_id else "vms"
+    params = dict(filters, per_page=per_page, cursor=cursor)
+    kw = {k: params.pop(k) for k in ("base_url", "ca_file", "timeout") if k in params}
+    return _fleet_page(_get(connection, path, params, **kw))
+
+
+def iter_fleet(connection: Any, host_id: str | None = None, per_page: int = 500,
+               **filters: Any) -> Iterator[FleetVm]:
+    """Every VM the user may see (on ``host_id`` if given) that matches ``filters`` (as
+    ``fleet_page``), fetched a page at a time::
+
+        critical = [vm.name for vm in iter_fleet(connection, health="critical")]
+    """
+    cursor: str | None = None
+    while True:
+        page = fleet_page(connection, host_id, cursor, per_page, **filters)
+        yield from page.vms
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
 
 
 def history(connection: Any, vm_id: str, metric: str, since: float, until: float,

@@ -103,8 +103,7 @@ class ApiRoutes:
 
     async def fleet(self, request: web.Request) -> web.Response:
         user = await self.source.authenticate(request)
-        filters = {k: request.query.get(k) for k in ("health", "host", "cluster")}
-        return web.json_response(await self.source.fleet_summary(user, filters))
+        return web.json_response(await self.source.fleet_summary(user, request.query))
 
     async def vm(self, request: web.Request) -> web.Response:
         user = await self.source.authenticate(request)
@@ -115,7 +114,8 @@ class ApiRoutes:
 
     async def host(self, request: web.Request) -> web.Response:
         user = await self.source.authenticate(request)
-        doc = await self.source.host_summary(user, request.match_info["host_id"])
+        doc = await self.source.host_summary(user, request.match_info["host_id"],
+                                             request.query)
         if doc is None:
             return not_found("host")
         return web.json_response(doc)

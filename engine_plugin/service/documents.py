@@ -13,19 +13,22 @@ import concurrent.futures
 import functools
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, TypeVar, cast
+from typing import Any, Callable, Dict, List, Mapping, Tuple, TypeVar, cast
 
 from aiohttp import web
 
 from diag_protocol import is_uuid
-from diag_protocol.vocabulary import STATUSES, finding, findings_of, parse_statuses, status_of
+from diag_protocol.vocabulary import finding, findings_of, status_of
 
 from ..ovirt import NotAuthenticated, Visibility, VmInfo
 from .evaluation import heard_at
+from .listing import ListError, ListQuery, parse_list_query, select
 
 F = TypeVar("F", bound=Callable[..., Any])
 DOWN_STATUSES = ("down", "suspended", "image_locked")
 MAX_FINDINGS = 3
+#: Above this many VMs, summaries are read in one scan rather than by lists of ids.
+IN_LIST_LIMIT = 2000
 MAX_HISTORY_SPAN_S = 400 * 86400.0
 
 
@@ -148,48 +151,61 @@ class DocumentSource:
 
     @_token_may_expire
     async def fleet_summary(self, user: User, filters: Mapping[str, Any]) -> Dict[str, Any]:
-        """Every VM the user may see, with health; ``filters``: health, host, cluster."""
-        wanted = parse_health_filter(filters.get("health"))
-        vms = await self.visibility.vms(user.token)
-        host = filters.get("host")
-        if host:
-            vms = [vm for vm in vms if host in (vm.host_id, vm.host_name)]
-        cluster = filters.get("cluster")
-        if cluster:
-            vms = [vm for vm in vms if cluster in (vm.cluster_id, vm.cluster_name)]
-        return await self._summary(vms, wanted)
+        """Every VM the user may see, with health: ``filters`` are the API's list parameters
+        (health, host, cluster, q, sort, dir, per_page, page, cursor; ``listing``)."""
+        return await self.fleet_list(user, list_query(filters))
 
     @_token_may_expire
-    async def host_summary(self, user: User, host_id: str) -> Dict[str, Any] | None:
+    async def fleet_list(self, user: User, query: ListQuery) -> Dict[str, Any]:
+        """The list document (``listing.select``) over every VM the user may see."""
+        vms = await self.visibility.vms(user.token)
+        rows, texts = await self._rows(vms)
+        return select_rows(rows, texts, query)
+
+    @_token_may_expire
+    async def host_summary(self, user: User, host_id: str,
+                           filters: Mapping[str, Any] | None = None) -> Dict[str, Any] | None:
         """The VMs the user may see on one host; None if the user sees neither host nor VMs."""
+        return await self.host_list(user, host_id, list_query(filters or {}))
+
+    @_token_may_expire
+    async def host_list(self, user: User, host_id: str, query: ListQuery
+                        ) -> Dict[str, Any] | None:
         if not is_uuid(host_id):
             return None
         vms = [vm for vm in await self.visibility.vms(user.token) if vm.host_id == host_id]
         if not vms and await self.visibility.host(user.token, host_id) is None:
             return None
-        return await self._summary(vms, None)
+        rows, texts = await self._rows(vms)
+        return select_rows(rows, texts, query)
 
-    async def _summary(self, vms: List[VmInfo], wanted: Iterable[str] | None
-                       ) -> Dict[str, Any]:
-        rows = {r.vm_id: r for r in await self._store("summaries", [vm.id for vm in vms])}
-        counts = {status: 0 for status in STATUSES}
-        out = []
-        for vm in sorted(vms, key=lambda v: ((v.name or "").lower(), v.id)):
-            row = rows.get(vm.id)
+    async def _rows(self, vms: List[VmInfo]) -> Tuple[List[Dict[str, Any]], Dict[str, str]]:
+        """Summary rows of ``vms`` and, per VM id, the text the search looks in (names and
+        every finding, not only the few the row carries)."""
+        wanted = {vm.id for vm in vms}
+        # One scan beats many IN lists once the user sees most of the store.
+        stored = await self._store("summaries", None if len(wanted) > IN_LIST_LIMIT
+                                   else sorted(wanted))
+        by_id = {r.vm_id: r for r in stored if r.vm_id in wanted}
+        rows: List[Dict[str, Any]] = []
+        texts: Dict[str, str] = {}
+        for vm in vms:
+            row = by_id.get(vm.id)
             verdict = (row.verdict if row is not None else None) or {}
-            status = status_of(verdict.get("status"))
-            counts[status] += 1
-            if wanted is not None and status not in wanted:
-                continue
             findings = worst_findings(verdict, row)
-            out.append({
+            rows.append({
                 "id": vm.id, "name": vm.name, "host_id": vm.host_id, "host_name": vm.host_name,
-                "cluster": vm.cluster_name, "health": status,
+                "cluster": vm.cluster_name, "cluster_id": vm.cluster_id,
+                "health": status_of(verdict.get("status")),
                 "last_report_at": heard_at(row),
                 "findings": findings,
                 "worst_findings": findings,  # the name of API 1 before "findings"; kept
             })
-        return {"counts": counts, "vms": out}
+            parts = [vm.name, vm.id, vm.host_name, vm.cluster_name]
+            for f in findings_of(verdict) or findings:
+                parts.extend((f.get("code"), f.get("message")))
+            texts[vm.id] = "\n".join(str(p) for p in parts if p).casefold()
+        return rows, texts
 
     # -- history ----------------------------------------------------------------------------
 
@@ -240,10 +256,17 @@ def worst_findings(verdict: Mapping[str, Any], row: Any) -> List[Dict[str, Any]]
             for c in list(checks)[:MAX_FINDINGS]]
 
 
-def parse_health_filter(value: Any) -> List[str] | None:
-    if value in (None, ""):
-        return None
+def select_rows(rows: List[Dict[str, Any]], texts: Mapping[str, str], query: ListQuery
+                ) -> Dict[str, Any]:
     try:
-        return list(parse_statuses(value, "health"))
-    except ValueError as err:
+        return select(rows, query, lambda row: texts[row["id"]])
+    except ListError as err:  # a cursor that does not fit
+        raise BadRequest(str(err)) from None
+
+
+def list_query(params: Mapping[str, Any]) -> ListQuery:
+    """The API's list parameters (strict: a bad one is a 400 naming it)."""
+    try:
+        return parse_list_query({k: v for k, v in params.items() if isinstance(v, str)})
+    except ListError as err:
         raise BadRequest(str(err)) from None

@@ -1,43 +1,47 @@
-"""View model of the fleet and host pages: filter, sort and count the VM summaries.
+"""View model of the fleet and host pages: one page of VMs, the counts, the pagination.
 
-Why filtering happens here and not only in the service: the page needs the whole list the user may
-see to offer the cluster and host choices and the per-verdict counts, and the filters are cheap on
-a list the service already narrowed to what the user may see. Query parameters are untrusted: an
-unknown sort key or direction falls back to the default instead of failing.
+The service filters, counts, sorts and pages (``engine_plugin.service.listing``) over every VM
+the user may see, so a page of 50 rows out of 10,000 costs the browser 50 rows, and the counts
+and "Showing 51-100 of 9,812" always describe the same rows. This module only shapes that
+answer for the templates. Query parameters are untrusted: the page parses them leniently (an
+unknown sort key or direction falls back to the default instead of failing).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, List, Mapping
 
-from diag_protocol.vocabulary import RANK, WORST_FIRST, findings_of, worst_first
+from diag_protocol.vocabulary import WORST_FIRST, findings_of, worst_first
 
+from ..service.listing import (
+    DEFAULT_PER_PAGE,
+    MAX_QUERY,
+    SORT_KEYS,
+    ListQuery,
+    parse_list_query,
+)
 from .formatting import as_number, human_age
 from .vm_view import HEALTH_TEXT, health_status
 
-SORT_KEYS = ("health", "name", "cluster", "host", "last_report", "finding")
 VERDICTS = WORST_FIRST
-MAX_VMS = 5000
-MAX_QUERY = 200
+#: Page sizes the pagination offers (any size up to listing.MAX_PER_PAGE is accepted).
+PER_PAGE_CHOICES = (10, 20, 50, 100, 200)
+
+__all__ = ["MAX_QUERY", "SORT_KEYS", "build_fleet_view", "build_host_view", "parse_query"]
 
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def parse_query(query: Mapping[str, str]) -> Dict[str, str]:
-    """Normalise the page's filter/sort query string (values are truncated, unknowns dropped)."""
-    sort = query.get("sort", "health")
-    direction = query.get("dir", "asc")
-    health = query.get("health", "")
-    return {
-        "health": health if health in VERDICTS else "",
-        "cluster": query.get("cluster", "")[:MAX_QUERY],
-        "host": query.get("host", "")[:MAX_QUERY],
-        "q": query.get("q", "").strip()[:MAX_QUERY],
-        "sort": sort if sort in SORT_KEYS else "health",
-        "dir": direction if direction in ("asc", "desc") else "asc",
-    }
+def parse_query(query: Mapping[str, str], default_sort: str = "health") -> ListQuery:
+    """The page's filter/sort/page query (lenient; a page always has a page size)."""
+    parsed = parse_list_query(query, default_sort=default_sort, lenient=True)
+    # One status only on the pages (the count buttons and the select choose one).
+    health = parsed.health[:1] if parsed.health and parsed.health[0] in VERDICTS else ()
+    return ListQuery(health=health, host=parsed.host, cluster=parsed.cluster, q=parsed.q,
+                     sort=parsed.sort, dir=parsed.dir,
+                     per_page=parsed.per_page or DEFAULT_PER_PAGE, page=parsed.page)
 
 
 def _row(vm: Mapping[str, Any], now: float) -> Dict[str, Any]:
@@ -64,81 +68,57 @@ def _row(vm: Mapping[str, Any], now: float) -> Dict[str, Any]:
     }
 
 
-def _matches(row: Mapping[str, Any], query: Mapping[str, str]) -> bool:
-    if query["health"] and row["health"] != query["health"]:
-        return False
-    if query["cluster"] and row["cluster"] != query["cluster"]:
-        return False
-    if query["host"] and query["host"] not in (row["host_id"], row["host_name"]):
-        return False
-    needle = query["q"].casefold()
-    if needle:
-        haystack = [row["name"]] + [f["code"] for f in row["findings"]] + \
-                   [f["message"] for f in row["findings"]]
-        if not any(needle in text.casefold() for text in haystack):
-            return False
-    return True
+def _count(value: Any) -> int:
+    number = as_number(value)
+    return int(number) if number is not None and number >= 0 else 0
 
 
-def _sort_key(key: str):
-    def by(row: Mapping[str, Any]):
-        name = row["name"].casefold()
-        if key == "name":
-            return (name,)
-        if key == "cluster":
-            return (row["cluster"].casefold(), name)
-        if key == "host":
-            return (row["host_name"].casefold(), name)
-        if key == "last_report":
-            last = row["last_report_at"]
-            return (last is None, -(last or 0.0), name)
-        if key == "finding":
-            worst = row["worst"]
-            return (worst is None, -RANK[worst["status"]] if worst else 9,
-                    (worst or {}).get("code", ""), name)
-        return (-RANK[row["health"]], name)
-    return by
-
-
-def build_fleet_view(
-    summary: Mapping[str, Any] | None,
-    query: Mapping[str, str],
-    now: float,
-) -> Dict[str, Any]:
-    """Rows after filters and sort, the per-verdict counts and the choices for the filters."""
-    query = parse_query(query)
-    vms = (summary or {}).get("vms") or []
-    rows = [_row(vm, now) for vm in vms[:MAX_VMS] if isinstance(vm, dict)]
-    counts_in = (summary or {}).get("counts")
-    counts = {v: 0 for v in VERDICTS}
-    for row in rows:
-        counts[row["health"]] += 1
-    if isinstance(counts_in, dict):
-        # The service's counts are authoritative when present (it may cap the list it returns).
-        for verdict in VERDICTS:
-            value = as_number(counts_in.get(verdict))
-            if value is not None:
-                counts[verdict] = int(value)
-    shown = [row for row in rows if _matches(row, query)]
-    shown.sort(key=_sort_key(query["sort"]), reverse=query["dir"] == "desc")
-    hosts = sorted({(r["host_id"], r["host_name"] or r["host_id"]) for r in rows if r["host_id"]},
-                   key=lambda h: h[1].casefold())
+def pagination(doc: Mapping[str, Any], query: ListQuery) -> Dict[str, Any]:
+    """What the pagination bar shows: "1 - 50 of 9,812", the page, and where its buttons go."""
+    page_info = doc.get("page") if isinstance(doc.get("page"), dict) else {}
+    matched = _count(doc.get("matched"))
+    per_page = _count(page_info.get("per_page")) or query.per_page or DEFAULT_PER_PAGE
+    pages = max(1, _count(page_info.get("pages")) or 1)
+    page = min(max(1, _count(page_info.get("page")) or 1), pages)
     return {
-        "query": query,
-        "rows": shown,
-        "total": len(rows),
-        "counts": [(v, HEALTH_TEXT[v], counts[v]) for v in VERDICTS],
-        "clusters": sorted({r["cluster"] for r in rows if r["cluster"]}, key=str.casefold),
+        "page": page, "pages": pages, "per_page": per_page, "matched": matched,
+        "first": _count(page_info.get("first")), "last": _count(page_info.get("last")),
+        "prev": page - 1 if page > 1 else None, "next": page + 1 if page < pages else None,
+        "choices": sorted(set(PER_PAGE_CHOICES) | {per_page}),
+    }
+
+
+def build_fleet_view(doc: Mapping[str, Any] | None, query: ListQuery, now: float
+                     ) -> Dict[str, Any]:
+    """One page of rows, the per-verdict counts, the filter choices and the pagination."""
+    doc = doc or {}
+    counts_in = doc.get("counts") if isinstance(doc.get("counts"), dict) else {}
+    rows = [_row(vm, now) for vm in doc.get("vms") or [] if isinstance(vm, dict)]
+    hosts: List[Any] = [(_text(h.get("id")), _text(h.get("name")) or _text(h.get("id")))
+                        for h in doc.get("hosts") or [] if isinstance(h, dict) and h.get("id")]
+    clusters = [_text(c.get("name")) for c in doc.get("clusters") or []
+                if isinstance(c, dict) and _text(c.get("name"))]
+    return {
+        "query": {"health": query.health[0] if query.health else "", "cluster": query.cluster,
+                  "host": query.host, "q": query.q, "sort": query.sort, "dir": query.dir,
+                  "per_page": query.per_page},
+        "rows": rows,
+        "total": _count(doc.get("total")),
+        "pagination": pagination(doc, query),
+        "counts": [(v, HEALTH_TEXT[v], _count(counts_in.get(v))) for v in VERDICTS],
+        "clusters": clusters,
         "hosts": hosts,
         "sort_keys": SORT_KEYS,
     }
 
 
-def build_host_view(summary: Mapping[str, Any], host_id: str, now: float) -> Dict[str, Any]:
-    """The host page: its VMs worst first, with the host's name taken from the summary."""
-    view = build_fleet_view(summary, {"sort": "health"}, now)
-    host = summary.get("host") if isinstance(summary.get("host"), dict) else {}
-    name = _text(host.get("name")) or next(
+def build_host_view(doc: Mapping[str, Any], host_id: str, query: ListQuery, now: float
+                    ) -> Dict[str, Any]:
+    """The host page: one page of its VMs (worst first by default), named from the rows."""
+    view = build_fleet_view(doc, query, now)
+    host = doc.get("host") if isinstance(doc.get("host"), dict) else {}
+    named = [h[1] for h in view["hosts"] if h[0] == host_id]
+    name = _text(host.get("name")) or (named[0] if named else "") or next(
         (r["host_name"] for r in view["rows"] if r["host_name"]), "") or host_id
     view["host"] = {"id": host_id, "name": name}
     return view

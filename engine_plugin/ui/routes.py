@@ -22,7 +22,7 @@ from aiohttp import web
 from diag_protocol import is_uuid
 
 from . import rendering
-from .fleet_view import build_fleet_view, build_host_view
+from .fleet_view import build_fleet_view, build_host_view, parse_query
 from .vm_view import build_vm_view, history_metrics
 
 log = logging.getLogger("vmdiag.engine.ui")
@@ -198,11 +198,12 @@ class UiPages:
         host_id = request.match_info["host_id"]
         if not is_uuid(host_id):
             return self.not_found("Host")
-        summary = await self.source.host_summary(user, host_id)
+        query = parse_query(request.query)
+        summary = await self.source.host_list(user, host_id, query)
         if not isinstance(summary, dict):
             return self.not_found("Host")
         now = self.clock()
-        view = build_host_view(summary, host_id, now)
+        view = build_host_view(summary, host_id, query, now)
         return self._html(rendering.render(self.env, "host_fragment.html", v=view, now=now))
 
     async def fleet_fragment(self, request: web.Request) -> web.Response:
@@ -215,11 +216,11 @@ class UiPages:
         user, denied = await self._authenticate(request)
         if denied is not None:
             return denied
-        # The whole visible fleet is fetched: the counts and the filter choices need all of it.
-        summary = await self.source.fleet_summary(user, {})
+        # The service filters, counts, sorts and pages; the page gets one page of rows.
+        query = parse_query(request.query)
+        summary = await self.source.fleet_list(user, query)
         now = self.clock()
-        view = build_fleet_view(summary if isinstance(summary, dict) else {},
-                                dict(request.query), now)
+        view = build_fleet_view(summary if isinstance(summary, dict) else {}, query, now)
         return self._html(rendering.render(self.env, "fleet_fragment.html", v=view, now=now))
 
     # -- static files ------------------------------------------------------------------------
@@ -251,10 +252,12 @@ def setup_ui(
     """Register the Diagnostics pages and their static files on ``app``.
 
     ``source`` provides ``async authenticate(request) -> user`` (raising
-    ``web.HTTPUnauthorized``), ``async vm_document(user, vm_id)``, ``async fleet_summary(user,
-    filters)``, ``async host_summary(user, host_id)`` and ``async history(user, vm_id, metric,
-    since, until)``; the ``*_document``/``*_summary``/``history`` calls return None for anything
-    the user may not see. ``prefix`` is the service's URL prefix (``[api] prefix``; the pages
+    ``web.HTTPUnauthorized``), ``async vm_document(user, vm_id)``, ``async fleet_list(user,
+    query)``, ``async host_list(user, host_id, query)`` (``query`` a ``service.listing.
+    ListQuery``; the answer a ``listing.select`` document over what the user may see) and
+    ``async history(user, vm_id, metric, since, until)``; the ``*_document``/``host_list``/
+    ``history`` calls return None for anything the user may not see. ``prefix`` is the
+    service's URL prefix (``[api] prefix``; the pages
     live under ``<prefix>/ui/`` and the UI plugin's ``basePath`` must equal it), ``refresh_s``
     is how often an open page refreshes itself and ``window_s`` how much history the charts
     show.

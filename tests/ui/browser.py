@@ -9,22 +9,14 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from lab.browser import CHROMEDRIVER, CHROMIUM, chromium_driver
 from tests.real import require_module, unavailable
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "ui"
-FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--no-proxy-server", "--disable-extensions",
-    "--window-size=1280,800", "--lang=en-US",
-)
 
 HOOK = """
 (function () {
@@ -52,16 +44,8 @@ def start_chromium(profile_dir: Path) -> Any:
     """Start headless Chromium, or skip with the reason when this machine has no Chromium."""
     if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
         unavailable("Chromium or chromedriver missing: apt-get install chromium chromium-driver")
-    webdriver = require_module("selenium.webdriver", "pip install selenium")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument("--user-data-dir=%s" % profile_dir)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    require_module("selenium.webdriver", "pip install selenium")
+    driver = chromium_driver(profile_dir)
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOOK})
     return driver
 

@@ -14,6 +14,8 @@ from typing import Any, Dict, FrozenSet, List, Tuple
 
 from aiohttp import web
 
+from engine_plugin.service.listing import ListQuery, select
+
 from .documents import Fleet
 
 
@@ -50,18 +52,19 @@ class FleetSource:
             return None
         return copy.deepcopy(self.fleet.docs[vm_id])
 
-    async def fleet_summary(self, user: User, filters: dict) -> dict:
-        self.calls.append(("fleet_summary", user.name, dict(filters)))
-        return self.fleet.summary(self.visible(user))
+    async def fleet_list(self, user: User, query: ListQuery) -> dict:
+        # The service's own selection (listing.select) over what this user may see.
+        self.calls.append(("fleet_list", user.name, query))
+        return select(self.fleet.summary(self.visible(user))["vms"], query)
 
-    async def host_summary(self, user: User, host_id: str) -> dict | None:
-        self.calls.append(("host_summary", user.name, host_id))
+    async def host_list(self, user: User, host_id: str, query: ListQuery) -> dict | None:
+        self.calls.append(("host_list", user.name, host_id))
         on_host = [vm_id for vm_id in self.visible(user)
                    if self.fleet.docs[vm_id]["vm"]["host_id"] == host_id]
         known_hosts = {doc["vm"]["host_id"] for doc in self.fleet.docs.values()}
         if host_id not in known_hosts:
             return None
-        return self.fleet.summary(on_host)
+        return select(self.fleet.summary(on_host)["vms"], query)
 
     async def history(self, user: User, vm_id: str, metric: str, since: float,
                       until: float) -> dict | None:

@@ -260,7 +260,8 @@ def test_fleet_page_counts_filters_and_sorts_by_keyboard(browser, server):
     assert sorted(n for n, _ in rows()) == ["db-01", "legacy-04", "web-01"]
     reload_after(lambda: browser.find_element("id", "filter-q").send_keys("fs.fill"))
     assert [n for n, _ in rows()] == ["db-01"]
-    assert "Showing 1 of 6" in text(browser, "#fleet-shown")
+    assert "Showing 1\u20131 of 1 matching virtual machines (6 in all)" in text(
+        browser, "#fleet-shown")
     screenshot(browser, "fleet-filtered-1280")
 
     set_viewport(browser, 500, 800)
@@ -309,7 +310,7 @@ def test_host_page_lists_its_vms_worst_first(browser, server, source):
     assert [r[0] for r in rows] == ["db-01", "web-01"]
     assert "/var/lib/pgsql will be full" in rows[0][1]
     assert rows[0][2].endswith("s ago") and rows[1][1] == "None"
-    assert ("host_summary", "admin@internal", HOST_A) in source.calls
+    assert ("host_list", "admin@internal", HOST_A) in source.calls
     screenshot(browser, "host-1280")
 
 

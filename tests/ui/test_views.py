@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from engine_plugin.service.listing import select
 from engine_plugin.ui import charts, formatting
 from engine_plugin.ui.fleet_view import build_fleet_view, build_host_view, parse_query
 from engine_plugin.ui.vm_view import (
@@ -163,36 +164,58 @@ def test_vm_view_survives_a_report_of_wrong_shapes(fleet):
     assert view["resources"]["cpu_chart"].empty
 
 
+def fleet_view(fleet, **query):
+    parsed = parse_query(query)
+    return build_fleet_view(select(fleet.summary(list(fleet.docs))["vms"], parsed), parsed,
+                            fleet.now)
+
+
 def test_fleet_filters_sort_and_counts(fleet):
-    summary = fleet.summary(list(fleet.docs))
-    view = build_fleet_view(summary, {}, fleet.now)
+    view = fleet_view(fleet)
     assert [r["health"] for r in view["rows"]] == ["critical", "warning", "unknown", "unknown",
                                                    "unknown", "ok"]
     assert dict((s, n) for s, _, n in view["counts"]) == {
         "critical": 1, "warning": 1, "unknown": 3, "ok": 1}
-    by_name = build_fleet_view(summary, {"sort": "name", "dir": "desc"}, fleet.now)
+    by_name = fleet_view(fleet, sort="name", dir="desc")
     names = [r["name"] for r in by_name["rows"]]
     assert names == sorted(names, key=str.casefold, reverse=True)
-    on_host = build_fleet_view(summary, {"host": HOST_A}, fleet.now)
+    on_host = fleet_view(fleet, host=HOST_A)
     assert sorted(r["name"] for r in on_host["rows"]) == ["db-01", "web-01"]
-    found = build_fleet_view(summary, {"q": "JOURNALCTL"}, fleet.now)
+    found = fleet_view(fleet, q="JOURNALCTL")
     assert [r["name"] for r in found["rows"]] == ["db-01"]
-    by_report = build_fleet_view(summary, {"sort": "last_report"}, fleet.now)
+    by_report = fleet_view(fleet, sort="last_report")
     assert by_report["rows"][-1]["name"] == "legacy-04"  # never reported: last
     assert by_report["rows"][-1]["last_report_age"] == "never"
 
 
+def test_fleet_view_pages_and_says_which_part_it_shows(fleet):
+    first = fleet_view(fleet, per_page="4", sort="name")
+    second = fleet_view(fleet, per_page="4", sort="name", page="2")
+    assert first["pagination"] == {
+        "page": 1, "pages": 2, "per_page": 4, "matched": 6, "first": 1, "last": 4,
+        "prev": None, "next": 2, "choices": [4, 10, 20, 50, 100, 200]}
+    assert (second["pagination"]["first"], second["pagination"]["last"]) == (5, 6)
+    names = [r["name"] for r in first["rows"] + second["rows"]]
+    assert names == sorted(names, key=str.casefold) and len(set(names)) == 6
+    # A page past the end shows the last page, not an empty list.
+    assert fleet_view(fleet, per_page="4", page="99")["pagination"]["page"] == 2
+
+
 def test_parse_query_rejects_unknown_values():
-    query = parse_query({"sort": "evil()", "dir": "sideways", "health": "<b>", "q": "x" * 999})
-    assert (query["sort"], query["dir"], query["health"]) == ("health", "asc", "")
-    assert len(query["q"]) == 200
+    query = parse_query({"sort": "evil()", "dir": "sideways", "health": "<b>", "q": "x" * 999,
+                         "per_page": "1e9", "page": "-3"})
+    assert (query.sort, query.dir, query.health) == ("health", "asc", ())
+    assert len(query.q) == 200
+    assert query.per_page == 50 and query.page == 1
 
 
 def test_host_view_takes_the_name_from_the_rows(fleet):
-    view = build_host_view(fleet.summary([VM_FILLING, VM_HEALTHY]), HOST_A, fleet.now)
+    query = parse_query({})
+    rows = fleet.summary([VM_FILLING, VM_HEALTHY])["vms"]
+    view = build_host_view(select(rows, query), HOST_A, query, fleet.now)
     assert view["host"] == {"id": HOST_A, "name": "hv-01.lab.example"}
     assert [r["name"] for r in view["rows"]] == ["db-01", "web-01"]
-    empty = build_host_view({"counts": {}, "vms": []}, HOST_A, fleet.now)
+    empty = build_host_view(select([], query), HOST_A, query, fleet.now)
     assert empty["host"]["name"] == HOST_A and empty["rows"] == []
 
 

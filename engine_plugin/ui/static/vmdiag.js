@@ -173,10 +173,27 @@
     setQuery(formParams(event.target));
   });
   root.addEventListener("change", function (event) {
-    if (event.target.tagName === "SELECT" && event.target.form) {
-      setQuery(formParams(event.target.form));
+    var target = event.target;
+    if (target.hasAttribute("data-per-page")) {
+      var sized = new URLSearchParams(query);
+      sized.set("per_page", target.value);
+      sized.delete("page");
+      setQuery(sized);
+    } else if (target.hasAttribute("data-page-input")) {
+      var pager = target.closest("[data-pages]");
+      var last = parseInt(pager && pager.getAttribute("data-pages"), 10) || 1;
+      var wanted = Math.min(Math.max(parseInt(target.value, 10) || 1, 1), last);
+      goToPage(wanted);
+    } else if (target.tagName === "SELECT" && target.form) {
+      setQuery(formParams(target.form));
     }
   });
+
+  function goToPage(page) {
+    var paged = new URLSearchParams(query);
+    if (page > 1) { paged.set("page", String(page)); } else { paged.delete("page"); }
+    setQuery(paged);
+  }
   var typing = null;
   root.addEventListener("input", function (event) {
     if (event.target.type === "search" && event.target.form) {
@@ -186,11 +203,17 @@
     }
   });
   root.addEventListener("click", function (event) {
+    var pageButton = event.target.closest("[data-page]");
+    if (pageButton && !pageButton.disabled) {
+      goToPage(parseInt(pageButton.getAttribute("data-page"), 10) || 1);
+      return;
+    }
     var sort = event.target.closest("[data-sort]");
     if (sort) {
       var params = new URLSearchParams(query);
       params.set("sort", sort.getAttribute("data-sort"));
       params.set("dir", sort.getAttribute("data-dir"));
+      params.delete("page");
       setQuery(params);
       return;
     }
@@ -202,6 +225,7 @@
       } else {
         withHealth.delete("health");
       }
+      withHealth.delete("page");
       setQuery(withHealth);
       return;
     }

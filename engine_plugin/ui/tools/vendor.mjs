@@ -27,6 +27,7 @@ const parts = [
   "components/FormControl/form-control.css",
   "components/Label/label.css",
   "components/Label/label-group.css",
+  "components/Pagination/pagination.css",
   "components/Table/table.css",
   "components/Table/table-grid.css",
   "components/Toolbar/toolbar.css",
