@@ -48,7 +48,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -411,9 +411,13 @@ async def relay_fuzz(count: int, seed: int, vms: int) -> Stats:
     sink_crashes = CrashLog()
     envelopes: Counter = Counter()
 
-    def sink(env: Dict[str, Any]) -> None:
+    def sink(vm_id: str, report: Dict[str, Any], received_at: float,
+             version: Optional[str]) -> None:
         try:
-            validate_envelope(env)  # what the uploader's spool replay and the engine do
+            # the envelope the uploader wraps the report in, checked as its spool replay and
+            # the engine check it
+            validate_envelope(make_envelope(HOST, vm_id, report, received_at=received_at,
+                                            agent_version=version))
             envelopes["valid"] += 1
         except ProtocolError as err:
             envelopes["refused:" + err.reason] += 1
@@ -431,8 +435,7 @@ async def relay_fuzz(count: int, seed: int, vms: int) -> Stats:
         server.listen(1)
         server.setblocking(False)
         servers.append(server)
-        session = VMSession(VM_IDS[i], path, cache, host_id=HOST, config=config,
-                            on_report=sink)
+        session = VMSession(VM_IDS[i], path, cache, config=config, on_report=sink)
         session.start()
         sessions.append(session)
     loop = asyncio.get_running_loop()

@@ -137,14 +137,14 @@ async def relay(paths: List[str], args: argparse.Namespace) -> Dict[str, Any]:
     latencies: List[float] = []
     reports = [0]
 
-    def on_report(envelope: Dict[str, Any]) -> None:
-        latencies.append(envelope["received_at"] - envelope["report"]["time"])
+    def on_report(vm_id: str, report: Dict[str, Any], received_at: float, *_: Any) -> None:
+        latencies.append(received_at - report["time"])
         reports[0] += 1
 
     config = SessionConfig(silence_timeout=10 * args.interval)
     rss_before = rss_bytes()
-    sessions = [VMSession("00000000-0000-4000-8000-%012d" % i, p, cache, host_id="bench",
-                          config=config, on_report=on_report) for i, p in enumerate(paths)]
+    sessions = [VMSession("00000000-0000-4000-8000-%012d" % i, p, cache, config=config,
+                          on_report=on_report) for i, p in enumerate(paths)]
     started = time.monotonic()
     for s in sessions:
         s.start()

@@ -5,7 +5,7 @@ minidom keeps every prefix, namespace declaration, comment and attribute order a
 (ElementTree would rename ``ovirt-vm:`` to ``ns0:``), which is why the hook uses it: the only
 change it ever makes is the one ``<channel>`` element, indented like its neighbours.
 
-Nothing here touches files or the environment; ``hooking_compat`` does that.
+Nothing here touches files or the environment; ``hook_runner`` does that.
 """
 
 from __future__ import annotations

@@ -177,7 +177,7 @@ async def test_vm_destroyed_from_the_hook_closes_the_session_at_once(daemon, tmp
     try:
         daemon.domain_up(DomainInfo(guest.vm_id, "vmdiag-t-hook", guest.path))
         await guest.connected()
-        # exactly what vdsm_hooks.hooking_compat.notify_relay does: send, do not read
+        # exactly what vdsm_hooks.hook_runner.notify_relay does: send, do not read
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(daemon.settings.control_socket)
             s.sendall(json.dumps({"cmd": "vm_destroyed", "vm_id": guest.vm_id.upper()}

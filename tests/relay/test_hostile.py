@@ -31,8 +31,8 @@ class Neighbour:
         self._task: asyncio.Task[None] | None = None
         self._seq = 0
 
-    def _on_report(self, env: dict) -> None:
-        self.latencies.append(env["received_at"] - env["report"]["time"])
+    def _on_report(self, vm_id: str, report: dict, received_at: float, version: object) -> None:
+        self.latencies.append(received_at - report["time"])
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._loop())
@@ -236,7 +236,7 @@ async def test_memory_per_vm_is_bounded_by_one_report(arena):
 async def test_numbers_out_of_the_contracts_range_are_dropped_before_any_upload(arena):
     bad, session, neighbour, _ = arena
     forwarded: list[dict] = []
-    session.on_report = forwarded.append
+    session.on_report = lambda vm_id, report, *_: forwarded.append(report)
     hostile = []
     for field, value in (("seq", 2**63), ("seq", 2**53), ("time", 1e13), ("time", -5)):
         msg = sample_report(seq=1)
@@ -248,7 +248,7 @@ async def test_numbers_out_of_the_contracts_range_are_dropped_before_any_upload(
     await bad.write(b"\n".join(hostile) + b"\n")
     await still_works(bad, session, 1)
     assert session.entry.counters.drops["out_of_range"] == len(hostile)
-    assert [env["report"]["seq"] for env in forwarded] == [1]
+    assert [report["seq"] for report in forwarded] == [1]
     await neighbour.assert_unaffected()
 
 
@@ -260,8 +260,8 @@ async def test_a_report_flood_is_rate_limited_per_vm_and_counted(tmp_path):
                         min_report_interval=0.5, report_burst=5)
     taken: dict[str, list[int]] = {flood.vm_id: [], calm.vm_id: []}
 
-    def sink(env: dict) -> None:
-        taken[env["vm_id"]].append(env["report"]["seq"])
+    def sink(vm_id: str, report: dict, *_: object) -> None:
+        taken[vm_id].append(report["seq"])
     sessions = [VMSession(g.vm_id, g.path, cache, config=cfg, on_report=sink)
                 for g in (flood, calm)]
     for s in sessions:

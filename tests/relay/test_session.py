@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diag_protocol import LineDecoder, make_heartbeat, make_reply, validate_envelope
+from diag_protocol import LineDecoder, make_heartbeat, make_reply
 from diag_protocol import encode as encode_line
 from lab.fake_guest import FakeGuest, hello, sample_report
 from vdsm_hooks.relay.cache import ReportCache
@@ -50,15 +50,14 @@ def cache():
 
 
 def session_for(g: FakeGuest, cache: ReportCache, config: SessionConfig = FAST, **kw):
-    s = VMSession(g.vm_id, g.path, cache, name="vm-" + g.vm_id[:4], host_id="host-1",
-                  config=config, **kw)
+    s = VMSession(g.vm_id, g.path, cache, name="vm-" + g.vm_id[:4], config=config, **kw)
     s.start()
     return s
 
 
-async def test_hello_and_reports_are_cached_and_forwarded_as_envelopes(guest, cache):
-    envelopes = []
-    s = session_for(guest, cache, on_report=envelopes.append)
+async def test_hello_and_reports_are_cached_and_handed_on(guest, cache):
+    handed = []
+    s = session_for(guest, cache, on_report=lambda *item: handed.append(item))
     try:
         await s.wait_state(Runstate.CONNECTED, timeout=5)
         await guest.send(hello("2.1.0"), sample_report(seq=0), sample_report(seq=1),
@@ -73,11 +72,12 @@ async def test_hello_and_reports_are_cached_and_forwarded_as_envelopes(guest, ca
         assert entry.report()["seq"] == 1
         assert entry.counters.messages == 4 and entry.counters.reports == 2
         assert entry.counters.dropped == 0
-        assert [e["report"]["seq"] for e in envelopes] == [0, 1]
-        for env in envelopes:
-            validate_envelope(env)
-            assert env["vm_id"] == guest.vm_id and env["host_id"] == "host-1"
-            assert env["agent_version"] == "2.1.0"  # from the hello, for the engine's pages
+        # what Uploader.submit_report takes: the uploader wraps it in this host's envelope
+        assert [report["seq"] for _, report, _, _ in handed] == [0, 1]
+        for vm_id, report, received_at, version in handed:
+            assert vm_id == guest.vm_id and report["run_id"] == "run-1"
+            assert abs(received_at - time.time()) < 30
+            assert version == "2.1.0"  # from the hello, for the engine's pages
         row = entry.status_row()
         assert row["state"] == "connected" and row["last_report_age"] < 5
     finally:

@@ -157,9 +157,10 @@ class RelayDaemon:
             log.error("not following VM %s (%s): already at [relay] max_vms = %d; raise it",
                       info.name, info.vm_id, self.settings.max_vms)
             return
+        # the session hands each accepted report straight to the uploader, which wraps it
         session = VMSession(info.vm_id, info.socket_path, self.cache, name=info.name,
-                            host_id=self.settings.host_id, config=self.session_config,
-                            on_report=self._on_report)
+                            config=self.session_config,
+                            on_report=self.uploader.submit_report if self.uploader else None)
         self._set_vm_state(session.entry, info.state)
         self.sessions[info.vm_id] = session
         session.start()
@@ -230,13 +231,6 @@ class RelayDaemon:
         # the engine keeps the history; the relay forgets a VM that is not here any more
         if self.cache.get(vm_id) is session.entry:
             self.cache.remove(vm_id)
-
-    def _on_report(self, envelope: Dict[str, Any]) -> None:
-        if self.uploader is not None:
-            # the session's LineDecoder validated the report: wrap it, do not walk it again
-            self.uploader.submit_report(envelope["vm_id"], envelope["report"],
-                                        envelope["received_at"],
-                                        envelope.get("agent_version"))
 
     # -- control ---------------------------------------------------------------------------
 

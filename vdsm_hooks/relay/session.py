@@ -42,7 +42,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from diag_protocol import (
     ALLOWED_METHODS,
@@ -50,7 +50,6 @@ from diag_protocol import (
     LineDecoder,
     ProtocolError,
     encode,
-    make_envelope,
     make_request,
     negotiate,
 )
@@ -58,7 +57,10 @@ from diag_protocol import (
 from .cache import ReportCache, VMEntry
 
 Message = Dict[str, Any]
-ReportSink = Callable[[Message], None]
+#: Where a session hands each report it accepted: ``(vm_id, report, received_at,
+#: agent_version)``, the signature of ``Uploader.submit_report``, which wraps it in the
+#: envelope of this host. The session builds no envelope of its own.
+ReportSink = Callable[[str, Message, float, Optional[str]], Any]
 
 log = logging.getLogger("vmdiag.relay.session")
 
@@ -168,12 +170,11 @@ class VMSession:
     _ids = itertools.count(1)
 
     def __init__(self, vm_id: str, socket_path: str, cache: ReportCache, *,
-                 name: str | None = None, host_id: str = "",
+                 name: str | None = None,
                  config: SessionConfig | None = None,
                  on_report: ReportSink | None = None) -> None:
         self.vm_id = vm_id
         self.socket_path = socket_path
-        self.host_id = host_id
         self.config = config or SessionConfig()
         self.on_report = on_report
         self.entry: VMEntry = cache.entry(vm_id, name)
@@ -402,8 +403,7 @@ class VMSession:
         if self.on_report is not None:
             try:
                 version = (self.entry.hello or {}).get("agent_version")
-                self.on_report(make_envelope(self.host_id, self.vm_id, msg, received_at=now,
-                                             agent_version=version))
+                self.on_report(self.vm_id, msg, now, version)
             except Exception:
                 self.log.exception("report sink failed; the report stays cached")
 
