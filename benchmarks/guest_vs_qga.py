@@ -26,27 +26,40 @@ absolute numbers are slow-emulation numbers; the ratios still hold.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
+import socket
 import statistics
 import sys
 import time
+import urllib.request
 from typing import Any, Callable, Dict, List, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+import libvirt_qemu  # noqa: E402
 
 from lab.vm import qga  # noqa: E402
 from lab.vm.channel_client import ChannelClient  # noqa: E402
 from lab.vm.image import ensure_image  # noqa: E402
 from lab.vm.libvirt_env import Guest, ensure_daemons  # noqa: E402
 from lab.vm.progress import log, step  # noqa: E402
+from lab.vm.rootfs import NODE_EXPORTER_PORT  # noqa: E402
 
 AGENT_CGROUP = "/sys/fs/cgroup/system.slice/vmdiag-agent.service/cpu.stat"
 AGENT_PROCS = "/sys/fs/cgroup/system.slice/vmdiag-agent.service/cgroup.procs"
 #: The guest kernel's USER_HZ: /proc/<pid>/stat times are in these ticks.
 CLOCK_TICKS = 100
 QGA_CGROUP = "/sys/fs/cgroup/system.slice/qemu-guest-agent.service/cpu.stat"
+NODE_CGROUP = "/sys/fs/cgroup/system.slice/prometheus-node-exporter.service/cpu.stat"
+#: Who else works for an answer: systemd answering D-Bus calls, and the bus daemon.
+HELPER_CGROUPS = ("/sys/fs/cgroup/init.scope/cpu.stat",
+                  "/sys/fs/cgroup/system.slice/dbus.service/cpu.stat")
+#: What Prometheus sends when it scrapes.
+SCRAPE_HEADERS = {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;"
+                            "version=0.0.4;q=0.5,*/*;q=0.1", "Accept-Encoding": "gzip"}
 QGA_COMMANDS = ("guest-get-osinfo", "guest-network-get-interfaces", "guest-get-fsinfo",
                 "guest-get-users")
 
@@ -58,6 +71,66 @@ def cpu_usec(guest: Guest, path: str) -> int:
         if key == "usage_usec":
             return int(value)
     raise RuntimeError("%s has no usage_usec: is the guest on cgroup v2?" % path)
+
+
+def helpers_usec(guest: Guest) -> int:
+    return sum(cpu_usec(guest, path) for path in HELPER_CGROUPS)
+
+
+def forward_port(guest: Guest, guest_port: int) -> int:
+    """Forward a free loopback port of the host to ``guest_port`` through QEMU's user-mode
+    network (HMP ``hostfwd_add`` on the guest's netdev); return the host port."""
+    hmp = libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
+    info = guest.call(lambda d: libvirt_qemu.qemuMonitorCommand(d, "info network", hmp))
+    netdev = next((line.split(":")[0].strip(" \\") for line in info.splitlines()
+                   if "type=user" in line), None)
+    if netdev is None:
+        raise RuntimeError("the guest has no user-mode netdev: %s" % info)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    answer = guest.call(lambda d: libvirt_qemu.qemuMonitorCommand(
+        d, "hostfwd_add %s tcp:127.0.0.1:%d-:%d" % (netdev, port, guest_port), hmp))
+    if answer.strip():
+        raise RuntimeError("hostfwd_add failed: %s" % answer)
+    return port
+
+
+def scrape(port: int) -> Tuple[int, int, int]:
+    """One Prometheus-style scrape: (bytes on the wire, bytes uncompressed, samples)."""
+    request = urllib.request.Request("http://127.0.0.1:%d/metrics" % port,
+                                     headers=SCRAPE_HEADERS)
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        wire = answer.read()
+        encoding = answer.headers.get("Content-Encoding", "")
+    body = gzip.decompress(wire) if encoding == "gzip" else wire
+    samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    return len(wire), len(body), samples
+
+
+def wait_for_exporter(port: int, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            scrape(port)
+            return
+        except OSError as err:
+            if time.monotonic() > deadline:
+                raise RuntimeError("node_exporter did not answer on the forwarded port "
+                                   "within %.0fs: %s" % (timeout, err)) from err
+            time.sleep(2)
+
+
+def node_exporter_round(guest: Guest, port: int) -> Dict[str, float]:
+    before, helpers_before = cpu_usec(guest, NODE_CGROUP), helpers_usec(guest)
+    began = time.monotonic()
+    wire, body, samples = scrape(port)
+    wall = time.monotonic() - began
+    after, helpers_after = cpu_usec(guest, NODE_CGROUP), helpers_usec(guest)
+    return {"cpu_ms": (after - before) / 1e3, "helpers_cpu_ms": (helpers_after
+                                                                  - helpers_before) / 1e3,
+            "wall_ms": wall * 1e3, "bytes": float(wire), "bytes_uncompressed": float(body),
+            "samples": float(samples)}
 
 
 def agent_pid(guest: Guest) -> int:
@@ -123,16 +196,26 @@ def read_overhead(guest: Guest, rounds: int) -> float:
 
 
 def steady_state(guest: Guest, client: ChannelClient, intervals: int) -> Dict[str, float]:
-    """Agent CPU ms from one scheduled report to the next, median over ``intervals``."""
+    """Agent CPU ms from one scheduled report to the next (and what systemd and the bus
+    daemon spent meanwhile), and the bytes of a scheduled report; medians over ``intervals``.
+    """
     client.wait_for(lambda m: m.get("type") == "report", 120, client.mark())
-    usage, costs = cpu_usec(guest, AGENT_CGROUP), []
+    usage, helpers, costs = cpu_usec(guest, AGENT_CGROUP), helpers_usec(guest), []
     for _ in range(intervals):
         began = time.monotonic()
-        client.wait_for(lambda m: m.get("type") == "report", 120, client.mark())
-        now = cpu_usec(guest, AGENT_CGROUP)
-        costs.append({"cpu_ms": (now - usage) / 1e3, "interval_s": time.monotonic() - began})
-        usage = now
-    return medians(costs)
+        report = client.wait_for(lambda m: m.get("type") == "report", 120, client.mark())
+        now, helpers_now = cpu_usec(guest, AGENT_CGROUP), helpers_usec(guest)
+        costs.append({"cpu_ms": (now - usage) / 1e3,
+                      "helpers_cpu_ms": (helpers_now - helpers) / 1e3,
+                      "interval_s": time.monotonic() - began,
+                      "bytes": float(len(json.dumps(report, separators=(",", ":"))))})
+        usage, helpers = now, helpers_now
+    last = report["sections"]
+    out = medians(costs)
+    out["units_via"] = last["applications"]["data"].get("units_via")  # type: ignore[assignment]
+    out["time_sync_via"] = (last["settings"]["data"].get("time_sync")  # type: ignore[assignment]
+                            or {}).get("read_via")
+    return out
 
 
 def medians(rows: List[Dict[str, float]]) -> Dict[str, float]:
@@ -142,13 +225,30 @@ def medians(rows: List[Dict[str, float]]) -> Dict[str, float]:
 def measure(guest: Guest, rounds: int) -> Dict[str, Any]:
     with step("wait for qemu-guest-agent"):
         guest.call(qga.wait_ready)
+    port = forward_port(guest, NODE_EXPORTER_PORT)
+    with step("wait for node_exporter on 127.0.0.1:%d" % port):
+        wait_for_exporter(port)
     with ChannelClient(guest.channel_path) as client:
         with step("wait for the agent's first report"):
             client.wait_for(lambda m: m.get("type") == "report", 180)
-        with step("steady state: CPU per scheduled report interval"):
-            steady = steady_state(guest, client, 3)
-        log("steady state: %.0f ms CPU per %.1f s interval" % (steady["cpu_ms"],
-                                                               steady["interval_s"]))
+        # settle: boot-time work (package inventory, first scans) is not steady state
+        client.wait_for(lambda m: m.get("type") == "report", 120, client.mark())
+        steady_rows, node_rows = [], []
+        with step("steady state: vmdiag per scheduled report, node_exporter per scrape"):
+            for _ in range(max(3, rounds // 2)):
+                steady_rows.append(steady_state(guest, client, 1))
+                # right after a scheduled report, so the agent is idle during the scrape
+                node_rows.append(node_exporter_round(guest, port))
+                log("vmdiag %.0f ms CPU per scheduled report (%d bytes; systemd+dbus %.0f ms), "
+                    "node_exporter %.0f ms per scrape (%d bytes gzip; systemd+dbus %.0f ms)"
+                    % (steady_rows[-1]["cpu_ms"], steady_rows[-1]["bytes"],
+                       steady_rows[-1]["helpers_cpu_ms"], node_rows[-1]["cpu_ms"],
+                       node_rows[-1]["bytes"], node_rows[-1]["helpers_cpu_ms"]))
+        steady = medians([{k: v for k, v in r.items() if isinstance(v, float)}
+                          for r in steady_rows])
+        steady["units_via"] = steady_rows[-1]["units_via"]
+        steady["time_sync_via"] = steady_rows[-1]["time_sync_via"]
+        node = medians(node_rows)
         overhead = read_overhead(guest, 10)
         pid = agent_pid(guest)
         log("qga cgroup read overhead: %.2f ms CPU" % overhead)
@@ -170,8 +270,9 @@ def measure(guest: Guest, rounds: int) -> Dict[str, Any]:
                    theirs[-1]["wall_ms"]))
     return {"accel": guest.accel, "rounds": rounds, "discarded_rounds": discarded,
             "qga_read_overhead_ms": overhead, "vmdiag_steady": steady, "vmdiag": medians(ours),
-            "qga": medians(theirs),
-            "vmdiag_rows": ours, "qga_rows": theirs}
+            "qga": medians(theirs), "node_exporter": node,
+            "vmdiag_rows": ours, "qga_rows": theirs, "vmdiag_steady_rows": steady_rows,
+            "node_exporter_rows": node_rows}
 
 
 def ratio(a: float, b: float) -> str:
@@ -180,6 +281,22 @@ def ratio(a: float, b: float) -> str:
 
 def print_table(result: Dict[str, Any], out: Callable[[str], Any] = print) -> None:
     ours, theirs = result["vmdiag"], result["qga"]
+    steady, node = result["vmdiag_steady"], result["node_exporter"]
+    out("")
+    out("one answer each, same guest, same run (%s), medians" % result["accel"])
+    out("%-34s %14s %14s %14s" % ("", "vmdiag report", "node_exporter", "qga (4 cmds)"))
+    out("%-34s %14.1f %14.1f %14.1f" % ("guest CPU ms, the answerer", steady["cpu_ms"],
+                                        node["cpu_ms"], theirs["cpu_ms"]))
+    out("%-34s %14.1f %14.1f %14s" % ("guest CPU ms, systemd + dbus", steady["helpers_cpu_ms"],
+                                      node["helpers_cpu_ms"], "-"))
+    out("%-34s %14.0f %14.0f %14.0f" % ("bytes per answer", steady["bytes"], node["bytes"],
+                                        theirs["bytes"]))
+    out("node_exporter: %.0f bytes uncompressed, %.0f samples; vmdiag: CPU over a whole %.1f s "
+        "interval (heartbeats and event polling included), unit states via %s, time sync via "
+        "%s; vmdiag/node_exporter CPU %s"
+        % (node["bytes_uncompressed"], node["samples"], steady["interval_s"],
+           steady.get("units_via"), steady.get("time_sync_via"),
+           ratio(steady["cpu_ms"], node["cpu_ms"])))
     out("")
     out("vmdiag agent vs qemu-guest-agent, medians of %d rounds (%s; %d rounds discarded)"
         % (result["rounds"], result["accel"], result["discarded_rounds"]))

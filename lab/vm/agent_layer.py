@@ -15,6 +15,9 @@ Faults baked in, which the end-to-end test expects the agent to report:
 * ``vmdiag-broken.service`` fails at every boot (a watched unit that is failed);
 * ``vmdiag-missing-daemon`` is a watched process that never runs.
 
+``vmdiag-sleeper.service`` is a healthy watched unit (``sleep infinity``) that the tests stop
+with ``systemctl stop`` to see the agent report it at once.
+
 One image serves several roles, chosen per VM on the kernel command line (``Guest(...,
 cmdline_extra="vmdiag.role=...")``), so the demo's VMs cost no extra image build:
 
@@ -42,12 +45,13 @@ AGENT_UNIT = "vmdiag-agent.service"
 BROKEN_UNIT = "vmdiag-broken.service"
 ROLE_UNIT = "vmdiag-role-healthy.service"
 FILL_UNIT = "vmdiag-fill.service"
+SLEEPER_UNIT = "vmdiag-sleeper.service"
 FILL_STEP_MIB = 16
 FILL_EVERY_S = 10
 FILL_STOP_PERCENT = 96
 MISSING_PROCESS = "vmdiag-missing-daemon"
 #: Units and processes the agent is told to watch: one healthy and one faulty of each.
-WATCHED_UNITS = ("systemd-journald.service", BROKEN_UNIT)
+WATCHED_UNITS = ("systemd-journald.service", BROKEN_UNIT, SLEEPER_UNIT)
 WATCHED_PROCESSES = ("systemd-journald", MISSING_PROCESS)
 
 DEB_GLOB = "dist/vmdiag-guest-agent_*.deb"
@@ -145,6 +149,10 @@ def fault_files() -> Dict[str, str]:
             "ConditionKernelCommandLine=!vmdiag.role=healthy\n\n"
             "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo vmdiag-broken fails on purpose;"
             " exit 3'\n\n[Install]\nWantedBy=multi-user.target\n"),
+        "etc/systemd/system/" + SLEEPER_UNIT: (
+            "[Unit]\nDescription=vmdiag test: a healthy watched unit the tests stop\n\n"
+            "[Service]\nExecStart=/bin/sleep infinity\n\n"
+            "[Install]\nWantedBy=multi-user.target\n"),
         "etc/systemd/system/" + ROLE_UNIT: (
             "[Unit]\nDescription=vmdiag test role: a healthy guest watches no faults\n"
             "ConditionKernelCommandLine=vmdiag.role=healthy\nBefore=%s\n\n"
@@ -193,6 +201,6 @@ def apply(root: str, source_root: str) -> str:
     write_files(root, {CONF_DROPIN: agent_conf()})
     write_files(root, guest_net.guest_files())
     write_files(root, fault_files())
-    for unit in (BROKEN_UNIT, ROLE_UNIT, FILL_UNIT):
+    for unit in (BROKEN_UNIT, ROLE_UNIT, FILL_UNIT, SLEEPER_UNIT):
         enable_unit(root, unit)
     return how

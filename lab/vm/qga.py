@@ -67,3 +67,18 @@ def ipv4_addresses(domain: libvirt.virDomain) -> dict[str, list[str]]:
                               for a in iface.get("ip-addresses", [])
                               if a.get("ip-address-type") == "ipv4"]
     return out
+
+
+def run(domain: libvirt.virDomain, argv: list[str], timeout: float = 60.0) -> tuple[int, str]:
+    """Run a command in the guest (``guest-exec``); return its exit code and its output."""
+    pid = command(domain, "guest-exec", {"path": argv[0], "arg": list(argv[1:]),
+                                         "capture-output": True})["pid"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = command(domain, "guest-exec-status", {"pid": pid})
+        if status.get("exited"):
+            out = base64.b64decode(status.get("out-data", "")) + base64.b64decode(
+                status.get("err-data", ""))
+            return int(status.get("exitcode", -1)), out.decode("utf-8", "replace")
+        time.sleep(0.2)
+    raise TimeoutError("%s did not finish in the guest within %.0fs" % (" ".join(argv), timeout))

@@ -36,9 +36,18 @@ PACKAGES = (
     "iproute2",
     "python3",
     "python3-psutil",
+    # the agent's optional D-Bus client (the .deb Recommends it; debootstrap skips Recommends)
+    "python3-dbus",
     "qemu-guest-agent",
     "systemd-timesyncd",
+    # the peer benchmarks/guest_vs_qga.py scrapes, as Debian packages it
+    "prometheus-node-exporter",
 )
+
+#: node_exporter's Debian defaults plus the two collectors that cover what vmdiag reports about
+#: services and processes (benchmarks/guest_vs_qga.py).
+NODE_EXPORTER_ARGS = "--collector.systemd --collector.processes"
+NODE_EXPORTER_PORT = 9100
 
 #: Modules loaded from the initrd: enough to find a virtio disk and mount ext4 from it.
 INITRD_MODULES = ("virtio_pci", "virtio_blk", "virtio_console", "virtio_net", "ext4")
@@ -97,6 +106,7 @@ def base_files() -> Dict[str, str]:
             "[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --keep-baud "
             "115200,38400,9600 %I $TERM\n"),
         "etc/systemd/journald.conf.d/vmdiag.conf": "[Journal]\nStorage=volatile\n",
+        "etc/default/prometheus-node-exporter": 'ARGS="%s"\n' % NODE_EXPORTER_ARGS,
     }
 
 

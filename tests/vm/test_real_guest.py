@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List
 
@@ -18,8 +19,9 @@ import pytest
 
 from diag_protocol import CHANNEL_NAME
 from lab.vm import qga
-from lab.vm.agent_layer import BROKEN_UNIT, MISSING_PROCESS
+from lab.vm.agent_layer import BROKEN_UNIT, MISSING_PROCESS, REPORT_INTERVAL_S, SLEEPER_UNIT
 from lab.vm.libvirt_env import Guest
+from lab.vm.progress import log
 
 pytestmark = pytest.mark.vm
 
@@ -121,6 +123,38 @@ def test_failed_unit_and_missing_process_are_critical(first_report) -> None:
     processes = {p["name"]: p for p in section(first_report, "applications")["processes"]}
     assert processes[MISSING_PROCESS]["present"] is False
     assert processes[HEALTHY_PROCESS]["present"] is True
+
+
+def unit_status(report: Dict[str, Any], unit: str) -> str | None:
+    for r in section(report, "checks")["results"]:
+        if r["id"] == "unit.active:" + unit:
+            return str(r["status"])
+    return None
+
+
+def test_stopping_a_watched_unit_is_reported_at_once(guest: Guest, report_feed,
+                                                     first_report) -> None:
+    # Unit states come from systemd's D-Bus API: the image has python3-dbus.
+    assert section(first_report, "applications")["units_via"] == "dbus"
+    assert section(first_report, "settings")["time_sync"]["read_via"] == "dbus"
+    seen = report_feed.wait_report(lambda m: unit_status(m, SLEEPER_UNIT) == "ok")
+    # Stop it right after a scheduled report, so the next scheduled one is an interval away.
+    last = report_feed.wait_report(lambda m: m["seq"] > seen["seq"])
+    rc, out = guest.call(lambda d: qga.run(d, ["/bin/systemctl", "stop", SLEEPER_UNIT]))
+    assert rc == 0, out
+    began = time.monotonic()
+    report = report_feed.wait_report(lambda m: unit_status(m, SLEEPER_UNIT) == "critical",
+                                     timeout=3 * REPORT_INTERVAL_S)
+    log("critical verdict for the stopped unit at the relay after %.1f s"
+        % (time.monotonic() - began))
+    # Sent for the event, not on schedule: scheduled reports are an interval apart.
+    assert report["seq"] == last["seq"] + 1
+    assert report["time"] - last["time"] < REPORT_INTERVAL_S - 1.0, (report["time"],
+                                                                    last["time"])
+    rc, journal = guest.call(lambda d: qga.run(d, [
+        "/bin/journalctl", "-u", "vmdiag-agent.service", "--no-pager", "-o", "cat"]))
+    assert "event: watched unit %s is" % SLEEPER_UNIT in journal, journal[-2000:]
+    guest.call(lambda d: qga.run(d, ["/bin/systemctl", "start", SLEEPER_UNIT]))
 
 
 def test_reports_resume_after_guest_reboot_and_feed_restart(guest: Guest, report_feed,
