@@ -34,6 +34,8 @@ from .collectors.resources import fs_usage
 log = logging.getLogger(__name__)
 
 Trigger = Callable[[str], Any]
+#: Seconds between two attempts to subscribe to unit changes again after the bus went away.
+RESUBSCRIBE_S = 30.0
 
 
 class RateLimit:
@@ -86,18 +88,37 @@ class EventWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._signals: Any = None
+        self._next_subscribe = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._subscribe()
+        self._thread = threading.Thread(target=self._poll_loop, name="vmdiag-events",
+                                        daemon=True)
+        self._thread.start()
+
+    def _subscribe(self) -> None:
+        self._next_subscribe = time.monotonic() + RESUBSCRIBE_S
         try:
             self._signals = platform.watch_units(self.m, self._unit_changed)
             self.units_via = "signals"
         except platform.PlatformError as err:
-            log.info("unit changes are seen at the next report only: %s", err)
-        self._thread = threading.Thread(target=self._poll_loop, name="vmdiag-events",
-                                        daemon=True)
-        self._thread.start()
+            if self.units_via != "lost":
+                log.info("unit changes are seen at the next report only: %s", err)
+            self.units_via = None
+
+    def _check_signals(self) -> None:
+        """Subscribe again when the bus went away, at most every ``RESUBSCRIBE_S``."""
+        if self._signals is not None and not self._signals.connected:
+            log.warning("the D-Bus connection for unit changes closed; subscribing again")
+            self._signals.close()
+            self._signals, self.units_via = None, "lost"
+        if self._signals is None and self.units_via == "lost" \
+                and time.monotonic() >= self._next_subscribe:
+            self._subscribe()
+            if self.units_via is None:
+                self.units_via = "lost"
 
     def stop(self) -> None:
         self._stop.set()
@@ -157,6 +178,7 @@ class EventWatcher:
 
     def poll(self) -> None:
         self.limit.flush()
+        self._check_signals()
         with self._lock:
             pids = dict(self._pids)
             filesystems = dict(self._filesystems)

@@ -188,3 +188,39 @@ def test_unit_names_from_paths() -> None:
         assert unit_name(unit_path(name)) == name
     assert unit_name("/org/freedesktop/systemd1") is None
     assert platform.watch_units is not None
+
+
+def test_unit_signals_come_back_after_the_bus_restarts(tmp_path: Any, monkeypatch: Any) -> None:
+    import guest_agent.events as events
+
+    monkeypatch.setattr(events, "RESUBSCRIBE_S", 0.0)
+    socket = str(tmp_path / "bus.sock")
+    root = tmp_path / "root"
+    (root / "run/systemd/system").mkdir(parents=True)
+    bus = Bus("unix:path=" + socket)
+    first = FakeSystemd(str(tmp_path), {"units": UNITS}, socket=socket)
+    triggers = Triggers()
+    watcher = EventWatcher(CollectorOptions(watched_units=["sshd.service"],
+                                            machine=Machine(paths=Paths(str(root)), bus=bus)),
+                           THRESHOLDS, triggers, poll_s=3600, min_interval_s=0.1)
+    watcher.start()
+    try:
+        assert watcher.units_via == "signals"
+        first.close()
+        deadline = time.monotonic() + 5
+        while watcher.units_via != "lost" and time.monotonic() < deadline:
+            watcher.poll()
+            time.sleep(0.05)
+        assert watcher.units_via == "lost"
+        second = FakeSystemd(str(tmp_path), {"units": UNITS}, socket=socket)
+        try:
+            watcher.poll()
+            assert watcher.units_via == "signals"
+            second.set_state("sshd.service", "failed", "failed")
+            assert triggers.wait(lambda r: len(r) >= 1) == ["watched unit sshd.service is failed"]
+        finally:
+            second.close()
+    finally:
+        watcher.stop()
+        bus.close()
+        first.close()

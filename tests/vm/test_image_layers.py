@@ -80,7 +80,7 @@ def test_sources_install_runs_the_agent_from_opt(tmp_path) -> None:
     wants = os.path.join(root, "etc/systemd/system/multi-user.target.wants")
     assert sorted(os.listdir(wants)) == sorted([
         agent_layer.AGENT_UNIT, agent_layer.BROKEN_UNIT, agent_layer.ROLE_UNIT,
-        agent_layer.FILL_UNIT])
+        agent_layer.FILL_UNIT, agent_layer.SLEEPER_UNIT])
 
 
 def test_roles_are_chosen_on_the_kernel_command_line(tmp_path) -> None:

@@ -85,6 +85,11 @@ class UnitSignals:
             log.warning("handling a unit signal failed", exc_info=True)
         return self._not_handled
 
+    @property
+    def connected(self) -> bool:
+        """False once the bus went away (dbus-daemon restarted): subscribe again then."""
+        return bool(self._conn.get_is_connected())
+
     def close(self) -> None:
         self._loop.stop()
         self._thread.join(5.0)
