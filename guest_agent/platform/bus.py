@@ -174,12 +174,15 @@ class MainContext:
     """
 
     def __init__(self) -> None:
-        import ctypes
-
         try:
+            import ctypes
+
             self._glib = ctypes.CDLL("libglib-2.0.so.0")
-        except OSError as err:
-            raise BusUnavailable("GLib (libglib-2.0.so.0) cannot be loaded: %s" % err) from None
+        except (ImportError, OSError, MemoryError) as err:
+            # MemoryError: ctypes' import-time callback where W^X memory is enforced without
+            # libffi's static trampolines
+            raise BusUnavailable("GLib (libglib-2.0.so.0) cannot be loaded through ctypes: %s"
+                                 % err) from None
         self._glib.g_main_context_iteration.argtypes = [ctypes.c_void_p, ctypes.c_int]
         self._glib.g_main_context_iteration.restype = ctypes.c_int
         self._glib.g_main_context_wakeup.argtypes = [ctypes.c_void_p]
