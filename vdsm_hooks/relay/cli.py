@@ -6,6 +6,7 @@ Usage::
     vmdiag-relay status [--json]                 one line per VM on this host
     vmdiag-relay show VM [--json]                latest diagnostics of a VM (uuid or name)
     vmdiag-relay request VM METHOD [--timeout S] ask the guest agent (ping, report.now, ...)
+    vmdiag-relay check VM [--interval S] [--stale N]   Nagios/Icinga plugin (exit 0/1/2/3)
     vmdiag-relay setup [--engine FQDN | --standalone] [--check] [--root DIR]   set the host up
 
 Which user runs the relay, and why
@@ -106,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     req.add_argument("vm", help="VM uuid or name")
     req.add_argument("method", choices=ALLOWED_METHODS)
     req.set_defaults(func=_cmd_request)
+    check = client("check", "one VM as a Nagios/Icinga plugin: exit 0 ok, 1 warning, "
+                            "2 critical, 3 unknown, with perfdata")
+    check.add_argument("vm", help="VM uuid or name")
+    check.add_argument("--interval", type=float, default=60.0,
+                       help="the agents' [agent] interval in seconds (default 60)")
+    check.add_argument("--stale", type=float, default=3.0,
+                       help="a report older than this many intervals is UNKNOWN (default 3)")
+    check.set_defaults(func=_cmd_check)
 
     from ..setup import add_arguments as setup_arguments
 
@@ -359,6 +368,24 @@ def _cmd_request(args: argparse.Namespace) -> int:
                     timeout=args.timeout)
     _print_json(response.get("result"))
     return 0
+
+
+# -- check ---------------------------------------------------------------------------------
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from . import nagios_check
+
+    try:
+        path = _socket(args)
+    except _ConfigProblem as err:
+        result = nagios_check.unknown(str(err))
+    else:
+        result = nagios_check.run(call, path, args.vm, args.interval, args.stale, args.timeout)
+    if args.json:
+        _print_json(result._asdict())
+    else:
+        print(result.text())
+    return result.exit_code
 
 
 def _print_json(value: Any) -> None:
