@@ -33,6 +33,9 @@ URI = "qemu:///system"
 CHANNELS = "/var/lib/libvirt/qemu/channels"
 PIDFILE = "/run/libvirtd.pid"
 PREFIX = "vmdiag-relay-t-"
+#: Upper bound of every wait below; each returns as soon as its condition holds. libvirtd takes
+#: tens of seconds to stop on a loaded machine with other domains running.
+WAIT_S = 120
 
 DOMAIN = """<domain type='{virt}'>
   <name>{name}</name>
@@ -127,7 +130,7 @@ async def relay(tmp_path, system_libvirt):
         silence_timeout=1.0, reconnect_min_backoff=0.1, reconnect_max_backoff=1.0),
         accept=lambda info: info.name.startswith(PREFIX))
     await d.start()
-    await d.discovery.wait_listed(1, timeout=30)
+    await d.discovery.wait_listed(1, timeout=WAIT_S)
     yield d
     await d.stop()
 
@@ -135,10 +138,10 @@ async def relay(tmp_path, system_libvirt):
 async def test_a_started_domain_is_connected_and_a_destroyed_one_closed(relay, make_domain):
     dom = make_domain()
     vm_id = dom.UUIDString()
-    await until(lambda: vm_id in relay.sessions, timeout=30, what="session for the domain")
+    await until(lambda: vm_id in relay.sessions, timeout=WAIT_S, what="session for the domain")
     session = relay.sessions[vm_id]
     assert session.socket_path == "%s/%s.org.vmdiag.agent.0" % (CHANNELS, vm_id)
-    await session.wait_state(Runstate.CONNECTED, timeout=30)
+    await session.wait_state(Runstate.CONNECTED, timeout=WAIT_S)
     # the firmware never speaks: the channel stays connected, the agent is unresponsive
     await until(lambda: session.entry.responsive is False, timeout=10, what="unresponsive")
     assert session.state is Runstate.CONNECTED
@@ -150,7 +153,7 @@ async def test_a_started_domain_is_connected_and_a_destroyed_one_closed(relay, m
     await until(lambda: session.entry.vm_state == "running", timeout=10, what="running")
 
     dom.destroy()
-    await until(lambda: vm_id not in relay.sessions, timeout=30, what="session closed")
+    await until(lambda: vm_id not in relay.sessions, timeout=WAIT_S, what="session closed")
     await session.wait_state(Runstate.CLOSED, timeout=10)
     assert relay.cache.get(vm_id) is None
 
@@ -158,10 +161,10 @@ async def test_a_started_domain_is_connected_and_a_destroyed_one_closed(relay, m
 async def test_libvirtd_restart_relists_keeps_live_vms_and_drops_dead_ones(relay, make_domain):
     keep, lose = make_domain(), make_domain()
     keep_id, lose_id = keep.UUIDString(), lose.UUIDString()
-    await until(lambda: keep_id in relay.sessions and lose_id in relay.sessions, timeout=30,
+    await until(lambda: keep_id in relay.sessions and lose_id in relay.sessions, timeout=WAIT_S,
                 what="both sessions")
     kept = relay.sessions[keep_id]
-    await kept.wait_state(Runstate.CONNECTED, timeout=30)
+    await kept.wait_state(Runstate.CONNECTED, timeout=WAIT_S)
     generation = relay.discovery.generation
     with open("/run/libvirt/qemu/%s.pid" % lose.name()) as f:
         qemu_pid = int(f.read())
@@ -169,14 +172,14 @@ async def test_libvirtd_restart_relists_keeps_live_vms_and_drops_dead_ones(relay
     with open(PIDFILE) as f:
         libvirtd_pid = int(f.read())
     os.kill(libvirtd_pid, signal.SIGTERM)
-    await until(lambda: not os.path.exists("/proc/%d" % libvirtd_pid), timeout=30,
+    await until(lambda: not os.path.exists("/proc/%d" % libvirtd_pid), timeout=WAIT_S,
                 what="libvirtd to exit")
-    await until(lambda: not relay.discovery.connected, timeout=30, what="relay to notice")
+    await until(lambda: not relay.discovery.connected, timeout=WAIT_S, what="relay to notice")
     os.kill(qemu_pid, signal.SIGKILL)  # this VM dies while nobody watches
     await asyncio.to_thread(_start_libvirtd)
 
     await relay.discovery.wait_listed(generation + 1, timeout=60)
-    await until(lambda: lose_id not in relay.sessions, timeout=30, what="dead VM closed")
+    await until(lambda: lose_id not in relay.sessions, timeout=WAIT_S, what="dead VM closed")
     assert relay.sessions.get(keep_id) is kept  # the live VM's session was never restarted
     assert kept.state is Runstate.CONNECTED
     assert relay.discovery.events["connection_closed"] >= 1
