@@ -114,6 +114,27 @@ def _https_url(text: str) -> str:
     return value
 
 
+def split_listen(text: str) -> Tuple[str, int]:
+    """``127.0.0.1:9791``, ``[::1]:9791`` or ``localhost:9791`` -> (host, port)."""
+    try:
+        parts = urlsplit("//" + text.strip())
+        host, port = parts.hostname, parts.port
+        extra = bool(parts.path or parts.query or parts.username)
+    except ValueError:
+        host, port, extra = None, None, True
+    if not host or port is None or extra:
+        raise ValueError("expected host:port, such as 127.0.0.1:9791 or [::1]:9791 "
+                         "(empty: off)")
+    return host, port
+
+
+def _listen(text: str) -> str:
+    value = text.strip()
+    if value:
+        split_listen(value)
+    return value
+
+
 # --- the declaration ------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +196,11 @@ OPTIONS: Tuple[Option, ...] = (
            "Bound of the spool; beyond it the oldest reports are dropped, and counted."),
     Option("upload", "retry_max_backoff", _float_range(0.01, 3600), "60",
            "Upper bound in seconds of the wait between upload retries."),
+    Option("metrics", "listen", _listen, "",
+           "host:port of the relay's Prometheus /metrics, e.g. 127.0.0.1:9791; empty: off. "
+           "No authentication: keep it on localhost or behind a firewall (docs/prometheus.md)."),
+    Option("metrics", "max_vms", _int_range(1, 100000), "1000",
+           "Most VMs in /metrics (first by name); the rest are counted, not shown."),
 )
 
 
@@ -215,15 +241,23 @@ class UploadConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = ""
+    max_vms: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
 class RelayConfig:
     hook: HookConfig
     relay: RelaySettings
     upload: UploadConfig
     #: The files that were read, in order (the main file only if it exists).
     sources: Tuple[str, ...] = ()
+    metrics: MetricsConfig = MetricsConfig()
 
 
-_SECTIONS: Dict[str, type] = {"hook": HookConfig, "relay": RelaySettings, "upload": UploadConfig}
+_SECTIONS: Dict[str, type] = {"hook": HookConfig, "relay": RelaySettings, "upload": UploadConfig,
+                              "metrics": MetricsConfig}
 
 
 def default_host_id(root: str = "/") -> str:
@@ -306,7 +340,8 @@ def load_config(path: str | None = None, *, root: str = "/",
     if resolve_host_id and not relay.host_id:
         cn = certificate_cn(upload.cert) if upload.enabled and upload.cert else None
         relay = dataclasses.replace(relay, host_id=cn or default_host_id(root))
-    return RelayConfig(hook=sections["hook"], relay=relay, upload=upload, sources=tuple(files))
+    return RelayConfig(hook=sections["hook"], relay=relay, upload=upload, sources=tuple(files),
+                       metrics=sections["metrics"])
 
 
 def _read_file(filename: str, values: Dict[Tuple[str, str], Any]) -> None:

@@ -11,6 +11,7 @@ from vdsm_hooks.config import (
     OPTIONS,
     ConfigError,
     HookConfig,
+    MetricsConfig,
     RelaySettings,
     UploadConfig,
     default_config_text,
@@ -38,7 +39,8 @@ def test_no_file_means_documented_defaults(tmp_path, root):
 
 
 def test_dataclass_defaults_agree_with_the_option_table():
-    classes = {"hook": HookConfig(), "relay": RelaySettings(), "upload": UploadConfig()}
+    classes = {"hook": HookConfig(), "relay": RelaySettings(), "upload": UploadConfig(),
+               "metrics": MetricsConfig()}
     for option in OPTIONS:
         assert getattr(classes[option.section], option.key) == option.parse(option.default), \
             option.key

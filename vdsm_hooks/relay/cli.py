@@ -165,7 +165,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if cfg.upload.enabled:
             from .upload import Uploader
             uploader = Uploader(cfg.upload, settings.host_id)
-        await RelayDaemon(settings, uploader=uploader).run()
+        daemon = RelayDaemon(settings, uploader=uploader)
+        metrics = None
+        if cfg.metrics.listen:
+            from .metrics import MetricsServer
+            metrics = MetricsServer(daemon.cache, cfg.metrics.listen, cfg.metrics.max_vms,
+                                    status=lambda: daemon.discovery.connected)
+            try:
+                await metrics.start()
+            except OSError as err:
+                raise ControlError(str(err)) from err
+        try:
+            await daemon.run()
+        finally:
+            if metrics is not None:
+                await metrics.close()
 
     try:
         asyncio.run(_main())
