@@ -226,6 +226,30 @@ _add("checks.results[].", {"value": "number", "threshold": "number"})
 del _kind
 
 
+#: The engine's stored metrics (docs/storage.md) and the report field each is taken from; a name
+#: ending in ":" is a prefix (``fs.used:/var``, ``net.rx_bps:eth0``).
+METRICS: Dict[str, str] = {
+    "cpu.percent": "resources.cpu.percent", "cpu.steal": "resources.cpu.steal",
+    "cpu.iowait": "resources.cpu.iowait", "load.1": "resources.cpu.load[]",
+    "memory.percent": "resources.memory.percent", "memory.used": "resources.memory.used",
+    "memory.total": "resources.memory.total", "swap.used": "resources.memory.swap_used",
+    "swap.total": "resources.memory.swap_total",
+    "fs.used:": "resources.filesystems[].used", "fs.total:": "resources.filesystems[].total",
+    "fs.inodes_used:": "resources.filesystems[].inodes_used",
+    "fs.inodes_total:": "resources.filesystems[].inodes_total",
+    "proc.rss:": "resources.top_memory[].rss",
+    "net.rx_bps:": "network.interfaces[].rx_bps", "net.tx_bps:": "network.interfaces[].tx_bps",
+}
+
+
+def metric_unit(name: str) -> Optional[str]:
+    """The unit of a stored metric (``fs.used:/var`` -> bytes), or None for an unknown name."""
+    field = METRICS.get(name)
+    if field is None and ":" in name:
+        field = METRICS.get(name.split(":", 1)[0] + ":")
+    return FIELDS.get(field) if field is not None else None
+
+
 def unit_of(path: str) -> Optional[str]:
     """The unit of a report field (``network.interfaces[].rx_bps``), or None if not numeric."""
     return FIELDS.get(path)

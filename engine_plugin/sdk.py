@@ -203,6 +203,7 @@ class History:
     resolution: str  # raw | 5m
     points: Tuple[Tuple[float, float], ...]
     forecast: Forecast | None
+    unit: str | None = None  # a unit of diag_protocol.units (bytes, percent, bits_per_second)
 
 
 def _forecast(doc: Mapping[str, Any] | None) -> Forecast | None:
@@ -379,7 +380,7 @@ def history(connection: Any, vm_id: str, metric: str, since: float, until: float
                {"metric": metric, "since": since, "until": until}, **kw)
     return History(doc["vm_id"], doc["metric"], doc["resolution"],
                    tuple((float(t), float(v)) for t, v in doc.get("points") or ()),
-                   _forecast(doc.get("forecast")))
+                   _forecast(doc.get("forecast")), doc.get("unit"))
 
 
 def wait_for_report(connection: Any, vm_id: str, deadline: float,

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Tuple, TypeVar, cast
 from aiohttp import web
 
 from diag_protocol import is_uuid
+from diag_protocol.units import metric_unit
 from diag_protocol.vocabulary import finding, findings_of, status_of
 
 from ..ovirt import NotAuthenticated, Visibility, VmInfo
@@ -222,7 +223,8 @@ class DocumentSource:
         verdicts = await self._store("verdicts", [vm_id])
         forecast = next((f for f in (verdicts.get(vm_id) or {}).get("forecasts") or ()
                          if f.get("metric") == metric), None)
-        return {"vm_id": vm_id, "metric": metric, "resolution": resolution,
+        return {"vm_id": vm_id, "metric": metric, "unit": metric_unit(metric),
+                "resolution": resolution,
                 "points": [[t, v] for t, v in points], "forecast": forecast}
 
 

@@ -165,9 +165,10 @@ def line_chart(
 ) -> Chart:
     """Lay out one metric over ``[since, until]``, extended to the forecast's ETA when it is near.
 
-    ``unit`` is ``"percent"`` (fixed 0-100 axis) or ``"bytes"`` (0 to the larger of capacity and
-    the data). ``capacity`` draws a dashed "full" line; ``forecast`` is a forecast object of the
-    engine's VM document (its ``fit`` and ``eta_at`` are used).
+    ``unit`` is a unit of diag_protocol.units: ``"percent"`` has a fixed 0-100 axis, others
+    (``"bytes"``) go from 0 to the larger of capacity and the data. ``capacity`` draws a dashed
+    "full" line; ``forecast`` is a forecast object of the engine's VM document (its ``fit`` and
+    ``eta_at`` are used).
     """
     chart = Chart(title=title, description=description)
     observed = downsample([p for p in points if since <= p[0] <= until])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
-from diag_protocol.units import format_value
+from diag_protocol.units import format_value, metric_unit
 from diag_protocol.vocabulary import RANK, findings_of, status_of, worst_first
 
 from .charts import Chart, clean_points, line_chart
@@ -218,10 +218,10 @@ def _chart_for(
     description: str,
     since: float,
     until: float,
-    unit: str,
     capacity: float | None = None,
     forecast: Mapping[str, Any] | None = None,
 ) -> Chart:
+    unit = metric_unit(metric) or "number"
     history = histories.get(metric) or {}
     points = clean_points(_dict(history).get("points"))
     if forecast is None and isinstance(_dict(history).get("forecast"), dict):
@@ -254,7 +254,7 @@ def resources_view(
                 metric, histories, title="Used space on %s" % mount,
                 description="Used bytes of %s over time, with capacity%s." % (
                     mount, " and forecast (%s)" % forecast["eta_text"] if forecast else ""),
-                since=since, until=until, unit="bytes", capacity=total,
+                since=since, until=until, capacity=total,
                 forecast=forecast["raw"] if forecast else None)
         filesystems.append({**entry, "mountpoint": mount, "forecast": forecast, "chart": chart,
                             "percent_value": as_number(entry.get("percent"))})
@@ -275,10 +275,10 @@ def resources_view(
         "oom_kills": as_number(data.get("oom_kills")),
         "cpu_chart": _chart_for("cpu.percent", histories, title="CPU usage",
                                 description="CPU usage in percent over time.",
-                                since=since, until=until, unit="percent"),
+                                since=since, until=until),
         "memory_chart": _chart_for("memory.percent", histories, title="Memory usage",
                                    description="Memory usage in percent over time.",
-                                   since=since, until=until, unit="percent",
+                                   since=since, until=until,
                                    forecast=_dict(by_metric.get("memory.percent")).get("raw")),
     }
 

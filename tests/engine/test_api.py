@@ -137,7 +137,8 @@ async def test_history_and_its_validation(make_service, pki, standin) -> None:
     assert doc["vm_id"] == VM_ALICE and doc["metric"] == "fs.used:/"
     assert doc["resolution"] == "raw"
     assert [v for _, v in doc["points"]] == [10 * GiB, 10 * GiB]
-    assert set(doc) == {"vm_id", "metric", "resolution", "points", "forecast"}
+    assert doc["unit"] == "bytes"  # diag_protocol.units, so a client need not guess
+    assert set(doc) == {"vm_id", "metric", "unit", "resolution", "points", "forecast"}
     assert (await api_get(service, "/api/v1/vms/%s/history" % VM_ALICE, token)).status == 400
     assert (await api_get(service, "/api/v1/vms/%s/history" % VM_ALICE, token, metric="x",
                           since="yesterday")).status == 400

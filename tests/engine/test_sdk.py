@@ -66,6 +66,7 @@ async def test_fleet_summary_and_history(proxied, standin) -> None:
         series = await asyncio.to_thread(sdk.history, conn, VM_ALICE, "memory.percent",
                                          now - 3600, now + 1)
         assert series.resolution == "raw" and [v for _, v in series.points] == [40.0, 40.0]
+        assert series.unit == "percent"
     finally:
         conn.close()
 

@@ -16,6 +16,7 @@ import pytest
 from diag_protocol import make_report, units, validate
 from diag_protocol.schema import SECTION_DATA
 from diag_protocol.vocabulary import RANK, STATUSES, worst, worst_first
+from engine_plugin.storage.extract import extract_samples
 from engine_plugin.ui import rendering
 from engine_plugin.ui.vm_view import build_vm_view
 from guest_agent.cli import render_report
@@ -145,6 +146,19 @@ def test_the_check_fails_when_a_unit_is_shown_with_another_units_formatter(recor
     env.from_string("{{ i.rx_bps|bytes_per_second }} {{ i.rx_bytes|bytes }}").render(i=nic)
     assert mismatches(recorded, report) == [
         "network.interfaces[].rx_bps (bits_per_second) shown as bytes_per_second"]
+
+
+def test_every_stored_metric_has_the_unit_of_the_field_it_comes_from():
+    report = FullReport()
+    message = validate(make_report("b" * 32, "run-1", 1, report.sections, now=NOW))
+    samples = extract_samples(message)
+    assert samples
+    for name, _, value in samples:
+        assert units.metric_unit(name) is not None, name
+        if value in report.paths:
+            assert units.metric_unit(name) == units.unit_of(report.paths[value]), name
+    assert units.metric_unit("net.rx_bps:eth0") == "bits_per_second"
+    assert units.metric_unit("no.such") is None
 
 
 @pytest.mark.parametrize("unit, value, text", [
