@@ -16,6 +16,9 @@ from aiohttp import web
 
 from ..ovirt import EngineUnavailable, NotAuthenticated, OvirtError
 from .documents import SIGNED_OUT, BadRequest, DocumentSource, unauthorized
+from .export import filename as export_filename
+from .export import fleet_csv
+from .listing import PAGING_PARAMS
 from .metrics import CONTENT_TYPE, NetworkAllowList, ServiceMetrics
 
 log = logging.getLogger("vmdiag.engine.api")
@@ -95,6 +98,7 @@ class ApiRoutes:
     def register(self, app: web.Application, prefix: str) -> None:
         r = app.router
         r.add_get(prefix + "/api/v1/vms", self.fleet)
+        r.add_get(prefix + "/api/v1/vms.csv", self.fleet_csv)
         r.add_get(prefix + "/api/v1/vms/{vm_id}", self.vm)
         r.add_get(prefix + "/api/v1/vms/{vm_id}/history", self.history)
         r.add_get(prefix + "/api/v1/hosts/{host_id}/vms", self.host)
@@ -104,6 +108,17 @@ class ApiRoutes:
     async def fleet(self, request: web.Request) -> web.Response:
         user = await self.source.authenticate(request)
         return web.json_response(await self.source.fleet_summary(user, request.query))
+
+    async def fleet_csv(self, request: web.Request) -> web.Response:
+        """The fleet list with the request's filters and sort, every matching VM, as CSV."""
+        user = await self.source.authenticate(request)
+        query = {k: v for k, v in request.query.items() if k not in PAGING_PARAMS}
+        doc = await self.source.fleet_summary(user, query)
+        return web.Response(
+            text=fleet_csv(doc["vms"]), content_type="text/csv", charset="utf-8",
+            headers={"Content-Disposition": 'attachment; filename="%s"'
+                     % export_filename(self.clock()),
+                     "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
     async def vm(self, request: web.Request) -> web.Response:
         user = await self.source.authenticate(request)

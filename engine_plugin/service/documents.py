@@ -190,22 +190,32 @@ class DocumentSource:
         by_id = {r.vm_id: r for r in stored if r.vm_id in wanted}
         rows: List[Dict[str, Any]] = []
         texts: Dict[str, str] = {}
+        # Rows of one ``summaries`` call share equal verdict dicts (most VMs are "ok, no
+        # findings"): derive each distinct one once. Keyed by identity: they live meanwhile.
+        derived: Dict[int, Tuple[str, List[Dict[str, Any]], str]] = {}
         for vm in vms:
             row = by_id.get(vm.id)
             verdict = (row.verdict if row is not None else None) or {}
-            findings = worst_findings(verdict, row)
+            key = id(verdict) if verdict else id(getattr(row, "worst_checks", None))
+            parts = derived.get(key)
+            if parts is None:
+                findings = worst_findings(verdict, row)
+                every = findings_of(verdict) if verdict.get("findings") or verdict.get(
+                    "reasons") else findings
+                text = "\n".join(str(p) for f in every for p in (f.get("code"),
+                                                                  f.get("message")) if p)
+                parts = derived[key] = (status_of(verdict.get("status")), findings, text)
+            status, findings, text = parts
             rows.append({
                 "id": vm.id, "name": vm.name, "host_id": vm.host_id, "host_name": vm.host_name,
                 "cluster": vm.cluster_name, "cluster_id": vm.cluster_id,
-                "health": status_of(verdict.get("status")),
+                "health": status,
                 "last_report_at": heard_at(row),
                 "findings": findings,
                 "worst_findings": findings,  # the name of API 1 before "findings"; kept
             })
-            parts = [vm.name, vm.id, vm.host_name, vm.cluster_name]
-            for f in findings_of(verdict) or findings:
-                parts.extend((f.get("code"), f.get("message")))
-            texts[vm.id] = "\n".join(str(p) for p in parts if p).casefold()
+            texts[vm.id] = "\n".join(p for p in (vm.name, vm.id, vm.host_name,
+                                                  vm.cluster_name, text) if p).casefold()
         return rows, texts
 
     # -- history ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ unknown sort key or direction falls back to the default instead of failing).
 from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping
+from urllib.parse import urlencode
 
 from diag_protocol.vocabulary import WORST_FIRST, findings_of, worst_first
 
@@ -109,6 +110,8 @@ def build_fleet_view(doc: Mapping[str, Any] | None, query: ListQuery, now: float
         "clusters": clusters,
         "hosts": hosts,
         "sort_keys": SORT_KEYS,
+        # the export (API, CSV) of every VM matching this view, in this order
+        "export_query": urlencode(query.params(per_page=None, page=1)),
     }
 
 

@@ -64,6 +64,7 @@ class UiPages:
         self.clock = clock
         self.env = rendering.make_environment()
         self.env.globals["ui_prefix"] = self.ui
+        self.env.globals["api_prefix"] = prefix.rstrip("/") + "/api/v1"
         self.versions = rendering.static_versions()
 
     # -- helpers ---------------------------------------------------------------------------

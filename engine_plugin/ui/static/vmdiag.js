@@ -189,6 +189,32 @@
     }
   });
 
+  // The export needs the Authorization header, so it is fetched here and handed to the browser
+  // as a download of the response's own bytes (never parsed or inserted into the page).
+  function exportCsv(button) {
+    button.disabled = true;
+    fetch(button.getAttribute("data-export-url"), {
+      headers: { "Authorization": "Bearer " + token, "Accept": "text/csv" },
+      cache: "no-store", credentials: "same-origin", referrerPolicy: "no-referrer"
+    }).then(function (response) {
+      if (!response.ok) { throw new Error("the vmdiag service answered " + response.status); }
+      var disposition = response.headers.get("Content-Disposition") || "";
+      var name = /filename="([^"]+)"/.exec(disposition);
+      return response.blob().then(function (blob) {
+        var link = document.createElement("a");
+        link.href = URL.createObjectURL(blob);
+        link.download = name ? name[1] : "vmdiag-fleet.csv";
+        document.body.appendChild(link);
+        link.click();
+        link.remove();
+        setTimeout(function () { URL.revokeObjectURL(link.href); }, 10000);
+        document.dispatchEvent(new CustomEvent("vmdiag:exported", { detail: link.download }));
+      });
+    }).catch(function (err) {
+      setAlert("Could not export: " + (err && err.message ? err.message : "network error"));
+    }).then(function () { button.disabled = false; });
+  }
+
   function goToPage(page) {
     var paged = new URLSearchParams(query);
     if (page > 1) { paged.set("page", String(page)); } else { paged.delete("page"); }
@@ -227,6 +253,11 @@
       }
       withHealth.delete("page");
       setQuery(withHealth);
+      return;
+    }
+    var exportButton = event.target.closest("[data-export-url]");
+    if (exportButton) {
+      exportCsv(exportButton);
       return;
     }
     if (event.target.closest("[data-clear-filters]")) {
