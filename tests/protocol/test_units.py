@@ -20,6 +20,7 @@ from engine_plugin.storage.extract import extract_samples
 from engine_plugin.ui import rendering
 from engine_plugin.ui.vm_view import build_vm_view
 from guest_agent.cli import render_report
+from vdsm_hooks.relay.cli import format_show
 
 NOW = 1_764_000_000.0
 VM_ID = "0b6f2d1e-0000-4000-8000-000000000001"
@@ -136,6 +137,17 @@ def test_the_agent_cli_shows_every_field_in_its_own_unit(recorded):
     assert "cannot format" not in text
     assert mismatches(recorded, report) == []
     assert shown(recorded, report) >= MUST_SHOW, MUST_SHOW - shown(recorded, report)
+
+
+def test_the_relay_cli_shows_every_field_in_its_own_unit(recorded):
+    report = FullReport()
+    message = validate(make_report("b" * 32, "run-1", 1, report.sections, now=NOW))
+    text = format_show({"vm_id": VM_ID, "name": "full", "vm_state": "running",
+                        "session_state": "connected", "report": message,
+                        "last_report_age": 3.0})
+    assert mismatches(recorded, report) == []
+    assert {"resources.filesystems[].percent", "network.probes[].latency_ms"} <= \
+        shown(recorded, report), text
 
 
 def test_the_check_fails_when_a_unit_is_shown_with_another_units_formatter(recorded):

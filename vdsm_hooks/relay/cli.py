@@ -50,6 +50,7 @@ import time
 from typing import Any, Dict, List, Sequence
 
 from diag_protocol import ALLOWED_METHODS
+from diag_protocol.units import format_field
 from diag_protocol.vocabulary import worst_first
 
 from .control import ControlError, call
@@ -328,12 +329,14 @@ def _resources(section: Dict[str, Any] | None) -> List[str]:
     if not data:
         return []
     cpu, mem = data.get("cpu") or {}, data.get("memory") or {}
-    out = ["", "resources: cpu %s%% of %s, load %s; memory %s%% used, swap %s%%" % (
-        _num(cpu.get("percent")), cpu.get("count"), cpu.get("load"), _num(mem.get("percent")),
-        _num(mem.get("swap_percent")))]
+    out = ["", "resources: cpu %s of %s, load %s; memory %s used, swap %s" % (
+        _f("resources.cpu.percent", cpu.get("percent")), cpu.get("count"), cpu.get("load"),
+        _f("resources.memory.percent", mem.get("percent")),
+        _f("resources.memory.swap_percent", mem.get("swap_percent")))]
     for fs in data.get("filesystems") or ():
-        out.append("  %-20s %5s%% used, inodes %s%%%s" % (
-            fs.get("mountpoint"), _num(fs.get("percent")), _num(fs.get("inodes_percent")),
+        out.append("  %-20s %5s used, inodes %s%s" % (
+            fs.get("mountpoint"), _f("resources.filesystems[].percent", fs.get("percent")),
+            _f("resources.filesystems[].inodes_percent", fs.get("inodes_percent")),
             " READ-ONLY" if fs.get("readonly") else ""))
     return out
 
@@ -351,7 +354,8 @@ def _network(section: Dict[str, Any] | None) -> List[str]:
                                         addresses))
     for probe in data.get("probes") or ():
         out.append("  probe %s %s: %s" % (probe.get("kind"), probe.get("target"),
-                                          "ok %.1f ms" % probe["latency_ms"]
+                                          "ok " + _f("network.probes[].latency_ms",
+                                                     probe["latency_ms"])
                                           if probe.get("ok") and probe.get("latency_ms")
                                           is not None else "FAILED %s" % probe.get("error")))
     return out
@@ -366,8 +370,9 @@ def _applications(section: Dict[str, Any] | None) -> List[str]:
                                     for u in failed]
 
 
-def _num(value: Any) -> str:
-    return "%.0f" % value if isinstance(value, (int, float)) else "?"
+def _f(path: str, value: Any) -> str:
+    """A report field in its own unit (diag_protocol.units); "?" when it is missing."""
+    return format_field(path, value, missing="?")
 
 
 def _when(ts: float) -> str:
