@@ -27,7 +27,8 @@ cuts, duplications), nesting up to 100,000 levels, numbers of 400 digits, invali
 random bytes, lines over 1 MiB, replays and sequence regressions. The run is deterministic
 for a ``--seed``.
 
-Usage: python3 benchmarks/fuzz_ingest.py [--inputs 1000000] [--vms 10] [--seed 1] [--json F]
+Usage: python3 benchmarks/fuzz_ingest.py [--inputs 1000000] [--vms 10] [--seed 1]
+       [--engine-procs 2] [--json F]
        (--quick: 20,000 inputs per side, the CI variant's size)
 """
 
@@ -507,14 +508,38 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_part(part: str, args: argparse.Namespace) -> Stats:
+def run_part(part: str, args: argparse.Namespace, inputs: int | None = None,
+             seed: int | None = None) -> Stats:
     """Each side in its own process, so its peak memory is its own (progress on stderr)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--part", part, "--inputs",
-           str(args.inputs), "--seed", str(args.seed), "--vms", str(args.vms),
+           str(args.inputs if inputs is None else inputs),
+           "--seed", str(args.seed if seed is None else seed), "--vms", str(args.vms),
            "--store-every", str(args.store_every)]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
     stats: Stats = json.loads(out.stdout.strip().splitlines()[-1])
     return stats
+
+
+def merge(shards: List[Stats]) -> Stats:
+    """The engine figures of several processes (shards of the inputs, seeds apart) as one:
+    counts add up, times and memory are per process (the largest)."""
+    out = dict(shards[0])
+    for other in shards[1:]:
+        for key in ("inputs", "crashes", "stored_in_sqlite", "sqlite_unstorable_batches",
+                    "peer_json_loads_crashes"):
+            out[key] += other[key]
+        out["input_mib"] = round(out["input_mib"] + other["input_mib"], 1)
+        for key in ("crash_kinds", "answers", "outcomes", "peer_crash_kinds"):
+            merged = Counter(out[key])
+            merged.update(other[key])
+            out[key] = dict(merged)
+        out["crash_samples"] = out["crash_samples"] + other["crash_samples"]
+        for key in ("seconds", "peak_rss_mib", "rss_at_start_mib"):
+            out[key] = max(out[key], other[key])
+        out["parse_us_per_input"] = round(
+            (out["parse_us_per_input"] + other["parse_us_per_input"]) / 2, 1)
+    out["processes"] = len(shards)
+    return out
 
 
 def report(engine: Stats, relay: Stats) -> None:
@@ -522,7 +547,7 @@ def report(engine: Stats, relay: Stats) -> None:
         ("inputs", engine["inputs"], relay["inputs"]),
         ("input MiB", engine["input_mib"], relay["input_mib"]),
         ("crashes (goal 0)", engine["crashes"], relay["crashes"]),
-        ("seconds", engine["seconds"], relay["seconds"]),
+        ("seconds (slowest process)", engine["seconds"], relay["seconds"]),
         ("us per input", engine["parse_us_per_input"], relay["us_per_input"]),
         ("peak RSS MiB", engine["peak_rss_mib"], relay["peak_rss_mib"]),
         ("RSS at start MiB", engine["rss_at_start_mib"], relay["rss_at_start_mib"]),
@@ -554,6 +579,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--store-every", type=int, default=50,
                         help="one body in this many also goes into a real SQLite store")
+    parser.add_argument("--engine-procs", type=int, default=1,
+                        help="processes sharing the engine side's inputs (seeds apart)")
     parser.add_argument("--quick", action="store_true", help="20,000 inputs per side")
     parser.add_argument("--part", choices=("engine", "relay"), help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the figures to this file")
@@ -562,12 +589,17 @@ def main() -> int:
         args.inputs = 20_000
     if args.part:
         return child(args)
-    print("fuzz: %d hostile inputs per side, seed %d, %d relay VMs, %d CPUs"
-          % (args.inputs, args.seed, args.vms, os.cpu_count() or 0))
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # one process per side, at once
-        engine_run = pool.submit(run_part, "engine", args)
+    print("fuzz: %d hostile inputs per side, seed %d, %d relay VMs, %d engine process(es), "
+          "%d CPUs" % (args.inputs, args.seed, args.vms, args.engine_procs,
+                       os.cpu_count() or 0))
+    shards = max(1, args.engine_procs)
+    with concurrent.futures.ThreadPoolExecutor(1 + shards) as pool:  # all processes at once
         relay_run = pool.submit(run_part, "relay", args)
-        engine, relay = engine_run.result(), relay_run.result()
+        engine_runs = [pool.submit(run_part, "engine", args,
+                                   args.inputs // shards + (i < args.inputs % shards),
+                                   args.seed + 1000 * i) for i in range(shards)]
+        engine = merge([run.result() for run in engine_runs])
+        relay = relay_run.result()
     report(engine, relay)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
