@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import copy
 import json
 import logging
 import os
@@ -125,7 +126,9 @@ def put(tree: Any, path: Tuple[Any, ...], value: Any) -> Any:
 def hostile_value(rng: random.Random) -> Any:
     roll = rng.random()
     if roll < 0.75:
-        return rng.choice(HOSTILE)
+        # a copy: an input that puts a value inside a shared list must not change (or make
+        # cycles in) the inputs after it
+        return copy.deepcopy(rng.choice(HOSTILE))
     if roll < 0.85:
         return rng.getrandbits(rng.choice((8, 53, 63, 64, 65, 128))) * rng.choice((1, -1))
     if roll < 0.95:
