@@ -22,6 +22,7 @@ from diag_protocol.units import metric_unit
 from diag_protocol.vocabulary import finding, findings_of, status_of
 
 from ..ovirt import NotAuthenticated, Visibility, VmInfo
+from . import patterns
 from .evaluation import heard_at
 from .listing import ListError, ListQuery, parse_list_query, select
 
@@ -160,8 +161,7 @@ class DocumentSource:
     async def fleet_list(self, user: User, query: ListQuery) -> Dict[str, Any]:
         """The list document (``listing.select``) over every VM the user may see."""
         vms = await self.visibility.vms(user.token)
-        rows, texts = await self._rows(vms)
-        return select_rows(rows, texts, query)
+        return await self._list(vms, query)
 
     @_token_may_expire
     async def host_summary(self, user: User, host_id: str,
@@ -177,12 +177,23 @@ class DocumentSource:
         vms = [vm for vm in await self.visibility.vms(user.token) if vm.host_id == host_id]
         if not vms and await self.visibility.host(user.token, host_id) is None:
             return None
-        rows, texts = await self._rows(vms)
-        return select_rows(rows, texts, query)
+        return await self._list(vms, query, ("host",))
 
-    async def _rows(self, vms: List[VmInfo]) -> Tuple[List[Dict[str, Any]], Dict[str, str]]:
-        """Summary rows of ``vms`` and, per VM id, the text the search looks in (names and
-        every finding, not only the few the row carries)."""
+    async def _list(self, vms: List[VmInfo], query: ListQuery,
+                    kinds: Tuple[str, ...] = ("host", "cluster")) -> Dict[str, Any]:
+        """The list document over ``vms``, with the fleet patterns among them."""
+        rows, texts, every, onsets = await self._rows(vms)
+        doc = select_rows(rows, texts, query)
+        found = patterns.find(rows, every, onsets, kinds)
+        doc["patterns"] = found["patterns"]
+        doc["finding_groups"] = found["groups"]
+        return doc
+
+    async def _rows(self, vms: List[VmInfo]) -> Tuple[List[Dict[str, Any]], Dict[str, str],
+                                                       Dict[str, List[Dict[str, Any]]],
+                                                       Dict[str, Any]]:
+        """Summary rows of ``vms``; per VM id, the text the search looks in (names and every
+        finding, not only the few the row carries), every finding and the verdict's since."""
         wanted = {vm.id for vm in vms}
         # One scan beats many IN lists once the user sees most of the store.
         stored = await self._store("summaries", None if len(wanted) > IN_LIST_LIMIT
@@ -192,7 +203,9 @@ class DocumentSource:
         texts: Dict[str, str] = {}
         # Rows of one ``summaries`` call share equal verdict dicts (most VMs are "ok, no
         # findings"): derive each distinct one once. Keyed by identity: they live meanwhile.
-        derived: Dict[int, Tuple[str, List[Dict[str, Any]], str]] = {}
+        derived: Dict[int, Tuple[str, List[Dict[str, Any]], str, List[Dict[str, Any]]]] = {}
+        every_of: Dict[str, List[Dict[str, Any]]] = {}
+        onsets: Dict[str, Any] = {}
         for vm in vms:
             row = by_id.get(vm.id)
             verdict = (row.verdict if row is not None else None) or {}
@@ -204,8 +217,10 @@ class DocumentSource:
                     "reasons") else findings
                 text = "\n".join(str(p) for f in every for p in (f.get("code"),
                                                                   f.get("message")) if p)
-                parts = derived[key] = (status_of(verdict.get("status")), findings, text)
-            status, findings, text = parts
+                parts = derived[key] = (status_of(verdict.get("status")), findings, text,
+                                        every)
+            status, findings, text, every_of[vm.id] = parts
+            onsets[vm.id] = verdict.get("since")
             rows.append({
                 "id": vm.id, "name": vm.name, "host_id": vm.host_id, "host_name": vm.host_name,
                 "cluster": vm.cluster_name, "cluster_id": vm.cluster_id,
@@ -216,7 +231,7 @@ class DocumentSource:
             })
             texts[vm.id] = "\n".join(p for p in (vm.name, vm.id, vm.host_name,
                                                   vm.cluster_name, text) if p).casefold()
-        return rows, texts
+        return rows, texts, every_of, onsets
 
     # -- history ----------------------------------------------------------------------------
 

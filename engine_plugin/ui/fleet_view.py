@@ -89,6 +89,36 @@ def pagination(doc: Mapping[str, Any], query: ListQuery) -> Dict[str, Any]:
     }
 
 
+def _patterns(doc: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    out = []
+    for p in doc.get("patterns") or []:
+        if not isinstance(p, dict) or p.get("scope") not in ("host", "cluster"):
+            continue
+        scope, key = p["scope"], _text(p.get("id"))
+        out.append({
+            "scope": scope, "name": _text(p.get("name")) or key, "code": _text(p.get("code")),
+            "status": health_status(p.get("status")), "what": _text(p.get("what")),
+            "advice": _text(p.get("advice")), "vms": _count(p.get("vms")),
+            "of": _count(p.get("of")), "since": as_number(p.get("since")),
+            # the list of exactly these VMs: the code on that host or cluster
+            "query": urlencode({"q": _text(p.get("code")), scope: key}),
+        })
+    return out
+
+
+def _groups(doc: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    out = []
+    for g in doc.get("finding_groups") or []:
+        if not isinstance(g, dict):
+            continue
+        places = [(_text(h.get("name")), _count(h.get("vms"))) for h in g.get("hosts") or []
+                  if isinstance(h, dict)]
+        out.append({"code": _text(g.get("code")), "status": health_status(g.get("status")),
+                    "message": _text(g.get("message")), "vms": _count(g.get("vms")),
+                    "hosts": places, "query": urlencode({"q": _text(g.get("code"))})})
+    return out
+
+
 def build_fleet_view(doc: Mapping[str, Any] | None, query: ListQuery, now: float
                      ) -> Dict[str, Any]:
     """One page of rows, the per-verdict counts, the filter choices and the pagination."""
@@ -112,6 +142,8 @@ def build_fleet_view(doc: Mapping[str, Any] | None, query: ListQuery, now: float
         "sort_keys": SORT_KEYS,
         # the export (API, CSV) of every VM matching this view, in this order
         "export_query": urlencode(query.params(per_page=None, page=1)),
+        "patterns": _patterns(doc),
+        "groups": _groups(doc),
     }
 
 
