@@ -185,10 +185,16 @@ async def test_vmdiag_relay_run_serves_metrics_from_its_config(tmp_path):
         "--foreground", cwd=ROOT, stderr=asyncio.subprocess.PIPE)
     try:
         await until(lambda: sock.exists(), timeout=20, what="control socket")
-        async with aiohttp.ClientSession() as http, \
-                http.get("http://127.0.0.1:%d/metrics" % port) as resp:
-            text = await resp.text()
-        assert samples(text)[("vmdiag_relay_libvirt_connected", ())] == 1
+        key = ("vmdiag_relay_libvirt_connected", ())
+        got: dict = {}
+        deadline = time.monotonic() + 20
+        async with aiohttp.ClientSession() as http:
+            while got.get(key) != 1 and time.monotonic() < deadline:
+                async with http.get("http://127.0.0.1:%d/metrics" % port) as resp:
+                    got = samples(await resp.text())
+                await asyncio.sleep(0.1)
+        # the relay connects to libvirt after its control socket is up
+        assert got[key] == 1 and got[("vmdiag_relay_vms", ())] == 0
         # a second relay cannot take the port: it says which key to change
         busy = tmp_path / "busy.conf"
         busy.write_text(conf.read_text().replace(str(sock), str(tmp_path / "other.sock")))
