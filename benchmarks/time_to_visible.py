@@ -111,8 +111,27 @@ class Bench:
         visible = time.monotonic() - began
         build_ms = sum(float(s.get("duration_ms") or 0.0)
                        for s in (report.get("sections") or {}).values())
+        started, logged = self.agent_start_times(str(report.get("run_id")))
         return {"visible_s": visible, "restart_command_s": issued,
-                "report_build_s": build_ms / 1000.0}
+                "report_build_s": build_ms / 1000.0,
+                # guest clock: systemd started the unit -> the agent logged its start (Python
+                # and the imports) -> the report was made (priming, first-report delay, build)
+                "interpreter_s": logged - started, "to_report_s": float(report["time"]) - logged}
+
+    def agent_start_times(self, run_id: str) -> tuple:
+        """(unit started, agent logged "starting" for ``run_id``), unix times, guest clock."""
+        assert self.guest is not None
+        rc, out = self.guest.call(lambda d: qga.run(d, [
+            "/bin/journalctl", "-o", "short-unix", "--no-pager", "-n", "200",
+            "_SYSTEMD_UNIT=vmdiag-agent.service", "+", "UNIT=vmdiag-agent.service"]))
+        started = logged = float("nan")
+        for line in out.splitlines():
+            stamp, _, text = line.partition(" ")
+            if "Started " in text:
+                started = float(stamp)
+            elif "starting: run_id " + run_id in text:
+                logged = float(stamp)
+        return started, logged
 
     def unit_stop_round(self) -> Dict[str, float]:
         seq = self.report().get("seq", -1)
@@ -179,6 +198,8 @@ def main(argv: List[str] | None = None) -> int:
     print("\ntime to visible in the engine's API, %d rounds (%s): median [min-max]"
           % (args.rounds, result["accel"]))
     for label, row in (("agent start -> diagnostics", a["visible_s"]),
+                       ("  guest: unit started -> agent running", a["interpreter_s"]),
+                       ("  guest: agent running -> report made", a["to_report_s"]),
                        ("  of which the report's build in the guest", a["report_build_s"]),
                        ("systemctl stop -> critical verdict", u["critical_s"]),
                        ("systemctl start -> verdict clear", u["recovered_s"])):
