@@ -57,6 +57,7 @@ class VmDirectory:
         self.migration_window = migration_window
         self.clock = clock
         self._entries: Dict[str, Entry] = {}
+        self._cluster_ids: Dict[str, str] = {}
         # vm_id -> {host_id: when oVirt last showed the VM on it}; vm_id -> current host_id
         self._placement: Dict[str, Dict[str, float]] = {}
         self._current: Dict[str, str] = {}
@@ -69,6 +70,10 @@ class VmDirectory:
         #: engine time of the last successful refresh, None before the first
         self.refreshed_at: float | None = None
         self._last_attempt = float("-inf")
+
+    def where(self, vm_id: str) -> Tuple[str | None, str | None]:
+        """(host id, cluster id) oVirt last showed the VM on, for fleet patterns' events."""
+        return self._current.get(vm_id), self._cluster_ids.get(vm_id)
 
     def lookup(self, vm_id: str) -> Tuple[str | None, str | None]:
         entry = self._entries.get(vm_id)
@@ -125,9 +130,12 @@ class VmDirectory:
             self.forbidden = False
             entries: Dict[str, Entry] = {}
             current: Dict[str, str] = {}
+            cluster_ids: Dict[str, str] = {}
             names = dict(self._host_names)
             for vm in vms:
                 entries[vm.id] = (vm.name, getattr(vm.cluster, "name", None) or "")
+                if getattr(vm.cluster, "id", None):
+                    cluster_ids[vm.id] = vm.cluster.id
                 host = getattr(vm, "host", None)
                 host_id = getattr(host, "id", None)
                 if host_id:
@@ -148,5 +156,6 @@ class VmDirectory:
             in_use = {h for hosts in placement.values() for h in hosts}
             self._host_names = {h: n for h, n in names.items() if h in in_use}
             self._entries, self._current, self._placement = entries, current, placement
+            self._cluster_ids = cluster_ids
             self.refreshed_at = now
             return len(self._entries)

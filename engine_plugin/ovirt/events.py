@@ -54,6 +54,12 @@ SEVERITY = {"ok": types.LogSeverity.NORMAL, "warning": types.LogSeverity.WARNING
 
 KEY_OUTBOX = "events:outbox"
 KEY_COUNTER = "events:custom_id"
+KEY_PATTERNS = "events:patterns"
+
+
+def pattern_key(pattern: Mapping[str, Any]) -> str:
+    """One fleet pattern's identity: its scope, host or cluster, and finding code."""
+    return "%s:%s:%s" % (pattern["scope"], pattern["id"], pattern["code"])
 
 
 def vm_key(vm_id: str) -> str:
@@ -170,6 +176,47 @@ class EventOutbox:
         self.store.set_event_state(vm_key(vm_id), state)
         return len(events)
 
+    def record_patterns(self, found: List[Mapping[str, Any]]) -> int:
+        """Plan one event per fleet pattern that appeared (attached to its host or cluster)
+        and one NORMAL event per pattern that ended; undelivered per-VM events of the VMs a
+        new pattern covers are dropped, as the pattern's event says it for all of them.
+        ``found``: patterns (engine_plugin.service.patterns) with ``host_id``/``cluster_id``
+        and ``description``. Returns how many events were queued."""
+        with self.lock:
+            before = dict((self.store.event_state(KEY_PATTERNS) or {}).get("active") or {})
+            now_active = {pattern_key(p): p for p in found}
+            if not before and not now_active:
+                return 0
+            planned: List[Dict[str, Any]] = []
+            covered: set = set()
+            for key, p in sorted(now_active.items()):
+                if key not in before:
+                    planned.append({"vm_id": None, "host_id": p.get("host_id"),
+                                    "cluster_id": p.get("cluster_id"), "status": p["status"],
+                                    "description": str(p["description"])[:MAX_DESCRIPTION]})
+                    covered.update(p.get("vm_ids") or ())
+            for key, old in sorted(before.items()):
+                if key not in now_active:
+                    planned.append({"vm_id": None, "host_id": old.get("host_id"),
+                                    "cluster_id": old.get("cluster_id"), "status": "ok",
+                                    "description": ("Over: %s" % old.get("description", ""))
+                                    [:MAX_DESCRIPTION]})
+            if planned or covered:
+                outbox = [i for i in self._pending() if i.get("vm_id") not in covered]
+                if planned:
+                    ids, counter = next_custom_ids(self.store.event_state(KEY_COUNTER),
+                                                   len(planned), self.clock())
+                    self.store.set_event_state(KEY_COUNTER, counter)
+                    for custom_id, item in zip(ids, planned):
+                        outbox.append(dict(item, custom_id=custom_id, planned_at=self.clock(),
+                                           attempts=0))
+                self.store.set_event_state(KEY_OUTBOX, {"items": outbox[-MAX_OUTBOX:]})
+            self.store.set_event_state(KEY_PATTERNS, {"active": {
+                key: {"host_id": p.get("host_id"), "cluster_id": p.get("cluster_id"),
+                      "description": str(p["description"])[:MAX_DESCRIPTION]}
+                for key, p in now_active.items()}})
+            return len(planned)
+
     def pending(self) -> List[Dict[str, Any]]:
         with self.lock:
             return self._pending()
@@ -235,9 +282,15 @@ class ServiceAccount:
 
     def add_event(self, item: Mapping[str, Any]) -> str:
         """Add one event; return "sent", "duplicate" (already there) or raise."""
-        event = types.Event(origin=ORIGIN, custom_id=int(item["custom_id"]),
-                            severity=SEVERITY[item["status"]],
-                            description=item["description"], vm=types.Vm(id=item["vm_id"]))
+        # A VM's event is attached to the VM; a fleet pattern's to its host or cluster (the
+        # engine's event API takes vm, host, cluster, ... links by id).
+        event = types.Event(
+            origin=ORIGIN, custom_id=int(item["custom_id"]), severity=SEVERITY[item["status"]],
+            description=item["description"],
+            vm=types.Vm(id=item["vm_id"]) if item.get("vm_id") else None,
+            host=types.Host(id=item["host_id"]) if item.get("host_id") else None,
+            cluster=(types.Cluster(id=item["cluster_id"])
+                     if item.get("cluster_id") and not item.get("host_id") else None))
         try:
             self.connection().system_service().events_service().add(event)
             return "sent"

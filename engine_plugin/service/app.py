@@ -32,6 +32,7 @@ from .documents import DocumentSource
 from .evaluation import HealthPass
 from .ingest import IngestHandler, make_ingest_app, server_ssl_context
 from .metrics import NetworkAllowList, ServiceMetrics
+from .pattern_events import PatternWatch
 
 log = logging.getLogger("vmdiag.engine")
 
@@ -151,10 +152,12 @@ class EngineService:
             self.dispatcher = EventDispatcher(
                 self.outbox, account, self.engine_executor, cfg.events.retry_interval,
                 on_result=lambda outcome: self.metrics.events.labels(outcome).inc())
+        watch = (PatternWatch(self.store, self.directory, self.outbox)
+                 if self.outbox is not None and self.directory is not None else None)
         self.health = HealthPass(self.store, self.thresholds, self.store_executor,
                                  self.metrics, self.outbox,
                                  self.dispatcher.wake if self.dispatcher else None, self.clock,
-                                 self.names)
+                                 self.names, watch.check if watch is not None else None)
         self.source = DocumentSource(self.store, self.visibility, self.store_executor,
                                      self.thresholds, self.clock)
 

@@ -41,7 +41,8 @@ class HealthPass:
                  outbox: EventOutbox | None = None,
                  on_events: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.time,
-                 names: Callable[[str], Tuple[str | None, str | None]] | None = None) -> None:
+                 names: Callable[[str], Tuple[str | None, str | None]] | None = None,
+                 after_pass: Callable[[], int] | None = None) -> None:
         self.store = store
         self.thresholds_for = thresholds_for
         self.executor = executor
@@ -50,6 +51,9 @@ class HealthPass:
         self.on_events = on_events
         self.clock = clock
         self.names = names
+        #: runs (blocking, in the executor) once the marked VMs are all evaluated; returns
+        #: how many events it planned (the fleet patterns' events)
+        self.after_pass = after_pass
         self._dirty: Set[str] = set()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -84,6 +88,7 @@ class HealthPass:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            planned_any = False
             while self._dirty:
                 batch = sorted(self._dirty)[:BATCH]
                 self._dirty.difference_update(batch)
@@ -94,7 +99,20 @@ class HealthPass:
                                   "report", len(batch))
                     self.metrics.health_evaluations.labels("error").inc(len(batch))
                     continue
-                if planned and self.on_events is not None:
+                if planned:
+                    planned_any = True
+                    if self.after_pass is None and self.on_events is not None:
+                        self.on_events()
+            if self.after_pass is not None:
+                # Deliver only after the patterns were looked for: a pattern's one event
+                # replaces its VMs' events still in the outbox.
+                try:
+                    if await loop.run_in_executor(self.executor, self.after_pass):
+                        planned_any = True
+                except Exception:
+                    log.exception("looking for fleet patterns failed; retried after the next "
+                                  "evaluations")
+                if planned_any and self.on_events is not None:
                     self.on_events()
             if not self._dirty:
                 self._idle.set()

@@ -371,8 +371,11 @@ class StandinEngine:
             return self._fault(400, "Operation Failed", "expected <event>, got <%s>" % root.tag)
         fields = {tag: root.findtext(tag) for tag in
                   ("origin", "severity", "custom_id", "description")}
-        vm = root.find("vm")
-        record = dict(fields, vm_id=vm.get("id") if vm is not None else None, user=user.name)
+        vm, host, cluster = root.find("vm"), root.find("host"), root.find("cluster")
+        record = dict(fields, vm_id=vm.get("id") if vm is not None else None,
+                      host_id=host.get("id") if host is not None else None,
+                      cluster_id=cluster.get("id") if cluster is not None else None,
+                      user=user.name)
         missing = [name for name, value in fields.items() if value in (None, "")]
         if missing:
             self.rejected_events.append(dict(record, why="incomplete"))
@@ -403,9 +406,11 @@ class StandinEngine:
             self.rejected_events.append(dict(record, why="duplicate"))
             return self._fault(409, "Operation Failed", "[Cannot add External Event. External "
                                "Event with the same custom ID already exists for this origin.]")
-        if record["vm_id"] is not None and record["vm_id"] not in self.vms:
-            self.rejected_events.append(dict(record, why="vm"))
-            return self._fault(404, "Operation Failed", "Entity not found: %s" % record["vm_id"])
+        for kind, known in (("vm", self.vms), ("host", self.hosts), ("cluster", self.clusters)):
+            if record[kind + "_id"] is not None and record[kind + "_id"] not in known:
+                self.rejected_events.append(dict(record, why=kind))
+                return self._fault(404, "Operation Failed",
+                                   "Entity not found: %s" % record[kind + "_id"])
         event = dict(record, custom_id=custom_id, id=next(self._ids),
                      time_iso=datetime.datetime.now(datetime.timezone.utc).isoformat())
         self.events.append(event)

@@ -120,6 +120,7 @@ def event_element(event: Mapping[str, Any]) -> bytes:
     _text(element, "origin", event["origin"])
     _text(element, "severity", event["severity"])
     _text(element, "time", event["time_iso"])
-    if event.get("vm_id"):
-        _link(element, "vm", "vms", event["vm_id"])
+    for kind, collection_name in (("vm", "vms"), ("host", "hosts"), ("cluster", "clusters")):
+        if event.get(kind + "_id"):
+            _link(element, kind, collection_name, event[kind + "_id"])
     return to_bytes(element)

@@ -6,6 +6,7 @@ Nothing may be grouped by chance: a shared finding makes a pattern only on >= 5 
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 
@@ -146,4 +147,59 @@ async def test_the_service_lists_patterns_of_what_the_user_may_see(pki,
         finally:
             await service.stop()
     finally:
+        engine.stop()
+
+
+GATEWAY_CHECK = [{"id": "net.gateway", "name": "Gateway", "status": "critical",
+                  "message": "the gateway 192.0.2.1 does not answer", "value": None,
+                  "threshold": None}]
+
+
+async def test_one_ovirt_event_for_the_host_not_one_per_vm(pki, tmp_path):
+    """60 VMs on two hosts report through TLS ingest; 28 of host 0's 30 lose their gateway at
+    once: the engine gets one event attached to that host, none for those VMs; the VM that
+    fails alone on host 1 gets its own."""
+    from engine_plugin.service.app import EngineService
+    from lab.ovirt_standin import StandinEngine
+    from tests.engine.conftest import relay_ssl, service_config, upload
+    from tests.engine.reports import envelope
+
+    big = BigFleet(60, hosts=2)
+    engine = StandinEngine(pki.server("standin-events"), pki.ca_file)
+    big.add_to_standin(engine)
+    engine.add_user("vmdiag@internal", "svcpw", admin=True, can_add_events=True)
+    engine.start()
+    host0, host1 = big.host_ids
+    service = EngineService(service_config(pki, engine, "sqlite:///%s/e.db" % tmp_path,
+                                           events={"retry_interval": "3600"}))
+    await service.start()
+    try:
+        now = time.time()
+        failing = [v for v in big.vm_ids if big.host_of[v] == host0][:28]
+        alone = next(v for v in big.vm_ids if big.host_of[v] == host1)
+        for host in (host0, host1):
+            cn = big.host_names[host] + ".example.test"
+            batch = [envelope(v, cn, 0, now=now, checks=GATEWAY_CHECK
+                              if v in failing or v == alone else None)
+                     for v in big.vm_ids if big.host_of[v] == host]
+            reply = await upload(service, relay_ssl(pki, cn), {"envelopes": batch})
+            assert reply.status == 200, reply.body
+        await service.health.drain()
+        for _ in range(200):  # the dispatcher, woken by the health pass, empties the outbox
+            if not service.outbox.pending():
+                break
+            await asyncio.sleep(0.05)
+        assert service.outbox.pending() == []
+        sent = list(engine.events)
+        host_events = [e for e in sent if e["host_id"]]
+        assert len(host_events) == 1, sent
+        (event,) = host_events
+        assert event["host_id"] == host0 and event["severity"] == "error"
+        assert event["description"].startswith("vmdiag: 28 of 30 VMs on host "
+                                               "hv-000.example.test cannot reach their gateway "
+                                               "since")
+        assert [e["vm_id"] for e in sent if e["vm_id"]] == [alone]
+        assert engine.rejected_events == []
+    finally:
+        await service.stop()
         engine.stop()
