@@ -164,6 +164,11 @@ OPTIONS: Tuple[Option, ...] = (
            "raises one too (a recovery).", ("warning", "critical")),
     Option("metrics", "allow", "networks", "127.0.0.1/32,::1/128",
            "CIDRs allowed to scrape /vmdiag/metrics (it needs no user token)."),
+    Option("metrics", "fleet", "bool", "no",
+           "Add each VM's health and forecast time left, by VM id, to /vmdiag/metrics (every "
+           "VM, whatever the scraper's oVirt users may see; docs/prometheus.md)."),
+    Option("metrics", "max_vms", "int", "5000",
+           "Most VMs in the fleet metrics (by id); the rest are counted, not shown."),
 )
 
 _INDEX: Dict[Tuple[str, str], Option] = {(o.section, o.key): o for o in OPTIONS}

@@ -18,6 +18,7 @@ from ..ovirt import EngineUnavailable, NotAuthenticated, OvirtError
 from .documents import SIGNED_OUT, BadRequest, DocumentSource, unauthorized
 from .export import filename as export_filename
 from .export import fleet_csv
+from .fleet_metrics import fleet_exposition
 from .listing import PAGING_PARAMS
 from .metrics import CONTENT_TYPE, NetworkAllowList, ServiceMetrics
 
@@ -88,12 +89,17 @@ class ApiRoutes:
 
     def __init__(self, source: DocumentSource, metrics: ServiceMetrics,
                  allow: NetworkAllowList, store_ping: Callable[[], Awaitable[Any]],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 fleet_verdicts: Callable[[], Awaitable[Any]] | None = None,
+                 fleet_max_vms: int = 5000) -> None:
+        """``fleet_verdicts`` gives the stored verdicts for [metrics] fleet."""
         self.source = source
         self.metrics = metrics
         self.allow = allow
         self.store_ping = store_ping
         self.clock = clock
+        self.fleet_verdicts = fleet_verdicts
+        self.fleet_max_vms = fleet_max_vms
 
     def register(self, app: web.Application, prefix: str) -> None:
         r = app.router
@@ -169,8 +175,15 @@ class ApiRoutes:
             counts = None
         if isinstance(counts, dict):
             self.metrics.set_health_counts(counts)
-        return web.Response(body=self.metrics.exposition(),
-                            headers={"Content-Type": CONTENT_TYPE})
+        body = self.metrics.exposition()
+        if self.fleet_verdicts is not None:
+            try:
+                verdicts = await self.fleet_verdicts()
+            except Exception:  # noqa: BLE001 - the service's own metrics still answer
+                verdicts = None
+            if isinstance(verdicts, dict):
+                body += fleet_exposition(verdicts, self.fleet_max_vms)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 def not_found(what: str) -> web.Response:

@@ -123,6 +123,11 @@ class EngineService:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.engine_executor, self.directory.refresh)
 
+    async def fleet_verdicts(self) -> Dict[str, Dict[str, Any]]:
+        """Every stored verdict, by vm_id (the fleet metrics)."""
+        verdicts: Dict[str, Dict[str, Any]] = await self._store_call("verdicts")
+        return verdicts
+
     async def health_counts(self) -> Dict[str, int]:
         verdicts = await self._store_call("verdicts")
         counts = {status: 0 for status in STATUSES}
@@ -163,7 +168,9 @@ class EngineService:
 
         api_app = web.Application(middlewares=[make_middleware(self.metrics)])
         ApiRoutes(self.source, self.metrics, NetworkAllowList(cfg.metrics.allow),
-                  self.health_counts, self.clock).register(api_app, cfg.api.prefix)
+                  self.health_counts, self.clock,
+                  fleet_verdicts=self.fleet_verdicts if cfg.metrics.fleet else None,
+                  fleet_max_vms=cfg.metrics.max_vms).register(api_app, cfg.api.prefix)
         self._setup_ui(api_app)
         ownership = self.directory if cfg.ingest.ownership == "ovirt" else None
         if ownership is None:
