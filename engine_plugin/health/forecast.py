@@ -16,7 +16,10 @@ will go on doing so. It is made only when the data supports every part of that c
    bisection, so a week costs about what a day costs).
 2. **Robust fit with an error.** Lag-paired Theil–Sen (median of the slopes between points half
    the window apart); the residuals' robust scale (MAD) gives the error of the rise over the
-   window, ``sigma * sqrt(12 / n)``. The rise must be ``MIN_T`` errors or more.
+   window, ``sigma * sqrt(12 / n)``. The rise must be ``MIN_T`` errors or more. Where the
+   history holds fewer than ``MIN_PAST_WINDOWS`` earlier windows to compare with (4), the
+   error also counts the residuals' lag-1 correlation (effective ``n``): usage wandering
+   slowly around a level is smooth, hence "significant" to a test that assumes independence.
 3. **One straight line, not a step or a bend.** The medians of the residuals in each quarter of
    the window must stay within a tenth of the rise (plus their own noise): a step inside the
    window (a package upgrade, a restored data set) or a fill that only began halfway is no
@@ -62,7 +65,8 @@ RAW_FIT_MAX_S = 2 * 3600.0        # windows up to this long are fitted on raw sa
 FIT_BUCKETS = 32                  # longer windows: means of this many time buckets
 MIN_T = 5.0                       # the rise over the window, in units of its error
 LINEARITY = 0.1                   # quarter residual medians within this share of the rise
-EXCEPTIONAL_RATIO = 1.5           # the rise vs the largest earlier rise of the same length
+EXCEPTIONAL_RATIO = 2.0           # the rise vs the largest earlier rise of the same length
+MIN_PAST_WINDOWS = 3.0            # earlier history needed, in window lengths, to compare with
 DENSE_STEPS = 192                 # earlier windows ending every quarter window, most recent
 PAST_STEPS = 96                   # then at most this many more, spread over the rest
 MAX_EXTRAPOLATION = 10.0
@@ -268,15 +272,16 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
     if n < MIN_POINTS:
         return None
     slope, level, scale = fit(pts, end)
+    resid = [v - level - slope * (t - end) for t, v in pts]
+    envelope = level
     if w > RAW_FIT_MAX_S:
         # a cycle's peaks, not its middle, reach the limit first: the upper envelope
-        resid = sorted(v - level - slope * (t - end) for t, v in pts)
-        level += max(0.0, resid[int(0.9 * (len(resid) - 1))])
+        envelope += max(0.0, sorted(resid)[int(0.9 * (n - 1))])
     rise_error = scale * math.sqrt(12.0 / n)
     rise = slope * w
     t_stat = rise / rise_error if rise_error > 0 else (math.inf if rise > 0 else 0.0)
     confidence = round(min(1.0, 0.5 * t_stat / MIN_T) if t_stat > 0 else 0.0, 3)
-    trend = Trend(slope, level, end, confidence, "linear", a, end, rise_error / w if w else 0.0)
+    trend = Trend(slope, envelope, end, confidence, "linear", a, end, rise_error / w if w else 0.0)
 
     def no(why: str) -> Tuple[Trend, bool, str]:
         return dataclasses.replace(trend, confidence=min(confidence, 0.49)), False, why
@@ -296,6 +301,13 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
         dev = median([v - level - slope * (t - end) for t, v in part])
         if abs(dev) > LINEARITY * rise + 3.0 * noise / math.sqrt(len(part)):
             return no("a step or a bend, not a line")
+    if (a - max(seg_start, s.t[0])) / w < MIN_PAST_WINDOWS:
+        # Little or nothing to compare with: the residuals' own correlation must not pass
+        # for evidence (usage wandering slowly around a level looks smooth, "significant").
+        rho = _lag1(resid)
+        n_eff = max(2.0, min(n, n * (1 - rho) / (1 + rho)))
+        if rise < MIN_T * scale * math.sqrt(12.0 / n_eff):
+            return no("growth within the noise (correlated)")
     past = _past(s, a, w, seg_start)
     if past is not None:
         head = s.mean(end - w / 4, end + 1e-9)
@@ -310,6 +322,17 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
     reach = (LONG_EXTRAPOLATION if long else MAX_EXTRAPOLATION) * w
     confidence = round(min(1.0, 0.5 + 0.5 * (t_stat - MIN_T) / MIN_T), 3)
     return dataclasses.replace(trend, confidence=confidence, reach=reach), True, ""
+
+
+def _lag1(values: Sequence[float]) -> float:
+    """Lag-1 autocorrelation (0 for fewer than three values or no variance)."""
+    n = len(values)
+    if n < 3:
+        return 0.0
+    mean = math.fsum(values) / n
+    dev = [v - mean for v in values]
+    var = math.fsum(d * d for d in dev)
+    return math.fsum(a * b for a, b in zip(dev, dev[1:])) / var if var > 0 else 0.0
 
 
 def _past(s: _Series, a: float, w: float, seg_start: float

@@ -33,6 +33,13 @@ def heard_at(row: Any) -> float | None:
     return row.ingested_at if row.ingested_at is not None else row.received_at
 
 
+def _has_new_data(latest: Any, previous: Dict[str, Any] | None) -> bool:
+    """Whether a VM has data its stored forecasts have not seen (or has none stored)."""
+    done = (previous or {}).get("forecasts_at")
+    heard = heard_at(latest)
+    return not isinstance(done, (int, float)) or (heard is not None and heard > done)
+
+
 class HealthPass:
     """Evaluates dirty VMs in the background; ``drain()`` waits until all are done."""
 
@@ -138,14 +145,25 @@ class HealthPass:
         return out
 
     def evaluate(self, vm_ids: List[str]) -> int:
-        """Evaluate ``vm_ids`` now (blocking); return how many events were planned."""
+        """Evaluate ``vm_ids`` now (blocking); return how many events were planned.
+
+        Forecasts are recomputed only for VMs with data newer than their last forecast; the
+        others (a silent VM marked by the sweep) keep theirs, and their history is not read."""
         now = self.clock()
-        longest = max(self.thresholds_for(vm_id=v).forecast_window_s for v in vm_ids)
-        histories = self.store.histories(vm_ids, HISTORY_PREFIXES, now - longest)
+        loaded = {v: (self.store.latest(v), self.store.event_state(STATE_PREFIX + v))
+                  for v in vm_ids}
+        fresh = [v for v, (latest, previous) in loaded.items() if _has_new_data(latest, previous)]
+        histories: Dict[str, Dict[str, Any]] = {}
+        if fresh:
+            longest = max(self.thresholds_for(vm_id=v).forecast_window_s for v in fresh)
+            histories = self.store.histories(fresh, HISTORY_PREFIXES, now - longest)
+        fresh_set = set(fresh)
         planned = 0
         for vm_id in vm_ids:
             try:
-                planned += self._evaluate_one(vm_id, histories.get(vm_id, {}), now)
+                latest, previous = loaded[vm_id]
+                hist = histories.get(vm_id, {}) if vm_id in fresh_set else None
+                planned += self._evaluate_one(vm_id, latest, previous, hist, now)
                 self.metrics.health_evaluations.labels("ok").inc()
             except Exception:
                 log.exception("evaluating VM %s failed", vm_id)
@@ -154,10 +172,9 @@ class HealthPass:
             self.metrics.events_planned.inc(planned)
         return planned
 
-    def _evaluate_one(self, vm_id: str, histories: Dict[str, Any], now: float) -> int:
-        latest = self.store.latest(vm_id)
+    def _evaluate_one(self, vm_id: str, latest: Any, previous: Dict[str, Any] | None,
+                      histories: Dict[str, Any] | None, now: float) -> int:
         report = latest.report if latest is not None else None
-        previous = self.store.event_state(STATE_PREFIX + vm_id)
         verdict, state = evaluate_vm(report, histories, self.thresholds_for(vm_id=vm_id),
                                      previous, now, heard_at(latest))
         self.store.set_verdict(vm_id, verdict, now)
