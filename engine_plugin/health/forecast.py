@@ -66,6 +66,8 @@ FIT_BUCKETS = 32                  # longer windows: means of this many time buck
 MIN_T = 5.0                       # the rise over the window, in units of its error
 LINEARITY = 0.1                   # quarter residual medians within this share of the rise
 EXCEPTIONAL_RATIO = 2.0           # the rise vs the largest earlier rise of the same length
+SPREAD_SHARE = 0.5                # the rise vs the samples' interquartile range in the window
+SPREAD_SAMPLES = 512              # (measured on at most this many samples)
 MIN_PAST_WINDOWS = 3.0            # earlier history needed, in window lengths, to compare with
 DENSE_STEPS = 192                 # earlier windows ending every quarter window, most recent
 PAST_STEPS = 96                   # then at most this many more, spread over the rest
@@ -308,17 +310,25 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
         n_eff = max(2.0, min(n, n * (1 - rho) / (1 + rho)))
         if rise < MIN_T * scale * math.sqrt(12.0 / n_eff):
             return no("growth within the noise (correlated)")
-    past = _past(s, a, w, seg_start)
-    if past is not None:
-        head = s.mean(end - w / 4, end + 1e-9)
-        tail = s.mean(a, a + w / 4)
-        if head is None or tail is None:
-            return no("gaps in the data")
-        if head - tail <= EXCEPTIONAL_RATIO * max(0.0, past[0]):
-            return no("rose as much before")
-        if head <= past[1]:
-            return no("no higher than before")
-    long = past is not None and w >= min_span_s
+    head = s.mean(end - w / 4, end + 1e-9)
+    tail = s.mean(a, a + w / 4)
+    if head is None or tail is None:
+        return no("gaps in the data")
+    if w <= RAW_FIT_MAX_S:
+        # a rise of minutes to hours just after a drop is judged against the levels before
+        # the drop too: a process regrowing its memory after a restart is no fill
+        seg_start = s.t[0]
+    step = max(1, (s.index(end + 1e-9) - s.index(a)) // SPREAD_SAMPLES)
+    spread = sorted(s.v[s.index(a):s.index(end + 1e-9):step])
+    iqr = spread[3 * len(spread) // 4] - spread[len(spread) // 4]
+    if head - tail < SPREAD_SHARE * iqr:
+        return no("rise within the spread of the samples")
+    past = _past(s, a, w, seg_start, (head - tail) / EXCEPTIONAL_RATIO, head)
+    if past == "rise":
+        return no("rose as much before")
+    if past == "level":
+        return no("no higher than before")
+    long = past == "exceptional" and w >= min_span_s
     reach = (LONG_EXTRAPOLATION if long else MAX_EXTRAPOLATION) * w
     confidence = round(min(1.0, 0.5 + 0.5 * (t_stat - MIN_T) / MIN_T), 3)
     return dataclasses.replace(trend, confidence=confidence, reach=reach), True, ""
@@ -335,31 +345,36 @@ def _lag1(values: Sequence[float]) -> float:
     return math.fsum(a * b for a, b in zip(dev, dev[1:])) / var if var > 0 else 0.0
 
 
-def _past(s: _Series, a: float, w: float, seg_start: float
-          ) -> Optional[Tuple[float, float]]:
-    """(largest rise, highest level) over the earlier windows of length ``w`` ending before
-    ``a``, measured like the current one: the rise is the mean of a window's last quarter
-    minus the mean of its first, the level the mean of its last quarter. Windows end every
-    quarter of ``w`` for ``DENSE_STEPS`` steps back, then at most ``PAST_STEPS`` more spread
-    over the rest. None if the history holds no earlier window of that length."""
+def _past(s: _Series, a: float, w: float, seg_start: float, rise_limit: float,
+          level_limit: float) -> Optional[str]:
+    """Compare the current window with the earlier windows of length ``w`` ending before
+    ``a``, measured like it: a window's rise is the mean of its last quarter minus the mean of
+    its first, its level the mean of its last quarter. "rise" if one rose ``rise_limit`` or
+    more, "level" if one reached ``level_limit``, else "exceptional"; None if the history
+    holds no earlier window of that length. Windows end every quarter of ``w`` for
+    ``DENSE_STEPS`` steps back, then at most ``PAST_STEPS`` more spread over the rest; the
+    scan stops at the first window that decides."""
     first_end = max(seg_start, s.t[0]) + w
     if first_end > a:
         return None
-    rise = level = -math.inf
+    seen = False
     e = a
     step = w / 4
     dense_until = a - DENSE_STEPS * step
     while e >= first_end:
         head = s.mean(e - w / 4, e)
-        tail = s.mean(e - w, e - 3 * w / 4)
         if head is not None:
-            level = max(level, head)
+            if head >= level_limit:
+                return "level"
+            tail = s.mean(e - w, e - 3 * w / 4)
             if tail is not None:
-                rise = max(rise, head - tail)
+                seen = True
+                if head - tail >= rise_limit:
+                    return "rise"
         if e <= dense_until:
             step = max(step, (e - first_end) / PAST_STEPS)
         e -= step
-    return (rise, level) if rise > -math.inf else None
+    return "exceptional" if seen else None
 
 
 def _span(seconds: float) -> str:
