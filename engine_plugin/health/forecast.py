@@ -279,6 +279,10 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
     if w > RAW_FIT_MAX_S:
         # a cycle's peaks, not its middle, reach the limit first: the upper envelope
         envelope += max(0.0, sorted(resid)[int(0.9 * (n - 1))])
+    diffs = [q[1] - p[1] for p, q in zip(pts, pts[1:])]
+    mid = median(diffs)
+    noise = 1.4826 * median([abs(d - mid) for d in diffs]) / math.sqrt(2.0)
+    scale = max(scale, noise)  # the residuals' MAD alone can be fooled by a curve
     rise_error = scale * math.sqrt(12.0 / n)
     rise = slope * w
     t_stat = rise / rise_error if rise_error > 0 else (math.inf if rise > 0 else 0.0)
@@ -292,9 +296,6 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
         return no("not growing")
     if t_stat < MIN_T:
         return no("growth within the noise")
-    diffs = [b[1] - a[1] for a, b in zip(pts, pts[1:])]
-    mid = median(diffs)
-    noise = 1.4826 * median([abs(d - mid) for d in diffs]) / math.sqrt(2.0)
     quarter = max(1, n // 4)
     for k in range(4):
         part = pts[k * quarter:(k + 1) * quarter] if k < 3 else pts[3 * quarter:]
@@ -314,6 +315,8 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
     tail = s.mean(a, a + w / 4)
     if head is None or tail is None:
         return no("gaps in the data")
+    if head - tail < 0.5 * rise:  # a line gives 0.75: the fit leans on a few points
+        return no("the fit and the means disagree")
     if w <= RAW_FIT_MAX_S:
         # a rise of minutes to hours just after a drop is judged against the levels before
         # the drop too: a process regrowing its memory after a restart is no fill
