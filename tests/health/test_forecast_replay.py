@@ -3,13 +3,26 @@ pass (a pass every 15 minutes, state carried, default thresholds), counting oVir
 
 The first four tests are the failures reported against the first forecasting method (issue
 13): each one raised, or missed, events in such a replay. The fifth checks that the fastest
-fills are still raised in time. The corpus and its figures: ``benchmarks/forecast_replay.py``.
+fills are still raised in time. The last replays a slice of the held-out corpus; the whole
+corpus and its figures: ``benchmarks/forecast_replay.py`` and docs/engine.md.
 """
 
 import math
 import random
 
-from lab.forecast_corpus import DAY, GIB, HOUR, MINUTE, T0, Case, Truth, replay
+from lab.forecast_corpus import (
+    DAY,
+    GIB,
+    HOUR,
+    MINUTE,
+    REPORT_SEEDS,
+    T0,
+    Case,
+    Truth,
+    corpus,
+    replay,
+    score,
+)
 
 START = T0 + 7 * DAY            # the replayed week starts here (7 days of history before)
 
@@ -86,4 +99,20 @@ def test_a_burst_of_minutes_after_a_quiet_week_is_raised_in_time():
     raised_at, _ = result.raised["fs.used:/data"]
     assert full - raised_at >= 25 * MINUTE
     assert [e.status for e in result.events][:1] == ["critical"]
+
+
+def test_held_out_corpus_slice():
+    # two held-out seeds of every family (15 VM-weeks each), a pass every 30 minutes
+    results = [replay(c, cadence_s=30 * MINUTE) for c in corpus(REPORT_SEEDS[:2])]
+    total = score(results)["all"]
+    assert total.vm_days == 210
+    # goals met on this slice: fills raised while half their time was left, time left right
+    assert total.fills >= 5 and total.in_time_ratio >= 0.95
+    assert total.error_p90 <= 0.3
+    # The goal of at most 1 false alarm per 1,000 VM-days is NOT met (docs/engine.md, limits:
+    # a routine job's burst larger than its earlier runs, a slow wander to a new high). This
+    # bounds what it is today (5 events in 210 VM-days) so it can only get better.
+    false = [(r.case.family, r.case.seed, e.status) for r in results for e in r.events
+             if not e.justified]
+    assert len(false) <= 5, false
 
