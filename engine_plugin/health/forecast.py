@@ -10,7 +10,7 @@ What the common tools do, and where they cry wolf:
 A forecast here is a claim that the latest part of the series rises in a straight line, and
 will go on doing so. It is made only when the data supports every part of that claim:
 
-1. **Windows ending now.** Windows of 10 minutes, 20, 40, ... up to the whole history (or the
+1. **Windows ending now.** Windows of 2 minutes, 4, 8, ... up to the whole history (or the
    part since a cleanup) are fitted each on its own: raw samples for windows up to two hours,
    means of ``FIT_BUCKETS`` equal time buckets beyond (prefix sums make any bucket mean cost a
    bisection, so a week costs about what a day costs).
@@ -42,8 +42,8 @@ will go on doing so. It is made only when the data supports every part of that c
    predict the next day, and a history with nothing to compare to never looks far ahead.
 
 The longest window that passes everything gives the forecast (the most data, hence the
-steadiest rate), unless a shorter one that passes rises faster by more than twice their
-combined error: then the growth sped up, or began, inside the longer window. The
+steadiest rate), unless a shorter one that passes rises faster, by more than twice their
+combined error and by a tenth: then the growth sped up, or began, inside the longer window. The
 ``Trend`` says which span was fitted, how, and how sure (``slope_error``, ``confidence``), so
 the API and the VM page can show why. Limits are in ``docs/engine.md``;
 ``benchmarks/forecast_replay.py`` measures all of this by replay on a corpus it was not tuned on.
@@ -60,7 +60,7 @@ Point = Tuple[float, float]
 
 MIN_POINTS = 6
 MIN_SPAN_S = 2 * 3600.0
-FIRST_WINDOW_S = 600.0
+FIRST_WINDOW_S = 120.0
 RAW_FIT_MAX_S = 2 * 3600.0        # windows up to this long are fitted on raw samples
 FIT_BUCKETS = 32                  # longer windows: means of this many time buckets
 MIN_T = 5.0                       # the rise over the window, in units of its error
@@ -246,8 +246,9 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
             # a shorter window rising clearly faster: the fill sped up (or began) inside the
             # longer one, whose slope mixes before and after
             error = math.hypot(trend.slope_error, best.slope_error)
-            if trend.slope > best.slope + 2.0 * error:
+            if trend.slope > max(best.slope + 2.0 * error, 1.1 * best.slope):
                 best = trend
+        best = _trim(s, best)
         eta = _eta(best, capacity, now)
         if eta is not None and eta > best.reach:
             best = dataclasses.replace(best, reason="too far ahead for %s of data"
@@ -335,6 +336,39 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
     reach = (LONG_EXTRAPOLATION if long else MAX_EXTRAPOLATION) * w
     confidence = round(min(1.0, 0.5 + 0.5 * (t_stat - MIN_T) / MIN_T), 3)
     return dataclasses.replace(trend, confidence=confidence, reach=reach), True, ""
+
+
+def _trim(s: _Series, trend: Trend) -> Trend:
+    """The fit without the start of its window, where that start was still flat: a fill that
+    began inside the window rises faster than the whole window says. Starts an eighth, a
+    quarter and three eighths later are tried; one wins if it rises faster by a tenth and by
+    twice the combined error, and still by ``MIN_T`` errors."""
+    best = trend
+    w = trend.end - trend.start
+    for k in (1, 2, 3):
+        a = trend.start + k * w / 8
+        span = trend.end - a
+        if span <= RAW_FIT_MAX_S:
+            lo = s.index(a)
+            pts = list(zip(s.t[lo:], s.v[lo:]))
+        else:
+            pts = s.buckets(a, trend.end, FIT_BUCKETS)
+        if len(pts) < MIN_POINTS:
+            break
+        slope, level, scale = fit(pts, trend.end)
+        diffs = [q[1] - p[1] for p, q in zip(pts, pts[1:])]
+        mid = median(diffs)
+        scale = max(scale, 1.4826 * median([abs(d - mid) for d in diffs]) / math.sqrt(2.0))
+        error = scale * math.sqrt(12.0 / len(pts))
+        faster = max(1.1 * best.slope, best.slope + 2.0 * math.hypot(error / span,
+                                                                    best.slope_error))
+        if slope > faster and slope * span >= MIN_T * error:
+            if span > RAW_FIT_MAX_S:  # the upper envelope, as in _judge
+                resid = sorted(v - level - slope * (t - trend.end) for t, v in pts)
+                level += max(0.0, resid[int(0.9 * (len(resid) - 1))])
+            best = dataclasses.replace(trend, slope=slope, intercept=level, start=a,
+                                       slope_error=error / span)
+    return best
 
 
 def _lag1(values: Sequence[float]) -> float:
