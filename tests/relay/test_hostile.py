@@ -257,7 +257,8 @@ async def test_a_report_flood_is_rate_limited_per_vm_and_counted(tmp_path):
     flood = await FakeGuest(str(tmp_path / "flood.sock")).start()
     calm = await FakeGuest(str(tmp_path / "calm.sock")).start()
     cfg = SessionConfig(read_rate=512 << 20, read_burst=64 << 20, reconnect_min_backoff=0.05,
-                        min_report_interval=0.5, report_burst=5)
+                        min_report_interval=0.5, report_burst=5,
+                        read_rate_over_limit=512 << 20)  # the byte penalty: next test
     taken: dict[str, list[int]] = {flood.vm_id: [], calm.vm_id: []}
 
     def sink(vm_id: str, report: dict, *_: object) -> None:
@@ -296,3 +297,33 @@ async def test_a_report_flood_is_rate_limited_per_vm_and_counted(tmp_path):
             await s.close()
         await flood.close()
         await calm.close()
+
+
+async def test_a_guest_over_its_report_rate_is_read_slowly(tmp_path):
+    g = await FakeGuest(str(tmp_path / "flood.sock")).start()
+    cfg = SessionConfig(read_rate=64 << 20, read_burst=1 << 20, reconnect_min_backoff=0.05,
+                        min_report_interval=60, report_burst=2, read_rate_over_limit=256 << 10)
+    s = VMSession(g.vm_id, g.path, ReportCache(), config=cfg)
+    s.start()
+    try:
+        await s.wait_state(Runstate.CONNECTED, timeout=5)
+        line = json.loads(encode(sample_report(seq=0, processes=2, units=2)))
+        flood = []
+        for seq in range(1, 1001):
+            line["seq"] = seq
+            flood.append(json.dumps(line).encode())
+        data = b"\n".join(flood) + b"\n"
+        assert len(data) > 2 << 20
+        started = time.monotonic()
+        writer = asyncio.ensure_future(g.write(data))
+        counters = s.entry.counters
+        await until(lambda: counters.reports + counters.drops["rate_limited"] == 1000,
+                    timeout=60, what="the flood read")
+        elapsed = time.monotonic() - started
+        await writer
+        # 1 MiB of burst at full speed, the rest at 256 KiB/s once over the report rate
+        assert elapsed > (len(data) - (1 << 20)) / (256 << 10) * 0.7, elapsed
+        assert counters.reports == 2 and counters.throttled > 0
+    finally:
+        await s.close()
+        await g.close()

@@ -138,6 +138,9 @@ class SessionConfig:
     #: ``report_burst`` in a row; the rest are dropped as ``rate_limited``. 0: no limit.
     min_report_interval: float = 0.0
     report_burst: int = 10
+    #: Bytes per second read from a guest while it is over its report rate: what it sends then
+    #: is mostly dropped, so it should not cost the relay the CPU of decoding it all.
+    read_rate_over_limit: float = 64 << 10
 
 
 class _ChannelProtocol(asyncio.Protocol):
@@ -196,6 +199,7 @@ class VMSession:
         self._resume: asyncio.TimerHandle | None = None
         self._report_tokens = float(self.config.report_burst)
         self._report_token_time = time.monotonic()
+        self._over_rate_until = 0.0  # monotonic time the report bucket has a token again
 
     # -- state machine ---------------------------------------------------------------------
 
@@ -336,7 +340,9 @@ class VMSession:
         """Token bucket: past the burst, pause reading until the bucket refills."""
         cfg = self.config
         now = time.monotonic()
-        self._tokens = min(cfg.read_burst, self._tokens + (now - self._token_time) * cfg.read_rate)
+        # over its report rate, a guest is read slowly until its bucket has a token again
+        rate = cfg.read_rate if now >= self._over_rate_until else cfg.read_rate_over_limit
+        self._tokens = min(cfg.read_burst, self._tokens + (now - self._token_time) * rate)
         self._token_time = now
         self._tokens -= nbytes
         if self._tokens >= 0 or self._protocol is None or self._protocol.transport is None:
@@ -344,7 +350,7 @@ class VMSession:
         self.entry.counters.throttled += 1
         transport = self._protocol.transport
         transport.pause_reading()
-        delay = -self._tokens / cfg.read_rate
+        delay = -self._tokens / rate
         self._resume = asyncio.get_running_loop().call_later(delay, self._resume_reading,
                                                              transport)
 
@@ -419,6 +425,7 @@ class VMSession:
                                   self._report_tokens + (now - self._report_token_time) / interval)
         self._report_token_time = now
         if self._report_tokens < 1.0:
+            self._over_rate_until = now + (1.0 - self._report_tokens) * interval
             return False
         self._report_tokens -= 1.0
         return True
