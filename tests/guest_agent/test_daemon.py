@@ -355,9 +355,7 @@ def test_a_watched_process_dying_is_reported_before_the_interval(
         assert first["sections"]["applications"]["data"]["processes"][0]["present"] is True
         child.kill()
         child.wait()
-        began = time.monotonic()
-        report = next_of(host, "report", timeout=10)
-        assert time.monotonic() - began < 5.0  # the interval is 60 s
+        report = next_of(host, "report", timeout=10)  # the interval is 60 s
         assert report["seq"] == first["seq"] + 1
         procs = report["sections"]["applications"]["data"]["processes"]
         assert procs == [{"name": "vmdiagevtd", "present": False, "count": 0}]
