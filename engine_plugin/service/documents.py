@@ -22,6 +22,7 @@ from diag_protocol.units import metric_unit
 from diag_protocol.vocabulary import finding, findings_of, status_of
 
 from ..ovirt import NotAuthenticated, Visibility, VmInfo
+from ..ovirt.events import KEY_PATTERNS
 from . import patterns
 from .evaluation import heard_at
 from .listing import ListError, ListQuery, parse_list_query, select
@@ -124,6 +125,7 @@ class DocumentSource:
         row = rows[0] if rows else None
         verdict = (row.verdict if row is not None else None) or {}
         received_at = latest.received_at if latest is not None else None
+        active = await self._store("event_state", KEY_PATTERNS)
         return {
             "vm": vm_block(vm),
             "agent": self._agent(vm, row, heard_at(latest)),
@@ -131,6 +133,7 @@ class DocumentSource:
             "forecasts": list(verdict.get("forecasts") or []),
             "report": latest.report if latest is not None else None,
             "received_at": received_at,
+            "patterns": patterns_of_vm(vm, verdict, (active or {}).get("active") or {}),
         }
 
     def _agent(self, vm: VmInfo, row: Any, heard: float | None) -> Dict[str, Any]:
@@ -251,6 +254,23 @@ class DocumentSource:
         return {"vm_id": vm_id, "metric": metric, "unit": metric_unit(metric),
                 "resolution": resolution,
                 "points": [[t, v] for t, v in points], "forecast": forecast}
+
+
+def patterns_of_vm(vm: VmInfo, verdict: Mapping[str, Any], active: Mapping[str, Any]
+                   ) -> List[Dict[str, Any]]:
+    """The fleet patterns (active, as the health pass found them) that this VM's own findings
+    belong to: its host's or cluster's with the same code. Only the place and the code are
+    given, no counts: the user may not see the other VMs (the fleet page, linked, counts what
+    the user may see)."""
+    out = []
+    for f in findings_of(verdict):
+        code = str(f.get("code") or "")
+        for scope, key in (("host", vm.host_id), ("cluster", vm.cluster_id)):
+            if key and "%s:%s:%s" % (scope, key, code) in active:
+                out.append({"scope": scope, "id": key, "code": code,
+                            "name": (vm.host_name if scope == "host" else vm.cluster_name)
+                            or key})
+    return out
 
 
 def vm_block(vm: VmInfo) -> Dict[str, Any]:

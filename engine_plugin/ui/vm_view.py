@@ -10,6 +10,7 @@ a browser. Strings stay raw here: the template autoescapes them.
 from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from urllib.parse import urlencode
 
 from diag_protocol.units import format_value, metric_unit
 from diag_protocol.vocabulary import RANK, findings_of, status_of, worst_first
@@ -368,6 +369,18 @@ def checks_view(report: Mapping[str, Any]) -> Dict[str, Any]:
     return {**sec, "results": results}
 
 
+def shared_view(doc: Mapping[str, Any]) -> List[Dict[str, str]]:
+    """Fleet patterns this VM's findings belong to, each with the fleet list it links to."""
+    out = []
+    for p in doc.get("patterns") or []:
+        if isinstance(p, dict) and p.get("scope") in ("host", "cluster"):
+            out.append({"scope": p["scope"], "name": str(p.get("name") or p.get("id") or ""),
+                        "code": str(p.get("code") or ""),
+                        "query": urlencode({"q": str(p.get("code") or ""),
+                                            p["scope"]: str(p.get("id") or "")})})
+    return out
+
+
 def build_vm_view(
     doc: Mapping[str, Any],
     histories: Mapping[str, Mapping[str, Any] | None],
@@ -388,6 +401,7 @@ def build_vm_view(
         "agent": {**agent, "state": state},
         "banner": agent_banner({**doc, "agent": {**agent, "state": state}}, now),
         "health": health_view(doc, now),
+        "patterns": shared_view(doc),
         "forecasts": forecasts,
         "has_report": bool(report),
         "report_time": as_number(report.get("time")),

@@ -200,6 +200,18 @@ async def test_one_ovirt_event_for_the_host_not_one_per_vm(pki, tmp_path):
                                                "since")
         assert [e["vm_id"] for e in sent if e["vm_id"]] == [alone]
         assert engine.rejected_events == []
+        # The VM pages of the failing VMs link to the pattern; the lone failure's does not.
+        from tests.engine.conftest import api_get
+        token = engine.issue_token("vmdiag@internal")
+        page = (await api_get(service, "/ui/vms/%s/fragment" % failing[0], token)).body
+        assert b"Shared: most VMs on host hv-000 have <code>check:net.gateway</code>" in page
+        assert ('href="/vmdiag/ui/fleet?q=check%3Anet.gateway&amp;host=' + host0
+                + '">See the fleet pattern</a>').encode() in page
+        doc = (await api_get(service, "/api/v1/vms/%s" % failing[0], token)).json()
+        assert doc["patterns"] == [{"scope": "host", "id": host0, "code": "check:net.gateway",
+                                    "name": "hv-000"}]
+        lone = (await api_get(service, "/ui/vms/%s/fragment" % alone, token)).body
+        assert b"See the fleet pattern" not in lone
     finally:
         await service.stop()
         engine.stop()
