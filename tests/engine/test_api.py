@@ -47,7 +47,9 @@ async def test_vm_document_for_a_permitted_user(make_service, pki, standin) -> N
     reply = await api_get(service, "/api/v1/vms/%s" % VM_ALICE, token)
     assert reply.status == 200, reply.body
     doc = reply.json()
-    assert set(doc) == {"vm", "agent", "health", "forecasts", "report", "received_at"}
+    assert set(doc) == {"vm", "agent", "health", "forecasts", "report", "received_at",
+                        "patterns"}
+    assert doc["patterns"] == []  # no fleet pattern among three VMs
     assert doc["vm"] == {"id": VM_ALICE, "name": "alice-web", "host_id": HOST_1,
                          "host_name": "host1", "cluster": "Production", "status": "up"}
     assert doc["agent"]["state"] == "reporting" and doc["agent"]["silent_for_s"] < 60
