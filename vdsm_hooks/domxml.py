@@ -116,6 +116,14 @@ def add_channel(dom: minidom.Document, vm_uuid: str,
     return True
 
 
+def channel_xml(vm_uuid: str, channels_dir: str = HOST_CHANNELS_DIR) -> str:
+    """The vmdiag ``<channel>`` element alone, as ``add_channel`` adds it (the device XML that
+    ``vmdiag-relay attach`` hot-plugs)."""
+    doc = minidom.Document()
+    path = host_socket_path(canonical_uuid(vm_uuid), channels_dir)
+    return str(_build_channel(doc, path, None, None).toxml())
+
+
 def remove_channel(dom: minidom.Document) -> int:
     """Remove every vmdiag channel (and the indentation before it); return how many."""
     removed = 0

@@ -7,6 +7,7 @@ Usage::
     vmdiag-relay show VM [--json]                latest diagnostics of a VM (uuid or name)
     vmdiag-relay request VM METHOD [--timeout S] ask the guest agent (ping, report.now, ...)
     vmdiag-relay check VM [--interval S] [--stale N]   Nagios/Icinga plugin (exit 0/1/2/3)
+    vmdiag-relay attach|detach (VM... | --all) [--live] [--force]   add/remove the channel
     vmdiag-relay setup [--engine FQDN | --standalone] [--check] [--root DIR]   set the host up
 
 Which user runs the relay, and why
@@ -116,6 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--stale", type=float, default=3.0,
                        help="a report older than this many intervals is UNKNOWN (default 3)")
     check.set_defaults(func=_cmd_check)
+
+    for verb, text in (("attach", "add the vmdiag channel to domains' definitions and "
+                                   "hot-plug it (plain libvirt hosts)"),
+                       ("detach", "remove the vmdiag channel from domains, live and defined")):
+        p = sub.add_parser(verb, parents=[common], help=text, description=text + ". Refused "
+                           "on oVirt hosts: VDSM owns the domains (the hook adds the channel).")
+        p.add_argument("vm", nargs="*", help="domain names or uuids")
+        p.add_argument("--all", action="store_true", help="every domain libvirt knows")
+        p.add_argument("--live", action="store_true",
+                       help="change only the running domain (needed for transient domains)")
+        p.add_argument("--force", action="store_true",
+                       help="go ahead on an oVirt host (unsupported: VDSM rewrites the "
+                            "domains it starts)")
+        p.set_defaults(func=_cmd_attach, attach=verb == "attach")
 
     from ..setup import add_arguments as setup_arguments
 
@@ -387,6 +402,35 @@ def _cmd_request(args: argparse.Namespace) -> int:
                     timeout=args.timeout)
     _print_json(response.get("result"))
     return 0
+
+
+# -- attach / detach -----------------------------------------------------------------------
+
+def _cmd_attach(args: argparse.Namespace) -> int:
+    from . import attach
+
+    if bool(args.vm) == bool(args.all):
+        print("vmdiag-relay: name the domains, or --all", file=sys.stderr)
+        return 2
+    marker = attach.vdsm_host()
+    if marker and not args.force:
+        print("vmdiag-relay: this is an oVirt host (%s): VDSM owns its domains and the "
+              "before_vm_start hook adds the channel at each start; set the VM's 'vmdiag' "
+              "custom property instead (--force: unsupported)" % marker, file=sys.stderr)
+        return 2
+    cfg = _load_config(args.config, resolve_host_id=False)
+    import libvirt
+
+    try:
+        outcomes = attach.run(libvirt, cfg.relay.libvirt_uri, args.vm, args.all, args.attach,
+                              args.live, cfg.relay.channels_dir)
+    except libvirt.libvirtError as err:
+        print("vmdiag-relay: cannot open %s read-write: %s (run as root)"
+              % (cfg.relay.libvirt_uri, err.get_error_message()), file=sys.stderr)
+        return 1
+    for o in outcomes:
+        print("%-4s %s (%s): %s" % ("ok" if o.done else "NO", o.name, o.vm_id, o.message))
+    return 0 if all(o.done for o in outcomes) else 1
 
 
 # -- check ---------------------------------------------------------------------------------
