@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Dict, FrozenSet, Tuple
+from typing import Callable, Dict, FrozenSet, List, Tuple
 
 from .connection import translate
 from .errors import EngineRefused, NotAuthenticated
@@ -70,6 +70,10 @@ class VmDirectory:
         #: engine time of the last successful refresh, None before the first
         self.refreshed_at: float | None = None
         self._last_attempt = float("-inf")
+
+    def vm_ids(self) -> List[str]:
+        """Every VM the last refresh listed."""
+        return list(self._entries)
 
     def where(self, vm_id: str) -> Tuple[str | None, str | None]:
         """(host id, cluster id) oVirt last showed the VM on, for fleet patterns' events."""

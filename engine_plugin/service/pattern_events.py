@@ -39,25 +39,34 @@ class PatternWatch:
         self.directory = directory
         self.outbox = outbox
         self._last = float("-inf")
+        self.min_interval = MIN_INTERVAL_S
 
     def check(self) -> int:
-        if time.monotonic() - self._last < MIN_INTERVAL_S:
+        if time.monotonic() - self._last < self.min_interval:
             return 0
         self._last = time.monotonic()
         rows: List[Dict[str, Any]] = []
         every: Dict[str, List[Dict[str, Any]]] = {}
         onsets: Dict[str, Any] = {}
-        for row in self.store.summaries():
-            host_id, cluster_id = self.directory.where(row.vm_id)
+        stored = {row.vm_id: row for row in self.store.summaries()}
+        labels: Dict[str, str] = {}
+        # Every VM oVirt places on a host counts in its host and cluster, reporting or not
+        # (yet): "28 of 30" means 30 VMs on that host, never 30 that happened to report.
+        for vm_id in self.directory.vm_ids():
+            host_id, cluster_id = self.directory.where(vm_id)
             if not host_id and not cluster_id:
-                continue  # oVirt does not place it (yet): it cannot be attached anywhere
-            name, cluster = self.directory.lookup(row.vm_id)
-            verdict = row.verdict or {}
-            rows.append({"id": row.vm_id, "name": name, "host_id": host_id,
-                         "host_name": row.host_id or host_id, "cluster_id": cluster_id,
-                         "cluster": cluster or cluster_id})
-            every[row.vm_id] = findings_of(verdict)
-            onsets[row.vm_id] = verdict.get("since")
+                continue  # not placed (down): on no host
+            name, cluster = self.directory.lookup(vm_id)
+            row = stored.get(vm_id)
+            verdict = (row.verdict if row is not None else None) or {}
+            if row is not None and row.host_id and host_id:
+                labels.setdefault(host_id, row.host_id)  # the relay's name of the host
+            rows.append({"id": vm_id, "name": name, "host_id": host_id,
+                         "cluster_id": cluster_id, "cluster": cluster or cluster_id})
+            every[vm_id] = findings_of(verdict)
+            onsets[vm_id] = verdict.get("since")
+        for entry in rows:
+            entry["host_name"] = labels.get(entry["host_id"], entry["host_id"])
         found = patterns.find(rows, every, onsets)["patterns"]
         for p in found:
             p["description"] = "vmdiag: " + patterns.sentence(p, clock_text(p["since"]))
