@@ -10,7 +10,7 @@ import pytest
 
 from tests.real import require_module
 from tests.relay.test_daemon import cli
-from tests.relay.test_libvirtd import CHANNELS, PREFIX, URI, system_libvirt  # noqa: F401
+from tests.relay.test_libvirtd import CHANNELS, URI, system_libvirt  # noqa: F401
 from vdsm_hooks.domxml import channel_xml
 from vdsm_hooks.relay import attach
 
@@ -73,7 +73,7 @@ def real_conn(system_libvirt):  # noqa: F811
 
     def make(persistent: bool):
         vm_id = str(uuid.uuid4())
-        xml = BARE.format(name=PREFIX + "a-" + vm_id[:8], uuid=vm_id, **system_libvirt)
+        xml = BARE.format(name="vmdiag-attach-t-" + vm_id[:8], uuid=vm_id, **system_libvirt)
         if persistent:
             dom = conn.defineXML(xml)
             dom.create()
