@@ -21,8 +21,9 @@ STDLIB = set(sys.stdlib_module_names)
 ALLOWED: Dict[str, Set[str]] = {
     "diag_protocol": set(),
     "guest_agent": {"diag_protocol", "psutil", "dbus"},
-    # cryptography: the CN of the host certificate (python3-cryptography on EL9)
-    "vdsm_hooks": {"diag_protocol", "libvirt", "libvirtaio", "aiohttp", "vdsm", "cryptography"},
+    # cryptography: the CN of the host certificate; prometheus_client: the relay's /metrics
+    "vdsm_hooks": {"diag_protocol", "libvirt", "libvirtaio", "aiohttp", "vdsm", "cryptography",
+                   "prometheus_client"},
     "engine_plugin": {"diag_protocol", "aiohttp", "jinja2", "markupsafe", "ovirtsdk4",
                       "psycopg", "psycopg2", "psycopg_pool", "prometheus_client", "numpy",
                       "yarl", "multidict"},

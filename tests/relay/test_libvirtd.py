@@ -74,6 +74,18 @@ def _start_libvirtd() -> None:
         time.sleep(0.2)
 
 
+def _destroy_leftovers() -> None:
+    """Destroy this file's transient domains left running by an interrupted earlier run: the
+    relay under test would follow them too."""
+    conn = libvirt.open(URI)
+    try:
+        for dom in conn.listAllDomains():
+            if dom.name().startswith(PREFIX) and dom.isActive():
+                dom.destroy()
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="module")
 def system_libvirt():
     """A running system libvirtd with QEMU; started here (no systemd in CI) if needed."""
@@ -88,6 +100,7 @@ def system_libvirt():
         os.makedirs(CHANNELS, mode=0o775)
         owner = "libvirt-qemu" if shutil.which("dpkg") else "qemu"
         shutil.chown(CHANNELS, owner, owner)
+    _destroy_leftovers()
     virt = libvirt_domain_type(choose_accel())  # the project's one choice (lab/vm/accel.py)
     return {"emulator": emulator, "virt": virt}
 
@@ -145,7 +158,7 @@ async def test_a_started_domain_is_connected_and_a_destroyed_one_closed(relay, m
     # the firmware never speaks: the channel stays connected, the agent is unresponsive
     await until(lambda: session.entry.responsive is False, timeout=10, what="unresponsive")
     assert session.state is Runstate.CONNECTED
-    assert relay.status()["vms"][0]["vm_id"] == vm_id
+    assert [vm["vm_id"] for vm in relay.status()["vms"]] == [vm_id]
 
     dom.suspend()
     await until(lambda: session.entry.vm_state == "paused", timeout=10, what="paused")
