@@ -26,11 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-STORED = "stored"
-DUPLICATE = "duplicate"
-REFUSED = "refused"
-RETRY = "retry"
-OUTCOMES = (STORED, DUPLICATE, REFUSED, RETRY)
+# the outcome names are the engine's contract, defined once in diag_protocol
+from diag_protocol.ingest import OUTCOMES, RETRY
 
 #: Most bytes of an ingest answer read; 500 results are about 15 KB.
 MAX_ANSWER_BYTES = 4 << 20

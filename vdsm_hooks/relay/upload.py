@@ -47,15 +47,12 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Tuple
 import aiohttp
 
 from diag_protocol import ProtocolError, validate_envelope, wrap_report
+from diag_protocol.ingest import DUPLICATE, REFUSED, RETRY, STORED
 
 from ..config import UploadConfig
 from .engine_clock import EngineClock
 from .outcomes import (
-    DUPLICATE,
     MAX_ANSWER_BYTES,
-    REFUSED,
-    RETRY,
-    STORED,
     RefusalLedger,
     parse_results,
     vm_of,
