@@ -152,7 +152,11 @@ OPTIONS: Tuple[Option, ...] = (
     Option("ovirt", "token_file", "str", "",
            "File holding an SSO token for the service account, instead of user/password."),
     Option("ovirt", "visibility_cache_ttl", "duration", "30",
-           "Seconds an answer of the engine about what a user may see is reused."),
+           "Seconds an answer of the engine about what a user may see is reused as it is; "
+           "after that it is read again in the background."),
+    Option("ovirt", "visibility_max_age", "duration", "600",
+           "Seconds after which a user's list of VMs is no longer shown while it is read "
+           "again (the request waits for the engine)."),
     Option("ovirt", "timeout", "positive", "15", "Seconds before a request to the engine fails."),
     Option("ovirt", "workers", "int", "8", "Threads that talk to the engine (ovirtsdk4 blocks)."),
     Option("events", "enabled", "bool", "yes",

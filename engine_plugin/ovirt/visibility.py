@@ -1,17 +1,38 @@
-"""What a user may see, asked of the engine with the user's own token and ``Filter: true``.
+"""What a user may see, asked of the engine with the user's own token.
 
 vmdiag holds no permission model of its own: oVirt's is authoritative (roles, groups,
 inheritance from data center and cluster, quota...). For each API request the service asks
-the engine "can this token see VM x?" (``GET /vms/x?follow=host,cluster``; 404 = no) or
-"which VMs can it see?" (``GET /vms?follow=host,cluster``). The names of VM, host and cluster
-come from those same answers. Answers are cached for ``ttl`` seconds per token, so a UI page
-that makes several calls costs the engine one request; a permission the administrator removes
-therefore takes up to ``ttl`` seconds to take effect.
+the engine "can this token see VM x?" (``GET /vms/x?follow=host,cluster`` with ``Filter:
+true``; 404 = no) and "which VMs can this user see?". The names of VM, host and cluster come
+from those same answers.
 
-Why ovirtsdk4 and not aiohttp against the REST API: the SDK is the engine's supported client,
-it parses the XML the engine returns and maps its faults; the price is that it blocks, so
-calls run in the thread pool given to ``Visibility`` (bounded, so a slow engine cannot exhaust
-the service's threads).
+Which VMs a user may see (the fleet and host lists) is decided once per *user* (not per
+token) and kept, refreshed in the background:
+
+* A user whom the engine lets query without ``Filter: true`` is an administrator: oVirt's
+  web admin shows them every VM, and so does vmdiag, from the service account's shared VM
+  directory (``directory.VmDirectory``, refreshed every few minutes) -- one cheap request
+  (``GET /permissions`` with ``Filter: false``, as oVirt's own VM portal asks it to decide
+  whether a user is an administrator) instead of listing every VM for every user.
+* Anybody else gets exactly what ``GET /vms?follow=host,cluster`` with ``Filter: true``
+  answers them, read once and parsed with ElementTree (``connection.get_xml``), not
+  ovirtsdk4's objects.
+
+A user's answer is fresh for ``ttl`` seconds; after that the next request is served the kept
+one while it is read again in the background, and after ``max_age`` seconds it is not served
+any more (that request waits for the engine). A permission the administrator removes
+therefore takes up to ``ttl`` seconds (plus one read) to take effect for an active user, and
+at most one request of up to ``max_age`` for a user who comes back. Tokens are still checked
+with the engine (``identity``, cached ``ttl`` seconds per token): a token the engine refuses
+is refused on every route, whatever is kept for its user.
+
+Answers of per-VM and per-host questions are cached for ``ttl`` seconds per token, so a UI
+page that makes several calls costs the engine one request.
+
+Why ovirtsdk4 and not aiohttp against the REST API: the SDK is the engine's supported client
+(SSO, TLS, its headers, fault mapping); the lists go through its connection and only skip
+its object mapping. The price is that it blocks, so calls run in the thread pool given to
+``Visibility`` (bounded, so a slow engine cannot exhaust the service's threads).
 """
 
 from __future__ import annotations
@@ -19,7 +40,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import logging
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -28,12 +51,15 @@ import ovirtsdk4
 from .connection import (
     EngineEndpoint,
     enum_value,
+    get_xml,
     link_id,
     link_name,
     translate,
     user_connection,
 )
-from .errors import NotAuthenticated
+from .errors import EngineRefused, NotAuthenticated
+
+log = logging.getLogger(__name__)
 
 Observer = Callable[[str, float, str], None]
 
@@ -66,6 +92,28 @@ class VmInfo:
                    host_id=link_id(vm.host), host_name=link_name(vm.host),
                    cluster_id=link_id(vm.cluster), cluster_name=link_name(vm.cluster))
 
+    @classmethod
+    def from_xml(cls, vm: ET.Element) -> VmInfo:
+        """From a ``<vm>`` of the REST API (``follow=host,cluster`` inlines the names; an
+        entity the reader may not see stays a bare link, so its name stays unknown)."""
+        host, cluster = vm.find("host"), vm.find("cluster")
+        return cls(id=vm.get("id") or "", name=vm.findtext("name"),
+                   status=vm.findtext("status"),
+                   host_id=host.get("id") if host is not None else None,
+                   host_name=host.findtext("name") if host is not None else None,
+                   cluster_id=cluster.get("id") if cluster is not None else None,
+                   cluster_name=cluster.findtext("name") if cluster is not None else None)
+
+
+@dataclass
+class UserView:
+    """The VMs one user may see: every VM (``sees_all``: an administrator, answered from the
+    shared directory) or ``vms`` as the engine listed them for the user."""
+
+    sees_all: bool
+    vms: List[VmInfo]
+    read_at: float
+
 
 @dataclass(frozen=True)
 class HostInfo:
@@ -84,14 +132,20 @@ class Visibility:
 
     def __init__(self, endpoint: EngineEndpoint, executor: concurrent.futures.Executor,
                  ttl: float = 30.0, observe: Observer | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, directory: Any = None,
+                 max_age: float = 600.0) -> None:
         self.endpoint = endpoint
         self.executor = executor
         self.ttl = ttl
+        self.max_age = max(max_age, ttl)
         self.observe = observe
         self.clock = clock
+        #: the shared ``VmDirectory`` (administrators' lists); None: every user is listed
+        self.directory = directory
         self._cache: Dict[Tuple[str, str, str], Tuple[float, Any]] = {}
         self._inflight: Dict[Tuple[str, str, str], asyncio.Future] = {}
+        self._views: Dict[str, UserView] = {}
+        self._refreshing: Dict[str, asyncio.Task] = {}
 
     async def identity(self, token: str) -> str:
         """The engine's id of the token's user; raises NotAuthenticated for a bad token."""
@@ -102,16 +156,70 @@ class Visibility:
         return await self._cached("vm", token, vm_id, lambda: self._get_vm(token, vm_id))
 
     async def vms(self, token: str) -> List[VmInfo]:
-        """Every VM the token may see."""
-        return await self._cached("vms", token, "", lambda: self._list_vms(token))
+        """Every VM the token's user may see (see the module docstring)."""
+        user_id = await self.identity(token)
+        view = self._views.get(user_id)
+        now = self.clock()
+        if view is None or now - view.read_at >= self.max_age:
+            view = await self._cached("view", token, user_id, lambda: self._read_view(token))
+            self._keep(user_id, view)
+        elif now - view.read_at >= self.ttl:
+            self._refresh_later(token, user_id)
+        return self._listing(view)
+
+    def _listing(self, view: UserView) -> List[VmInfo]:
+        if view.sees_all and self.directory is not None:
+            return self.directory.vms()
+        return view.vms
+
+    def _keep(self, user_id: str, view: UserView) -> None:
+        kept = self._views.get(user_id)
+        if kept is None or kept.read_at <= view.read_at:
+            if len(self._views) >= MAX_CACHE_ENTRIES and kept is None:
+                self._views.clear()
+            self._views[user_id] = view
+
+    def _refresh_later(self, token: str, user_id: str) -> None:
+        """Read the user's view again in the background (once at a time per user)."""
+        running = self._refreshing.get(user_id)
+        if running is not None and not running.done():
+            return
+
+        async def refresh() -> None:
+            try:
+                view = await self._cached("view", token, user_id,
+                                          lambda: self._read_view(token))
+                self._keep(user_id, view)
+            except NotAuthenticated:
+                pass  # that token is refused from now on; the user's next token reads anew
+            except Exception as err:  # noqa: BLE001 - the kept view stays until max_age
+                log.info("could not refresh what user %s may see (%s); the last answer is "
+                         "kept for up to %.0f s", user_id, err, self.max_age)
+            finally:
+                self._refreshing.pop(user_id, None)
+
+        self._refreshing[user_id] = asyncio.get_running_loop().create_task(
+            refresh(), name="vmdiag-visibility-refresh")
+
+    async def close(self) -> None:
+        """Stop background refreshes (the service is stopping)."""
+        tasks = list(self._refreshing.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
 
     async def host(self, token: str, host_id: str) -> HostInfo | None:
         return await self._cached("host", token, host_id, lambda: self._get_host(token, host_id))
 
     def forget(self, token: str | None = None) -> None:
-        """Drop cached answers (of one token, or all)."""
+        """Drop cached answers (of one token, or all: then every user's view too)."""
         if token is None:
             self._cache.clear()
+            self._views.clear()
             return
         digest = token_key(token)
         for key in [k for k in self._cache if k[1] == digest]:
@@ -185,11 +293,32 @@ class Visibility:
                 return None
             return VmInfo.from_sdk(vm)
 
+    def _read_view(self, token: str) -> UserView:
+        directory = self.directory
+        if (directory is not None and directory.refreshed_at is not None
+                and self._sees_all(token)):
+            return UserView(True, [], self.clock())
+        return UserView(False, self._list_vms(token), self.clock())
+
+    def _sees_all(self, token: str) -> bool:
+        """Whether the engine lets the token's user query without ``Filter: true`` (an
+        administrator, whom oVirt's web admin shows every VM). The same question oVirt's VM
+        portal asks (``GET /permissions`` with ``Filter: false``): a user gets 403."""
+        with user_connection(self.endpoint, token, filtered=False) as conn:
+            try:
+                get_xml(conn, "/permissions", "asking whether the user is an administrator")
+            except EngineRefused as err:
+                if err.code is not None and 400 <= err.code < 500:
+                    return False
+                raise
+            return True
+
     def _list_vms(self, token: str) -> List[VmInfo]:
         with user_connection(self.endpoint, token) as conn:
-            service = conn.system_service().vms_service()
-            vms = translate(lambda: service.list(follow="host,cluster"), "listing VMs")
-            return [VmInfo.from_sdk(vm) for vm in vms]
+            root = get_xml(conn, "/vms", "listing the VMs the user may see",
+                           {"follow": "host,cluster"})
+            listed = root.findall("vm") if root is not None else []
+            return [vm for vm in (VmInfo.from_xml(e) for e in listed) if vm.id]
 
     def _get_host(self, token: str, host_id: str) -> HostInfo | None:
         with user_connection(self.endpoint, token) as conn:

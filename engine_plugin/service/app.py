@@ -88,6 +88,7 @@ class EngineService:
                                        config.ovirt.timeout)
         self.visibility = Visibility(self.endpoint, self.engine_executor,
                                      ttl=config.ovirt.visibility_cache_ttl,
+                                     max_age=config.ovirt.visibility_max_age,
                                      observe=self.metrics.observe_engine)
         self.directory: VmDirectory | None = None
         self.ingest_handler: IngestHandler | None = None
@@ -146,6 +147,8 @@ class EngineService:
         try:
             self.directory = VmDirectory(service_account(cfg, self.endpoint),
                                          cfg.ingest.migration_window, self.clock)
+            # administrators' fleet lists come from the same directory (visibility.py)
+            self.visibility.directory = self.directory
         except ValueError:
             if cfg.events.enabled:
                 raise
@@ -259,6 +262,7 @@ class EngineService:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        await self.visibility.close()
         if self.ingest_handler is not None:
             await self.ingest_handler.close()
         if self.health is not None:

@@ -7,6 +7,6 @@ behaviour, and it fails loudly on anything it does not know.
 """
 
 from .pki import TestPKI
-from .server import StandinEngine, StandinUser
+from .server import REAL_ENGINE_SPEED, StandinEngine, StandinUser
 
-__all__ = ["StandinEngine", "StandinUser", "TestPKI"]
+__all__ = ["REAL_ENGINE_SPEED", "StandinEngine", "StandinUser", "TestPKI"]

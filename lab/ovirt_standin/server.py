@@ -13,6 +13,15 @@ Contracts followed (checked against oVirt's sources):
   the engine answer only with objects the user has permissions on; a user who is not an
   administrator gets 403 without it. A VM that is not visible is 404 ("Entity not found").
 * ``follow=host,cluster`` inlines the linked entities the user may see.
+* ``GET /vms`` pages as the engine does: ``max`` (at most that many VMs) and, in ``search``,
+  ``sortby name [asc|desc]`` and ``page N`` (the N-th ``max`` of the sorted matches).
+* ``GET /permissions`` (the system's permissions) needs an unfiltered query, so it answers an
+  administrator and refuses anybody else with 403: oVirt's VM portal asks exactly this to tell
+  an administrator (who is shown every VM) from a user.
+* Speed: ``request_cost_s`` per request and ``vm_cost_s`` per VM an answer carries, slept on
+  the stand-in's own loop (so concurrent requests overlap, as on the engine's thread pool).
+  Both 0 by default (tests); ``REAL_ENGINE_SPEED`` holds the figures of a real engine and
+  docs/engine.md where they come from.
 * ``POST /ovirt-engine/api/events``: origin, severity, custom_id and description are required
   (``BackendEventsResource.add`` -> 400 "Incomplete parameters"); origin "oVirt" is illegal and a
   repeated (origin, custom_id) pair is refused (``AddExternalEventCommand.validate`` -> 409).
@@ -41,6 +50,10 @@ from . import xmldocs as xml
 
 SEVERITIES = ("normal", "warning", "error", "alert")
 INT32_MAX = 2**31 - 1
+#: A real engine's cost of an API request and of each VM a VM list carries (docs/engine.md,
+#: "The stand-in engine's speed", for the sources): StandinEngine(..., **REAL_ENGINE_SPEED).
+REAL_ENGINE_SPEED = {"request_cost_s": 0.05, "vm_cost_s": 0.0005}
+SUPERUSER_ROLE = "00000000-0000-0000-0000-000000000001"  # the engine's SuperUser role id
 
 
 @dataclass
@@ -69,10 +82,13 @@ class StandinEngine:
         engine.stop(); engine.start()   # an outage, same port
     """
 
-    def __init__(self, server_cert: Any, ca_file: str, host: str = "127.0.0.1") -> None:
+    def __init__(self, server_cert: Any, ca_file: str, host: str = "127.0.0.1",
+                 request_cost_s: float = 0.0, vm_cost_s: float = 0.0) -> None:
         self.server_cert = server_cert
         self.ca_file = ca_file
         self.host = host
+        self.request_cost_s = request_cost_s
+        self.vm_cost_s = vm_cost_s
         self.port = 0
         self.users: Dict[str, StandinUser] = {}
         self.tokens: Dict[str, str] = {}
@@ -181,6 +197,7 @@ class StandinEngine:
         app.router.add_get("/ovirt-engine/api/vms/{id}", self._vm)
         app.router.add_get("/ovirt-engine/api/hosts/{id}", self._host)
         app.router.add_get("/ovirt-engine/api/clusters/{id}", self._cluster)
+        app.router.add_get("/ovirt-engine/api/permissions", self._permissions)
         app.router.add_post("/ovirt-engine/api/events", self._add_event)
         app.router.add_route("*", "/vmdiag/{tail:.*}", self._proxy)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
@@ -211,6 +228,12 @@ class StandinEngine:
 
     def _fault(self, status: int, reason: str, detail: str) -> web.Response:
         return self._xml(xml.fault(reason, detail), status)
+
+    async def _cost(self, vms: int = 0) -> None:
+        """What the real engine would spend on this answer (``REAL_ENGINE_SPEED``)."""
+        delay = self.request_cost_s + self.vm_cost_s * vms
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     def _record(self, request: web.Request, user: StandinUser | None) -> None:
         self.requests.append({"method": request.method, "path": request.path,
@@ -270,7 +293,41 @@ class StandinEngine:
         return xml.vm_element(vm, inline)
 
     def _search(self, query: str) -> Any:
+        """(match, sort, page) of a search: the terms, ``sortby name [asc|desc]`` (None:
+        unsorted) and ``page N`` (1 when not given)."""
         terms = []
+        sort: str | None = None
+        page = 1
+        words = query.split()
+        lowered = [w.lower() for w in words]
+        if "page" in lowered:
+            at = lowered.index("page")
+            try:
+                page = int(words[at + 1])
+            except (IndexError, ValueError):
+                raise web.HTTPBadRequest(
+                    text=xml.fault_text("Operation Failed", "page needs a number"),
+                    content_type="application/xml") from None
+            if page < 1:
+                raise web.HTTPBadRequest(
+                    text=xml.fault_text("Operation Failed", "page must be at least 1"),
+                    content_type="application/xml")
+            del words[at:at + 2], lowered[at:at + 2]
+        if "sortby" in lowered:
+            at = lowered.index("sortby")
+            key = lowered[at + 1] if at + 1 < len(lowered) else ""
+            if key != "name":
+                raise web.HTTPBadRequest(
+                    text=xml.fault_text("Operation Failed",
+                                        "the stand-in sorts by name only, not %r" % key),
+                    content_type="application/xml")
+            end = at + 2
+            sort = "asc"
+            if end < len(lowered) and lowered[end] in ("asc", "desc"):
+                sort = lowered[end]
+                end += 1
+            del words[at:end], lowered[at:end]
+        query = " ".join(words)
         for term in [t.strip() for t in query.replace(" AND ", " and ").split(" and ")]:
             if not term:
                 continue
@@ -290,7 +347,7 @@ class StandinEngine:
                       "cluster": cluster.get("name", ""), "status": vm["status"]}
             return all(fnmatch.fnmatchcase(fields[k].lower(), v.lower()) for k, v in terms)
 
-        return match
+        return match, sort, page
 
     # -- handlers ---------------------------------------------------------------------------
 
@@ -320,21 +377,44 @@ class StandinEngine:
 
     async def _api_root(self, request: web.Request) -> web.Response:
         user = self._authenticate(request)
+        await self._cost()
         return self._xml(xml.api_root(user.user_id))
+
+    async def _permissions(self, request: web.Request) -> web.Response:
+        """The system's permissions: only an unfiltered query may read them (403 to users)."""
+        user = self._authenticate(request)
+        self._check_filter(request, user)
+        await self._cost()
+        filtered = request.headers.get("Filter", "false").lower() == "true"
+        holders = [u for u in self.users.values() if u.admin and (u is user or not filtered)]
+        return self._xml(xml.collection("permissions", [
+            xml.permission_element(str(n), SUPERUSER_ROLE, u.user_id)
+            for n, u in enumerate(holders, 1)]))
 
     async def _vms(self, request: web.Request) -> web.Response:
         user = self._authenticate(request)
         self._check_filter(request, user)
         follow = self._follow(request)
-        match = self._search(request.query.get("search", ""))
-        elements = [self._vm_xml(vm, user, follow) for vm in self.vms.values()
-                    if self._sees_vm(user, vm["id"]) and match(vm)]
-        return self._xml(xml.collection("vms", elements))
+        match, sort, page = self._search(request.query.get("search", ""))
+        vms = [vm for vm in self.vms.values() if self._sees_vm(user, vm["id"]) and match(vm)]
+        if sort is not None:
+            vms.sort(key=lambda vm: (vm["name"].lower(), vm["id"]), reverse=sort == "desc")
+        raw_max = request.query.get("max")
+        if raw_max is not None:
+            try:
+                most = int(raw_max)
+            except ValueError:
+                return self._fault(400, "Operation Failed", "max must be a number")
+            if most >= 0:
+                vms = vms[(page - 1) * most:page * most]
+        await self._cost(len(vms))
+        return self._xml(xml.collection("vms", [self._vm_xml(vm, user, follow) for vm in vms]))
 
     async def _vm(self, request: web.Request) -> web.Response:
         user = self._authenticate(request)
         self._check_filter(request, user)
         follow = self._follow(request)
+        await self._cost(1)
         vm = self.vms.get(request.match_info["id"])
         if vm is None or not self._sees_vm(user, vm["id"]):
             return self._fault(404, "Operation Failed",
@@ -344,6 +424,7 @@ class StandinEngine:
     async def _host(self, request: web.Request) -> web.Response:
         user = self._authenticate(request)
         self._check_filter(request, user)
+        await self._cost()
         host = self.hosts.get(request.match_info["id"])
         if host is None or not self._sees_host(user, host["id"]):
             return self._fault(404, "Operation Failed",

@@ -104,6 +104,16 @@ def vm_element(vm: Mapping[str, Any], inline: Mapping[str, ET.Element]) -> ET.El
     return element
 
 
+def permission_element(permission_id: str, role_id: str, user_id: str) -> ET.Element:
+    """A permission on the system object: no vm/cluster/data_center/... link (the engine's
+    PermissionMapper sets none for the System object type)."""
+    element = ET.Element("permission", {"href": "%s/permissions/%s" % (API, permission_id),
+                                        "id": permission_id})
+    _link(element, "role", "roles", role_id)
+    _link(element, "user", "users", user_id)
+    return element
+
+
 def collection(tag: str, elements: Iterable[ET.Element]) -> bytes:
     root = ET.Element(tag)
     root.extend(elements)

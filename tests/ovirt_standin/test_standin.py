@@ -6,6 +6,7 @@ what the SDK parses fails here rather than in the engine service's tests.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import ovirtsdk4
@@ -133,3 +134,75 @@ def test_outage_refuses_connections_then_recovers(engine: StandinEngine) -> None
     engine.start()
     assert engine.port == port
     assert conn.system_service().get().product_info.name == "oVirt Engine"
+
+
+def test_vms_page_with_max_and_search_page_sorted_by_name(tmp_path) -> None:
+    # How oVirt's VM portal pages: GET /vms;max=N?search=SORTBY NAME ASC page P
+    pki = TestPKI(str(tmp_path / "pki"))
+    standin = StandinEngine(pki.server(), pki.ca_file)
+    standin.add_cluster("c1", "Default")
+    ids = [str(uuid.UUID(int=0x100 + i)) for i in range(25)]
+    for i, vm_id in enumerate(ids):
+        standin.add_vm(vm_id, "vm-%02d" % (24 - i), None, "c1", status="down")
+    standin.add_user("alice@internal", "alicepw", vms=ids[:12])
+    standin.start()
+    try:
+        conn = connect(standin, "alice@internal", "alicepw", headers={"Filter": "true"})
+        service = conn.system_service().vms_service()
+        pages = [[vm.name for vm in service.list(max=5, search="sortby name asc page %d" % p)]
+                 for p in (1, 2, 3, 4)]
+        assert pages == [["vm-13", "vm-14", "vm-15", "vm-16", "vm-17"],
+                         ["vm-18", "vm-19", "vm-20", "vm-21", "vm-22"],
+                         ["vm-23", "vm-24"], []]
+        desc = [vm.name for vm in service.list(max=3, search="name=vm-1* sortby name desc")]
+        assert desc == ["vm-19", "vm-18", "vm-17"]
+        assert len(service.list()) == 12  # no max: every VM the user may see
+        with pytest.raises(ovirtsdk4.Error):
+            service.list(search="sortby status")
+        conn.close()
+    finally:
+        standin.stop()
+
+
+def test_only_an_administrator_may_read_the_system_permissions(engine: StandinEngine) -> None:
+    # What oVirt's VM portal asks to tell an administrator (shown every VM) from a user.
+    for user, password, allowed in (("admin@internal", "adminpw", True),
+                                    ("alice@internal", "alicepw", False)):
+        conn = connect(engine, user, password, headers={"Filter": "false"})
+        service = conn.system_service().permissions_service()
+        if allowed:
+            permissions = service.list()
+            assert permissions and all(p.vm is None and p.cluster is None
+                                       for p in permissions)
+            assert all(p.role.id == "00000000-0000-0000-0000-000000000001" for p in permissions)
+        else:
+            with pytest.raises(ovirtsdk4.Error, match="not authorized"):
+                service.list()
+        conn.close(logout=False)
+
+
+def test_real_engine_speed_costs_per_request_and_per_vm_listed(tmp_path) -> None:
+    pki = TestPKI(str(tmp_path / "pki"))
+    standin = StandinEngine(pki.server(), pki.ca_file, request_cost_s=0.2, vm_cost_s=0.01)
+    standin.add_cluster("c1", "Default")
+    for i in range(60):
+        standin.add_vm(str(uuid.UUID(int=0x200 + i)), "vm-%d" % i, None, "c1", status="down")
+    standin.add_user("admin@internal", "adminpw", admin=True)
+    standin.start()
+    try:
+        conn = connect(standin, "admin@internal", "adminpw")
+        conn.authenticate()
+        service = conn.system_service().vms_service()
+        timings = {}
+        for label, call in (("root", conn.system_service().get),
+                            ("page", lambda: service.list(max=5)),
+                            ("all", service.list)):
+            started = time.monotonic()
+            call()
+            timings[label] = time.monotonic() - started
+        assert timings["root"] >= 0.2
+        assert timings["page"] >= 0.2 + 5 * 0.01
+        assert timings["all"] >= 0.2 + 60 * 0.01
+        conn.close()
+    finally:
+        standin.stop()

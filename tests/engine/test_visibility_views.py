@@ -1,0 +1,138 @@
+"""Which VMs a user may see, kept per user: administrators answered from the shared VM
+directory, everybody else from their own filtered list, refreshed in the background.
+
+Real service, real ovirtsdk4 over TLS to the stand-in engine, which records every request
+(so a test sees which user asked for what, with or without ``Filter: true``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, List
+
+from .conftest import CLUSTER, HOST_1, VM_ALICE, VM_SHARED, api_get
+
+
+def asked(standin: Any, user: str, path: str) -> List[dict]:
+    return [r for r in list(standin.requests) if r["user"] == user and r["path"] == path]
+
+
+async def names(service: Any, token: str) -> List[str]:
+    reply = await api_get(service, "/api/v1/vms", token)
+    assert reply.status == 200, reply.body
+    return sorted(vm["name"] for vm in reply.json()["vms"])
+
+
+async def eventually(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within %.0f s" % timeout
+        await asyncio.sleep(0.05)
+
+
+async def test_an_administrator_is_answered_from_the_shared_directory(make_service,
+                                                                      standin) -> None:
+    service = await make_service()
+    token = standin.issue_token("admin@internal")
+    assert await names(service, token) == ["alice-web", "bob-db", "shared-app"]
+    # one cheap question, asked unfiltered as oVirt's VM portal does; no VM list of its own
+    probe = asked(standin, "admin@internal", "/ovirt-engine/api/permissions")
+    assert len(probe) == 1 and probe[0]["filter"] == "false"
+    assert asked(standin, "admin@internal", "/ovirt-engine/api/vms") == []
+    # another token of the same user: only the token itself is checked
+    before = len(standin.requests)
+    second = standin.issue_token("admin@internal")
+    assert await names(service, second) == ["alice-web", "bob-db", "shared-app"]
+    assert [r["path"] for r in standin.requests[before:]] == ["/ovirt-engine/api"]
+    # a VM added to oVirt shows once the directory is read again (in the background)
+    new_vm = "44444444-4444-4444-8444-444444444444"
+    standin.add_vm(new_vm, "carol-app", HOST_1, CLUSTER)
+    await service.refresh_directory()
+    assert "carol-app" in await names(service, token)
+
+
+async def test_a_user_is_listed_once_with_filter_and_sees_only_their_vms(make_service,
+                                                                        standin) -> None:
+    service = await make_service()
+    first, second = standin.issue_token("alice@internal"), standin.issue_token("alice@internal")
+    assert await names(service, first) == ["alice-web", "shared-app"]
+    probe = asked(standin, "alice@internal", "/ovirt-engine/api/permissions")
+    assert [p["filter"] for p in probe] == ["false"]  # refused: not an administrator
+    listed = asked(standin, "alice@internal", "/ovirt-engine/api/vms")
+    assert len(listed) == 1 and listed[0]["filter"] == "true"
+    assert await names(service, second) == ["alice-web", "shared-app"]
+    assert len(asked(standin, "alice@internal", "/ovirt-engine/api/vms")) == 1
+    assert await names(service, standin.issue_token("bob@internal")) == ["bob-db", "shared-app"]
+    # the host list of a user is cut from the same list
+    reply = await api_get(service, "/api/v1/hosts/%s/vms" % HOST_1, first)
+    assert sorted(vm["name"] for vm in reply.json()["vms"]) == ["alice-web", "shared-app"]
+
+
+async def test_a_removed_permission_goes_after_a_background_refresh(make_service,
+                                                                   standin) -> None:
+    service = await make_service(ovirt={"visibility_cache_ttl": "1",
+                                        "visibility_max_age": "600"})
+    token = standin.issue_token("alice@internal")
+    assert await names(service, token) == ["alice-web", "shared-app"]
+    standin.users["alice@internal"].vms.discard(VM_SHARED)
+    await asyncio.sleep(1.2)
+    # past the ttl: the kept list answers at once, and is read again meanwhile
+    assert await names(service, token) == ["alice-web", "shared-app"]
+    await eventually(lambda: len(asked(standin, "alice@internal", "/ovirt-engine/api/vms")) == 2)
+    await eventually(lambda: service.visibility._refreshing == {})
+    assert await names(service, token) == ["alice-web"]
+    vm_page = await api_get(service, "/api/v1/vms/%s" % VM_SHARED, token)
+    assert vm_page.status == 404
+
+
+async def test_an_administrator_who_loses_the_role_is_listed_like_a_user(make_service,
+                                                                         standin) -> None:
+    service = await make_service(ovirt={"visibility_cache_ttl": "1"})
+    standin.add_user("ops@internal", "opspw", admin=True)
+    token = standin.issue_token("ops@internal")
+    assert await names(service, token) == ["alice-web", "bob-db", "shared-app"]
+    ops = standin.users["ops@internal"]
+    ops.admin, ops.vms = False, {VM_ALICE}
+    await asyncio.sleep(1.2)
+    await names(service, token)  # starts the background read
+    await eventually(lambda: len(asked(standin, "ops@internal", "/ovirt-engine/api/vms")) == 1)
+    await eventually(lambda: service.visibility._refreshing == {})
+    assert await names(service, token) == ["alice-web"]
+
+
+async def test_past_max_age_a_list_is_read_again_before_it_is_shown(make_service,
+                                                                    standin) -> None:
+    service = await make_service(ovirt={"visibility_cache_ttl": "1",
+                                        "visibility_max_age": "1"})
+    token = standin.issue_token("alice@internal")
+    assert await names(service, token) == ["alice-web", "shared-app"]
+    standin.users["alice@internal"].vms.discard(VM_SHARED)
+    await asyncio.sleep(1.2)
+    assert await names(service, token) == ["alice-web"]
+
+
+async def test_a_revoked_token_of_a_kept_user_is_401(make_service, standin) -> None:
+    service = await make_service(ovirt={"visibility_cache_ttl": "1"})
+    for user in ("admin@internal", "alice@internal"):
+        token = standin.issue_token(user)
+        assert (await api_get(service, "/api/v1/vms", token)).status == 200
+        standin.revoke(token)
+        await asyncio.sleep(1.2)  # the token's identity is checked again after the ttl
+        for path in ("/api/v1/vms", "/api/v1/hosts/%s/vms" % HOST_1):
+            reply = await api_get(service, path, token)
+            assert reply.status == 401, (user, path, reply.body)
+        # the user's next token works, from the kept list
+        assert (await api_get(service, "/api/v1/vms", standin.issue_token(user))).status == 200
+
+
+async def test_without_a_directory_an_administrator_is_listed_with_filter(make_service,
+                                                                          standin) -> None:
+    # An events-only service account may not list VMs: nothing shared to answer from.
+    standin.users["vmdiag@internal"].admin = False
+    service = await make_service(ingest={"ownership": "any"})
+    assert service.directory is not None and service.directory.refreshed_at is None
+    token = standin.issue_token("admin@internal")
+    assert await names(service, token) == ["alice-web", "bob-db", "shared-app"]
+    listed = asked(standin, "admin@internal", "/ovirt-engine/api/vms")
+    assert len(listed) == 1 and listed[0]["filter"] == "true"
