@@ -137,8 +137,11 @@ class EventOutbox:
     """Plans events and keeps the undelivered ones in the store.
 
     The store is synchronous and this runs in executor threads; one lock serialises the
-    read-modify-write of the outbox and the custom_id counter within this process. (Two
-    service instances sharing one PostgreSQL database would need the store's own locking.)
+    read-modify-write of the outbox and the custom_id counter within this process, and each
+    change of the outbox, the counter and a VM's notified state is one store transaction
+    (``set_event_states``), so a process killed in between leaves either all or none. Only
+    one of several service instances plans and delivers events at a time (the leader,
+    engine_plugin.service.leadership), so no other process writes these keys meanwhile.
     """
 
     def __init__(self, store: Any, min_status: str = "warning",
@@ -171,9 +174,12 @@ class EventOutbox:
                 log.warning("event outbox full: dropped the %d oldest undelivered events",
                             len(outbox) - MAX_OUTBOX)
                 outbox = outbox[-MAX_OUTBOX:]
-            self.store.set_event_state(KEY_COUNTER, counter)
-            self.store.set_event_state(KEY_OUTBOX, {"items": outbox})
-        self.store.set_event_state(vm_key(vm_id), state)
+            # One transaction: a crash between them would raise the event twice (the VM's
+            # state not yet notified) or never (the state notified, the event lost).
+            self.store.set_event_states({KEY_COUNTER: counter, KEY_OUTBOX: {"items": outbox},
+                                         vm_key(vm_id): state})
+        else:
+            self.store.set_event_state(vm_key(vm_id), state)
         return len(events)
 
     def record_patterns(self, found: List[Mapping[str, Any]]) -> int:
@@ -201,20 +207,22 @@ class EventOutbox:
                                     "cluster_id": old.get("cluster_id"), "status": "ok",
                                     "description": ("Over: %s" % old.get("description", ""))
                                     [:MAX_DESCRIPTION]})
+            changes: Dict[str, Dict[str, Any]] = {}
             if planned or covered:
                 outbox = [i for i in self._pending() if i.get("vm_id") not in covered]
                 if planned:
                     ids, counter = next_custom_ids(self.store.event_state(KEY_COUNTER),
                                                    len(planned), self.clock())
-                    self.store.set_event_state(KEY_COUNTER, counter)
+                    changes[KEY_COUNTER] = counter
                     for custom_id, item in zip(ids, planned):
                         outbox.append(dict(item, custom_id=custom_id, planned_at=self.clock(),
                                            attempts=0))
-                self.store.set_event_state(KEY_OUTBOX, {"items": outbox[-MAX_OUTBOX:]})
-            self.store.set_event_state(KEY_PATTERNS, {"active": {
+                changes[KEY_OUTBOX] = {"items": outbox[-MAX_OUTBOX:]}
+            changes[KEY_PATTERNS] = {"active": {
                 key: {"host_id": p.get("host_id"), "cluster_id": p.get("cluster_id"),
                       "description": str(p["description"])[:MAX_DESCRIPTION]}
-                for key, p in now_active.items()}})
+                for key, p in now_active.items()}}
+            self.store.set_event_states(changes)  # one transaction, as in _record
             return len(planned)
 
     def pending(self) -> List[Dict[str, Any]]:
@@ -305,8 +313,11 @@ class EventDispatcher:
 
     def __init__(self, outbox: EventOutbox, account: ServiceAccount,
                  executor: concurrent.futures.Executor, retry_interval: float = 60.0,
-                 on_result: Callable[[str], None] | None = None) -> None:
+                 on_result: Callable[[str], None] | None = None,
+                 may_run: Callable[[], bool] | None = None) -> None:
         self.outbox = outbox
+        #: whether this instance delivers now (the leader of several instances); None: always
+        self.may_run = may_run
         self.account = account
         self.executor = executor
         self.retry_interval = retry_interval
@@ -348,11 +359,15 @@ class EventDispatcher:
     async def deliver(self) -> Dict[str, int]:
         """One pass over the outbox; returns counts by outcome."""
         loop = asyncio.get_running_loop()
-        items = await loop.run_in_executor(self.executor, self.outbox.pending)
         counts = {"sent": 0, "duplicate": 0, "rejected": 0, "failed": 0}
+        if self.may_run is not None and not self.may_run():
+            return counts  # another instance delivers
+        items = await loop.run_in_executor(self.executor, self.outbox.pending)
         done: List[int] = []
         retried: List[int] = []
         for item in items:
+            if self.may_run is not None and not self.may_run():
+                break  # lost the lease meanwhile: the next leader goes on from here
             outcome = await loop.run_in_executor(self.executor, self._attempt, item)
             counts[outcome] += 1
             if self.on_result is not None:

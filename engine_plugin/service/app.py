@@ -31,6 +31,7 @@ from .api import ApiRoutes, make_middleware
 from .documents import DocumentSource
 from .evaluation import HealthPass
 from .ingest import IngestHandler, make_ingest_app, server_ssl_context
+from .leadership import Leadership
 from .metrics import NetworkAllowList, ServiceMetrics
 from .pattern_events import PatternWatch
 
@@ -95,6 +96,7 @@ class EngineService:
         self.outbox: EventOutbox | None = None
         self.dispatcher: EventDispatcher | None = None
         self.health: HealthPass | None = None
+        self.leadership: Leadership | None = None
         self.source: DocumentSource | None = None
         self._runners: List[web.AppRunner] = []
         self._tasks: List[asyncio.Task] = []
@@ -144,6 +146,9 @@ class EngineService:
         if self.store is None:
             self.store = await loop.run_in_executor(self.store_executor,
                                                     open_configured_store, cfg)
+            # A SQLite file serves one instance: a second one refuses to start here.
+            await loop.run_in_executor(self.store_executor, self.store.claim_instance)
+        leadership = self.leadership = Leadership(self.store)
         try:
             self.directory = VmDirectory(service_account(cfg, self.endpoint),
                                          cfg.ingest.migration_window, self.clock)
@@ -159,13 +164,15 @@ class EngineService:
             account = service_account(cfg, self.endpoint)
             self.dispatcher = EventDispatcher(
                 self.outbox, account, self.engine_executor, cfg.events.retry_interval,
-                on_result=lambda outcome: self.metrics.events.labels(outcome).inc())
+                on_result=lambda outcome: self.metrics.events.labels(outcome).inc(),
+                may_run=leadership.is_leader)
         watch = (PatternWatch(self.store, self.directory, self.outbox)
                  if self.outbox is not None and self.directory is not None else None)
         self.health = HealthPass(self.store, self.thresholds, self.store_executor,
                                  self.metrics, self.outbox,
                                  self.dispatcher.wake if self.dispatcher else None, self.clock,
-                                 self.names, watch.check if watch is not None else None)
+                                 self.names, watch.check if watch is not None else None,
+                                 may_run=leadership.is_leader)
         self.source = DocumentSource(self.store, self.visibility, self.store_executor,
                                      self.thresholds, self.clock)
 
@@ -187,14 +194,22 @@ class EngineService:
         self.ingest_handler = ingest
         ingest_app = make_ingest_app(ingest, cfg.ingest.max_body_bytes)
 
+        leadership.on_gain(self.health.restart_polling)
+        leadership.on_gain(lambda: self.metrics.duties_leader.set(1))
+        if self.dispatcher is not None:
+            # deliver what an earlier run (or a leader that died) left in the outbox
+            leadership.on_gain(self.dispatcher.wake)
+        await leadership.renew()  # decided before serving: the first instance leads at once
+
         self.api_port = await self._listen(api_app, cfg.api.listen, cfg.api.port, None)
         self.ingest_port = await self._listen(ingest_app, cfg.ingest.listen, cfg.ingest.port,
                                               ssl_ctx)
         await self.refresh_directory()
-        self.health.start()
-        if self.dispatcher is not None:
-            self.dispatcher.start()
-            self.dispatcher.wake()  # deliver what an earlier run left in the outbox
+        health, dispatcher = self.health, self.dispatcher
+        leadership.start()
+        health.start()
+        if dispatcher is not None:
+            dispatcher.start()
         self._tasks.append(loop.create_task(self._periodic(), name="vmdiag-periodic"))
         log.info("vmdiag-engine: API on %s:%d%s, ingest (TLS) on %s:%d, store %s",
                  cfg.api.listen, self.api_port, cfg.api.prefix, cfg.ingest.listen,
@@ -231,9 +246,11 @@ class EngineService:
                 if time.monotonic() >= next_directory:
                     next_directory = time.monotonic() + DIRECTORY_REFRESH_S
                     await self.refresh_directory()
-                if self.health is not None:
+                leader = self.leadership is None or self.leadership.is_leader()
+                self.metrics.duties_leader.set(1 if leader else 0)
+                if self.health is not None and leader:
                     await self.health.sweep()
-                if time.monotonic() >= next_retention:
+                if leader and time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + self.config.storage.retention_interval
                     stats = await self._store_call("apply_retention", self.clock())
                     log.info("retention: %s", stats)
@@ -269,6 +286,8 @@ class EngineService:
             await self.health.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self.leadership is not None:
+            await self.leadership.stop()  # after the duties stopped: hand over at once
         if self.directory is not None:
             await asyncio.get_running_loop().run_in_executor(self.engine_executor,
                                                              self.directory.account.close)

@@ -23,6 +23,11 @@ log = logging.getLogger("vmdiag.engine.health")
 
 STATE_PREFIX = "health:"
 BATCH = 200
+#: How often the leader asks the store for VMs with new data (stored by any instance).
+NEW_DATA_POLL_S = 5.0
+#: How far back each such query looks before the previous one began: an ingest stamps its
+#: receive time before its transaction commits.
+NEW_DATA_SLACK_S = 120.0
 
 
 def heard_at(row: Any) -> float | None:
@@ -49,7 +54,8 @@ class HealthPass:
                  on_events: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.time,
                  names: Callable[[str], Tuple[str | None, str | None]] | None = None,
-                 after_pass: Callable[[], int] | None = None) -> None:
+                 after_pass: Callable[[], int] | None = None,
+                 may_run: Callable[[], bool] | None = None) -> None:
         self.store = store
         self.thresholds_for = thresholds_for
         self.executor = executor
@@ -61,26 +67,69 @@ class HealthPass:
         #: runs (blocking, in the executor) once the marked VMs are all evaluated; returns
         #: how many events it planned (the fleet patterns' events)
         self.after_pass = after_pass
+        #: whether this instance runs passes now (the leader of several instances,
+        #: engine_plugin.service.leadership); None: always
+        self.may_run = may_run
+        self._polled_from: float | None = None
         self._dirty: Set[str] = set()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task | None = None
+        self._poller: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="vmdiag-health")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="vmdiag-health")
+        self._poller = loop.create_task(self._poll(), name="vmdiag-health-poll")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._poller):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._task = self._poller = None
+
+    def _running(self) -> bool:
+        return self.may_run is None or self.may_run()
+
+    def restart_polling(self) -> None:
+        """Look at every VM on the next poll (this instance just became leader: VMs another
+        instance stored but did not evaluate are due)."""
+        self._polled_from = None
+
+    async def _poll(self) -> None:
+        """Every ``NEW_DATA_POLL_S``, mark VMs whose latest report is newer than their
+        verdict: reports another instance stored, and any this one stored while it was not
+        the leader. The first query looks at every VM, the next ones at those received since
+        the previous query began (less a slack)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(NEW_DATA_POLL_S)
+            if not self._running():
+                self._polled_from = None
+                continue
+            started = self.clock()
+            since = None if self._polled_from is None else self._polled_from - NEW_DATA_SLACK_S
             try:
-                await self._task
+                due = await loop.run_in_executor(self.executor, self.store.vms_with_new_data,
+                                                 since)
             except asyncio.CancelledError:
-                pass
-            self._task = None
+                raise
+            except Exception:
+                log.exception("looking for VMs with new data failed; retrying")
+                continue
+            self._polled_from = started
+            self.mark(due)
 
     def mark(self, vm_ids: Iterable[str]) -> None:
-        """Queue VMs for evaluation (called by ingest; never blocks)."""
+        """Queue VMs for evaluation (called by ingest; never blocks). Ignored while another
+        instance runs the passes: it finds them in the store."""
+        if not self._running():
+            return
         self._dirty.update(vm_ids)
         if self._dirty:
             self._idle.clear()
@@ -97,6 +146,9 @@ class HealthPass:
             self._wake.clear()
             planned_any = False
             while self._dirty:
+                if not self._running():  # another instance took over
+                    self._dirty.clear()
+                    break
                 batch = sorted(self._dirty)[:BATCH]
                 self._dirty.difference_update(batch)
                 try:
@@ -110,7 +162,7 @@ class HealthPass:
                     planned_any = True
                     if self.after_pass is None and self.on_events is not None:
                         self.on_events()
-            if self.after_pass is not None:
+            if self.after_pass is not None and self._running():
                 # Deliver only after the patterns were looked for: a pattern's one event
                 # replaces its VMs' events still in the outbox.
                 try:
@@ -175,9 +227,11 @@ class HealthPass:
     def _evaluate_one(self, vm_id: str, latest: Any, previous: Dict[str, Any] | None,
                       histories: Dict[str, Any] | None, now: float) -> int:
         report = latest.report if latest is not None else None
+        heard = heard_at(latest)
         verdict, state = evaluate_vm(report, histories, self.thresholds_for(vm_id=vm_id),
-                                     previous, now, heard_at(latest))
-        self.store.set_verdict(vm_id, verdict, now)
+                                     previous, now, heard)
+        self.store.set_verdict(vm_id, verdict, now,
+                               latest.ingested_at if latest is not None else None)
         self.store.set_event_state(STATE_PREFIX + vm_id, state)
         if self.outbox is None:
             return 0

@@ -60,6 +60,10 @@ class ServiceMetrics:
             "vmdiag_events_planned", "oVirt events planned from health changes.", registry=r)
         self.event_outbox = Gauge(
             "vmdiag_event_outbox", "oVirt events waiting for delivery.", registry=r)
+        self.duties_leader = Gauge(
+            "vmdiag_duties_leader", "1 while this instance holds the duties lease (runs the "
+            "health passes, oVirt events and retention for every instance), else 0.",
+            registry=r)
         self.http_latency = Histogram(
             prometheus_name("vmdiag_http_request_duration", "seconds"), "API/UI request latency.",
             ["route", "method", "status"], registry=r)

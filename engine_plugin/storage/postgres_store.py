@@ -84,6 +84,7 @@ class PostgresStore(SqlStore):
     _data_errors = (OverflowError, psycopg.DataError, UnicodeEncodeError)
     _least = "least"
     _greatest = "greatest"
+    _now_sql = "extract(epoch FROM clock_timestamp())::float8"
 
     def __init__(self, config: StorageConfig) -> None:
         super().__init__(config)

@@ -9,6 +9,7 @@ process on the same file waits (``busy_timeout``) instead of failing half way.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -77,6 +78,7 @@ class SqliteStore(SqlStore):
         self._reads = 0
         self._reads_done = threading.Condition(self._readers_lock)
         self._closed = False
+        self._instance_lock: int | None = None
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
 
@@ -204,7 +206,38 @@ class SqliteStore(SqlStore):
             return len(migrations)
         return self._write(work)
 
+    def claim_instance(self) -> None:
+        """One service instance per SQLite file: the duties that must run once (health
+        passes, oVirt events, retention) are coordinated by leases in the database, but two
+        processes writing one SQLite file also queue on its single write lock, so a second
+        instance buys nothing. An exclusive ``flock`` on ``<file>-instance.lock`` (released
+        by the kernel when the process dies, even by SIGKILL) makes the second one refuse to
+        start instead of doubling the work. Tools (``vmdiag-engine retention``) do not claim
+        it."""
+        lock_path = self.path + "-instance.lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o640)
+        except OSError as err:
+            raise StorageError("cannot open %s (%s); the service user must be able to write "
+                               "the database's folder" % (lock_path, err.strerror)) from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise StorageError(
+                "another vmdiag-engine (pid %s) already serves the SQLite store %s; a SQLite "
+                "store serves one instance: stop the other one, or point every instance's "
+                "[storage] url at one PostgreSQL database to run several" % (holder, self.path)
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+        self._instance_lock = fd
+
     def close(self) -> None:
+        if self._instance_lock is not None:
+            os.close(self._instance_lock)  # releases the flock
+            self._instance_lock = None
         with self._lock:
             if self._closed:
                 return

@@ -86,6 +86,9 @@ class SqlStore(Store):
     #: SQL names of the two-argument min/max.
     _least = "min"
     _greatest = "max"
+    #: SQL expression: the database's clock in Unix seconds (leases use it, so instances
+    #: with skewed clocks agree on when a lease expires).
+    _now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -352,15 +355,28 @@ class SqlStore(Store):
 
     # -- verdicts and event state -----------------------------------------------------------
 
-    def set_verdict(self, vm_id: str, verdict: Dict[str, Any], now: float) -> None:
+    def set_verdict(self, vm_id: str, verdict: Dict[str, Any], now: float,
+                    data_through: float | None = None) -> None:
         text = json.dumps(verdict, separators=(",", ":"), sort_keys=True)
 
         def work(tx: Tx) -> None:
             vm_key = self._ensure_vms(tx, {vm_id: None})[vm_id]
-            tx.execute("INSERT INTO verdicts (vm_key, verdict, updated_at) VALUES (?, ?, ?)"
-                       " ON CONFLICT (vm_key) DO UPDATE SET verdict = excluded.verdict,"
-                       " updated_at = excluded.updated_at", (vm_key, text, float(now)))
+            tx.execute("INSERT INTO verdicts (vm_key, verdict, updated_at, data_through)"
+                       " VALUES (?, ?, ?, ?) ON CONFLICT (vm_key) DO UPDATE SET"
+                       " verdict = excluded.verdict, updated_at = excluded.updated_at,"
+                       " data_through = excluded.data_through",
+                       (vm_key, text, float(now), data_through))
         self._write(work)
+
+    def vms_with_new_data(self, since: float | None = None) -> List[str]:
+        sql = ("SELECT v.vm_id FROM vms v LEFT JOIN verdicts d ON d.vm_key = v.vm_key"
+               " WHERE v.ingested_at IS NOT NULL AND (d.vm_key IS NULL"
+               " OR d.data_through IS NULL OR d.data_through < v.ingested_at)")
+        params: Tuple[Any, ...] = ()
+        if since is not None:
+            sql += " AND v.ingested_at >= ?"
+            params = (float(since),)
+        return sorted(r[0] for r in self._read(lambda tx: tx.fetchall(sql, params)))
 
     def verdicts(self, vm_ids: Iterable[str] | None = None) -> Dict[str, Dict[str, Any]]:
         base = "SELECT v.vm_id, d.verdict FROM verdicts d JOIN vms v ON v.vm_key = d.vm_key"
@@ -382,12 +398,49 @@ class SqlStore(Store):
 
     def set_event_state(self, key: str, state: Dict[str, Any],
                         now: float | None = None) -> None:
+        self.set_event_states({key: state}, now)
+
+    def set_event_states(self, states: Dict[str, Dict[str, Any]],
+                         now: float | None = None) -> None:
         when = time.time() if now is None else float(now)
-        text = json.dumps(state, separators=(",", ":"), sort_keys=True)
-        self._write(lambda tx: tx.execute(
-            "INSERT INTO event_states (key, state, updated_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET state = excluded.state,"
-            " updated_at = excluded.updated_at", (key, text, when)))
+        rows = [(key, json.dumps(state, separators=(",", ":"), sort_keys=True), when)
+                for key, state in sorted(states.items())]
+        if rows:
+            self._write(lambda tx: tx.executemany(
+                "INSERT INTO event_states (key, state, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET state = excluded.state,"
+                " updated_at = excluded.updated_at", rows))
+
+    # -- leases -----------------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        now = self._now_sql
+
+        def work(tx: Tx) -> bool:
+            # One upsert: a free or expired lease, or our own, becomes ours until now + ttl;
+            # two instances racing for it queue on the row and the second finds it taken.
+            tx.execute(
+                "INSERT INTO leases (name, holder, expires_at, acquired_at)"
+                " VALUES (?, ?, %s + ?, %s) ON CONFLICT (name) DO UPDATE SET"
+                " holder = excluded.holder, expires_at = excluded.expires_at,"
+                " acquired_at = CASE WHEN leases.holder = excluded.holder"
+                " THEN leases.acquired_at ELSE excluded.acquired_at END"
+                " WHERE leases.holder = excluded.holder OR leases.expires_at < excluded.acquired_at"
+                % (now, now), (name, holder, float(ttl_s)))
+            row = tx.fetchone("SELECT holder FROM leases WHERE name = ?", (name,))
+            return row is not None and row[0] == holder
+        return self._write(work)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        self._write(lambda tx: tx.execute("DELETE FROM leases WHERE name = ? AND holder = ?",
+                                          (name, holder)))
+
+    def leases(self) -> Dict[str, Dict[str, Any]]:
+        rows = self._read(lambda tx: tx.fetchall(
+            "SELECT name, holder, expires_at - {now}, {now} - acquired_at FROM leases".format(
+                now=self._now_sql)))
+        return {name: {"holder": holder, "expires_in": float(left), "held_for": float(held)}
+                for name, holder, left, held in rows}
 
     # -- history ----------------------------------------------------------------------------
 

@@ -82,8 +82,17 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def set_verdict(self, vm_id: str, verdict: Dict[str, Any], now: float) -> None:
-        """Store the health verdict of ``vm_id`` (replacing the previous one)."""
+    def set_verdict(self, vm_id: str, verdict: Dict[str, Any], now: float,
+                    data_through: float | None = None) -> None:
+        """Store the health verdict of ``vm_id`` (replacing the previous one);
+        ``data_through``: the engine receive time of the latest report it was computed from
+        (``vms_with_new_data`` compares it with the VM's latest report)."""
+
+    @abc.abstractmethod
+    def vms_with_new_data(self, since: float | None = None) -> List[str]:
+        """VMs whose latest report is newer than what their verdict was computed from (or
+        that have no verdict yet), sorted; with ``since``, only VMs whose latest report the
+        engine received at or after it (an index range instead of every VM)."""
 
     @abc.abstractmethod
     def verdicts(self, vm_ids: Iterable[str] | None = None) -> Dict[str, Dict[str, Any]]:
@@ -100,6 +109,27 @@ class Store(abc.ABC):
         (default: the clock) dates it for retention."""
 
     @abc.abstractmethod
+    def set_event_states(self, states: Dict[str, Dict[str, Any]],
+                         now: float | None = None) -> None:
+        """``set_event_state`` for several keys in one transaction: all or none are stored
+        (the event outbox, its id counter and a VM's notified state change together)."""
+
+    @abc.abstractmethod
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` for ``ttl_s`` seconds of the
+        database's clock; True if ``holder`` holds it now. A lease held by another holder is
+        taken only once it expired."""
+
+    @abc.abstractmethod
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up if ``holder`` holds it (another instance may take it at once)."""
+
+    @abc.abstractmethod
+    def leases(self) -> Dict[str, Dict[str, Any]]:
+        """Every lease: ``{name: {"holder", "expires_in", "held_for"}}`` (seconds, by the
+        database's clock; ``expires_in`` below 0: expired)."""
+
+    @abc.abstractmethod
     def apply_retention(self, now: float) -> Dict[str, int]:
         """Roll expired raw samples into 5-minute rollups, drop expired rollups, ledger rows,
         event states and VMs silent past vm retention; returns counts of what it did."""
@@ -111,6 +141,12 @@ class Store(abc.ABC):
         """Bulk-load history (raw ``(metric, t, value)`` and rollup ``(metric, bucket, avg,
         min, max, count)`` rows) for imports and benchmarks; existing points are kept.
         Returns the number of rows written."""
+
+    def claim_instance(self) -> None:
+        """Called by ``vmdiag-engine serve`` before it serves: a backend that can serve only
+        one service instance refuses a second one here (raises ``StorageError``); the
+        default (PostgreSQL) admits any number."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None:
