@@ -112,6 +112,10 @@ OPTIONS: Tuple[Option, ...] = (
            "Private key (PEM, unencrypted) of the ingest server certificate."),
     Option("ingest", "ca", "str", "/etc/pki/ovirt-engine/ca.pem",
            "CA that must have signed every relay's client certificate (the engine CA)."),
+    Option("ingest", "reuse_port", "bool", "no",
+           "Let several vmdiag-engine processes listen on the same ingest address "
+           "(SO_REUSEPORT; the kernel hands each new relay connection to one of them). "
+           "With 'no' a second process on the address fails to start."),
     Option("ingest", "max_body_bytes", "int", "33554432",
            "Largest accepted upload body; a relay splits bigger spools into several batches."),
     Option("ingest", "max_envelopes", "int", "500", "Most envelopes accepted in one batch."),

@@ -26,7 +26,7 @@ ALLOWED: Dict[str, Set[str]] = {
                    "prometheus_client"},
     "engine_plugin": {"diag_protocol", "aiohttp", "jinja2", "markupsafe", "ovirtsdk4",
                       "psycopg", "psycopg2", "psycopg_pool", "prometheus_client", "numpy",
-                      "yarl", "multidict"},
+                      "yarl", "multidict", "orjson"},
 }
 
 

@@ -203,7 +203,7 @@ class EngineService:
 
         self.api_port = await self._listen(api_app, cfg.api.listen, cfg.api.port, None)
         self.ingest_port = await self._listen(ingest_app, cfg.ingest.listen, cfg.ingest.port,
-                                              ssl_ctx)
+                                              ssl_ctx, bool(cfg.ingest.reuse_port))
         await self.refresh_directory()
         health, dispatcher = self.health, self.dispatcher
         leadership.start()
@@ -223,11 +223,13 @@ class EngineService:
             return
         ui.setup_ui(app, self.source)
 
-    async def _listen(self, app: web.Application, host: str, port: int, ssl_ctx: Any) -> int:
+    async def _listen(self, app: web.Application, host: str, port: int, ssl_ctx: Any,
+                      reuse_port: bool = False) -> int:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, reuse_address=True,
+                           reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as err:

@@ -39,7 +39,7 @@ from typing import Any, Awaitable, Callable, Coroutine, Dict, Iterable, List, Tu
 
 from aiohttp import web
 
-from diag_protocol import ProtocolError, loads, validate_envelope
+from diag_protocol import ProtocolError, validate_envelope
 from diag_protocol.ingest import (
     DUPLICATE,
     HOST_MISMATCH,
@@ -54,6 +54,7 @@ from diag_protocol.ingest import (
     UNSTORABLE,
 )
 
+from .. import fastjson
 from ..ovirt.directory import NOT_OWN, OWN, UNENFORCED, UNKNOWN, VmDirectory
 from ..storage.errors import Unstorable
 from .metrics import ServiceMetrics
@@ -241,7 +242,8 @@ class IngestHandler:
         envelope, None where still to be stored; the (index, envelope) pairs to store), or
         the error response for a body that is no batch."""
         try:
-            body = loads(raw)  # diag_protocol's: numbers beyond 64 bits are refused here
+            # diag_protocol.loads' result or error (numbers beyond 64 bits are refused), faster
+            body = fastjson.loads(raw)
         except RecursionError:
             self.metrics.ingest_requests.labels("bad_body").inc()
             return self._error(400, "too_deep", "the body nests deeper than JSON decoding "

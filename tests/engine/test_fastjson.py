@@ -1,0 +1,104 @@
+"""engine_plugin.fastjson gives what diag_protocol's decoder gives, on valid and hostile bodies
+alike, and the report text it writes decodes to the report; with orjson installed (the test
+environment has it) and without it."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from diag_protocol import loads as reference_loads
+from diag_protocol.framing import may_overflow
+from engine_plugin import fastjson
+from lab.fake_guest import sample_report
+
+
+def test_orjson_is_installed_here() -> None:
+    # optional for a site, not for the tests: without it the fast path would go untested
+    assert fastjson.FAST, "install the engine extra (scripts/setup-deps): orjson is missing"
+
+
+def outcome(decode, raw: bytes):
+    try:
+        return ("value", decode(raw))
+    except RecursionError:
+        return ("error", "RecursionError")
+    except (ValueError, UnicodeDecodeError) as err:
+        return ("error", type(err).__name__, str(err))
+
+
+def body(n: int = 3) -> bytes:
+    envs = [{"host_id": "h", "vm_id": "00000000-0000-4000-8000-%012d" % i, "received_at": 1.5,
+             "report": sample_report(seq=i, processes=5, units=5)} for i in range(n)]
+    return json.dumps({"envelopes": envs}, ensure_ascii=False).encode("utf-8")
+
+
+TRICKY = [
+    b'{"a":18446744073709551615}', b'{"a":18446744073709551616}',
+    b'{"a":-9223372036854775808}', b'{"a":-9223372036854775809}',
+    b'{"a":-9999999999999999999}', b'[1e400]', b'[-1e400]', b'[1e308]', b'[1.5e-400]',
+    b'[1' + b'0' * 400 + b']', b'[0.' + b'1' * 400 + b']', b'{"a":NaN}', b'[Infinity]',
+    b'[-Infinity]', b'{"a":"\\ud800"}', b'{"a":"\\udc00x"}', b'{"a":"\\ud83d\\ude00"}',
+    b'{"a":1,"a":2}', b'[' * 2000 + b']' * 2000, b'[' * 200000 + b']' * 200000,
+    b'{"a":"\xff"}', b'\xef\xbb\xbf{}', b'{"a":-0}', b'[-0.0]', b'[01]', b'[1.]', b'[.5]',
+    b'[1e5]', b'[1E+05]', b'{"a":"x\\u0000y"}', b'{"a":"tab\there"}', b'{"a":"\x7f"}',
+    b'{} x', b' \t\n{}\r\n', b'', b'nul', b'null', b'"str"', b'{"a":[1,2,]}',
+    b'{"a":1.7976931348623157e308}', b'{"a":4.9e-324}', b'{"a":0.1}', b'{"\\u00e9":"\xc3\xa9"}',
+    b'{"d":"b4581e378f2f39495d09dd294e424b92c277af3208c9196da9fd1ce996655f23"}',
+    b'{"a":"1e400 in a string"}', b'  12345678901234567890', b'[1, 12345678901234567890]',
+]
+
+
+@pytest.mark.parametrize("raw", TRICKY, ids=range(len(TRICKY)))
+def test_tricky_bodies_decode_or_fail_as_the_reference(raw: bytes) -> None:
+    assert outcome(fastjson.loads, raw) == outcome(reference_loads, raw)
+
+
+def test_mutated_bodies_decode_or_fail_as_the_reference() -> None:
+    rng = random.Random(1016)
+    valid = body()
+    assert outcome(fastjson.loads, valid)[0] == "value"
+    alphabet = b'0123456789-+.eE"\\[]{}:, \x00\xff\xc3ua'
+    for _ in range(1500):
+        raw = bytearray(valid)
+        for _ in range(rng.randint(1, 4)):
+            pos = rng.randrange(len(raw))
+            kind = rng.random()
+            if kind < 0.4:
+                raw[pos] = rng.choice(alphabet)
+            elif kind < 0.7:
+                raw[pos:pos] = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 25)))
+            else:
+                del raw[pos:pos + rng.randint(1, 30)]
+        got = outcome(fastjson.loads, bytes(raw))
+        assert got == outcome(reference_loads, bytes(raw)), bytes(raw)[:200]
+
+
+def test_the_overflow_guard_misses_no_wide_number_and_skips_hex_digests() -> None:
+    for raw in (b'{"a":18446744073709551616}', b'{"a": -9223372036854775809}', b'[1e400]',
+                b'[\n\t1E+400]', b'  12345678901234567890', b'[1' + b'0' * 30 + b'.5]'):
+        assert may_overflow(raw), raw
+    for raw in (b'{"digest":"b4581e378f2f39495d09dd294e424b92c277af3208c9196da9fd1ce9"}',
+                b'{"a":123456789012345678}', b'{"a":1.5e-300}', b'{"a":"0000000000000000000000"}',
+                body()):
+        assert not may_overflow(raw), raw[:80]
+
+
+def test_report_text_decodes_to_the_report() -> None:
+    report = sample_report(seq=7, processes=20, units=20)
+    report["sections"]["settings"]["data"]["hostname"] = "h\u00f6st-\u6f22\ufffd"
+    text = fastjson.dumps(report)
+    assert json.loads(text) == report
+    assert "\u00f6" in text and "\\u" not in text  # non-ASCII kept, as ensure_ascii=False
+    assert json.loads(fastjson.dumps({"big": 2**64 - 1, "s": "\ud800"})) == {
+        "big": 2**64 - 1, "s": "\ud800"}  # what orjson refuses goes to the standard library
+
+
+def test_without_orjson_the_results_are_the_same(monkeypatch) -> None:
+    raw = body()
+    fast = fastjson.loads(raw)
+    monkeypatch.setattr(fastjson, "orjson", None)
+    assert fastjson.loads(raw) == fast
+    assert json.loads(fastjson.dumps(fast)) == fast
