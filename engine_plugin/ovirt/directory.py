@@ -58,7 +58,7 @@ class VmDirectory:
         self.migration_window = migration_window
         self.clock = clock
         self._entries: Dict[str, Entry] = {}
-        self._vms: Dict[str, VmInfo] = {}
+        self._vms: List[VmInfo] = []
         self._cluster_ids: Dict[str, str] = {}
         # vm_id -> {host_id: when oVirt last showed the VM on it}; vm_id -> current host_id
         self._placement: Dict[str, Dict[str, float]] = {}
@@ -79,8 +79,10 @@ class VmDirectory:
 
     def vms(self) -> List[VmInfo]:
         """Every VM the last refresh listed, as the service account sees it (all of them):
-        what the fleet view shows a user whom the engine lets see every VM."""
-        return list(self._vms.values())
+        what the fleet view shows a user whom the engine lets see every VM. The same list
+        object until the next refresh (callers keep what they derive from it by identity;
+        they must not change it)."""
+        return self._vms
 
     def where(self, vm_id: str) -> Tuple[str | None, str | None]:
         """(host id, cluster id) oVirt last showed the VM on, for fleet patterns' events."""
@@ -173,7 +175,7 @@ class VmDirectory:
             in_use = {h for hosts in placement.values() for h in hosts}
             self._host_names = {h: n for h, n in names.items() if h in in_use}
             self._entries, self._current, self._placement = entries, current, placement
-            self._vms = infos
+            self._vms = list(infos.values())
             self._cluster_ids = cluster_ids
             self.refreshed_at = now
             return len(self._entries)

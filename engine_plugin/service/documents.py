@@ -9,10 +9,12 @@ hosts and clusters come from oVirt's answers, diagnostics from the store.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Tuple, TypeVar, cast
 
 from aiohttp import web
@@ -25,7 +27,15 @@ from ..ovirt import NotAuthenticated, Visibility, VmInfo
 from ..ovirt.events import KEY_PATTERNS
 from . import patterns
 from .evaluation import heard_at
-from .listing import ListError, ListQuery, parse_list_query, select
+from .listing import (
+    Key,
+    ListError,
+    ListQuery,
+    facets,
+    ordered,
+    parse_list_query,
+    select,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 DOWN_STATUSES = ("down", "suspended", "image_locked")
@@ -33,6 +43,16 @@ MAX_FINDINGS = 3
 #: Above this many VMs, summaries are read in one scan rather than by lists of ids.
 IN_LIST_LIMIT = 2000
 MAX_HISTORY_SPAN_S = 400 * 86400.0
+#: A fleet list of more than ``IN_LIST_LIMIT`` VMs is answered from rows prepared from one
+#: scan of the store (rows, search texts, patterns, filter choices, orders), kept per list of
+#: VMs a user may see: used as they are for this long, then served while they are prepared
+#: again in the background...
+LIST_FRESH_S = 5.0
+#: ... and no longer served after this long (the request waits for new rows).
+LIST_MAX_AGE_S = 60.0
+MAX_PREPARED_LISTS = 16
+
+log = logging.getLogger(__name__)
 
 
 class BadRequest(ValueError):
@@ -82,6 +102,25 @@ def _token_may_expire(method: F) -> F:
     return cast(F, wrapper)
 
 
+@dataclass
+class PreparedList:
+    """The rows of one list of visible VMs, prepared once for many requests."""
+
+    vms: List[VmInfo]              # the very list they were built from (its identity counts)
+    built_at: float
+    rows: List[Dict[str, Any]]
+    texts: Dict[str, str]
+    found: Dict[str, Any]
+    row_facets: Dict[str, List[Dict[str, Any]]]
+    orders: Dict[Tuple[str, str], List[Tuple[Key, Any]]] = field(default_factory=dict)
+
+    def in_order(self, sort: str, direction: str) -> List[Tuple[Key, Any]]:
+        key = (sort, direction)
+        if key not in self.orders:
+            self.orders[key] = ordered(self.rows, sort, direction)
+        return self.orders[key]
+
+
 class DocumentSource:
     """Builds the API documents for a user (see the module docstring)."""
 
@@ -93,6 +132,8 @@ class DocumentSource:
         self.executor = executor
         self.thresholds_for = thresholds_for
         self.clock = clock
+        self._prepared: collections.OrderedDict[int, PreparedList] = collections.OrderedDict()
+        self._preparing: Dict[int, asyncio.Future] = {}
 
     async def _store(self, method: str, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -164,7 +205,63 @@ class DocumentSource:
     async def fleet_list(self, user: User, query: ListQuery) -> Dict[str, Any]:
         """The list document (``listing.select``) over every VM the user may see."""
         vms = await self.visibility.vms(user.token)
+        if len(vms) > IN_LIST_LIMIT:
+            prepared = await self._prepared_list(vms)
+            try:
+                doc = select(prepared.rows, query, lambda row: prepared.texts[row["id"]],
+                             prepared.in_order(query.sort, query.dir), prepared.row_facets)
+            except ListError as err:  # a cursor that does not fit
+                raise BadRequest(str(err)) from None
+            doc["patterns"] = prepared.found["patterns"]
+            doc["finding_groups"] = prepared.found["groups"]
+            return doc
         return await self._list(vms, query)
+
+    async def _prepared_list(self, vms: List[VmInfo]) -> PreparedList:
+        """The prepared rows of ``vms`` (see ``LIST_FRESH_S``)."""
+        kept = self._prepared.get(id(vms))
+        if kept is not None and kept.vms is vms:
+            age = time.monotonic() - kept.built_at
+            if age < LIST_MAX_AGE_S:
+                if age >= LIST_FRESH_S and id(vms) not in self._preparing:
+                    task = asyncio.get_running_loop().create_task(self._prepare(vms))
+                    task.add_done_callback(_log_failure)
+                return kept
+        return await self._prepare(vms)
+
+    async def _prepare(self, vms: List[VmInfo]) -> PreparedList:
+        pending = self._preparing.get(id(vms))
+        if pending is not None:
+            return cast(PreparedList, await asyncio.shield(pending))
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._preparing[id(vms)] = future
+        try:
+            started = time.monotonic()
+            stored = await self._store("summaries", None)
+            loop = asyncio.get_running_loop()
+            # the CPU-bound part off the event loop, so other requests go on meanwhile
+            prepared = await loop.run_in_executor(self.executor, self._prepare_rows, vms,
+                                                  stored, started)
+            self._prepared[id(vms)] = prepared
+            self._prepared.move_to_end(id(vms))
+            while len(self._prepared) > MAX_PREPARED_LISTS:
+                self._prepared.popitem(last=False)
+            future.set_result(prepared)
+            return prepared
+        except BaseException as err:
+            future.set_exception(err)
+            future.exception()
+            raise
+        finally:
+            del self._preparing[id(vms)]
+
+    def _prepare_rows(self, vms: List[VmInfo], stored: Any, started: float) -> PreparedList:
+        rows, texts, every, onsets = rows_of(vms, stored)
+        prepared = PreparedList(vms, started, rows, texts,
+                                patterns.find(rows, every, onsets, ("host", "cluster")),
+                                facets(rows))
+        prepared.in_order("name", "asc")  # the pages' default order
+        return prepared
 
     @_token_may_expire
     async def host_summary(self, user: User, host_id: str,
@@ -195,46 +292,12 @@ class DocumentSource:
     async def _rows(self, vms: List[VmInfo]) -> Tuple[List[Dict[str, Any]], Dict[str, str],
                                                        Dict[str, List[Dict[str, Any]]],
                                                        Dict[str, Any]]:
-        """Summary rows of ``vms``; per VM id, the text the search looks in (names and every
-        finding, not only the few the row carries), every finding and the verdict's since."""
+        """Summary rows of ``vms`` (``rows_of``), read from the store now."""
         wanted = {vm.id for vm in vms}
         # One scan beats many IN lists once the user sees most of the store.
         stored = await self._store("summaries", None if len(wanted) > IN_LIST_LIMIT
                                    else sorted(wanted))
-        by_id = {r.vm_id: r for r in stored if r.vm_id in wanted}
-        rows: List[Dict[str, Any]] = []
-        texts: Dict[str, str] = {}
-        # Rows of one ``summaries`` call share equal verdict dicts (most VMs are "ok, no
-        # findings"): derive each distinct one once. Keyed by identity: they live meanwhile.
-        derived: Dict[int, Tuple[str, List[Dict[str, Any]], str, List[Dict[str, Any]]]] = {}
-        every_of: Dict[str, List[Dict[str, Any]]] = {}
-        onsets: Dict[str, Any] = {}
-        for vm in vms:
-            row = by_id.get(vm.id)
-            verdict = (row.verdict if row is not None else None) or {}
-            key = id(verdict) if verdict else id(getattr(row, "worst_checks", None))
-            parts = derived.get(key)
-            if parts is None:
-                findings = worst_findings(verdict, row)
-                every = findings_of(verdict) if verdict.get("findings") or verdict.get(
-                    "reasons") else findings
-                text = "\n".join(str(p) for f in every for p in (f.get("code"),
-                                                                  f.get("message")) if p)
-                parts = derived[key] = (status_of(verdict.get("status")), findings, text,
-                                        every)
-            status, findings, text, every_of[vm.id] = parts
-            onsets[vm.id] = verdict.get("since")
-            rows.append({
-                "id": vm.id, "name": vm.name, "host_id": vm.host_id, "host_name": vm.host_name,
-                "cluster": vm.cluster_name, "cluster_id": vm.cluster_id,
-                "health": status,
-                "last_report_at": heard_at(row),
-                "findings": findings,
-                "worst_findings": findings,  # the name of API 1 before "findings"; kept
-            })
-            texts[vm.id] = "\n".join(p for p in (vm.name, vm.id, vm.host_name,
-                                                  vm.cluster_name, text) if p).casefold()
-        return rows, texts, every_of, onsets
+        return rows_of(vms, stored)
 
     # -- history ----------------------------------------------------------------------------
 
@@ -254,6 +317,54 @@ class DocumentSource:
         return {"vm_id": vm_id, "metric": metric, "unit": metric_unit(metric),
                 "resolution": resolution,
                 "points": [[t, v] for t, v in points], "forecast": forecast}
+
+
+def rows_of(vms: List[VmInfo], stored: Any) -> Tuple[List[Dict[str, Any]], Dict[str, str],
+                                                  Dict[str, List[Dict[str, Any]]],
+                                                  Dict[str, Any]]:
+    """Summary rows of ``vms`` from the store's ``stored`` summaries; per VM id, the text the
+    search looks in (names and every finding, not only the few the row carries), every
+    finding and the verdict's since."""
+    wanted = {vm.id for vm in vms}
+    by_id = {r.vm_id: r for r in stored if r.vm_id in wanted}
+    rows: List[Dict[str, Any]] = []
+    texts: Dict[str, str] = {}
+    # Rows of one ``summaries`` call share equal verdict dicts (most VMs are "ok, no
+    # findings"): derive each distinct one once. Keyed by identity: they live meanwhile.
+    derived: Dict[int, Tuple[str, List[Dict[str, Any]], str, List[Dict[str, Any]]]] = {}
+    every_of: Dict[str, List[Dict[str, Any]]] = {}
+    onsets: Dict[str, Any] = {}
+    for vm in vms:
+        row = by_id.get(vm.id)
+        verdict = (row.verdict if row is not None else None) or {}
+        key = id(verdict) if verdict else id(getattr(row, "worst_checks", None))
+        parts = derived.get(key)
+        if parts is None:
+            findings = worst_findings(verdict, row)
+            every = findings_of(verdict) if verdict.get("findings") or verdict.get(
+                "reasons") else findings
+            text = "\n".join(str(p) for f in every for p in (f.get("code"),
+                                                              f.get("message")) if p)
+            parts = derived[key] = (status_of(verdict.get("status")), findings, text,
+                                    every)
+        status, findings, text, every_of[vm.id] = parts
+        onsets[vm.id] = verdict.get("since")
+        rows.append({
+            "id": vm.id, "name": vm.name, "host_id": vm.host_id, "host_name": vm.host_name,
+            "cluster": vm.cluster_name, "cluster_id": vm.cluster_id,
+            "health": status,
+            "last_report_at": heard_at(row),
+            "findings": findings,
+            "worst_findings": findings,  # the name of API 1 before "findings"; kept
+        })
+        texts[vm.id] = "\n".join(p for p in (vm.name, vm.id, vm.host_name,
+                                              vm.cluster_name, text) if p).casefold()
+    return rows, texts, every_of, onsets
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("preparing a fleet list in the background failed: %s", task.exception())
 
 
 def patterns_of_vm(vm: VmInfo, verdict: Mapping[str, Any], active: Mapping[str, Any]

@@ -233,10 +233,23 @@ def facets(rows: Sequence[Mapping[str, Any]]) -> Dict[str, List[Dict[str, Any]]]
             "clusters": sorted(clusters.values(), key=lambda c: str(c["name"]).casefold())}
 
 
+def ordered(rows: Sequence[Mapping[str, Any]], sort: str, direction: str
+            ) -> List[Tuple[Key, Any]]:
+    """(sort key, row) of ``rows`` in the order served for ``sort`` and ``direction``."""
+    keyed = sorted(((sort_key(row, sort), row) for row in rows), key=lambda pair: pair[0])
+    if direction == "desc":
+        keyed.reverse()
+    return keyed
+
+
 def select(rows: Sequence[Mapping[str, Any]], query: ListQuery,
-           text_of: Callable[[Mapping[str, Any]], str] = default_text) -> Dict[str, Any]:
+           text_of: Callable[[Mapping[str, Any]], str] = default_text,
+           in_order: Sequence[Tuple[Key, Any]] | None = None,
+           row_facets: Dict[str, List[Dict[str, Any]]] | None = None) -> Dict[str, Any]:
     """The list document for ``rows`` (everything in scope the user may see); see the module
-    docstring. ``text_of(row)`` is the case-folded text the search looks in."""
+    docstring. ``text_of(row)`` is the case-folded text the search looks in. ``in_order``
+    (``ordered(rows, query.sort, query.dir)``) and ``row_facets`` (``facets(rows)``) may be
+    given when they were computed before for the same rows."""
     counts = {status: 0 for status in STATUSES}
     wanted = set(query.health)
     matched = []
@@ -247,12 +260,15 @@ def select(rows: Sequence[Mapping[str, Any]], query: ListQuery,
         counts[status if status in counts else "unknown"] += 1
         if not wanted or status in wanted:
             matched.append(row)
-    keyed = sorted(((sort_key(row, query.sort), row) for row in matched),
-                   key=lambda pair: pair[0])
-    if query.dir == "desc":
-        keyed.reverse()
+    if in_order is None:
+        keyed = ordered(matched, query.sort, query.dir)
+    elif len(matched) == len(rows):
+        keyed = list(in_order)
+    else:
+        chosen = {id(row) for row in matched}
+        keyed = [pair for pair in in_order if id(pair[1]) in chosen]
     doc: Dict[str, Any] = {"counts": counts, "total": len(rows), "matched": len(matched)}
-    doc.update(facets(rows))
+    doc.update(row_facets if row_facets is not None else facets(rows))
     if query.per_page is None:
         doc["vms"] = [row for _, row in keyed]
         return doc

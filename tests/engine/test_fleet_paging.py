@@ -185,3 +185,61 @@ async def test_sdk_iterates_the_pages(service, standin):
     assert first.total == len(CAROL_VMS) and len(first.vms) == 5 and first.next_cursor
     proxied = [r for r in standin.requests_to("/vmdiag/api/v1/vms")]
     assert len(proxied) >= -(-len(CAROL_VMS) // 37)
+
+
+QUERIES = [
+    {}, {"per_page": "50"}, {"per_page": "50", "page": "7", "sort": "health", "dir": "desc"},
+    {"health": "critical,warning", "per_page": "20", "sort": "host"},
+    {"q": "fs.fill", "per_page": "10", "sort": "last_report"},
+    {"host": FLEET.host_ids[1], "per_page": "100"},
+    {"cluster": "cluster-01", "sort": "finding", "per_page": "25", "page": "2"},
+]
+
+
+async def test_prepared_lists_answer_as_lists_built_per_request(service, standin,
+                                                                monkeypatch):
+    # Above IN_LIST_LIMIT VMs, lists are answered from rows prepared once per list of
+    # visible VMs; the answers must be the very ones built per request.
+    from engine_plugin.service import documents
+    tokens = [standin.issue_token("admin@internal"), standin.issue_token("carol@internal")]
+    answers = {}
+    for limit in (10 ** 9, 10):
+        monkeypatch.setattr(documents, "IN_LIST_LIMIT", limit)
+        answers[limit] = [[await get(service, "/api/v1/vms", token, **query)
+                           for query in QUERIES] for token in tokens]
+        answers[limit].append([page["vms"] for page in
+                               await walk(service, tokens[1], per_page="77", sort="health")])
+    assert answers[10] == answers[10 ** 9]
+    # one prepared list per list of visible VMs: the administrators' (the directory's) and
+    # carol's; another administrator's token uses the same
+    await get(service, "/api/v1/vms", standin.issue_token("admin@internal"), per_page="5")
+    assert len(service.source._prepared) == 2
+    assert sum(len(p["vms"]) for p in answers[10][1][:1]) == len(CAROL_VMS)
+
+
+async def test_a_prepared_list_follows_the_store(service, standin, monkeypatch):
+    from engine_plugin.service import documents
+    monkeypatch.setattr(documents, "IN_LIST_LIMIT", 10)
+    admin = standin.issue_token("admin@internal")
+    before = (await get(service, "/api/v1/vms", admin, per_page="5"))["counts"]
+    ok_vms = [v for v in FLEET.vm_ids if FLEET.status[v] == "ok"]
+    now = time.time()
+    verdict = {"status": "critical", "since": now, "forecasts": [], "findings": [
+        {"code": "fs.fill:/", "status": "critical", "message": "/ is full"}]}
+    await asyncio.to_thread(service.store.set_verdict, ok_vms[0], verdict, now)
+    # past LIST_MAX_AGE_S the list is prepared again before it answers
+    monkeypatch.setattr(documents, "LIST_MAX_AGE_S", 0.0)
+    after = (await get(service, "/api/v1/vms", admin, per_page="5"))["counts"]
+    assert after["critical"] == before["critical"] + 1 and after["ok"] == before["ok"] - 1
+    # past LIST_FRESH_S the kept list answers and is prepared again in the background
+    monkeypatch.setattr(documents, "LIST_MAX_AGE_S", 3600.0)
+    monkeypatch.setattr(documents, "LIST_FRESH_S", 0.0)
+    await asyncio.to_thread(service.store.set_verdict, ok_vms[1], verdict, now)
+    deadline = time.monotonic() + 20
+    while True:
+        counts = (await get(service, "/api/v1/vms", admin, per_page="5"))["counts"]
+        assert counts["critical"] in (after["critical"], after["critical"] + 1)
+        if counts["critical"] == after["critical"] + 1:
+            break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
