@@ -5,30 +5,36 @@ vmdiag-engine process over real TLS, while the engine stops and the relay is kil
 Set-up (all real processes, nothing in-process but the guests):
 
 - ``vmdiag-engine serve`` (lab/demo_engine.py: the stand-in oVirt engine places every VM on
-  the relay's host; SQLite store; its own engine CA and the host certificate);
+  the relay's host; a SQLite store, or a PostgreSQL server of its own (lab/pg_cluster.py);
+  its own engine CA and the host certificate);
 - ``vmdiag-relay run`` on libvirt's test driver with a node file that runs one domain per
   guest, each with the vmdiag channel at the guest's socket, uploading with the host
   certificate;
 - the guests: unix sockets in this process playing QEMU's side of each channel
-  (lab/fake_guest.py). A well-behaved guest sends a ~5 KB report every ``--interval`` s.
+  (lab/fake_guest.py). A well-behaved guest sends a ~5 KB report every ``--interval`` s the
+  agent's way: hello first on every connection, every report kept until the relay
+  acknowledges it and written again on the next connection, reports queued while no relay is
+  connected (diag_protocol.acks, the agent's own bookkeeping). ``--old-guests``: as before
+  acknowledgements (a report is only written while a relay is connected, never again).
   Hostile guests, in turn: numbers out of range, a flood of valid reports at full speed,
   future timestamps, sequence regressions and replays, a one-byte drip, garbage.
 
-Timeline over ``--duration`` s: at 25 % the engine stops for ``--outage`` s; at 65 % the
-relay is killed with SIGKILL and started again 2 s later. Then the guests stop, the relay
-drains its spool, and the engine's store is read.
+Timeline over ``--duration`` s: at 25 % the engine stops for ``--outage`` s; from 65 % the
+relay is killed with SIGKILL ``--kills`` times (at seeded random instants, 2 s down each).
+Then the guests stop, the relay drains its spool, and the engine's store is read.
 
-Printed, for the well-behaved guests: reports lost (sent by a guest, never stored), those of
-them written in the 3 s before the kill or while the relay was down (the channel has no
-acknowledgement: what the dead relay had read but not yet spooled is gone), duplicates stored,
-and the p50/p99 guest-to-engine latency (the engine's receive time minus the report's time),
-over all reports and over those sent while nothing was down (the outage dominates the first).
-``--compare`` runs the same timeline twice, without and with the hostile guests, and prints
-the p99 ratio.
+Printed, for the well-behaved guests: reports lost (made by a guest, never stored), those of
+them made in the 3 s before a kill or while the relay was down, duplicates stored, and the
+p50/p99 guest-to-engine latency (the engine's receive time minus the report's time), over all
+reports and over those made while nothing was down (the outage dominates the first), and
+that p99 per calm phase (before the outage; after it; after the kills), which shows what a
+drain costs. ``--compare`` runs the same timeline twice, without and with the hostile guests,
+and prints the p99 ratio. ``--store`` picks SQLite, PostgreSQL or both (each a full run).
 
 Usage: python3 benchmarks/chaos_bench.py [--guests 200] [--hostile 10] [--duration 600]
-       [--outage 120] [--interval 10] [--compare] [--json]
-The CI variant (tests/relay_upload/test_chaos.py) runs 40 guests for 60 s.
+       [--outage 120] [--interval 10] [--kills 1] [--store sqlite|postgresql|both]
+       [--compare] [--json]
+The CI variant (tests/relay_upload/test_chaos.py) runs 40 guests for 60 s on each store.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ sys.path.insert(0, ROOT)
 from diag_protocol import encode, host_socket_path  # noqa: E402
 from lab.demo_engine import HOST_CN, DemoEngine  # noqa: E402
 from lab.fake_guest import FakeGuest, hello, sample_report  # noqa: E402
+from lab.pg_cluster import PgCluster  # noqa: E402
 
 HOSTILE_KINDS = ("out_of_range", "flood", "future", "replay", "drip", "garbage")
 
@@ -136,12 +143,16 @@ async def well_behaved(guest: FakeGuest, ledger: Ledger, interval: float,
                        stop: asyncio.Event, rng: random.Random) -> None:
     seq = 0
     run_id = "run-%s" % guest.vm_id[:8]
-    await _send(guest, hello())
+    if not guest.acks:
+        await _send(guest, hello())
     while not stop.is_set():
         seq += 1
         now = time.time()
         report = sample_report(seq=seq, run_id=run_id, processes=5, units=5, now=now, rng=rng)
-        if await _send(guest, report):
+        if guest.acks:  # the agent's way: queued or written, kept until acknowledged
+            await guest.send_report(report)
+            ledger.sent[(guest.vm_id, run_id, seq)] = now
+        elif await _send(guest, report):
             ledger.sent[(guest.vm_id, run_id, seq)] = now
         try:
             await asyncio.wait_for(stop.wait(), interval * rng.uniform(0.9, 1.1))
@@ -199,10 +210,17 @@ async def hostile(guest: FakeGuest, kind: str, stop: asyncio.Event,
             await asyncio.sleep(0.05)
 
 
-def stored(db_path: str) -> Dict[Tuple[str, str, int], List[float]]:
-    with sqlite3.connect(db_path) as db:
-        rows = db.execute("SELECT v.vm_id, i.run_id, i.seq, i.ingested_at FROM ingested i "
-                          "JOIN vms v ON v.vm_key = i.vm_key").fetchall()
+def stored(url: str) -> Dict[Tuple[str, str, int], List[float]]:
+    query = ("SELECT v.vm_id, i.run_id, i.seq, i.ingested_at FROM ingested i "
+             "JOIN vms v ON v.vm_key = i.vm_key")
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url[len("sqlite:///"):]) as db:
+            rows = db.execute(query).fetchall()
+    else:
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(query).fetchall()
     out: Dict[Tuple[str, str, int], List[float]] = {}
     for vm, run, seq, at in rows:
         out.setdefault((vm, run, seq), []).append(at)
@@ -222,16 +240,23 @@ def engine_duplicates(engine: ChaosEngine) -> float:
     return total
 
 
-async def run_once(args: argparse.Namespace, hostile_count: int) -> Dict[str, Any]:
+async def run_once(args: argparse.Namespace, hostile_count: int, store: str,
+                   pg: Optional[PgCluster]) -> Dict[str, Any]:
     run_dir = tempfile.mkdtemp(prefix="vmdiag-chaos-")
     channels = os.path.join(run_dir, "ch")
     os.makedirs(channels)
     guests = []
-    for _ in range(args.guests):
-        g = FakeGuest("")
+    for i in range(args.guests):
+        acks = i >= hostile_count and not args.old_guests
+        g = FakeGuest("", greeting=hello(acks=True) if acks else None)
         g.path = host_socket_path(g.vm_id, channels)
         guests.append(await g.start())
-    engine = ChaosEngine(run_dir, {g.vm_id: "chaos-%d" % i for i, g in enumerate(guests)})
+    storage_url = None
+    if store == "postgresql":
+        assert pg is not None
+        storage_url = await asyncio.to_thread(pg.create_database)
+    engine = ChaosEngine(run_dir, {g.vm_id: "chaos-%d" % i for i, g in enumerate(guests)},
+                         storage_url=storage_url)
     await asyncio.to_thread(engine.start)
     node = os.path.join(run_dir, "node.xml")
     with open(node, "w", encoding="utf-8") as f:
@@ -255,6 +280,7 @@ async def run_once(args: argparse.Namespace, hostile_count: int) -> Dict[str, An
                                                  random.Random(args.seed * 1000 + i)))
               for i, g in enumerate(guests[hostile_count:])]
     started = time.monotonic()
+    started_wall = time.time()
     timeline: Dict[str, float] = {}
 
     async def at(fraction: float) -> None:
@@ -262,17 +288,25 @@ async def run_once(args: argparse.Namespace, hostile_count: int) -> Dict[str, An
 
     await at(0.25)
     timeline["engine_stopped"] = time.time()
-    await asyncio.to_thread(engine.pause)
-    await asyncio.sleep(args.outage)
-    await asyncio.to_thread(engine.resume)
+    if args.outage > 0:
+        await asyncio.to_thread(engine.pause)
+        await asyncio.sleep(args.outage)
+        await asyncio.to_thread(engine.resume)
     timeline["engine_back"] = time.time()
     duplicates = 0.0
-    await at(0.65)
-    timeline["relay_killed"] = time.time()
-    relay.kill()
-    await asyncio.sleep(2)
-    relay.start()
-    timeline["relay_back"] = time.time()
+    kills: List[Tuple[float, float]] = []
+    # the kills at random instants between 65 % and 90 % of the run, in order
+    krng = random.Random(args.seed * 7919 + hostile_count)
+    span = 0.25 / max(1, args.kills)
+    for k in range(args.kills):
+        await at(0.65 + k * span + krng.uniform(0, span * 0.6))
+        killed = time.time()
+        relay.kill()
+        await asyncio.sleep(2)
+        relay.start()
+        kills.append((killed, time.time()))
+    timeline["relay_killed"] = kills[0][0] if kills else float("inf")
+    timeline["relay_back"] = kills[-1][1] if kills else float("inf")
     await at(1.0)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -292,22 +326,34 @@ async def run_once(args: argparse.Namespace, hostile_count: int) -> Dict[str, An
     await asyncio.to_thread(engine.stop)
     for g in guests:
         await g.close()
-    got = stored(engine.db_path)
+    got = stored(engine.storage_url)
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     lost = [k for k in ledger.sent if k not in got]
-    window = (timeline["relay_killed"] - 3, timeline["relay_back"] + 5)
-    lost_at_kill = [k for k in lost if window[0] <= ledger.sent[k] <= window[1]]
+    lost_at_kill = [k for k in lost
+                    if any(a - 3 <= ledger.sent[k] <= b + 5 for a, b in kills)]
     latencies = sorted(min(got[k]) - t for k, t in ledger.sent.items() if k in got)
     # the same, for reports sent while nothing was down (neither the engine nor the relay,
     # and 10 s to recover): what hostile guests alone cost their neighbours
-    calm = sorted(min(got[k]) - t for k, t in ledger.sent.items()
-                  if k in got and not _within(t, timeline))
+    calm_pairs = [(t, min(got[k]) - t) for k, t in ledger.sent.items()
+                  if k in got and not _within(t, timeline, kills)]
+    calm = sorted(lat for _, lat in calm_pairs)
+    phases = {"before_outage": (started_wall, timeline["engine_stopped"]),
+              "after_outage": (timeline["engine_back"], timeline["relay_killed"]),
+              "after_kills": (timeline["relay_back"], float("inf"))}
+    calm_by_phase = {name: _quantile(sorted(lat for t, lat in calm_pairs if a <= t < b), 0.99)
+                     for name, (a, b) in phases.items()}
     good_vms = {g.vm_id for g in guests[hostile_count:]}
     hostile_stored = sum(1 for k in got if k[0] not in good_vms)
+    resent = sum(g.unacked.counts["resent"] for g in guests[hostile_count:])
+    acked = sum(g.unacked.counts["acked"] for g in guests[hostile_count:])
     return {
+        "store": store, "old_guests": args.old_guests, "kills": len(kills),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "guests": args.guests, "hostile": hostile_count, "duration_s": args.duration,
-        "outage_s": args.outage, "drained": drained,
+        "outage_s": args.outage, "drained": drained, "acked": acked,
+        "written_again_by_guests": resent,
+        "calm_p99_by_phase_s": calm_by_phase,
         "sent": len(ledger.sent), "stored": sum(1 for k in ledger.sent if k in got),
         "lost": len(lost), "lost_in_kill_window": len(lost_at_kill),
         "duplicates_stored": sum(len(v) - 1 for v in got.values()),
@@ -322,9 +368,9 @@ async def run_once(args: argparse.Namespace, hostile_count: int) -> Dict[str, An
     }
 
 
-def _within(t: float, timeline: Dict[str, float]) -> bool:
+def _within(t: float, timeline: Dict[str, float], kills: List[Tuple[float, float]]) -> bool:
     return (timeline["engine_stopped"] <= t <= timeline["engine_back"] + 10
-            or timeline["relay_killed"] - 3 <= t <= timeline["relay_back"] + 10)
+            or any(a - 3 <= t <= b + 10 for a, b in kills))
 
 
 def _quantile(values: List[float], q: float) -> Optional[float]:
@@ -338,6 +384,28 @@ def _drop_totals(status: Dict[str, Any]) -> Dict[str, Any]:
             "dropped_oldest": upload.get("dropped_oldest")}
 
 
+def run_store(args: argparse.Namespace, store: str) -> Dict[str, Any]:
+    """The run(s) on one store: ``clean`` (with --compare) and ``hostile``, and the ratios."""
+    pg: Optional[PgCluster] = None
+    if store == "postgresql":
+        pg = PgCluster().start()  # a real server, fsync on, as a site runs it
+    try:
+        runs: Dict[str, Any] = {}
+        if args.compare:
+            runs["clean"] = asyncio.run(run_once(args, 0, store, pg))
+        runs["hostile"] = asyncio.run(run_once(args, args.hostile, store, pg))
+    finally:
+        if pg is not None:
+            pg.stop()
+    if args.compare and runs["clean"]["p99_latency_s"]:
+        runs["p99_ratio"] = round(runs["hostile"]["p99_latency_s"]
+                                  / runs["clean"]["p99_latency_s"], 2)
+    if args.compare and runs["clean"]["calm_p99_latency_s"]:
+        runs["calm_p99_ratio"] = round(runs["hostile"]["calm_p99_latency_s"]
+                                       / runs["clean"]["calm_p99_latency_s"], 2)
+    return runs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--guests", type=int, default=200)
@@ -345,40 +413,40 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=600)
     parser.add_argument("--outage", type=float, default=120)
     parser.add_argument("--interval", type=float, default=10)
+    parser.add_argument("--kills", type=int, default=1, help="SIGKILLs of the relay")
+    parser.add_argument("--store", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--old-guests", action="store_true",
+                        help="guests as before acknowledgements: no queue, no resending")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--compare", action="store_true",
                         help="also run without the hostile guests and print the p99 ratio")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the run folders (logs)")
     args = parser.parse_args()
-    runs = {}
-    if args.compare:
-        runs["clean"] = asyncio.run(run_once(args, 0))
-    runs["hostile"] = asyncio.run(run_once(args, args.hostile))
-    if args.compare and runs["clean"]["p99_latency_s"]:
-        runs["p99_ratio"] = round(runs["hostile"]["p99_latency_s"]
-                                  / runs["clean"]["p99_latency_s"], 2)
-    if args.compare and runs["clean"]["calm_p99_latency_s"]:
-        runs["calm_p99_ratio"] = round(runs["hostile"]["calm_p99_latency_s"]
-                                       / runs["clean"]["calm_p99_latency_s"], 2)
+    stores = ("sqlite", "postgresql") if args.store == "both" else (args.store,)
+    results = {store: run_store(args, store) for store in stores}
     if args.json:
-        print(json.dumps(runs))
-    else:
+        print(json.dumps(results))
+        return 0
+    for store, runs in results.items():
         for name in ("clean", "hostile"):
             if name in runs:
                 r = runs[name]
-                print("%-7s %d guests (%d hostile), %.0f s, engine down %.0f s, relay killed "
-                      "once: sent %d, lost %d (%d in the kill window), duplicates stored %d, "
-                      "latency p50 %.2f s p99 %.2f s (while nothing was down: p50 %.2f s "
-                      "p99 %.2f s), hostile reports stored %d"
-                      % (name, r["guests"], r["hostile"], r["duration_s"], r["outage_s"],
-                         r["sent"], r["lost"], r["lost_in_kill_window"],
-                         r["duplicates_stored"], r["p50_latency_s"] or 0,
+                print("%-10s %-7s %d guests (%d hostile), %.0f s, engine down %.0f s, relay "
+                      "killed %d x: made %d, lost %d (%d around a kill), duplicates stored "
+                      "%d, written again %d, latency p50 %.2f s p99 %.2f s (while nothing was "
+                      "down: p50 %.2f s p99 %.2f s; p99 by phase %s), hostile reports stored "
+                      "%d, load %s"
+                      % (store, name, r["guests"], r["hostile"], r["duration_s"],
+                         r["outage_s"], r["kills"], r["sent"], r["lost"],
+                         r["lost_in_kill_window"], r["duplicates_stored"],
+                         r["written_again_by_guests"], r["p50_latency_s"] or 0,
                          r["p99_latency_s"] or 0, r["calm_p50_latency_s"] or 0,
-                         r["calm_p99_latency_s"] or 0, r["hostile_reports_stored"]))
+                         r["calm_p99_latency_s"] or 0, r["calm_p99_by_phase_s"],
+                         r["hostile_reports_stored"], r["load_average"]))
         if "p99_ratio" in runs:
-            print("p99 latency, hostile / clean: %.2fx (while nothing was down: %.2fx)"
-                  % (runs["p99_ratio"], runs.get("calm_p99_ratio", 0)))
+            print("%-10s p99 latency, hostile / clean: %.2fx (while nothing was down: %.2fx)"
+                  % (store, runs["p99_ratio"], runs.get("calm_p99_ratio", 0)))
     return 0
 
 

@@ -416,7 +416,7 @@ async def relay_fuzz(count: int, seed: int, vms: int) -> Stats:
     envelopes: Counter = Counter()
 
     def sink(vm_id: str, report: Dict[str, Any], received_at: float,
-             version: Optional[str]) -> None:
+             version: Optional[str], *_: Any) -> None:
         try:
             # the envelope the uploader wraps the report in, checked as its spool replay and
             # the engine check it

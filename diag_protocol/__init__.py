@@ -5,8 +5,10 @@ Everything a guest sends is untrusted: use ``LineDecoder`` to turn bytes into va
 cleaned messages, and ``encode`` to write them. See DESIGN.md, "Wire protocol".
 """
 
+from .acks import ACK_TIMEOUT, UNACKED_MAX_BYTES, UNACKED_MAX_MESSAGES, Unacked
 from .clean import clean, clean_string
 from .constants import (
+    ACK_CAPABILITY,
     ALLOWED_METHODS,
     CHANNEL_NAME,
     CHECK_STATUSES,
@@ -41,6 +43,7 @@ from .framing import (
     wrap_report,
 )
 from .messages import (
+    make_ack,
     make_envelope,
     make_heartbeat,
     make_hello,
@@ -61,6 +64,9 @@ __all__ = [
     "decode_line", "encode", "host_socket_path", "loads", "make_envelope", "make_heartbeat",
     "make_hello", "make_reply", "make_report", "make_request", "negotiate", "validate",
     "validate_envelope", "wrap_report",
+    # acknowledged reports (acks.py)
+    "ACK_CAPABILITY", "ACK_TIMEOUT", "UNACKED_MAX_BYTES", "UNACKED_MAX_MESSAGES", "Unacked",
+    "make_ack",
     # the shared vocabulary (vocabulary.py) and units (units.py)
     "EXIT_CODES", "FIELDS", "ID_PATTERN", "ID_SHAPE", "MAX_ECHO_ID", "NOT_OK", "RANK",
     "STATUSES", "UNITS", "WORST_FIRST", "format_field",

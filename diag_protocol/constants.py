@@ -48,7 +48,10 @@ ID_SHAPE = "a string of 1 to 128 characters from A-Z a-z 0-9 . _ : -"
 MAX_ECHO_ID = 2**53 - 1
 
 SECTIONS = ("network", "resources", "applications", "settings", "checks")
-MESSAGE_TYPES = ("hello", "report", "heartbeat", "request", "reply")
+MESSAGE_TYPES = ("hello", "report", "heartbeat", "request", "reply", "ack")
+#: The capability an agent lists in its ``hello`` when it keeps unacknowledged reports and
+#: understands ``ack`` (host to guest); a relay acknowledges reports only to such an agent.
+ACK_CAPABILITY = "ack"
 ALLOWED_METHODS = ("ping", "report.now", "checks.run", "config.get")
 #: The statuses a check result may have: the shared vocabulary's (vocabulary.py).
 CHECK_STATUSES = STATUSES

@@ -40,6 +40,11 @@ def make_reply(request_id: Union[str, int], ok: bool, result: Any = None,
             "result": result, "error": error}
 
 
+def make_ack(run_id: str, seq: int) -> Message:
+    """Host to guest: the report ``(run_id, seq)`` is safe; the guest may forget it."""
+    return {"type": "ack", "v": PROTOCOL_VERSION, "run_id": run_id, "seq": seq}
+
+
 def make_envelope(host_id: str, vm_id: str, report: Message,
                   received_at: Optional[float] = None,
                   agent_version: Optional[str] = None) -> Message:

@@ -206,6 +206,8 @@ SCHEMA: Schema = {
                                 obj({"code": s(64, nullable=False), "message": s(2048)},
                                     required=["code"])]},
         }, ["id", "ok"]),
+        # host to guest: the report (run_id, seq) is safe from a relay crash (diag_protocol.acks)
+        "ack": message("ack", {"run_id": ID, "seq": SEQ}, ["run_id", "seq"]),
         "envelope": obj({
             "host_id": {"type": "string", "minLength": 1, "maxLength": 256},
             "vm_id": UUID,

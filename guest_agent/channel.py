@@ -37,7 +37,7 @@ import stat
 import threading
 import time
 import tty
-from typing import Any, Callable, Deque, Dict, List, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 from diag_protocol import (
     CHANNEL_NAME,
@@ -47,6 +47,7 @@ from diag_protocol import (
     MAX_LINE_BYTES,
     LineDecoder,
     ProtocolError,
+    Unacked,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ _ID = re.compile(ID_PATTERN)
 #: (request id, method) of a request the decoder dropped: the id a string of the protocol's
 #: shape, or an integer (not served, but echoed on the ``bad_request`` that says so).
 Rejected = Tuple[Union[str, int], str]
+#: A queued line: (kind, line, ack key). A report's key is (run_id, seq): once written it is
+#: kept in ``Channel.unacked`` until the host acknowledges it (diag_protocol.acks).
+Queued = Tuple[str, bytes, Optional[Tuple[str, int]]]
 
 
 def find_port(root: str = "/", name: str = CHANNEL_NAME) -> str | None:
@@ -144,6 +148,7 @@ class ChannelStats:
         self.disconnects = 0
         self.open_failures = 0
         self.dropped: collections.Counter[str] = collections.Counter()
+        self.unacked: Dict[str, int] = {}
 
     def __repr__(self) -> str:
         return "ChannelStats(%r)" % self.as_dict()
@@ -152,7 +157,7 @@ class ChannelStats:
         return {"sent_messages": self.sent_messages, "sent_bytes": self.sent_bytes,
                 "received": self.received, "connects": self.connects,
                 "disconnects": self.disconnects, "open_failures": self.open_failures,
-                "dropped": dict(self.dropped)}
+                "dropped": dict(self.dropped), "unacked": dict(self.unacked)}
 
 
 class Channel:
@@ -180,10 +185,12 @@ class Channel:
         self._decoder = RequestDecoder()
         self._lock = threading.Lock()
         # Urgent (hello, replies) goes before normal (reports, heartbeats); both count to the cap.
-        self._urgent: Deque[Tuple[str, bytes]] = collections.deque()
-        self._normal: Deque[Tuple[str, bytes]] = collections.deque()
+        self._urgent: Deque[Queued] = collections.deque()
+        self._normal: Deque[Queued] = collections.deque()
         self._queued_bytes = 0
-        self._current: Tuple[str, bytes] | None = None  # partly written, never dropped
+        self._current: Queued | None = None  # partly written, never dropped
+        #: Reports written and not acknowledged by the host: written again on a new connection.
+        self.unacked = Unacked(clock=clock)
         self._offset = 0
         self._delay = self.backoff_min
         self._next_try = 0.0
@@ -194,21 +201,28 @@ class Channel:
 
     # -- called from any thread -------------------------------------------------------------
 
-    def send(self, line: bytes, kind: str, urgent: bool = False) -> None:
-        """Queue one encoded line; drop the oldest queued messages if over the caps."""
+    def send(self, line: bytes, kind: str, urgent: bool = False,
+             ack_key: Tuple[str, int] | None = None) -> None:
+        """Queue one encoded line; drop the oldest queued messages if over the caps.
+
+        ``ack_key`` ((run_id, seq) of a report) keeps the line, once written, until the host
+        acknowledges it, and writes it again when the host connects anew."""
         if len(line) > self.max_bytes:
             with self._lock:
                 self.stats.dropped["oversize"] += 1
             return
         with self._lock:
-            (self._urgent if urgent else self._normal).append((kind, line))
+            (self._urgent if urgent else self._normal).append((kind, line, ack_key))
             self._queued_bytes += len(line)
-            while (len(self._urgent) + len(self._normal) > self.max_messages
-                   or self._queued_bytes > self.max_bytes):
-                victim = self._normal.popleft() if self._normal else self._urgent.popleft()
-                self._queued_bytes -= len(victim[1])
-                self.stats.dropped[victim[0]] += 1
+            self._enforce_caps()
         self.wake()
+
+    def _enforce_caps(self) -> None:
+        while (len(self._urgent) + len(self._normal) > self.max_messages
+               or self._queued_bytes > self.max_bytes):
+            victim = self._normal.popleft() if self._normal else self._urgent.popleft()
+            self._queued_bytes -= len(victim[1])
+            self.stats.dropped[victim[0]] += 1
 
     def wake(self) -> None:
         with self._lock:
@@ -235,7 +249,7 @@ class Channel:
         with self._lock:
             for q in (self._urgent, self._normal):
                 keep = [m for m in q if m[0] not in kinds]
-                for kind, line in q:
+                for kind, line, _ in q:
                     if kind in kinds:
                         self._queued_bytes -= len(line)
                         self.stats.dropped["stale_" + kind] += 1
@@ -255,6 +269,8 @@ class Channel:
             wait = max(0.0, min(timeout, self._next_try - self._clock()))
             self._wait_wake(wait)
             return [], []
+        if self.unacked.expire():
+            self._note_unacked()
         return self._io(timeout)
 
     def close(self) -> None:
@@ -328,6 +344,7 @@ class Channel:
         self._delay = self.backoff_min
         self.stats.connects += 1
         log.info("host connected on %s", self.path)
+        self._resend_unacked()
         if self.on_connect is not None:
             self.on_connect()
 
@@ -352,9 +369,31 @@ class Channel:
     def _abandon_partial(self) -> None:
         with self._lock:
             if self._current is not None:
-                self.stats.dropped["partial_" + self._current[0]] += 1
+                if self._current[2] is not None:  # a report: whole again on the next connection
+                    self._normal.appendleft(self._current)
+                    self._queued_bytes += len(self._current[1])
+                else:
+                    self.stats.dropped["partial_" + self._current[0]] += 1
                 self._current = None
                 self._offset = 0
+
+    def _resend_unacked(self) -> None:
+        """A new host connection: the reports the last one did not acknowledge go first,
+        oldest first, before anything queued meanwhile (the relay drops a report older than
+        one it already took from this run)."""
+        again = self.unacked.take()
+        if not again:
+            return
+        log.info("writing %d unacknowledged report(s) again", len(again))
+        with self._lock:
+            for key, line in reversed(again):
+                self._normal.appendleft(("report", line, key))
+                self._queued_bytes += len(line)
+            self._enforce_caps()
+        self._note_unacked()
+
+    def _note_unacked(self) -> None:
+        self.stats.unacked = self.unacked.stats()
 
     def _lost(self, why: str) -> None:
         """The connection is gone for good: close, and open again after a backoff."""
@@ -427,6 +466,9 @@ class Channel:
             for msg in self._decoder.feed(data):
                 if msg.get("type") == "request":
                     requests.append(msg)
+                elif msg.get("type") == "ack":
+                    self.unacked.ack(msg["run_id"], msg["seq"])
+                    self._note_unacked()
                 else:
                     self.stats.dropped["unexpected_" + str(msg.get("type"))] += 1
 
@@ -447,7 +489,7 @@ class Channel:
                     self._current = q.popleft()
                     self._offset = 0
                     self._queued_bytes -= len(self._current[1])
-                kind, line = self._current
+                kind, line, key = self._current
             try:
                 n = os.write(self._fd, memoryview(line)[self._offset:])
             except BlockingIOError:
@@ -465,4 +507,7 @@ class Channel:
                     self._offset = 0
                 self.stats.sent_messages += 1
                 self.stats.sent_bytes += len(line)
+                if key is not None:
+                    self.unacked.written(key, line)
+                    self._note_unacked()
                 log.debug("sent %s (%d bytes)", kind, len(line))

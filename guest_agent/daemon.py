@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Tuple
 
 import guest_agent
 from diag_protocol import (
+    ACK_CAPABILITY,
     ALLOWED_METHODS,
     SECTIONS,
     ProtocolError,
@@ -156,8 +157,9 @@ class Agent:
         self._send(self.hello(), "hello", urgent=True)
 
     def hello(self) -> Dict[str, Any]:
-        capabilities = ["section:" + s for s in SECTIONS] + ["method:" + m
-                                                           for m in ALLOWED_METHODS]
+        # ACK_CAPABILITY: the channel keeps reports until the host acknowledges them
+        capabilities = (["section:" + s for s in SECTIONS]
+                        + ["method:" + m for m in ALLOWED_METHODS] + [ACK_CAPABILITY])
         return make_hello(guest_agent.__version__, os_info(self.machine), socket.gethostname(),
                           self.boot_id, capabilities)
 
@@ -229,7 +231,7 @@ class Agent:
 
     def _scheduled_report(self) -> None:
         seq, line = self.build_report()
-        self.channel.send(line, "report")
+        self.channel.send(line, "report", ack_key=(self.run_id, seq))
         log.debug("report %d queued (%d bytes)", seq, len(line))
 
     def _run_job(self, method: str, request_id: str) -> None:
@@ -241,7 +243,7 @@ class Agent:
             if method == "report.now":
                 self.builder.force("slow")
                 seq, line = self.build_report()
-                self.channel.send(line, "report")
+                self.channel.send(line, "report", ack_key=(self.run_id, seq))
                 reply = make_reply(request_id, True, {"run_id": self.run_id, "seq": seq})
             else:
                 sections = self.builder.collect()

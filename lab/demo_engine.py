@@ -70,7 +70,9 @@ class DemoEngine:
     admin@internal (whose password is :attr:`admin_password`).
     """
 
-    def __init__(self, run_dir: str, vms: Dict[str, str]) -> None:
+    def __init__(self, run_dir: str, vms: Dict[str, str],
+                 storage_url: Optional[str] = None) -> None:
+        """``storage_url``: the engine's ``[storage] url`` (default: SQLite at ``db_path``)."""
         self.run_dir = run_dir
         self.vms = vms
         self.pki = TestPKI(os.path.join(run_dir, "pki"))
@@ -80,6 +82,7 @@ class DemoEngine:
         self.config = os.path.join(run_dir, "engine.conf")
         self.log_path = os.path.join(run_dir, "engine.log")
         self.db_path = os.path.join(run_dir, "vmdiag.db")
+        self.storage_url = storage_url or "sqlite:///" + self.db_path
         self.api_port = 0
         self.ingest_port = 0
 
@@ -130,8 +133,8 @@ class DemoEngine:
         self.api_port = free_port(PREFERRED_PORTS[0])
         self.ingest_port = free_port(PREFERRED_PORTS[1])
         self._write_config(service_password)
-        with step("start vmdiag-engine (SQLite store %s, log %s)" % (self.db_path,
-                                                                    self.log_path)):
+        with step("start vmdiag-engine (store %s, log %s)" % (self.storage_url.split("?")[0],
+                                                             self.log_path)):
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (SOURCE_ROOT, env.get("PYTHONPATH")) if p)
@@ -158,11 +161,11 @@ class DemoEngine:
             "# vmdiag-engine for the demo (tests/vm/demo_engine.py)\n"
             "[api]\nlisten = 127.0.0.1\nport = %d\n\n"
             "[ingest]\nlisten = 127.0.0.1\nport = %d\ncert = %s\nkey = %s\nca = %s\n\n"
-            "[storage]\nurl = sqlite:///%s\n\n"
+            "[storage]\nurl = %s\n\n"
             "[ovirt]\nurl = %s\nca_file = %s\nuser = %s\npassword_file = %s\n\n"
             "[health]\n%s"
             % (self.api_port, self.ingest_port, server.cert, server.key, self.pki.ca_file,
-               self.db_path, self.standin.url, self.pki.ca_file, SERVICE_USER, password_file,
+               self.storage_url, self.standin.url, self.pki.ca_file, SERVICE_USER, password_file,
                health))
         with open(self.config, "w", encoding="utf-8") as handle:
             handle.write(text)

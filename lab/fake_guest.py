@@ -3,26 +3,47 @@
 QEMU binds the channel's unix socket (``mode='bind'``) and the relay connects, so a fake guest
 is a real unix stream server that accepts the relay and writes protocol lines, or garbage.
 ``sample_report`` builds schema-valid reports of a realistic size (10-30 KB).
+
+A guest given a ``hello`` that lists the capability ``ack`` follows the agent's rule for
+acknowledged reports with the agent's own bookkeeping (``diag_protocol.Unacked``, which
+``guest_agent.channel`` uses): it writes the hello first on every connection, keeps each
+report it wrote until the relay acknowledges it, writes the unacknowledged ones again on the
+next connection before anything newer, and queues reports while no relay is connected
+(bounded like the agent's queue).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import random
 import time
 import uuid
-from typing import Any, Dict, List
+from typing import Any, Deque, Dict, List, Tuple
 
-from diag_protocol import LineDecoder, encode, make_hello, make_reply, make_report
+from diag_protocol import (
+    ACK_CAPABILITY,
+    LineDecoder,
+    Unacked,
+    encode,
+    make_hello,
+    make_reply,
+    make_report,
+)
 
 Message = Dict[str, Any]
 
 
-def hello(version: str = "1.0.0", boot_id: str = "boot-1") -> Message:
+#: Reports a guest queues while no relay is connected (the agent's default queue_max_messages).
+QUEUE_MAX_MESSAGES = 16
+
+
+def hello(version: str = "1.0.0", boot_id: str = "boot-1", acks: bool = False) -> Message:
+    """An agent's hello; ``acks``: it keeps reports until acknowledged (diag_protocol.acks)."""
     return make_hello(version, {"name": "Fedora", "version": "40", "kernel": "6.8.5",
                                 "arch": "x86_64"}, "guest.example", boot_id,
-                      capabilities=["report.now"])
+                      capabilities=["report.now"] + ([ACK_CAPABILITY] if acks else []))
 
 
 def sample_report(seq: int = 0, run_id: str = "run-1", boot_id: str = "boot-1",
@@ -112,10 +133,18 @@ class FakeGuest:
     the way a real agent would answer ``ping``.
     """
 
-    def __init__(self, path: str, auto_reply: bool = False) -> None:
+    def __init__(self, path: str, auto_reply: bool = False,
+                 greeting: Message | None = None) -> None:
         self.path = path
         self.vm_id = str(uuid.uuid4())
         self.auto_reply = auto_reply
+        #: Written first on every connection, as the agent does; with ACK_CAPABILITY in it,
+        #: ``send_report`` keeps reports until the relay acknowledges them.
+        self.greeting = greeting
+        self.acks = ACK_CAPABILITY in ((greeting or {}).get("capabilities") or ())
+        self.unacked = Unacked()
+        self.waiting: Deque[Tuple[Tuple[str, int], bytes]] = collections.deque()
+        self.dropped_waiting = 0
         self.requests: List[Message] = []
         self.connections = 0
         self._server: asyncio.AbstractServer | None = None
@@ -129,6 +158,12 @@ class FakeGuest:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writer = writer
+        if self.greeting is not None:
+            writer.write(encode(self.greeting))
+        if self.acks:  # unacknowledged first, oldest first, then what waited meanwhile
+            for key, line in self.unacked.take() + list(self.waiting):
+                self._write_report(writer, key, line)
+            self.waiting.clear()
         self._connected.set()
         decoder = LineDecoder()
         try:
@@ -137,6 +172,9 @@ class FakeGuest:
                 if not chunk:
                     break
                 for msg in decoder.feed(chunk):
+                    if msg["type"] == "ack":
+                        self.unacked.ack(msg["run_id"], msg["seq"])
+                        continue
                     self.requests.append(msg)
                     if self.auto_reply and msg["type"] == "request":
                         writer.write(encode(make_reply(msg["id"], True,
@@ -151,6 +189,32 @@ class FakeGuest:
 
     async def connected(self, timeout: float = 10.0) -> None:
         await asyncio.wait_for(self._connected.wait(), timeout)
+
+    def _write_report(self, writer: asyncio.StreamWriter, key: Tuple[str, int],
+                      line: bytes) -> None:
+        writer.write(line)
+        self.unacked.written(key, line)
+
+    async def send_report(self, report: Message) -> bool:
+        """Send a report the agent's way (needs a greeting with ACK_CAPABILITY): written now
+        and kept until acknowledged, or queued until a relay connects. False when it only
+        waits."""
+        assert self.acks, "send_report follows the ack rule: give a greeting that asks for it"
+        key, line = (report["run_id"], report["seq"]), encode(report)
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            self.waiting.append((key, line))
+            while len(self.waiting) > QUEUE_MAX_MESSAGES:
+                self.waiting.popleft()
+                self.dropped_waiting += 1
+            return False
+        self.unacked.expire()
+        self._write_report(writer, key, line)
+        try:
+            await asyncio.wait_for(writer.drain(), 10)
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            pass  # kept in unacked: written again on the next connection
+        return True
 
     async def send(self, *msgs: Message) -> None:
         await self.write(b"".join(encode(m) for m in msgs))

@@ -22,7 +22,14 @@ from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 
-from diag_protocol import ID_SHAPE, LineDecoder, make_request
+from diag_protocol import (
+    ACK_CAPABILITY,
+    ID_SHAPE,
+    UNACKED_MAX_MESSAGES,
+    LineDecoder,
+    make_ack,
+    make_request,
+)
 from guest_agent.config import AgentConfig, load_config
 from guest_agent.daemon import Agent
 from guest_agent.periodic import PeriodicOperation
@@ -216,15 +223,50 @@ def test_host_reconnect_gets_a_new_hello_and_the_run_goes_on(
     host.accept()
     first = host.read_until(lambda m: m["type"] == "report")
     assert kinds(first)[0] == "hello"
+    assert ACK_CAPABILITY in first[0]["capabilities"]
     seq_before = first[-1]["seq"]
     host.disconnect()
     time.sleep(0.3)  # reports made meanwhile wait in the queue
     host.accept()
-    again = host.read_until(lambda m: m["type"] == "report")
+    again = host.read_until(lambda m: m["type"] == "report" and m["seq"] > seq_before)
     assert again[0]["type"] == "hello"
-    assert again[-1]["run_id"] == agent.run_id and again[-1]["seq"] > seq_before
+    assert again[-1]["run_id"] == agent.run_id
     assert agent.channel.stats.connects == 2
     assert host.decoder.drops == {}
+
+
+def test_reports_the_host_did_not_acknowledge_are_written_again_first(
+        started: Callable[..., Tuple[Agent, HostSide]]) -> None:
+    """A relay killed with reports read but not yet safe: the agent writes them again."""
+    agent, host = started(interval=0.1)
+    host.accept()
+    first = host.read_until(lambda m: m["type"] == "report" and m["seq"] >= 3)
+    for seq in (0, 1):
+        host.send(make_ack(agent.run_id, seq))
+    wait_for(lambda: agent.channel.unacked.counts["acked"] == 2, what="acks taken")
+    written = max(m["seq"] for m in first if m["type"] == "report")
+    host.disconnect()  # the relay dies: 2.. were never acknowledged
+    time.sleep(0.3)
+    host.accept()
+    again = host.read_until(lambda m: m["type"] == "report" and m["seq"] > written + 2)
+    assert again[0]["type"] == "hello"
+    seqs = [m["seq"] for m in again if m["type"] == "report"]
+    # the unacknowledged ones, oldest first, then the newer ones: nothing missing, in order
+    assert seqs == list(range(2, seqs[-1] + 1)), seqs
+    for seq in seqs:
+        host.send(make_ack(agent.run_id, seq))
+    wait_for(lambda: agent.channel.unacked.counts["acked"] == 2 + len(seqs), what="acks")
+    assert agent.channel.stats.as_dict()["unacked"]["unknown_ack"] == 0
+
+
+def test_a_host_that_never_acknowledges_costs_a_few_reports_of_memory(
+        started: Callable[..., Tuple[Agent, HostSide]]) -> None:
+    """A relay older than acknowledgements: the agent keeps at most UNACKED_MAX_MESSAGES."""
+    agent, host = started(interval=0.05)
+    host.accept()
+    host.read_until(lambda m: m["type"] == "report" and m["seq"] >= UNACKED_MAX_MESSAGES + 4)
+    assert len(agent.channel.unacked) <= UNACKED_MAX_MESSAGES
+    assert agent.channel.unacked.counts["forgotten_full"] >= 4
 
 
 def test_missing_port_is_retried_and_logged_once(

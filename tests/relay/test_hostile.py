@@ -31,7 +31,7 @@ class Neighbour:
         self._task: asyncio.Task[None] | None = None
         self._seq = 0
 
-    def _on_report(self, vm_id: str, report: dict, received_at: float, version: object) -> None:
+    def _on_report(self, vm_id: str, report: dict, received_at: float, *_: object) -> None:
         self.latencies.append(received_at - report["time"])
 
     def start(self) -> None:

@@ -73,11 +73,12 @@ async def test_hello_and_reports_are_cached_and_handed_on(guest, cache):
         assert entry.counters.messages == 4 and entry.counters.reports == 2
         assert entry.counters.dropped == 0
         # what Uploader.submit_report takes: the uploader wraps it in this host's envelope
-        assert [report["seq"] for _, report, _, _ in handed] == [0, 1]
-        for vm_id, report, received_at, version in handed:
+        assert [report["seq"] for _, report, _, _, _ in handed] == [0, 1]
+        for vm_id, report, received_at, version, on_safe in handed:
             assert vm_id == guest.vm_id and report["run_id"] == "run-1"
             assert abs(received_at - time.time()) < 30
             assert version == "2.1.0"  # from the hello, for the engine's pages
+            assert on_safe is None  # that hello does not ask for acknowledgements
         row = entry.status_row()
         assert row["state"] == "connected" and row["last_report_age"] < 5
     finally:
@@ -265,3 +266,54 @@ def test_any_chunking_of_a_hostile_stream_gives_the_same_state(cuts):
     points = sorted(set(cuts))
     chunks = [MIXED[a:b] for a, b in zip([0] + points, points + [len(MIXED)]) if b > a]
     assert feed_session(chunks) == WHOLE
+
+
+async def test_reports_are_acknowledged_once_safe_and_only_to_an_agent_that_asks(
+        tmp_path, cache):
+    """The relay's half of diag_protocol.acks: an ``ack`` goes back when the sink says the
+    report is safe (the uploader: delivered or spooled), on whatever connection is current;
+    the guest, which keeps unacknowledged reports, then forgets them."""
+    asks = await FakeGuest(str(tmp_path / "a.org.vmdiag.agent.0"),
+                           greeting=hello(acks=True)).start()
+    plain = await FakeGuest(str(tmp_path / "b.org.vmdiag.agent.0")).start()
+    handed = {}
+    sessions = [session_for(g, cache, on_report=lambda vm, r, t, v, on_safe:
+                            handed.setdefault(vm, []).append(on_safe))
+                for g in (asks, plain)]
+    try:
+        await asyncio.gather(asks.connected(), plain.connected())
+        for seq in range(3):
+            await asks.send_report(sample_report(seq=seq))
+        await plain.send(hello(), sample_report(seq=0))
+        await until(lambda: len(handed.get(asks.vm_id, ())) == 3
+                    and len(handed.get(plain.vm_id, ())) == 1, what="reports handed on")
+        assert handed[plain.vm_id] == [None]  # an older agent: nothing is ever written back
+        assert len(asks.unacked) == 3
+        handed[asks.vm_id][1]()
+        await until(lambda: asks.unacked.counts["acked"] == 1, what="the first ack")
+        await asks.drop()  # the connection goes; the relay reconnects, the guest writes again
+        await until(lambda: asks.connections == 2, what="reconnected")
+        await until(lambda: sessions[0].entry.counters.drops["stale_seq"] == 2,
+                    what="the copies dropped: the relay still has them")
+        handed[asks.vm_id][0]()
+        handed[asks.vm_id][2]()  # acknowledged on the new connection, matched by run and seq
+        await until(lambda: len(asks.unacked) == 0, what="all acknowledged")
+        assert sessions[0].entry.counters.acks == 3 and asks.unacked.counts["unknown_ack"] == 0
+        assert sessions[1].entry.counters.acks == 0 and plain.requests == []
+    finally:
+        for s in sessions:
+            await s.close()
+        await asks.close()
+        await plain.close()
+
+
+async def test_without_an_uploader_a_report_is_acknowledged_on_receipt(guest, cache):
+    guest.greeting = hello(acks=True)
+    guest.acks = True
+    s = session_for(guest, cache)
+    try:
+        await guest.connected()
+        await guest.send_report(sample_report(seq=0))
+        await until(lambda: guest.unacked.counts["acked"] == 1, what="the ack")
+    finally:
+        await s.close()

@@ -347,3 +347,53 @@ async def test_received_at_follows_the_engines_clock_when_this_hosts_is_off(
         assert len(warned) == 1
     else:
         assert sent_at == stamped
+
+
+async def test_a_report_is_acknowledged_once_the_engine_answered_for_good(
+        tmp_path, pki, server):
+    """``on_safe`` (the agent's acknowledgement) follows stored, duplicate and refused, never
+    an envelope still to be retried."""
+    await server.start()
+    sent = envelopes(20)
+    keys = keys_of(sent)
+    refused, slow = keys[4], keys[7]
+    retries = []
+
+    def decide(env):
+        key = (env["vm_id"], env["report"]["run_id"], env["report"]["seq"])
+        if key == refused:
+            return {"outcome": "refused", "reason": "invalid", "message": "no"}
+        if key == slow and len(retries) < 2:
+            retries.append(key)
+            return {"outcome": "retry", "reason": "placement_pending"}
+        return None
+    server.decide = decide
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=20, retry_max_backoff=0.2)
+    uploader, task = await start_uploader(cfg)
+    safe = []
+    for env, key in zip(sent, keys):
+        uploader.submit_report(env["vm_id"], env["report"], env["received_at"], None,
+                               lambda key=key: safe.append((key, len(retries),
+                                                            key in server.seen)))
+    await until(lambda: len(safe) == 20, what="every report acknowledged")
+    await stop_uploader(uploader, task)
+    assert sorted(k for k, _, _ in safe) == sorted(keys)  # each once
+    for key, retried, at_engine in safe:
+        if key == slow:
+            # not on the answer "retry"; once it is spooled to wait for the back-off, or stored
+            assert retried >= 1
+        else:
+            assert at_engine or key == refused  # never before the engine had it
+
+
+async def test_a_report_spooled_while_the_engine_is_down_is_acknowledged_at_once(
+        tmp_path, pki, server):
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=50, retry_max_backoff=5)
+    uploader, task = await start_uploader(cfg)
+    safe = []
+    for env in envelopes(30):
+        uploader.submit_report(env["vm_id"], env["report"], env["received_at"], None,
+                               lambda: safe.append(uploader.stats()["spool_pending"]))
+    await until(lambda: len(safe) == 30, what="acknowledged once fsynced in the spool")
+    assert min(safe) == 30 and server.unique == []
+    await stop_uploader(uploader, task)

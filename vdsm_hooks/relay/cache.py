@@ -23,7 +23,7 @@ class Counters:
     """What one VM's channel has carried since the relay started following it."""
 
     __slots__ = ("messages", "bytes", "drops", "reports", "heartbeats", "replies", "connects",
-                 "disconnects", "throttled", "last_seen")
+                 "disconnects", "throttled", "acks", "last_seen")
 
     def __init__(self) -> None:
         self.messages = 0
@@ -35,6 +35,8 @@ class Counters:
         self.connects = 0
         self.disconnects = 0
         self.throttled = 0
+        #: Reports acknowledged to the agent (diag_protocol.acks)
+        self.acks = 0
         self.last_seen: float | None = None
 
     @property

@@ -45,11 +45,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from diag_protocol import (
+    ACK_CAPABILITY,
     ALLOWED_METHODS,
     MAX_LINE_BYTES,
     LineDecoder,
     ProtocolError,
     encode,
+    make_ack,
     make_request,
     negotiate,
 )
@@ -57,10 +59,14 @@ from diag_protocol import (
 from .cache import ReportCache, VMEntry
 
 Message = Dict[str, Any]
+#: Called once a report is safe from a relay crash: the session then acknowledges it to the
+#: agent (diag_protocol.acks). None when the agent does not take acknowledgements.
+OnSafe = Optional[Callable[[], None]]
 #: Where a session hands each report it accepted: ``(vm_id, report, received_at,
-#: agent_version)``, the signature of ``Uploader.submit_report``, which wraps it in the
-#: envelope of this host. The session builds no envelope of its own.
-ReportSink = Callable[[str, Message, float, Optional[str]], Any]
+#: agent_version, on_safe)``, the signature of ``Uploader.submit_report``, which wraps it in
+#: the envelope of this host and calls ``on_safe`` once the report is delivered or spooled.
+#: The session builds no envelope of its own.
+ReportSink = Callable[[str, Message, float, Optional[str], OnSafe], Any]
 
 log = logging.getLogger("vmdiag.relay.session")
 
@@ -200,6 +206,8 @@ class VMSession:
         self._report_tokens = float(self.config.report_burst)
         self._report_token_time = time.monotonic()
         self._over_rate_until = 0.0  # monotonic time the report bucket has a token again
+        #: The agent's hello lists ACK_CAPABILITY: acknowledge its reports once safe.
+        self.acks = ACK_CAPABILITY in ((self.entry.hello or {}).get("capabilities") or ())
 
     # -- state machine ---------------------------------------------------------------------
 
@@ -392,6 +400,7 @@ class VMSession:
             return
         old = self.entry.hello
         self.entry.hello = msg
+        self.acks = ACK_CAPABILITY in (msg.get("capabilities") or ())
         if old != msg:
             self.log.info("agent %s on %s says hello", msg.get("agent_version"),
                           msg.get("hostname"))
@@ -406,12 +415,32 @@ class VMSession:
             return
         self.entry.counters.reports += 1
         self.entry.set_report(msg, now)
-        if self.on_report is not None:
-            try:
-                version = (self.entry.hello or {}).get("agent_version")
-                self.on_report(self.vm_id, msg, now, version)
-            except Exception:
-                self.log.exception("report sink failed; the report stays cached")
+        on_safe = self._acknowledger(msg["run_id"], msg["seq"]) if self.acks else None
+        if self.on_report is None:
+            if on_safe is not None:
+                on_safe()  # no uploader: the cache is where a report ends
+            return
+        try:
+            version = (self.entry.hello or {}).get("agent_version")
+            self.on_report(self.vm_id, msg, now, version, on_safe)
+        except Exception:
+            self.log.exception("report sink failed; the report stays cached")
+
+    def _acknowledger(self, run_id: str, seq: int) -> Callable[[], None]:
+        return lambda: self.acknowledge(run_id, seq)
+
+    def acknowledge(self, run_id: str, seq: int) -> bool:
+        """Tell the agent the report (run_id, seq) is safe, on the current connection (the
+        one it came on may be gone: the agent then still has it and matches by run and seq).
+        Nothing is written to a guest that does not read its channel."""
+        protocol = self._protocol
+        if (self._state is not Runstate.CONNECTED or protocol is None
+                or protocol.transport is None or protocol.transport.is_closing()
+                or protocol.transport.get_write_buffer_size() > self.config.max_write_buffer):
+            return False
+        protocol.transport.write(encode(make_ack(run_id, seq)))
+        self.entry.counters.acks += 1
+        return True
 
     def _take_report_token(self) -> bool:
         """The report rate limit: a token bucket of ``report_burst`` reports, refilled at one

@@ -135,6 +135,10 @@ class Uploader:
         self.engine_clock = EngineClock()
         #: Envelopes the engine asked to retry, queued again once their batch is settled.
         self._again: List[bytes] = []
+        #: Per queued line (by identity; the line is held, so its id is not reused): what to
+        #: call once it is safe from a relay crash (delivered, refused for good, or spooled),
+        #: which acknowledges the report to its agent (diag_protocol.acks).
+        self._on_safe: Dict[int, Tuple[bytes, Callable[[], None]]] = {}
         self._last_error: str | None = None
         #: Set while the engine refuses every batch as configured (401, 403, 404, ...).
         self._blocked: str | None = None
@@ -171,12 +175,16 @@ class Uploader:
 
     def submit_report(self, vm_id: str, report: Mapping[str, Any],
                       received_at: float | None = None,
-                      agent_version: str | None = None) -> bool:
+                      agent_version: str | None = None,
+                      on_safe: Callable[[], None] | None = None) -> bool:
         """Wrap a guest report that ``diag_protocol`` already validated (a session's, from its
         ``LineDecoder``) in an envelope from this host and submit it, like ``submit``.
 
         Only the envelope's own fields are checked: the report is not walked a second time.
-        Anything not validated that way goes through ``submit``.
+        Anything not validated that way goes through ``submit``. ``on_safe`` is called once
+        the envelope survives a relay crash: the engine stored it, called it a duplicate or
+        refused it for good, or it is fsynced in the spool. Never for one dropped by accident
+        (memory bound, a spool that cannot be written, shutdown without a spool).
         """
         if received_at is not None:
             received_at = self.engine_clock.correct(received_at)
@@ -185,14 +193,15 @@ class Uploader:
                                   agent_version)
         except (ProtocolError, ValueError, TypeError) as err:
             return self._invalid(vm_id, err)
-        return self._queue(checked)
+        return self._queue(checked, on_safe)
 
     def _invalid(self, vm_id: Any, err: Exception) -> bool:
         self._counters["invalid"] += 1
         log.warning("not uploading an invalid envelope for VM %s: %s", str(vm_id)[:64], err)
         return False
 
-    def _queue(self, checked: Dict[str, Any]) -> bool:
+    def _queue(self, checked: Dict[str, Any],
+               on_safe: Callable[[], None] | None = None) -> bool:
         try:
             # validated envelopes are trees: no cycle check needed (a fifth of the encoding time)
             line = json.dumps(checked, ensure_ascii=False, separators=(",", ":"),
@@ -204,6 +213,8 @@ class Uploader:
             log.warning("not uploading a %d byte envelope for VM %s: over the %d byte request "
                         "limit", len(line), checked["vm_id"], self.max_batch_bytes)
             return False
+        if on_safe is not None:
+            self._on_safe[id(line)] = (line, on_safe)
         self._enqueue(line)
         return True
 
@@ -214,6 +225,7 @@ class Uploader:
         self._pending.append(line)
         self._pending_bytes += len(line)
         while self._pending_bytes > self._max_memory_bytes:
+            self._on_safe.pop(id(self._pending[0]), None)
             self._pop_front(1)
             self._counters["dropped_memory"] += 1
         # Wake the loop when a batch is full, and when the queue stops being empty: an idle
@@ -346,6 +358,7 @@ class Uploader:
         head, lines = self._popped, list(self._pending)
         await asyncio.to_thread(self._spool.append, lines)
         self._settle_front(head, len(lines))
+        self._safe(lines)  # fsynced (or dropped for good over the VM's share)
 
     async def _send_from_memory(self) -> None:
         head = self._popped
@@ -412,6 +425,7 @@ class Uploader:
         if results is None:  # an engine before per-envelope outcomes
             self._counters["sent"] += len(lines)
             self._counters["stored"] += len(lines)
+            self._safe(lines)
             self._reset_backoff()
             return
         retried = []
@@ -428,6 +442,8 @@ class Uploader:
                 assert result.outcome == RETRY
                 retried.append(result.reason)
                 self._again.append(line)
+                continue
+            self._safe((line,))
         self._counters["retried_envelopes"] += len(retried)
         if retried and len(retried) == len(lines):
             # nothing moved: wait before asking again, as for a 503
@@ -449,9 +465,22 @@ class Uploader:
         if said is not None:
             log.warning("upload: %s", said)
 
+    def _safe(self, lines: Any) -> None:
+        """These lines cannot be lost by a relay crash any more: acknowledge their reports."""
+        if not self._on_safe:
+            return
+        for line in lines:
+            entry = self._on_safe.pop(id(line), None)
+            if entry is not None and entry[0] is line:
+                try:
+                    entry[1]()
+                except Exception:  # noqa: BLE001 - an acknowledgement must not stop uploads
+                    log.exception("acknowledging a report failed")
+
     def _refuse(self, line: bytes, reason: str, message: str) -> None:
         """Drop one envelope the engine refused for good; count it for its VM."""
         self._counters["rejected"] += 1
+        self._safe((line,))  # refused for good: sending it again would change nothing
         said = self.refusals.add(vm_of(line), reason, message)
         if said is not None:
             log.warning("upload: %s", said)
