@@ -16,7 +16,10 @@ token) and kept, refreshed in the background:
   whether a user is an administrator) instead of listing every VM for every user.
 * Anybody else gets exactly what ``GET /vms?follow=host,cluster`` with ``Filter: true``
   answers them, read once and parsed with ElementTree (``connection.get_xml``), not
-  ovirtsdk4's objects.
+  ovirtsdk4's objects. (An administrator while there is no directory: the same, unfiltered.)
+* Single VMs and hosts are asked the same way: unfiltered for an administrator (the engine's
+  filtered view counts user roles only, so it could hide from them a VM their list shows),
+  with ``Filter: true`` for anybody else.
 
 A user's answer is fresh for ``ttl`` seconds; after that the next request is served the kept
 one while it is read again in the background, and after ``max_age`` seconds it is not served
@@ -107,11 +110,12 @@ class VmInfo:
 
 @dataclass
 class UserView:
-    """The VMs one user may see: every VM (``sees_all``: an administrator, answered from the
-    shared directory) or ``vms`` as the engine listed them for the user."""
+    """The VMs one user may see: an administrator's are the shared directory's (``vms`` is
+    None), anybody else's (or an administrator's while there is no directory) ``vms`` as the
+    engine listed them for the user."""
 
-    sees_all: bool
-    vms: List[VmInfo]
+    admin: bool
+    vms: List[VmInfo] | None
     read_at: float
 
 
@@ -152,8 +156,19 @@ class Visibility:
         return await self._cached("identity", token, "", lambda: self._identity(token))
 
     async def vm(self, token: str, vm_id: str) -> VmInfo | None:
-        """The VM if the token may see it, else None (it does not exist or is not visible)."""
-        return await self._cached("vm", token, vm_id, lambda: self._get_vm(token, vm_id))
+        """The VM if the token may see it, else None (it does not exist or is not visible).
+        An administrator is asked unfiltered, as their fleet list is (the engine's filtered
+        view counts user roles only), anybody else with ``Filter: true``."""
+        admin = await self.admin(token)
+        return await self._cached("vm", token, vm_id,
+                                  lambda: self._get_vm(token, vm_id, not admin))
+
+    async def admin(self, token: str) -> bool:
+        """Whether the token's user may query unfiltered (from the user's kept view if any)."""
+        view = self._views.get(await self.identity(token))
+        if view is not None:
+            return view.admin
+        return bool(await self._cached("admin", token, "", lambda: self._sees_all(token)))
 
     async def vms(self, token: str) -> List[VmInfo]:
         """Every VM the token's user may see (see the module docstring)."""
@@ -168,9 +183,9 @@ class Visibility:
         return self._listing(view)
 
     def _listing(self, view: UserView) -> List[VmInfo]:
-        if view.sees_all and self.directory is not None:
+        if view.vms is None and self.directory is not None:
             return self.directory.vms()
-        return view.vms
+        return view.vms or []
 
     def _keep(self, user_id: str, view: UserView) -> None:
         kept = self._views.get(user_id)
@@ -213,7 +228,9 @@ class Visibility:
                 pass
 
     async def host(self, token: str, host_id: str) -> HostInfo | None:
-        return await self._cached("host", token, host_id, lambda: self._get_host(token, host_id))
+        admin = await self.admin(token)
+        return await self._cached("host", token, host_id,
+                                  lambda: self._get_host(token, host_id, not admin))
 
     def forget(self, token: str | None = None) -> None:
         """Drop cached answers (of one token, or all: then every user's view too)."""
@@ -283,8 +300,8 @@ class Visibility:
             user = api.authenticated_user
             return str(getattr(user, "id", None) or "")
 
-    def _get_vm(self, token: str, vm_id: str) -> VmInfo | None:
-        with user_connection(self.endpoint, token) as conn:
+    def _get_vm(self, token: str, vm_id: str, filtered: bool = True) -> VmInfo | None:
+        with user_connection(self.endpoint, token, filtered) as conn:
             service = conn.system_service().vms_service().vm_service(vm_id)
             try:
                 vm = translate(lambda: service.get(follow="host,cluster"),
@@ -294,11 +311,11 @@ class Visibility:
             return VmInfo.from_sdk(vm)
 
     def _read_view(self, token: str) -> UserView:
+        admin = self._sees_all(token)
         directory = self.directory
-        if (directory is not None and directory.refreshed_at is not None
-                and self._sees_all(token)):
-            return UserView(True, [], self.clock())
-        return UserView(False, self._list_vms(token), self.clock())
+        if admin and directory is not None and directory.refreshed_at is not None:
+            return UserView(True, None, self.clock())
+        return UserView(admin, self._list_vms(token, filtered=not admin), self.clock())
 
     def _sees_all(self, token: str) -> bool:
         """Whether the engine lets the token's user query without ``Filter: true`` (an
@@ -313,15 +330,15 @@ class Visibility:
                 raise
             return True
 
-    def _list_vms(self, token: str) -> List[VmInfo]:
-        with user_connection(self.endpoint, token) as conn:
+    def _list_vms(self, token: str, filtered: bool = True) -> List[VmInfo]:
+        with user_connection(self.endpoint, token, filtered) as conn:
             root = get_xml(conn, "/vms", "listing the VMs the user may see",
                            {"follow": "host,cluster"})
             listed = root.findall("vm") if root is not None else []
             return [vm for vm in (VmInfo.from_xml(e) for e in listed) if vm.id]
 
-    def _get_host(self, token: str, host_id: str) -> HostInfo | None:
-        with user_connection(self.endpoint, token) as conn:
+    def _get_host(self, token: str, host_id: str, filtered: bool = True) -> HostInfo | None:
+        with user_connection(self.endpoint, token, filtered) as conn:
             service = conn.system_service().hosts_service().host_service(host_id)
             try:
                 host = translate(service.get, "checking access to host %s" % host_id)

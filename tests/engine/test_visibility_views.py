@@ -11,7 +11,7 @@ import asyncio
 import time
 from typing import Any, List
 
-from .conftest import CLUSTER, HOST_1, VM_ALICE, VM_SHARED, api_get
+from .conftest import CLUSTER, HOST_1, VM_ALICE, VM_BOB, VM_SHARED, api_get
 
 
 def asked(standin: Any, user: str, path: str) -> List[dict]:
@@ -45,6 +45,12 @@ async def test_an_administrator_is_answered_from_the_shared_directory(make_servi
     second = standin.issue_token("admin@internal")
     assert await names(service, second) == ["alice-web", "bob-db", "shared-app"]
     assert [r["path"] for r in standin.requests[before:]] == ["/ovirt-engine/api"]
+    # a VM page: asked unfiltered, as the list is, with no further question about the user
+    before = len(standin.requests)
+    assert (await api_get(service, "/api/v1/vms/%s" % VM_ALICE, token)).status == 200
+    vm_asked = [r for r in standin.requests[before:] if r["path"].startswith("/ovirt-engine")]
+    assert [(r["path"], r["filter"]) for r in vm_asked] == [
+        ("/ovirt-engine/api/vms/%s" % VM_ALICE, "false")]
     # a VM added to oVirt shows once the directory is read again (in the background)
     new_vm = "44444444-4444-4444-8444-444444444444"
     standin.add_vm(new_vm, "carol-app", HOST_1, CLUSTER)
@@ -64,6 +70,10 @@ async def test_a_user_is_listed_once_with_filter_and_sees_only_their_vms(make_se
     assert await names(service, second) == ["alice-web", "shared-app"]
     assert len(asked(standin, "alice@internal", "/ovirt-engine/api/vms")) == 1
     assert await names(service, standin.issue_token("bob@internal")) == ["bob-db", "shared-app"]
+    # a VM page is asked with Filter: true; a VM the user may not see is 404
+    assert (await api_get(service, "/api/v1/vms/%s" % VM_BOB, first)).status == 404
+    assert asked(standin, "alice@internal", "/ovirt-engine/api/vms/%s" % VM_BOB)[0][
+        "filter"] == "true"
     # the host list of a user is cut from the same list
     reply = await api_get(service, "/api/v1/hosts/%s/vms" % HOST_1, first)
     assert sorted(vm["name"] for vm in reply.json()["vms"]) == ["alice-web", "shared-app"]
@@ -126,8 +136,8 @@ async def test_a_revoked_token_of_a_kept_user_is_401(make_service, standin) -> N
         assert (await api_get(service, "/api/v1/vms", standin.issue_token(user))).status == 200
 
 
-async def test_without_a_directory_an_administrator_is_listed_with_filter(make_service,
-                                                                          standin) -> None:
+async def test_without_a_directory_an_administrator_is_listed_unfiltered(make_service,
+                                                                         standin) -> None:
     # An events-only service account may not list VMs: nothing shared to answer from.
     standin.users["vmdiag@internal"].admin = False
     service = await make_service(ingest={"ownership": "any"})
@@ -135,4 +145,4 @@ async def test_without_a_directory_an_administrator_is_listed_with_filter(make_s
     token = standin.issue_token("admin@internal")
     assert await names(service, token) == ["alice-web", "bob-db", "shared-app"]
     listed = asked(standin, "admin@internal", "/ovirt-engine/api/vms")
-    assert len(listed) == 1 and listed[0]["filter"] == "true"
+    assert len(listed) == 1 and listed[0]["filter"] == "false"
