@@ -94,7 +94,7 @@ FRAGMENT_TIMING = """
 var entries = performance.getEntriesByType("resource").filter(
   function (e) { return e.name.indexOf("/fleet/fragment") >= 0; });
 var e = entries[entries.length - 1];
-return e ? e.responseEnd - e.requestStart : null;
+return e ? [e.responseEnd - e.requestStart, e.requestStart] : [null, null];
 """
 
 
@@ -119,14 +119,19 @@ USERS = itertools.count(1)
 KINDS = (("admin", "administrator (shared directory)"),
          ("user", "user who may see every VM (own list)"))
 STEPS = ("first_new_user", "first_new_token", "first_warm", "fragment_new_user",
-         "fragment_new_token", "fragment_warm", "next_page", "search")
+         "fragment_new_token", "fragment_warm", "shell_new_user", "shell_new_token",
+         "shell_warm", "next_page", "search")
 
 
-def open_fleet(driver: Any, base: str, per_page: int, token: str) -> Tuple[float, float]:
-    """(first render, fragment fetch) of the fleet page opened with ``token``, in ms."""
+def open_fleet(driver: Any, base: str, per_page: int, token: str
+               ) -> Tuple[float, float, float]:
+    """(first render, fragment fetch, fragment request start) of the fleet page opened with
+    ``token``, in ms (the last: the page shell, its assets and script before the fetch)."""
     driver.get("about:blank")
     driver.get("%sfleet?per_page=%d#token=%s" % (base, per_page, quote(token, safe="")))
-    return (driver.execute_async_script(WAIT_LOADS, 1), driver.execute_script(FRAGMENT_TIMING))
+    render = driver.execute_async_script(WAIT_LOADS, 1)
+    fetch, start = driver.execute_script(FRAGMENT_TIMING)
+    return render, fetch, start
 
 
 def measure(driver: Any, base: str, engine: StandinEngine, fleet: BigFleet, per_page: int,
@@ -141,9 +146,10 @@ def measure(driver: Any, base: str, engine: StandinEngine, fleet: BigFleet, per_
                 engine.add_user(name, "pw", vms=fleet.vm_ids, hosts=fleet.host_ids)
             first, second = engine.issue_token(name), engine.issue_token(name)
             for step, token in (("new_user", first), ("new_token", second), ("warm", second)):
-                render, fragment = open_fleet(driver, base, per_page, token)
+                render, fragment, shell = open_fleet(driver, base, per_page, token)
                 out[kind]["first_" + step].append(render)
                 out[kind]["fragment_" + step].append(fragment)
+                out[kind]["shell_" + step].append(shell)
             out[kind]["next_page"].append(driver.execute_async_script(CLICK_AND_WAIT,
                                                                       "#page-next-top"))
             out[kind]["search"].append(driver.execute_async_script(SEARCH_AND_WAIT,
@@ -219,6 +225,7 @@ async def run(args: argparse.Namespace) -> None:
               ("  fragment fetch, new user", "fragment_new_user"),
               ("  fragment fetch, new token", "fragment_new_token"),
               ("  fragment fetch, warm", "fragment_warm"),
+              ("  shell until the fetch starts, warm", "shell_warm"),
               ("page change (next page)", "next_page"),
               ("search typed and applied", "search")]
     for kind, title in KINDS:

@@ -5,7 +5,7 @@ Everything is deterministic for a seed, so a test knows what to expect::
 
     fleet = BigFleet(10_000, hosts=200)
     fleet.add_to_standin(engine)           # clusters, hosts, VMs (names, placement)
-    fleet.fill_store(store, now)           # one report per VM, then each VM's verdict
+    fleet.fill_store(store, now)           # each VM's verdict, then one report per VM
     fleet.status[vm_id], fleet.host_of[vm_id], fleet.expected_counts(vm_ids)
 
 Verdicts are written with ``Store.set_verdict`` (what the health pass stores), not computed
@@ -93,16 +93,19 @@ class BigFleet:
         return {"status": status, "since": now - 600, "findings": findings, "forecasts": []}
 
     def fill_store(self, store: Any, now: float, vm_ids: Iterable[str] | None = None) -> None:
-        """One report per VM (ingested in batches), then every VM's verdict."""
+        """Every VM's verdict, then one report per VM (ingested in batches).
+
+        The verdicts come first and say they cover data up to ``now`` (``data_through``),
+        later than the reports' ingest time: the health pass, which evaluates only VMs with
+        newer data, never takes these VMs up, so it cannot overwrite a verdict with one it
+        computed from a report read meanwhile."""
         wanted = list(self.vm_ids if vm_ids is None else vm_ids)
+        for vm_id in wanted:
+            store.set_verdict(vm_id, self.verdict(vm_id, now), now, data_through=now)
         for start in range(0, len(wanted), INGEST_BATCH):
             part = wanted[start:start + INGEST_BATCH]
             store.ingest([envelope(self.number[v], 0, now - 30, host_id=self.host_of[v],
                                    received_at=now - 29, extra=0) for v in part], now=now - 29)
-        # data_through: the verdicts cover the reports just stored, so the health pass (which
-        # evaluates only VMs with newer data) leaves them as they are
-        for vm_id in wanted:
-            store.set_verdict(vm_id, self.verdict(vm_id, now), now, data_through=now)
 
     def expected_counts(self, vm_ids: Sequence[str]) -> Dict[str, int]:
         counts = {status: 0 for status in STATUSES}
