@@ -124,7 +124,12 @@ class EngineService:
         if self.directory is None:
             return 0
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.engine_executor, self.directory.refresh)
+        known = await loop.run_in_executor(self.engine_executor, self.directory.refresh)
+        if self.source is not None:
+            # administrators' fleet lists are the directory's: prepare them now, not on the
+            # first administrator's request
+            await self.source.prepare_shared()
+        return known
 
     async def fleet_verdicts(self) -> Dict[str, Dict[str, Any]]:
         """Every stored verdict, by vm_id (the fleet metrics)."""

@@ -134,6 +134,8 @@ class DocumentSource:
         self.clock = clock
         self._prepared: collections.OrderedDict[int, PreparedList] = collections.OrderedDict()
         self._preparing: Dict[int, asyncio.Future] = {}
+        #: the last prepared list of the shared directory (every administrator's)
+        self._shared: PreparedList | None = None
 
     async def _store(self, method: str, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -227,7 +229,31 @@ class DocumentSource:
                     task = asyncio.get_running_loop().create_task(self._prepare(vms))
                     task.add_done_callback(_log_failure)
                 return kept
+        shared = self._shared
+        if (shared is not None and self._is_shared(vms)
+                and time.monotonic() - shared.built_at < LIST_MAX_AGE_S):
+            # The directory was read again: administrators may see every VM, so its last
+            # prepared rows serve them while the new list is prepared.
+            if id(vms) not in self._preparing:
+                task = asyncio.get_running_loop().create_task(self._prepare(vms))
+                task.add_done_callback(_log_failure)
+            return shared
         return await self._prepare(vms)
+
+    def _is_shared(self, vms: List[VmInfo]) -> bool:
+        directory = self.visibility.directory
+        return directory is not None and vms is directory.vms()
+
+    async def prepare_shared(self) -> None:
+        """Prepare the rows of the shared directory's list (after it was read), so the first
+        administrator to ask does not wait for them."""
+        directory = self.visibility.directory
+        if directory is None or len(directory.vms()) <= IN_LIST_LIMIT:
+            return
+        try:
+            await self._prepare(directory.vms())
+        except Exception as err:  # noqa: BLE001 - the next request prepares them again
+            log.warning("preparing the fleet list of the VM directory failed: %s", err)
 
     async def _prepare(self, vms: List[VmInfo]) -> PreparedList:
         pending = self._preparing.get(id(vms))
@@ -244,6 +270,8 @@ class DocumentSource:
                                                   stored, started)
             self._prepared[id(vms)] = prepared
             self._prepared.move_to_end(id(vms))
+            if self._is_shared(vms):
+                self._shared = prepared
             while len(self._prepared) > MAX_PREPARED_LISTS:
                 self._prepared.popitem(last=False)
             future.set_result(prepared)

@@ -243,3 +243,29 @@ async def test_a_prepared_list_follows_the_store(service, standin, monkeypatch):
             break
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
+
+
+async def test_the_directory_list_is_prepared_when_read_and_served_meanwhile(
+        service, standin, monkeypatch):
+    from engine_plugin.service import documents
+    monkeypatch.setattr(documents, "IN_LIST_LIMIT", 10)
+    admin = standin.issue_token("admin@internal")
+    assert (await get(service, "/api/v1/vms", admin, per_page="5"))["total"] == N_VMS
+    # a refresh of the directory prepares the administrators' rows before anyone asks
+    standin.add_vm("77777777-7777-4777-8777-000000000001", "zz-new-1", FLEET.host_ids[0],
+                   FLEET.cluster_of_host[FLEET.host_ids[0]])
+    await service.refresh_directory()
+    assert service.source._shared.vms is service.directory.vms()
+    assert (await get(service, "/api/v1/vms", admin, per_page="5"))["total"] == N_VMS + 1
+    # read without preparing: the last prepared rows answer while the new ones are prepared
+    standin.add_vm("77777777-7777-4777-8777-000000000002", "zz-new-2", FLEET.host_ids[0],
+                   FLEET.cluster_of_host[FLEET.host_ids[0]])
+    await asyncio.to_thread(service.directory.refresh)
+    assert (await get(service, "/api/v1/vms", admin, per_page="5"))["total"] == N_VMS + 1
+    deadline = time.monotonic() + 20
+    while (await get(service, "/api/v1/vms", admin, per_page="5"))["total"] != N_VMS + 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    # a user's list is never served from rows of another list
+    carol = await get(service, "/api/v1/vms", standin.issue_token("carol@internal"))
+    assert sorted(v["id"] for v in carol["vms"]) == sorted(CAROL_VMS)
