@@ -37,15 +37,11 @@ import multiprocessing
 import os
 import random
 import shutil
-import signal
-import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from typing import Any, Dict, List, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,6 +49,7 @@ sys.path.insert(0, ROOT)
 
 from diag_protocol import validate_envelope  # noqa: E402
 from engine_plugin import fastjson  # noqa: E402
+from lab.engine_process import EngineProcess, free_port  # noqa: E402
 from lab.fake_guest import sample_report  # noqa: E402
 from lab.ovirt_standin import TestPKI  # noqa: E402
 from lab.pg_cluster import PgCluster  # noqa: E402
@@ -166,75 +163,6 @@ def client_main(conn: Any, port: int, ca: str, hosts: List[Tuple[str, str, str, 
 
 # -- the engine ----------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads)."""
-    with open("/proc/%d/stat" % pid) as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Engine:
-    """One ``vmdiag-engine serve`` process."""
-
-    def __init__(self, folder: str, name: str, pki: TestPKI, url: str, ingest_port: int,
-                 reuse_port: bool) -> None:
-        self.api_port = free_port()
-        self.log = os.path.join(folder, name + ".log")
-        server = pki.server("ingest-" + name)
-        self.config = os.path.join(folder, name + ".conf")
-        with open(self.config, "w", encoding="utf-8") as handle:
-            handle.write(
-                "[api]\nlisten = 127.0.0.1\nport = %d\n"
-                "[ingest]\nlisten = 127.0.0.1\nport = %d\ncert = %s\nkey = %s\nca = %s\n"
-                "reuse_port = %s\n[storage]\nurl = %s\n[events]\nenabled = no\n"
-                % (self.api_port, ingest_port, server.cert, server.key, pki.ca_file,
-                   "yes" if reuse_port else "no", url))
-        env = dict(os.environ, PYTHONPATH=ROOT)
-        with open(self.log, "w", encoding="utf-8") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "engine_plugin.service.cli", "--log-level", "WARNING",
-                 "--config", self.config, "serve"], env=env, cwd=ROOT, stdout=log,
-                stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit("vmdiag-engine exited (%s); %s:\n%s"
-                                 % (self.proc.returncode, self.log, self.tail()))
-            try:
-                with urllib.request.urlopen("http://127.0.0.1:%d/vmdiag/healthz"
-                                            % self.api_port, timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("vmdiag-engine did not start; %s:\n%s" % (self.log,
-                                                                           self.tail()))
-            time.sleep(0.2)
-
-    def tail(self) -> str:
-        with open(self.log, errors="replace") as handle:
-            return "\n".join(handle.read().splitlines()[-30:])
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 # -- one setup -----------------------------------------------------------------------------
 
 def run_setup(name: str, url: str, instances: int, pki: TestPKI, folder: str,
@@ -243,7 +171,7 @@ def run_setup(name: str, url: str, instances: int, pki: TestPKI, folder: str,
     print("\n== %s: %d instance(s), %d VMs on %d hosts, batches of %d"
           % (name, instances, args.vms, args.hosts, args.batch), flush=True)
     port = free_port()
-    engines = [Engine(folder, "%s-%d" % (name, i), pki, url, port, instances > 1)
+    engines = [EngineProcess(folder, "%s-%d" % (name, i), pki, url, port, instances > 1)
                for i in range(instances)]
     ctx = multiprocessing.get_context("fork")
     clients = []

@@ -4,13 +4,19 @@
 The guests are unix socket servers (QEMU's side of each channel) in a few helper processes;
 each writes a realistic report (~20 KB, schema-valid) every ``--interval`` seconds with
 ``--jitter``, stamping the report's ``time`` just before the write. The relay side is the
-real thing minus libvirt: one ``VMSession`` per guest, the ``ReportCache``, and the envelope
-sink, all on one asyncio loop in this process. Measured over ``--duration`` seconds after
-every guest is connected and has reported once:
+real thing minus libvirt: one ``VMSession`` per guest, the ``ReportCache``, and the
+``Uploader``, all on one asyncio loop in this process. The uploader sends every report, in
+its default batches (500 envelopes or 2 s), over TLS with a host certificate of a test engine
+CA, to a real ``vmdiag-engine serve`` process (SQLite store) started for the run; ``--no-upload``
+leaves it out (the figure before issue 16). Measured over ``--duration`` seconds after every
+guest is connected and has reported once:
 
-- relay CPU (user+system of this process only) per report and as % of one core;
+- relay CPU (user+system of this process only, uploader included) per report and as % of one
+  core; the engine's CPU beside it;
 - memory per VM: (RSS with N sessions and their cached reports - RSS before) / N;
-- latency from the guest's write to the report being in the cache: p50, p99, max.
+- latency from the guest's write to the report being in the cache: p50, p99, max;
+- what the engine answered: reports stored, duplicates, refused, and what is left queued or
+  spooled at the end (the run fails if the engine refused any).
 
 Usage: python3 benchmarks/relay_bench.py [--vms 1000] [--duration 60] [--interval 10]
 Targets (DESIGN): 1000 VMs within 20% of one core, p99 <= 50 ms.
@@ -40,9 +46,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from diag_protocol import encode  # noqa: E402
+from lab.engine_process import EngineProcess, free_port  # noqa: E402
 from lab.fake_guest import sample_report  # noqa: E402
+from lab.ovirt_standin import TestPKI  # noqa: E402
+from vdsm_hooks.config import UploadConfig  # noqa: E402
 from vdsm_hooks.relay.cache import ReportCache  # noqa: E402
 from vdsm_hooks.relay.session import Runstate, SessionConfig, VMSession  # noqa: E402
+from vdsm_hooks.relay.upload import Uploader  # noqa: E402
 
 TIME_MARK = 1234567890.5
 SEQ_MARK = 987654321
@@ -132,14 +142,24 @@ def percentile(values: List[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-async def relay(paths: List[str], args: argparse.Namespace) -> Dict[str, Any]:
+HOST_CN = "bench-host.vmdiag.test"
+
+
+async def relay(paths: List[str], args: argparse.Namespace,
+                upload: UploadConfig | None = None,
+                engine: EngineProcess | None = None) -> Dict[str, Any]:
     cache = ReportCache()
     latencies: List[float] = []
     reports = [0]
+    uploader = Uploader(upload, HOST_CN) if upload is not None else None
+    upload_task = asyncio.ensure_future(uploader.run()) if uploader is not None else None
 
-    def on_report(vm_id: str, report: Dict[str, Any], received_at: float, *_: Any) -> None:
+    def on_report(vm_id: str, report: Dict[str, Any], received_at: float,
+                  version: str | None = None) -> None:
         latencies.append(received_at - report["time"])
         reports[0] += 1
+        if uploader is not None:
+            uploader.submit_report(vm_id, report, received_at, version)
 
     config = SessionConfig(silence_timeout=10 * args.interval)
     rss_before = rss_bytes()
@@ -164,9 +184,13 @@ async def relay(paths: List[str], args: argparse.Namespace) -> Dict[str, Any]:
     lag_task = asyncio.ensure_future(loop_lag(lags))
     nivcsw0 = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
     load0 = os.getloadavg()[0]
+    up0 = dict(uploader.stats()) if uploader is not None else {}
+    engine0 = engine.cpu_seconds() if engine is not None else 0.0
     cpu0, wall0 = cpu_seconds(), time.monotonic()
     await asyncio.sleep(args.duration)
     cpu1, wall1 = cpu_seconds(), time.monotonic()
+    engine_cpu = (engine.cpu_seconds() - engine0) if engine is not None else None
+    up1 = dict(uploader.stats()) if uploader is not None else {}
     lag_task.cancel()
     nivcsw = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - nivcsw0
     count = reports[0]
@@ -175,10 +199,27 @@ async def relay(paths: List[str], args: argparse.Namespace) -> Dict[str, Any]:
     drops = sum(e.counters.dropped for e in cache)
     for s in sessions:
         await s.close()
+    if uploader is not None:
+        await uploader.close()
+    if upload_task is not None:
+        await asyncio.gather(upload_task, return_exceptions=True)
     cpu = cpu1 - cpu0
     wall = wall1 - wall0
+    uploaded: Dict[str, Any] = {}
+    if uploader is not None:
+        uploaded = {
+            "upload_stored": up1["stored"] - up0["stored"],
+            "upload_duplicates": up1["duplicates"] - up0["duplicates"],
+            "upload_refused": up1["rejected"] - up0["rejected"],
+            "upload_batches": up1["batches"] - up0["batches"],
+            "upload_retries": up1["retries"] - up0["retries"],
+            "upload_left_queued": up1["queued"], "upload_left_spooled": up1["spool_pending"],
+            "upload_last_error": up1["last_error"],
+            "engine_cpu_percent_of_core": (round(100 * engine_cpu / (wall1 - wall0), 2)
+                                           if engine_cpu is not None else None)}
     return {
         "vms": len(paths),
+        "uploader": "on, TLS to vmdiag-engine" if uploader is not None else "off",
         "interval_s": args.interval,
         "duration_s": round(wall, 1),
         "connect_all_s": round(connect_s, 2),
@@ -199,6 +240,7 @@ async def relay(paths: List[str], args: argparse.Namespace) -> Dict[str, Any]:
         "loop_lag_ms_max": round(1000 * max(lags), 2) if lags else None,
         "involuntary_ctx_switches": nivcsw,
         "host_loadavg_1m": "%.2f -> %.2f" % (load0, os.getloadavg()[0]),
+        **uploaded,
     }
 
 
@@ -211,6 +253,8 @@ def main() -> int:
     parser.add_argument("--helpers", type=int, default=2, help="guest helper processes")
     parser.add_argument("--processes", type=int, default=50, help="processes per report")
     parser.add_argument("--units", type=int, default=80, help="units per report")
+    parser.add_argument("--no-upload", dest="upload", action="store_false",
+                        help="leave the uploader and the engine out")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
 
@@ -220,7 +264,20 @@ def main() -> int:
     paths = [os.path.join(workdir, "%d.sock" % i) for i in range(args.vms)]
     ctx = multiprocessing.get_context("fork")
     procs = []
+    engine = None
+    upload = None
     try:
+        if args.upload:
+            pki = TestPKI(os.path.join(workdir, "pki"))
+            host = pki.host(HOST_CN)
+            engine = EngineProcess(workdir, "engine", pki,
+                                   "sqlite:///%s" % os.path.join(workdir, "engine.db"),
+                                   free_port(), reuse_port=False)
+            upload = UploadConfig(enabled=True,
+                                  url="https://localhost:%d/ingest/v1/reports"
+                                  % engine.ingest_port,
+                                  cert=host.cert, key=host.key, ca=pki.ca_file,
+                                  spool_dir=os.path.join(workdir, "spool"))
         for h in range(args.helpers):
             ready = ctx.Event()
             proc = ctx.Process(target=helper, args=(paths[h::args.helpers], lines,
@@ -230,8 +287,13 @@ def main() -> int:
             procs.append(proc)
             if not ready.wait(120):
                 raise SystemExit("guest helper %d did not start" % h)
-        result = asyncio.run(relay(paths, args))
+        result = asyncio.run(relay(paths, args, upload, engine))
+        if result.get("upload_refused"):
+            raise SystemExit("the engine refused %d reports: %s"
+                             % (result["upload_refused"], result["upload_last_error"]))
     finally:
+        if engine is not None:
+            engine.stop()
         for proc in procs:
             proc.terminate()
             proc.join(10)
