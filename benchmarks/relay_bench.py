@@ -155,11 +155,12 @@ async def relay(paths: List[str], args: argparse.Namespace,
     upload_task = asyncio.ensure_future(uploader.run()) if uploader is not None else None
 
     def on_report(vm_id: str, report: Dict[str, Any], received_at: float,
-                  version: str | None = None) -> None:
+                  version: str | None = None, on_safe: Any = None,
+                  encoded: bytes | None = None) -> None:
         latencies.append(received_at - report["time"])
         reports[0] += 1
-        if uploader is not None:
-            uploader.submit_report(vm_id, report, received_at, version)
+        if uploader is not None:  # what the relay daemon wires: Uploader.submit_report
+            uploader.submit_report(vm_id, report, received_at, version, on_safe, encoded)
 
     config = SessionConfig(silence_timeout=10 * args.interval)
     rss_before = rss_bytes()

@@ -220,7 +220,10 @@ class SqlStore(Store):
             return IngestResult(accepted=0, duplicates=in_batch,
                                 outcomes=(DUPLICATE,) * len(envelopes))
         names = {name for item in items for name, _, _ in item.samples}
-        encode_latest_candidates(items)
+        try:
+            encode_latest_candidates(items)
+        except ValueError as err:  # text that is no UTF-8 (validation cleans it away)
+            raise Unstorable("a report cannot be encoded: %s" % err) from err
         try:
             accepted, stale, metric_ids = self._write(
                 lambda tx: self._ingest_tx(tx, items, names))

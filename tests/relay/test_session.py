@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 
@@ -73,8 +74,9 @@ async def test_hello_and_reports_are_cached_and_handed_on(guest, cache):
         assert entry.counters.messages == 4 and entry.counters.reports == 2
         assert entry.counters.dropped == 0
         # what Uploader.submit_report takes: the uploader wraps it in this host's envelope
-        assert [report["seq"] for _, report, _, _, _ in handed] == [0, 1]
-        for vm_id, report, received_at, version, on_safe in handed:
+        assert [report["seq"] for _, report, _, _, _, _ in handed] == [0, 1]
+        for vm_id, report, received_at, version, on_safe, encoded in handed:
+            assert json.loads(encoded) == report  # the cache's encoding, sent as it is
             assert vm_id == guest.vm_id and report["run_id"] == "run-1"
             assert abs(received_at - time.time()) < 30
             assert version == "2.1.0"  # from the hello, for the engine's pages
@@ -277,7 +279,7 @@ async def test_reports_are_acknowledged_once_safe_and_only_to_an_agent_that_asks
                            greeting=hello(acks=True)).start()
     plain = await FakeGuest(str(tmp_path / "b.org.vmdiag.agent.0")).start()
     handed = {}
-    sessions = [session_for(g, cache, on_report=lambda vm, r, t, v, on_safe:
+    sessions = [session_for(g, cache, on_report=lambda vm, r, t, v, on_safe, *_:
                             handed.setdefault(vm, []).append(on_safe))
                 for g in (asks, plain)]
     try:

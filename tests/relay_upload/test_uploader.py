@@ -397,3 +397,21 @@ async def test_a_report_spooled_while_the_engine_is_down_is_acknowledged_at_once
     await until(lambda: len(safe) == 30, what="acknowledged once fsynced in the spool")
     assert min(safe) == 30 and server.unique == []
     await stop_uploader(uploader, task)
+
+
+async def test_a_report_encoded_by_the_cache_arrives_as_the_same_envelope(tmp_path, pki, server):
+    from diag_protocol.framing import dumps_tree
+
+    await server.start()
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=10)
+    uploader, task = await start_uploader(cfg)
+    sent = envelopes(20)
+    safe = []
+    for i, env in enumerate(sent):
+        # as the relay's sessions hand it (the cache's encoding), and without it
+        assert uploader.submit_report(env["vm_id"], env["report"], env["received_at"], "2.0",
+                                      lambda i=i: safe.append(i),
+                                      dumps_tree(env["report"]) if i % 2 else None)
+    await until(lambda: len(server.unique) == 20 and len(safe) == 20, what="20 envelopes")
+    await stop_uploader(uploader, task)
+    assert server.unique == [dict(env, agent_version="2.0") for env in sent]

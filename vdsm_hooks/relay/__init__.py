@@ -6,3 +6,13 @@ socket and its client), ``daemon`` (wires them together, with the uploader) and 
 (``vmdiag-relay run|status|show|request``; its docstring says which user the relay runs
 as, and why).
 """
+
+from diag_protocol.framing import use_fast_json
+
+try:
+    import orjson
+except ImportError:  # optional: the standard library gives the same results, slower
+    pass
+else:
+    # decoding each guest line and encoding each report once: the relay's main costs
+    use_fast_json(orjson)

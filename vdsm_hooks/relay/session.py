@@ -63,10 +63,11 @@ Message = Dict[str, Any]
 #: agent (diag_protocol.acks). None when the agent does not take acknowledgements.
 OnSafe = Optional[Callable[[], None]]
 #: Where a session hands each report it accepted: ``(vm_id, report, received_at,
-#: agent_version, on_safe)``, the signature of ``Uploader.submit_report``, which wraps it in
-#: the envelope of this host and calls ``on_safe`` once the report is delivered or spooled.
-#: The session builds no envelope of its own.
-ReportSink = Callable[[str, Message, float, Optional[str], OnSafe], Any]
+#: agent_version, on_safe, encoded_report)``, the signature of ``Uploader.submit_report``,
+#: which wraps it in the envelope of this host and calls ``on_safe`` once the report is
+#: delivered or spooled; ``encoded_report`` is the report's JSON as the cache encoded it, so
+#: it is encoded once. The session builds no envelope of its own.
+ReportSink = Callable[[str, Message, float, Optional[str], OnSafe, Optional[bytes]], Any]
 
 log = logging.getLogger("vmdiag.relay.session")
 
@@ -422,7 +423,7 @@ class VMSession:
             return
         try:
             version = (self.entry.hello or {}).get("agent_version")
-            self.on_report(self.vm_id, msg, now, version, on_safe)
+            self.on_report(self.vm_id, msg, now, version, on_safe, self.entry.report_json)
         except Exception:
             self.log.exception("report sink failed; the report stays cached")
 

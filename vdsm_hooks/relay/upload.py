@@ -176,7 +176,8 @@ class Uploader:
     def submit_report(self, vm_id: str, report: Mapping[str, Any],
                       received_at: float | None = None,
                       agent_version: str | None = None,
-                      on_safe: Callable[[], None] | None = None) -> bool:
+                      on_safe: Callable[[], None] | None = None,
+                      encoded_report: bytes | None = None) -> bool:
         """Wrap a guest report that ``diag_protocol`` already validated (a session's, from its
         ``LineDecoder``) in an envelope from this host and submit it, like ``submit``.
 
@@ -185,6 +186,8 @@ class Uploader:
         the envelope survives a relay crash: the engine stored it, called it a duplicate or
         refused it for good, or it is fsynced in the spool. Never for one dropped by accident
         (memory bound, a spool that cannot be written, shutdown without a spool).
+        ``encoded_report``, the report's compact JSON (``diag_protocol.framing.dumps_tree``, as
+        the relay's cache keeps it), saves encoding it a second time.
         """
         if received_at is not None:
             received_at = self.engine_clock.correct(received_at)
@@ -193,7 +196,17 @@ class Uploader:
                                   agent_version)
         except (ProtocolError, ValueError, TypeError) as err:
             return self._invalid(vm_id, err)
-        return self._queue(checked, on_safe)
+        if encoded_report is None:
+            return self._queue(checked, on_safe)
+        head = {key: value for key, value in checked.items() if key != "report"}
+        try:
+            encoded_head = json.dumps(head, ensure_ascii=False, separators=(",", ":"),
+                                      allow_nan=False).encode("utf-8")
+        except (ValueError, TypeError) as err:
+            return self._invalid(vm_id, err)
+        # the envelope's own fields first (the spool reads vm_id from a line's head)
+        return self._queue_line(encoded_head[:-1] + b',"report":' + encoded_report + b"}\n",
+                                vm_id, on_safe)
 
     def _invalid(self, vm_id: Any, err: Exception) -> bool:
         self._counters["invalid"] += 1
@@ -208,10 +221,14 @@ class Uploader:
                               allow_nan=False, check_circular=False).encode("utf-8") + b"\n"
         except (ValueError, TypeError) as err:
             return self._invalid(checked.get("vm_id"), err)
+        return self._queue_line(line, checked["vm_id"], on_safe)
+
+    def _queue_line(self, line: bytes, vm_id: str,
+                    on_safe: Callable[[], None] | None = None) -> bool:
         if len(line) > self.max_batch_bytes:
             self._counters["invalid"] += 1
             log.warning("not uploading a %d byte envelope for VM %s: over the %d byte request "
-                        "limit", len(line), checked["vm_id"], self.max_batch_bytes)
+                        "limit", len(line), vm_id, self.max_batch_bytes)
             return False
         if on_safe is not None:
             self._on_safe[id(line)] = (line, on_safe)
