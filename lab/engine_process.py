@@ -31,10 +31,12 @@ def cpu_seconds(pid: int) -> float:
 
 class EngineProcess:
     """One ``vmdiag-engine serve`` process, standalone (no oVirt service account, events off),
-    with its log under ``folder``; started by the constructor, ready when it returns."""
+    with its log under ``folder``; started by the constructor, ready when it returns. ``nice``
+    lowers its CPU priority below its parent's (a benchmark of something else on the same
+    cores)."""
 
     def __init__(self, folder: str, name: str, pki: TestPKI, url: str, ingest_port: int,
-                 reuse_port: bool) -> None:
+                 reuse_port: bool, nice: int = 0) -> None:
         self.api_port = free_port()
         self.ingest_port = ingest_port
         self.log = os.path.join(folder, name + ".log")
@@ -52,7 +54,7 @@ class EngineProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "engine_plugin.service.cli", "--log-level", "WARNING",
                  "--config", self.config, "serve"], env=env, cwd=ROOT, stdout=log,
-                stderr=subprocess.STDOUT)
+                stderr=subprocess.STDOUT, preexec_fn=(lambda: os.nice(nice)) if nice else None)
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
