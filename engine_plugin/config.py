@@ -74,6 +74,16 @@ def _parse_positive(text: str) -> float:
     return value
 
 
+def _parse_workers(text: str) -> int:
+    """``auto`` (-1: one per core) or a count of processes, 0 for none."""
+    if text == "auto":
+        return -1
+    value = int(text)
+    if value < 0:
+        raise ValueError("expected auto or a number of processes, 0 or more")
+    return value
+
+
 PARSERS: Dict[str, Callable[[str], Any]] = {
     "str": str,
     "int": int,
@@ -85,6 +95,7 @@ PARSERS: Dict[str, Callable[[str], Any]] = {
     "duration": _parse_duration,
     "list": _parse_list,
     "networks": _parse_networks,
+    "workers": _parse_workers,
 }
 
 
@@ -170,6 +181,11 @@ OPTIONS: Tuple[Option, ...] = (
     Option("events", "min_status", "str", "warning",
            "Least severe status that raises an event on entering it; leaving such a status "
            "raises one too (a recovery).", ("warning", "critical")),
+    Option("evaluation", "workers", "workers", "auto",
+           "Processes that evaluate VMs for the health pass (read their history, compute "
+           "verdicts and forecasts), so a pass uses every core and never holds the service's "
+           "own process: 'auto' one per core, 0 evaluates in the service's own "
+           "process as before issue 16."),
     Option("metrics", "allow", "networks", "127.0.0.1/32,::1/128",
            "CIDRs allowed to scrape /vmdiag/metrics (it needs no user token)."),
     Option("metrics", "fleet", "bool", "no",

@@ -158,8 +158,8 @@ class EventOutbox:
             return self._record(vm_id, vm_label, verdict)
 
     def _record(self, vm_id: str, vm_label: str, verdict: Mapping[str, Any]) -> int:
-        events, state = plan(vm_id, vm_label, verdict, self.store.event_state(vm_key(vm_id)),
-                             self.min_status)
+        previous = self.store.event_state(vm_key(vm_id))
+        events, state = plan(vm_id, vm_label, verdict, previous, self.min_status)
         if events:
             ids, counter = next_custom_ids(self.store.event_state(KEY_COUNTER), len(events),
                                            self.clock())
@@ -178,7 +178,7 @@ class EventOutbox:
             # state not yet notified) or never (the state notified, the event lost).
             self.store.set_event_states({KEY_COUNTER: counter, KEY_OUTBOX: {"items": outbox},
                                          vm_key(vm_id): state})
-        else:
+        else:  # written even when steady: retention prunes states untouched for vm_retention
             self.store.set_event_state(vm_key(vm_id), state)
         return len(events)
 

@@ -34,6 +34,7 @@ from .ingest import IngestHandler, make_ingest_app, server_ssl_context
 from .leadership import Leadership
 from .metrics import NetworkAllowList, ServiceMetrics
 from .pattern_events import PatternWatch
+from .workers import EvaluationPool, worker_count
 
 log = logging.getLogger("vmdiag.engine")
 
@@ -97,6 +98,8 @@ class EngineService:
         self.dispatcher: EventDispatcher | None = None
         self.health: HealthPass | None = None
         self.leadership: Leadership | None = None
+        #: worker processes of the health pass ([evaluation] workers)
+        self.pool: EvaluationPool | None = None
         self.source: DocumentSource | None = None
         self._runners: List[web.AppRunner] = []
         self._tasks: List[asyncio.Task] = []
@@ -173,11 +176,14 @@ class EngineService:
                 may_run=leadership.is_leader)
         watch = (PatternWatch(self.store, self.directory, self.outbox)
                  if self.outbox is not None and self.directory is not None else None)
+        workers = worker_count(cfg.evaluation.workers)
+        if workers and self._own_store:
+            self.pool = EvaluationPool(self.store.config, workers)
         self.health = HealthPass(self.store, self.thresholds, self.store_executor,
                                  self.metrics, self.outbox,
                                  self.dispatcher.wake if self.dispatcher else None, self.clock,
                                  self.names, watch.check if watch is not None else None,
-                                 may_run=leadership.is_leader)
+                                 may_run=leadership.is_leader, pool=self.pool)
         self.source = DocumentSource(self.store, self.visibility, self.store_executor,
                                      self.thresholds, self.clock)
 
@@ -295,6 +301,8 @@ class EngineService:
             await self.dispatcher.stop()
         if self.leadership is not None:
             await self.leadership.stop()  # after the duties stopped: hand over at once
+        if self.pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown)
         if self.directory is not None:
             await asyncio.get_running_loop().run_in_executor(self.engine_executor,
                                                              self.directory.account.close)

@@ -13,36 +13,22 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from typing import Any, Callable, Dict, Iterable, List, Set, Tuple
+from typing import Any, Callable, Iterable, List, Set, Tuple
 
-from ..health import HISTORY_PREFIXES, evaluate_vm
 from ..ovirt.events import EventOutbox
 from .metrics import ServiceMetrics
+from .workers import STATE_PREFIX, Evaluated, EvaluationPool, compute, heard_at
 
 log = logging.getLogger("vmdiag.engine.health")
 
-STATE_PREFIX = "health:"
+__all__ = ["HealthPass", "STATE_PREFIX", "heard_at", "vm_label"]
+
 BATCH = 200
 #: How often the leader asks the store for VMs with new data (stored by any instance).
 NEW_DATA_POLL_S = 5.0
 #: How far back each such query looks before the previous one began: an ingest stamps its
 #: receive time before its transaction commits.
 NEW_DATA_SLACK_S = 120.0
-
-
-def heard_at(row: Any) -> float | None:
-    """When the engine last heard from a VM (a store row or latest report, or None): its own
-    receive time, which measures silence; rows stored before schema 2 have only the relay's."""
-    if row is None:
-        return None
-    return row.ingested_at if row.ingested_at is not None else row.received_at
-
-
-def _has_new_data(latest: Any, previous: Dict[str, Any] | None) -> bool:
-    """Whether a VM has data its stored forecasts have not seen (or has none stored)."""
-    done = (previous or {}).get("forecasts_at")
-    heard = heard_at(latest)
-    return not isinstance(done, (int, float)) or (heard is not None and heard > done)
 
 
 class HealthPass:
@@ -55,7 +41,8 @@ class HealthPass:
                  clock: Callable[[], float] = time.time,
                  names: Callable[[str], Tuple[str | None, str | None]] | None = None,
                  after_pass: Callable[[], int] | None = None,
-                 may_run: Callable[[], bool] | None = None) -> None:
+                 may_run: Callable[[], bool] | None = None,
+                 pool: EvaluationPool | None = None) -> None:
         self.store = store
         self.thresholds_for = thresholds_for
         self.executor = executor
@@ -70,6 +57,8 @@ class HealthPass:
         #: whether this instance runs passes now (the leader of several instances,
         #: engine_plugin.service.leadership); None: always
         self.may_run = may_run
+        #: worker processes that compute (None: compute in ``executor``, in this process)
+        self.pool = pool
         self._polled_from: float | None = None
         self._dirty: Set[str] = set()
         self._wake = asyncio.Event()
@@ -149,16 +138,16 @@ class HealthPass:
                 if not self._running():  # another instance took over
                     self._dirty.clear()
                     break
-                batch = sorted(self._dirty)[:BATCH]
-                self._dirty.difference_update(batch)
-                try:
-                    planned = await loop.run_in_executor(self.executor, self.evaluate, batch)
-                except Exception:
-                    log.exception("evaluating %d VMs failed; they are retried on their next "
-                                  "report", len(batch))
-                    self.metrics.health_evaluations.labels("error").inc(len(batch))
-                    continue
-                if planned:
+                # Up to one batch per worker at once; smaller batches when few VMs are due,
+                # so every worker gets a share.
+                lanes = self.pool.workers if self.pool is not None else 1
+                due = sorted(self._dirty)
+                size = max(1, min(BATCH, -(-len(due) // lanes)))
+                batches = [due[i:i + size] for i in range(0, min(len(due), size * lanes), size)]
+                for batch in batches:
+                    self._dirty.difference_update(batch)
+                results = await asyncio.gather(*(self._evaluate_batch(b) for b in batches))
+                if any(results):
                     planned_any = True
                     if self.after_pass is None and self.on_events is not None:
                         self.on_events()
@@ -196,53 +185,64 @@ class HealthPass:
                 out.append(row.vm_id)
         return out
 
-    def evaluate(self, vm_ids: List[str]) -> int:
-        """Evaluate ``vm_ids`` now (blocking); return how many events were planned.
+    async def _evaluate_batch(self, batch: List[str]) -> int:
+        """Compute one batch (in a worker process, or the executor) and apply it; return how
+        many events were planned."""
+        loop = asyncio.get_running_loop()
+        try:
+            if self.pool is None:
+                return int(await loop.run_in_executor(self.executor, self.evaluate, batch))
+            now = self.clock()
+            thresholds = {vm_id: self.thresholds_for(vm_id=vm_id) for vm_id in batch}
+            results = await self.pool.compute(batch, thresholds, now)
+            return int(await loop.run_in_executor(self.executor, self.apply, results, now))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("evaluating %d VMs failed; they are retried on their next report",
+                          len(batch))
+            self.metrics.health_evaluations.labels("error").inc(len(batch))
+            return 0
 
-        Forecasts are recomputed only for VMs with data newer than their last forecast; the
-        others (a silent VM marked by the sweep) keep theirs, and their history is not read."""
+    def evaluate(self, vm_ids: List[str]) -> int:
+        """Evaluate ``vm_ids`` now in this thread (blocking); return how many events were
+        planned."""
         now = self.clock()
-        loaded = {v: (self.store.latest(v), self.store.event_state(STATE_PREFIX + v))
-                  for v in vm_ids}
-        fresh = [v for v, (latest, previous) in loaded.items() if _has_new_data(latest, previous)]
-        histories: Dict[str, Dict[str, Any]] = {}
-        if fresh:
-            longest = max(self.thresholds_for(vm_id=v).forecast_window_s for v in fresh)
-            histories = self.store.histories(fresh, HISTORY_PREFIXES, now - longest)
-        fresh_set = set(fresh)
+        thresholds = {vm_id: self.thresholds_for(vm_id=vm_id) for vm_id in vm_ids}
+        return self.apply(compute(self.store, vm_ids, thresholds, now), now)
+
+    def apply(self, results: List[Evaluated], now: float) -> int:
+        """Store computed verdicts (one transaction) and plan their events; return how many
+        events were planned."""
+        done = [r for r in results if r.verdict is not None]
+        failed = len(results) - len(done)
+        if done:
+            self.store.set_verdicts([(r.vm_id, r.verdict, r.data_through) for r in done], now,
+                                    {STATE_PREFIX + r.vm_id: r.state for r in done
+                                     if r.state is not None})
         planned = 0
-        for vm_id in vm_ids:
-            try:
-                latest, previous = loaded[vm_id]
-                hist = histories.get(vm_id, {}) if vm_id in fresh_set else None
-                planned += self._evaluate_one(vm_id, latest, previous, hist, now)
-                self.metrics.health_evaluations.labels("ok").inc()
-            except Exception:
-                log.exception("evaluating VM %s failed", vm_id)
-                self.metrics.health_evaluations.labels("error").inc()
+        for result in done:
+            assert result.verdict is not None
+            if self.outbox is not None:
+                name = self.names(result.vm_id)[0] if self.names is not None else None
+                try:
+                    planned += self.outbox.record(result.vm_id,
+                                                  vm_label(result.vm_id, name, result.hostname),
+                                                  result.verdict)
+                except Exception:
+                    log.exception("planning events for VM %s failed", result.vm_id)
+                    failed += 1
+                    continue
+            self.metrics.health_evaluations.labels("ok").inc()
+        if failed:
+            self.metrics.health_evaluations.labels("error").inc(failed)
         if planned:
             self.metrics.events_planned.inc(planned)
         return planned
 
-    def _evaluate_one(self, vm_id: str, latest: Any, previous: Dict[str, Any] | None,
-                      histories: Dict[str, Any] | None, now: float) -> int:
-        report = latest.report if latest is not None else None
-        heard = heard_at(latest)
-        verdict, state = evaluate_vm(report, histories, self.thresholds_for(vm_id=vm_id),
-                                     previous, now, heard)
-        self.store.set_verdict(vm_id, verdict, now,
-                               latest.ingested_at if latest is not None else None)
-        self.store.set_event_state(STATE_PREFIX + vm_id, state)
-        if self.outbox is None:
-            return 0
-        name = self.names(vm_id)[0] if self.names is not None else None
-        return self.outbox.record(vm_id, vm_label(vm_id, name, report), verdict)
 
-
-def vm_label(vm_id: str, name: str | None, report: Any) -> str:
+def vm_label(vm_id: str, name: str | None, hostname: str | None) -> str:
     """How an event names the VM: its oVirt name, else its id and the guest's hostname."""
     if name:
         return name
-    settings = ((report or {}).get("sections") or {}).get("settings") or {}
-    hostname = (settings.get("data") or {}).get("hostname")
     return "%s (guest %s)" % (vm_id, hostname) if hostname else vm_id

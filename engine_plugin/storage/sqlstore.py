@@ -360,16 +360,30 @@ class SqlStore(Store):
 
     def set_verdict(self, vm_id: str, verdict: Dict[str, Any], now: float,
                     data_through: float | None = None) -> None:
-        text = json.dumps(verdict, separators=(",", ":"), sort_keys=True)
+        self.set_verdicts([(vm_id, verdict, data_through)], now)
+
+    def set_verdicts(self, verdicts: Sequence[Tuple[str, Dict[str, Any], float | None]],
+                     now: float, states: Dict[str, Dict[str, Any]] | None = None) -> None:
+        rows = [(vm_id, json.dumps(verdict, separators=(",", ":"), sort_keys=True),
+                 data_through) for vm_id, verdict, data_through in verdicts]
+        state_rows = [(key, json.dumps(state, separators=(",", ":"), sort_keys=True),
+                       float(now)) for key, state in sorted((states or {}).items())]
 
         def work(tx: Tx) -> None:
-            vm_key = self._ensure_vms(tx, {vm_id: None})[vm_id]
-            tx.execute("INSERT INTO verdicts (vm_key, verdict, updated_at, data_through)"
-                       " VALUES (?, ?, ?, ?) ON CONFLICT (vm_key) DO UPDATE SET"
-                       " verdict = excluded.verdict, updated_at = excluded.updated_at,"
-                       " data_through = excluded.data_through",
-                       (vm_key, text, float(now), data_through))
-        self._write(work)
+            keys = self._ensure_vms(tx, {vm_id: None for vm_id, _, _ in rows})
+            tx.executemany(
+                "INSERT INTO verdicts (vm_key, verdict, updated_at, data_through)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (vm_key) DO UPDATE SET"
+                " verdict = excluded.verdict, updated_at = excluded.updated_at,"
+                " data_through = excluded.data_through",
+                sorted(((keys[vm_id], text, float(now), through)
+                        for vm_id, text, through in rows), key=lambda row: row[0]))
+            tx.executemany(
+                "INSERT INTO event_states (key, state, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET state = excluded.state,"
+                " updated_at = excluded.updated_at", state_rows)
+        if rows or state_rows:
+            self._write(work)
 
     def vms_with_new_data(self, since: float | None = None) -> List[str]:
         sql = ("SELECT v.vm_id FROM vms v LEFT JOIN verdicts d ON d.vm_key = v.vm_key"
@@ -572,12 +586,17 @@ class SqlStore(Store):
                 if dropped is None:
                     break
                 stats["rollups_deleted"] += dropped
-            stats["ledger_pruned"] = self._write(lambda tx: tx.execute(
-                "DELETE FROM ingested WHERE ingested_at < ?", (raw_cutoff,)))
-            stats["event_states_pruned"] = self._write(lambda tx: tx.execute(
-                "DELETE FROM event_states WHERE updated_at < ?", (now - cfg.vm_retention_s,)))
-            stats["vms_removed"] = self._remove_silent_vms(now - cfg.vm_retention_s)
+            self._prune(now, raw_cutoff, stats)
         return stats
+
+    def _prune(self, now: float, raw_cutoff: float, stats: Dict[str, int]) -> None:
+        """The ledger, event states and silent VMs (the end of every retention pass)."""
+        cfg = self.config
+        stats["ledger_pruned"] = self._write(lambda tx: tx.execute(
+            "DELETE FROM ingested WHERE ingested_at < ?", (raw_cutoff,)))
+        stats["event_states_pruned"] = self._write(lambda tx: tx.execute(
+            "DELETE FROM event_states WHERE updated_at < ?", (now - cfg.vm_retention_s,)))
+        stats["vms_removed"] = self._remove_silent_vms(now - cfg.vm_retention_s)
 
     def _roll_step(self, tx: Tx, raw_cutoff: float) -> Tuple[int, int] | None:
         """Roll the oldest span of raw samples, or record the cutoff and return None."""

@@ -89,6 +89,12 @@ class Store(abc.ABC):
         (``vms_with_new_data`` compares it with the VM's latest report)."""
 
     @abc.abstractmethod
+    def set_verdicts(self, verdicts: Sequence[Tuple[str, Dict[str, Any], float | None]],
+                     now: float, states: Dict[str, Dict[str, Any]] | None = None) -> None:
+        """``set_verdict`` for ``(vm_id, verdict, data_through)`` of many VMs, and
+        ``set_event_state`` for ``states``, in one transaction (a health pass's batch)."""
+
+    @abc.abstractmethod
     def vms_with_new_data(self, since: float | None = None) -> List[str]:
         """VMs whose latest report is newer than what their verdict was computed from (or
         that have no verdict yet), sorted; with ``since``, only VMs whose latest report the

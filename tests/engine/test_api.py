@@ -224,6 +224,7 @@ async def test_healthz_and_metrics_access(make_service, pki) -> None:
     assert 'vmdiag_vms{health="critical"} 2.0' in text
     assert 'vmdiag_ingest_envelopes_total{result="stored"} 4.0' in text
     assert "vmdiag_http_request_duration_seconds_bucket" in text
+    await service.stop()  # a SQLite store serves one instance at a time
     closed = await make_service(metrics={"allow": "10.0.0.0/8"})
     assert (await api_get(closed, "/metrics")).status == 403
 
