@@ -4,6 +4,7 @@
     python3 benchmarks/forecast_replay.py                 # 20 held-out seeds x 15 families
     python3 benchmarks/forecast_replay.py --seeds 2 --cadence 1800    # a quick look
     python3 benchmarks/forecast_replay.py --tune          # the seeds the method was tuned on
+    python3 benchmarks/forecast_replay.py --fresh         # the second held-out range
 
 Every case (``lab/forecast_corpus.py``: families, truth, replay and scoring are described
 there) is replayed for each method through the same evaluation (``evaluate_vm`` every
@@ -31,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from lab.forecast_corpus import (  # noqa: E402
     CADENCE_S,
     FAMILIES,
+    FRESH_SEEDS,
     METHODS,
     REPORT_SEEDS,
     TUNE_SEEDS,
@@ -63,12 +65,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=20, help="seeds per family (default 20)")
     ap.add_argument("--tune", action="store_true", help="use the tuning seeds instead")
+    ap.add_argument("--fresh", action="store_true",
+                    help="use the second held-out range (never looked at while tuning)")
     ap.add_argument("--cadence", type=float, default=CADENCE_S, help="seconds between passes")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
     ap.add_argument("--families", default=",".join(FAMILIES), help="comma-separated")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     args = ap.parse_args()
-    seeds = list(TUNE_SEEDS if args.tune else REPORT_SEEDS)[:args.seeds]
+    seeds = list(TUNE_SEEDS if args.tune else FRESH_SEEDS if args.fresh
+                 else REPORT_SEEDS)[:args.seeds]
     methods = [m for m in args.methods.split(",") if m]
     families = [f for f in args.families.split(",") if f]
     jobs = [(f, s, m, args.cadence) for f in families for s in seeds for m in methods]
@@ -84,6 +89,8 @@ def main() -> int:
     vm_weeks = len(families) * len(seeds)
     print("Forecast replay: %d VM-weeks (%s seeds %s), a pass every %d s over each week"
           % (vm_weeks, "tuning" if args.tune else "held-out", _seed_text(seeds), args.cadence))
+    print("(vmdiag keeps a fit between passes while new samples agree with it; the peers "
+          "refit on every pass, as deployed)")
     print("cell: false alarms per 1,000 VM-days | fills raised in time | time-left error p90")
     width = max(len(f) for f in families + ["all"]) + 2
     print("%-*s%s" % (width, "family", "".join("%-24s" % m for m in methods)))

@@ -66,6 +66,7 @@ FIT_BUCKETS = 32                  # longer windows: means of this many time buck
 MIN_T = 5.0                       # the rise over the window, in units of its error
 LINEARITY = 0.1                   # quarter residual medians within this share of the rise
 EXCEPTIONAL_RATIO = 2.0           # the rise vs the largest earlier rise of the same length
+TYPICAL_RATIO = 3.5               # ... and vs the root mean square of the earlier rises and falls
 SPREAD_SHARE = 0.5                # the rise vs the samples' interquartile range in the window
 SPREAD_SAMPLES = 512              # (measured on at most this many samples)
 MIN_PAST_WINDOWS = 3.0            # earlier history needed, in window lengths, to compare with
@@ -312,6 +313,8 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
         n_eff = max(2.0, min(n, n * (1 - rho) / (1 + rho)))
         if rise < MIN_T * scale * math.sqrt(12.0 / n_eff):
             return no("growth within the noise (correlated)")
+    if _steps_explain(pts, resid):
+        return no("steps, not a line")
     head = s.mean(end - w / 4, end + 1e-9)
     tail = s.mean(a, a + w / 4)
     if head is None or tail is None:
@@ -336,6 +339,37 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
     reach = (LONG_EXTRAPOLATION if long else MAX_EXTRAPOLATION) * w
     confidence = round(min(1.0, 0.5 + 0.5 * (t_stat - MIN_T) / MIN_T), 3)
     return dataclasses.replace(trend, confidence=confidence, reach=reach), True, ""
+
+
+def _steps_explain(pts: Sequence[Point], resid: Sequence[float]) -> bool:
+    """Whether one or two level shifts (flat between) explain the window better than the
+    line does, by the Bayesian information criterion (each shift costs two parameters): a
+    package upgrade and a restored data set are a staircase, which a line fits only roughly,
+    and which does not go on rising. Exact search of the shift positions over prefix sums."""
+    n = len(pts)
+    if n < 8:
+        return False
+    ref = pts[0][1]
+    vs = [v - ref for _, v in pts]
+    cs = [0.0]
+    cs.extend(itertools.accumulate(vs))
+    c2 = [0.0]
+    c2.extend(itertools.accumulate(v * v for v in vs))
+
+    def sse(i: int, j: int) -> float:
+        m = cs[j] - cs[i]
+        return max(0.0, c2[j] - c2[i] - m * m / (j - i))
+    line = math.fsum(r * r for r in resid)
+    if line <= 0:
+        return False
+    one = min(sse(0, k) + sse(k, n) for k in range(1, n))
+    two = min(sse(0, i) + sse(i, j) + sse(j, n)
+              for i in range(1, n - 1) for j in range(i + 1, n))
+    tiny = line * 1e-12
+
+    def bic(error: float, params: int) -> float:
+        return n * math.log(max(error, tiny)) + params * math.log(n)
+    return min(bic(one, 3), bic(two, 5)) < bic(line, 2)
 
 
 def _trim(s: _Series, trend: Trend) -> Trend:
@@ -394,7 +428,8 @@ def _past(s: _Series, a: float, w: float, seg_start: float, rise_limit: float,
     first_end = max(seg_start, s.t[0]) + w
     if first_end > a:
         return None
-    seen = False
+    seen = 0
+    squares = 0.0
     e = a
     step = w / 4
     dense_until = a - DENSE_STEPS * step
@@ -405,13 +440,20 @@ def _past(s: _Series, a: float, w: float, seg_start: float, rise_limit: float,
                 return "level"
             tail = s.mean(e - w, e - 3 * w / 4)
             if tail is not None:
-                seen = True
+                seen += 1
+                squares += (head - tail) ** 2
                 if head - tail >= rise_limit:
                     return "rise"
         if e <= dense_until:
             step = max(step, (e - first_end) / PAST_STEPS)
         e -= step
-    return "exceptional" if seen else None
+    if not seen:
+        return None
+    # rises and falls of a wandering level: the current rise must stand out of their typical
+    # size too, not only of their largest (few earlier windows hold few large ones)
+    if rise_limit * EXCEPTIONAL_RATIO < TYPICAL_RATIO * math.sqrt(squares / seen):
+        return "rise"
+    return "exceptional"
 
 
 def _span(seconds: float) -> str:

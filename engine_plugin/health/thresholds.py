@@ -34,6 +34,8 @@ class Thresholds:
     forecast_window_s: float = 7 * 86400.0
     forecast_min_span_s: float = 2 * 3600.0  # history a trend needs before it may forecast
     forecast_hold_s: float = 2 * 3600.0  # a raised forecast holds this long without new evidence
+    forecast_min_duration_s: float = 3600.0  # a forecast must hold this long before it is raised
+    forecast_refresh_s: float = 4 * 3600.0  # a fit the new samples agree with is kept this long
     leak_min_growth_percent: float = 20.0  # a process growing this much over the window, steadily
 
     @classmethod

@@ -10,17 +10,34 @@ do not raise and clear events on every report.
 """
 
 import bisect
+import collections.abc
 import dataclasses
+import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from diag_protocol.vocabulary import NOT_OK, worst, worst_first
 from diag_protocol.vocabulary import finding as finding_doc
 
 from . import humanize
-from .forecast import Forecast, Point, forecast
+from .forecast import Forecast, Point, forecast, median
 from .thresholds import Thresholds
 
 Histories = Mapping[str, Sequence[Point]]
+_MAPPING = collections.abc.Mapping  # isinstance against typing.Mapping is several times slower
+
+#: the share of its time left a forecast must hold before it is raised (at most
+#: ``forecast_min_duration_s``)
+PERSIST_SHARE = 0.125
+
+#: the last stretch of a series (before a fit) whose mean and noise the next passes' new
+#: samples are compared with, and how far (in standard errors) they may stray and still agree
+SCREEN_S = 3600.0
+SCREEN_SIGMAS = 4.0
+#: nor by more than this share of capacity: a change smaller than that cannot bring a limit
+#: within a horizon before the refresh is due anyway
+SCREEN_CAPACITY_SHARE = 0.002
+#: a raised forecast is refitted this many times more often (its time left is counted down)
+RAISED_REFRESH_SHARE = 8.0
 
 
 @dataclasses.dataclass
@@ -49,24 +66,33 @@ def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Optional[Histori
     active: Dict[str, str] = dict(prev.get("active") or {})
     pending: Dict[str, float] = dict(prev.get("pending") or {})
 
+    fits: Dict[str, Any] = {}
     if histories is None:
         forecasts = list(prev.get("forecasts") or [])
         forecasts_at = prev.get("forecasts_at")
+        fits = dict(prev.get("fits") or {})
     else:
         held = {f.get("metric"): f for f in prev.get("forecasts") or ()
-                if isinstance(f, Mapping)}
-        forecasts = forecast_vm(report, histories, thresholds, active, now, forecaster, held)
+                if isinstance(f, _MAPPING)}
+        kept = prev.get("fits") if forecaster is forecast else None
+        forecasts = forecast_vm(report, histories, thresholds, active, now, forecaster, held,
+                                kept if isinstance(kept, _MAPPING) else None, fits)
         forecasts_at = now
     candidates = _check_findings(report) + _metric_findings(report, thresholds, active)
-    candidates += [Finding("forecast:" + f["metric"], f["status"], f["message"], f["metric"])
-                   for f in forecasts if f["status"] != "ok"]
+    persist: Dict[str, float] = {}
+    for f in forecasts:
+        if f["status"] != "ok":
+            code = "forecast:" + f["metric"]
+            candidates.append(Finding(code, f["status"], f["message"], f["metric"]))
+            persist[code] = forecast_persistence(f.get("eta_s"), thresholds)
 
     raised: List[Finding] = []
     new_pending: Dict[str, float] = {}
     for finding in candidates:
         first = pending.get(finding.code, now)
-        if (finding.status == "warning" and finding.code not in active
-                and now - first < thresholds.warning_min_duration_s):
+        need = thresholds.warning_min_duration_s if finding.status == "warning" else 0.0
+        need = max(need, persist.get(finding.code, 0.0))
+        if finding.code not in active and now - first < need:
             new_pending[finding.code] = first
             continue
         raised.append(finding)
@@ -81,9 +107,19 @@ def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Optional[Histori
     verdict = {"status": status, "since": since, "findings": [f.as_dict() for f in raised],
                "forecasts": [{k: v for k, v in f.items() if k != "message"} for f in forecasts]}
     state = {"status": status, "since": since, "pending": new_pending,
-             "forecasts": forecasts, "forecasts_at": forecasts_at,
+             "forecasts": forecasts, "forecasts_at": forecasts_at, "fits": fits,
              "active": {f.code: f.status for f in raised if not f.code.startswith("agent.")}}
     return verdict, state
+
+
+def forecast_persistence(eta_s: Any, t: Thresholds) -> float:
+    """How long a forecast must hold, pass after pass, before it is raised:
+    ``forecast_min_duration_s``, or ``PERSIST_SHARE`` of its time left if that is shorter (a
+    disk filling in an hour cannot wait an hour). A rise that stops (a routine job's burst, a
+    step, a random walk up) fails the forecast at a later pass and raises nothing."""
+    if isinstance(eta_s, (int, float)):
+        return min(t.forecast_min_duration_s, PERSIST_SHARE * max(0.0, eta_s))
+    return t.forecast_min_duration_s
 
 
 def _silence(received_at: Optional[float], t: Thresholds, now: float) -> Optional[Finding]:
@@ -139,14 +175,21 @@ def _level(value: float, warn: float, crit: float, previous: Optional[str],
 def forecast_vm(report: Optional[Mapping[str, Any]], histories: Histories, t: Thresholds,
                 active: Mapping[str, str], now: float,
                 forecaster: Callable[..., Forecast] = forecast,
-                previous: Optional[Mapping[str, Mapping[str, Any]]] = None
-                ) -> List[Dict[str, Any]]:
+                previous: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                fits: Optional[Mapping[str, Any]] = None,
+                new_fits: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     """Forecast objects (API shape plus a ``message``) for every series worth forecasting.
 
     ``previous`` holds the last pass's objects by metric: a raised forecast whose evidence
     thins out for a pass or two (noise hides a slow fill now and then) is held for up to
     ``forecast_hold_s`` after it was last confirmed, as long as the series has not dropped,
-    so one fill raises one event, not one per gap in the evidence."""
+    so one fill raises one event, not one per gap in the evidence.
+
+    ``fits`` (kept in the state by ``evaluate_vm``) says, per metric, what the samples of the
+    last refit looked like; a forecast that raised nothing is kept, not refitted, while the
+    samples that arrived since agree with it (see ``_agrees``) and its refresh is not due:
+    most series of a fleet move within their noise most of the time, and a refit reads a
+    week of samples. ``new_fits`` receives the fits to keep for the next pass."""
     since = now - t.forecast_window_s
     out = []
 
@@ -167,13 +210,87 @@ def forecast_vm(report: Optional[Mapping[str, Any]], histories: Histories, t: Th
         pts = series(name)
         if len(pts) < 2 or (cap is not None and cap <= 0):
             continue
+        before = (previous or {}).get(name)
+        memo = (fits or {}).get(name)
+        if memo is not None and before is not None and _agrees(memo, before, pts, cap, t, now):
+            out.append(_aged(before, pts, now))
+            if new_fits is not None:
+                new_fits[name] = memo
+            continue
         f = forecaster(pts, cap, now, min_span_s=t.forecast_min_span_s)
         doc = _forecast_doc(name, kind, label, f, t, active, now, pts)
-        before = (previous or {}).get(name)
+        if new_fits is not None:
+            new_fits[name] = _screen(pts, cap, t, now, doc["status"])
         if doc["status"] == "ok" and before is not None and "forecast:" + name in active:
             doc = _held(doc, before, t, now) or doc
         out.append(doc)
     return out
+
+
+def _screen(pts: Sequence[Point], cap: Optional[float], t: Thresholds, now: float,
+            status: str) -> Dict[str, Any]:
+    """What the next passes compare their new samples with: the last sample's time, the mean
+    time and value of the last ``SCREEN_S`` of samples and their noise (robust scale of the
+    sample-to-sample changes), and when the refit is due at the latest: spread over half to
+    one and a half ``forecast_refresh_s`` (so a fleet's refits do not all fall on one pass),
+    an eighth of that for a raised forecast."""
+    last = pts[-1][0]
+    recent = pts[bisect.bisect_left(pts, (last - SCREEN_S,)):]
+    vs = [v for _, v in recent]
+    k = len(vs)
+    diffs = sorted(abs(b - a) for a, b in zip(vs, vs[1:]))
+    noise = 1.4826 * diffs[len(diffs) // 2] / math.sqrt(2.0) if diffs else 0.0
+    spread = 0.5 + (last * 0.6180339887) % 1.0
+    if status != "ok":
+        spread /= RAISED_REFRESH_SHARE
+    return {"last": last, "t": math.fsum(p[0] for p in recent) / k, "mean": math.fsum(vs) / k,
+            "noise": noise, "capacity": cap, "due": now + spread * t.forecast_refresh_s}
+
+
+def _agrees(memo: Mapping[str, Any], before: Mapping[str, Any], pts: Sequence[Point],
+            cap: Optional[float], t: Thresholds, now: float) -> bool:
+    """Whether the kept forecast ``before`` still stands: its refresh is not due, capacity is
+    the same, its time left has not come near the next horizon (raised nothing: 1.5 times the
+    warning horizon; a warning: 1.25 times the critical one), and the mean of the samples since
+    its fit lies within ``SCREEN_SIGMAS`` standard errors (and ``SCREEN_CAPACITY_SHARE`` of
+    capacity) of where they should be: for a raised forecast on its fitted line, for one that
+    raised nothing at the level of the samples before its fit."""
+    try:
+        status = before.get("status")
+        if (now >= memo["due"] or memo["capacity"] != cap or not pts
+                or pts[-1][0] < memo["last"] or before.get("held")):
+            return False
+        eta_at = before.get("eta_at")
+        near = {"ok": 1.5 * t.forecast_warning_s, "warning": 1.25 * t.forecast_critical_s,
+                "critical": -math.inf}.get(status)
+        if near is None or (eta_at is not None and eta_at - now <= near):
+            return False
+        new = pts[bisect.bisect_right(pts, (memo["last"], math.inf)):]
+        if not new:
+            return True
+        k = len(new)
+        # a raised forecast is checked against its line; an unraised one against no change,
+        # since more of the same rise may be what it lacked (too short, too far ahead)
+        slope = (before.get("fit") or {}).get("slope") or 0.0 if status != "ok" else 0.0
+        t_new = math.fsum(p[0] for p in new) / k
+        expected = memo["mean"] + slope * (t_new - memo["t"])
+        allowed = SCREEN_SIGMAS * memo["noise"] / math.sqrt(k)
+        if cap:
+            allowed += SCREEN_CAPACITY_SHARE * cap
+        return abs(math.fsum(p[1] for p in new) / k - expected) <= allowed
+    except (KeyError, TypeError, ValueError):
+        return False  # a state written by another version: refit
+
+
+def _aged(before: Mapping[str, Any], pts: Sequence[Point], now: float) -> Dict[str, Any]:
+    """The kept forecast as of ``now``: its time left counted down, the current value new, and
+    a raised one confirmed (the new samples agree with it)."""
+    eta_at = before.get("eta_at")
+    doc = {**before, "eta_s": eta_at - now if eta_at is not None else None,
+           "current": median([p[1] for p in pts[-5:]])}
+    if doc.get("status") != "ok":
+        doc["confirmed_at"] = now
+    return doc
 
 
 def _held(doc: Dict[str, Any], before: Mapping[str, Any], t: Thresholds, now: float
@@ -271,7 +388,7 @@ def _advice(kind: str) -> str:
 
 def _get(doc: Any, *path: str) -> Any:
     for key in path:
-        if not isinstance(doc, Mapping):
+        if not isinstance(doc, _MAPPING):
             return None
         doc = doc.get(key)
     return doc

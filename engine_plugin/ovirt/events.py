@@ -80,8 +80,12 @@ def plan(vm_id: str, vm_label: str, verdict: Mapping[str, Any],
          ) -> Tuple[List[PlannedEvent], Dict[str, Any]]:
     """Events a verdict calls for, and the VM's new notified state (pure)."""
     status = verdict.get("status")
-    forecasts = {f.get("metric"): f for f in verdict.get("forecasts") or ()
-                 if f.get("status") in (WARNING, CRITICAL)}
+    # forecasts as the verdict raised them: one still holding its minimum duration (at all,
+    # or at a worse status) is no event yet
+    raised = {r.get("code"): r["status"] for r in findings_of(verdict)}
+    forecasts = {f.get("metric"): dict(f, status=raised["forecast:%s" % f.get("metric")])
+                 for f in verdict.get("forecasts") or ()
+                 if raised.get("forecast:%s" % f.get("metric")) in (WARNING, CRITICAL)}
     prev = dict(previous or {})
     prev_status = prev.get("status")
     prev_forecasts: Dict[str, str] = dict(prev.get("forecasts") or {})

@@ -57,7 +57,11 @@ def test_forecast_crossing_a_horizon_raises_while_status_is_steady() -> None:
     assert [e.description for e in planned] == ["VM v: /var will be full in about 5 days."]
     assert events.plan("vm", "v", verdict("warning", [fc], [reason]), state)[0] == []
     worse = dict(fc, status="critical")
-    assert len(events.plan("vm", "v", verdict("warning", [worse]), state)[0]) == 1
+    # a worse forecast that still holds its minimum duration is not raised: no event yet
+    assert events.plan("vm", "v", verdict("warning", [worse], [reason]), state)[0] == []
+    raised = dict(reason, severity="critical", message="/var will be full in about 5 h.")
+    assert len(events.plan("vm", "v", verdict("warning", [worse], [raised]),
+                           state)[0]) == 1
 
 
 def test_custom_ids_are_unique_int32_and_survive_a_counter_loss() -> None:
