@@ -313,8 +313,6 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
         n_eff = max(2.0, min(n, n * (1 - rho) / (1 + rho)))
         if rise < MIN_T * scale * math.sqrt(12.0 / n_eff):
             return no("growth within the noise (correlated)")
-    if _steps_explain(pts, resid):
-        return no("steps, not a line")
     head = s.mean(end - w / 4, end + 1e-9)
     tail = s.mean(a, a + w / 4)
     if head is None or tail is None:
@@ -335,22 +333,33 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
         return no("rose as much before")
     if past == "level":
         return no("no higher than before")
+    if _steps_explain(s, a, end):
+        return no("steps, not a line")
     long = past == "exceptional" and w >= min_span_s
     reach = (LONG_EXTRAPOLATION if long else MAX_EXTRAPOLATION) * w
     confidence = round(min(1.0, 0.5 + 0.5 * (t_stat - MIN_T) / MIN_T), 3)
     return dataclasses.replace(trend, confidence=confidence, reach=reach), True, ""
 
 
-def _steps_explain(pts: Sequence[Point], resid: Sequence[float]) -> bool:
-    """Whether one or two level shifts (flat between) explain the window better than the
-    line does, by the Bayesian information criterion (each shift costs two parameters): a
-    package upgrade and a restored data set are a staircase, which a line fits only roughly,
-    and which does not go on rising. Exact search of the shift positions over prefix sums."""
+def _steps_explain(s: _Series, a: float, end: float) -> bool:
+    """Whether one or two level shifts (flat between) explain the window's ``FIT_BUCKETS``
+    bucket means better than a line does (each fitted by least squares), by the Bayesian
+    information criterion (each shift costs two parameters): a package upgrade and a restored
+    data set are a staircase, which a line fits only roughly, and which does not go on
+    rising. Exact search of the shift positions over prefix sums."""
+    pts = s.buckets(a, end, FIT_BUCKETS)
     n = len(pts)
     if n < 8:
         return False
     ref = pts[0][1]
     vs = [v - ref for _, v in pts]
+    ts = [p[0] - end for p in pts]
+    mt, mv = math.fsum(ts) / n, math.fsum(vs) / n
+    var = math.fsum((t - mt) ** 2 for t in ts)
+    if var <= 0:
+        return False
+    ls = math.fsum((t - mt) * (v - mv) for t, v in zip(ts, vs)) / var
+    resid = [v - mv - ls * (t - mt) for t, v in zip(ts, vs)]
     cs = [0.0]
     cs.extend(itertools.accumulate(vs))
     c2 = [0.0]

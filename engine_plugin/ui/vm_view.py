@@ -134,6 +134,10 @@ FIT_METHOD_TEXT = {
 }
 
 
+#: a fit whose data ended longer ago than this was kept from an earlier pass
+KEPT_FIT_S = 600.0
+
+
 def forecast_why(fc: Mapping[str, Any], unit: Any, now: float) -> str:
     """What was fitted and how sure it is, e.g. 'Fitted the last 2 h 40 min (only the latest
     rise): +1.2 GiB ± 80.0 MiB per day.'; for no forecast, why not."""
@@ -151,6 +155,9 @@ def forecast_why(fc: Mapping[str, Any], unit: Any, now: float) -> str:
         if error is not None and error > 0:
             text += " \u00b1 %s" % format_value(unit, error * 86400.0)
         parts[-1] += ": %s per day" % text
+    if end is not None and now - end > KEPT_FIT_S:
+        # a fit kept between passes: the samples since agreed with it (docs/engine.md)
+        parts.append("fitted %s ago; the samples since agree with it" % human_duration(now - end))
     reason = _text(fit.get("reason"))
     if reason:
         parts.append("no forecast: %s" % reason)

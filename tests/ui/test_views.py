@@ -243,3 +243,7 @@ def test_forecast_says_what_was_fitted_and_how_sure():
     assert flat["why_text"].startswith("Fitted the last 7 d (the whole history, as one line)")
     assert "no forecast: growth within the noise" in flat["why_text"]
     assert "held from an earlier pass" in flat["why_text"]
+    # a fit kept from an earlier pass (the samples since agreed with it) says so
+    kept = dict(doc["forecasts"][0], fit=dict(doc["forecasts"][0]["fit"], end=now - 2 * 3600))
+    [kept_view] = forecasts_view({"forecasts": [kept]}, now)
+    assert "fitted 2 h ago; the samples since agree with it" in kept_view["why_text"]
