@@ -365,15 +365,25 @@ def _steps_explain(s: _Series, a: float, end: float) -> bool:
     c2 = [0.0]
     c2.extend(itertools.accumulate(v * v for v in vs))
 
-    def sse(i: int, j: int) -> float:
-        m = cs[j] - cs[i]
-        return max(0.0, c2[j] - c2[i] - m * m / (j - i))
     line = math.fsum(r * r for r in resid)
     if line <= 0:
         return False
-    one = min(sse(0, k) + sse(k, n) for k in range(1, n))
-    two = min(sse(0, i) + sse(i, j) + sse(j, n)
-              for i in range(1, n - 1) for j in range(i + 1, n))
+    total, squares = cs[n], c2[n]
+    # the error of one level over the first k means, and over the means from k on
+    head = [0.0] + [c2[k] - cs[k] * cs[k] / k for k in range(1, n + 1)]
+    rest = [squares - c2[k] - (total - cs[k]) ** 2 / (n - k) for k in range(n)] + [0.0]
+    one = min(head[k] + rest[k] for k in range(1, n))
+    two = math.inf
+    for i in range(1, n - 1):
+        before = head[i]
+        if before >= two:
+            continue
+        ci, qi = cs[i], c2[i]
+        for j in range(i + 1, n):
+            m = cs[j] - ci
+            err = before + (c2[j] - qi - m * m / (j - i)) + rest[j]
+            if err < two:
+                two = err
     tiny = line * 1e-12
 
     def bic(error: float, params: int) -> float:
