@@ -254,6 +254,7 @@ class Guest:
         self.xml = self.build_xml()
         with open(os.path.join(self.run_dir, "domain.xml"), "w", encoding="utf-8") as handle:
             handle.write(self.xml)
+        self._destroy_leftover()
         with step("create domain %s (%s, uuid %s)" % (self.name, self.accel, self.vm_id)):
             try:
                 self.domain = self.conn.createXML(self.xml, 0)
@@ -261,6 +262,23 @@ class Guest:
                 raise GuestError("libvirt refused the domain: %s\nXML: %s\nconsole:\n%s" % (
                     err, os.path.join(self.run_dir, "domain.xml"),
                     console_tail(self.console_log))) from err
+
+    def _destroy_leftover(self) -> None:
+        """A transient domain of this name left by an interrupted lab run (its disk lies in the
+        lab's cache) would make createXML fail: destroy it, and say so. Anything else of this
+        name is somebody else's, and createXML's refusal names it."""
+        try:
+            other = self.conn.lookupByName(self.name)
+        except libvirt.libvirtError:
+            return
+        if other.isPersistent() or cache_dir() not in other.XMLDesc(0):
+            return
+        log("destroying %s (uuid %s), left running by an interrupted lab run"
+            % (self.name, other.UUIDString()))
+        try:
+            other.destroy()
+        except libvirt.libvirtError as err:
+            log("could not destroy the leftover %s: %s" % (self.name, err))
 
     def console_text(self) -> str:
         try:

@@ -54,7 +54,7 @@ def test_demo_stops_everything_on_ctrl_c(guest_image: GuestImage, libvirt_conn) 
                 break
         else:
             pytest.fail("the demo ended before its guests existed:\n" + "".join(seen[-60:]))
-        store = re.search(r"SQLite store (\S+)/vmdiag\.db", "".join(seen))
+        store = re.search(r"start vmdiag-engine .*log (\S+)/engine\.log", "".join(seen))
         assert store, "".join(seen[-40:])
         run_dir = store.group(1)
         names = {d.name() for d in libvirt_conn.listAllDomains()}
