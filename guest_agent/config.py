@@ -113,6 +113,10 @@ OPTIONS: Tuple[Option, ...] = (
     _o("collect", "packages_interval", "float", 3600.0,
       "Seconds between two full package inventories (the digest is sent every report).",
       60, 604800),
+    _o("collect", "packages_cache", "str", "/var/cache/vmdiag/packages.json",
+       "Where the package inventory is kept, so an agent start with no package change since "
+       "needs no package manager run; used only when its folder exists (the unit's "
+       "CacheDirectory=). Empty: no cache."),
     _o("collect", "listening_interval", "float", 60.0,
       "Seconds between two scans of listening sockets.", 1, 86400),
     _o("collect", "top_interval", "float", 60.0,
@@ -319,6 +323,7 @@ class AgentConfig:
             top_n=int(self.get("collect", "top_n")),
             probe_timeout_s=float(self.get("probes", "timeout")),
             packages_interval_s=float(self.get("collect", "packages_interval")),
+            packages_cache=str(self.get("collect", "packages_cache")),
             listening_interval_s=float(self.get("collect", "listening_interval")),
             top_interval_s=float(self.get("collect", "top_interval")),
             timesync_interval_s=float(self.get("collect", "timesync_interval")),

@@ -8,6 +8,11 @@ Two threads, so that neither the host nor the collectors can stall the other:
   ``report.now``/``checks.run``. It only ever *queues* lines, so a host that never reads costs
   dropped old reports, not collection.
 
+At start the collector builds a lean first report at once (what says whether the guest is
+healthy; the package inventory, listening sockets and the time sync state follow in the first
+full report, ``FOLLOW_UP_S`` later), and the event watcher subscribes to D-Bus on its own
+thread, so neither holds up the channel or that report.
+
 All periodic work goes through ``periodic.PeriodicOperation``, which never ends the loop.
 """
 
@@ -43,8 +48,9 @@ log = logging.getLogger(__name__)
 
 #: Collections waiting for the collector thread (report.now / checks.run beyond the schedule).
 MAX_PENDING_JOBS = 4
-#: Delay of the first report after start (at most ``interval``): the span of its first rates.
-FIRST_REPORT_S = 2.0
+#: Seconds from the lean first report of a start to the first full one (at most ``interval``),
+#: which also is the span of the first rates.
+FOLLOW_UP_S = 10.0
 
 
 class Agent:
@@ -86,11 +92,9 @@ class Agent:
                  self.config.heartbeat_interval)
         for warning in self.config.warnings:
             log.warning("%s", warning)
-        # Rates need a baseline: sample now, send the first report a moment later.
-        self._report_op.next_run = time.monotonic() + min(self.config.interval, FIRST_REPORT_S)
         collector = threading.Thread(target=self._collector_loop, name="vmdiag-collector",
                                      daemon=True)
-        collector.start()
+        collector.start()  # it builds the lean first report at once
         self.events = self._start_events()
         try:
             self._io_loop()
@@ -115,7 +119,7 @@ class Agent:
                                lambda reason: self._submit("event", reason),
                                float(self.config.get("agent", "event_poll_interval")),
                                float(self.config.get("agent", "event_min_interval")))
-        watcher.start()
+        watcher.start(subscribe_now=False)  # the channel and the first report do not wait
         return watcher
 
     def stop(self) -> None:
@@ -199,10 +203,8 @@ class Agent:
             pass  # the thread is busy and will see the stop flag
 
     def _collector_loop(self) -> None:
-        try:
-            self.builder.prime()
-        except Exception:  # noqa: BLE001 - the first report will say what is wrong
-            log.warning("priming the collectors failed", exc_info=True)
+        self._first_report()
+        self._report_op.next_run = time.monotonic() + min(self.config.interval, FOLLOW_UP_S)
         while not self._stop.is_set():
             try:
                 job = self._jobs.get(timeout=self._report_op.remaining())
@@ -220,8 +222,23 @@ class Agent:
             self.seq += 1
             return self.seq
 
-    def build_report(self) -> Tuple[int, bytes]:
-        sections = self.builder.collect()
+    def _first_report(self) -> None:
+        """The first report of a start, lean (units, processes, file systems, connectivity,
+        resources; no package inventory unless cached, listening sockets, time sync state) and
+        queued at once, so the host sees this guest within a report's build time of the start.
+        It is the baseline of the rates; the first full report follows ``FOLLOW_UP_S`` later."""
+        began = time.monotonic()
+        try:
+            seq, line = self.build_report(lean=True)
+        except Exception:  # noqa: BLE001 - the scheduled reports will say what is wrong
+            log.warning("the first report failed", exc_info=True)
+            return
+        self.channel.send(line, "report")
+        log.info("first report %d queued (lean, %d bytes, built in %.1fs)",
+                 seq, len(line), time.monotonic() - began)
+
+    def build_report(self, lean: bool = False) -> Tuple[int, bytes]:
+        sections = self.builder.collect(lean)
         if self.events is not None:
             self.events.note_report(sections, self.builder.state)
         seq = self._next_seq()

@@ -92,10 +92,13 @@ class EventWatcher:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._subscribe()
-        self._thread = threading.Thread(target=self._poll_loop, name="vmdiag-events",
-                                        daemon=True)
+    def start(self, subscribe_now: bool = True) -> None:
+        """Subscribe to unit changes and start polling. ``subscribe_now`` False: subscribe on
+        the watcher's own thread, so an agent start does not wait for D-Bus."""
+        if subscribe_now:
+            self._subscribe()
+        self._thread = threading.Thread(target=self._poll_loop, args=(not subscribe_now,),
+                                        name="vmdiag-events", daemon=True)
         self._thread.start()
 
     def _subscribe(self) -> None:
@@ -122,11 +125,11 @@ class EventWatcher:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)  # first: it may be subscribing
         if self._signals is not None:
             self._signals.close()
             self._signals = None
-        if self._thread is not None:
-            self._thread.join(5.0)
 
     # -- what the last report saw -------------------------------------------------------------
 
@@ -165,7 +168,12 @@ class EventWatcher:
 
     # -- processes and file systems: polled ---------------------------------------------------
 
-    def _poll_loop(self) -> None:
+    def _poll_loop(self, subscribe: bool = False) -> None:
+        if subscribe:
+            try:
+                self._subscribe()
+            except Exception:  # noqa: BLE001 - the watcher must outlive any error
+                log.warning("event watcher: subscribing to unit changes failed", exc_info=True)
         last_error = None
         while not self._stop.wait(self.poll_s):
             try:

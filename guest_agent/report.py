@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Sequence
 
 from diag_protocol import SECTIONS, ProtocolError, encode, make_report, validate
 
@@ -23,7 +23,7 @@ from .platform import Machine
 log = logging.getLogger(__name__)
 
 Section = Dict[str, Any]
-CollectFn = Callable[[str], Section]
+CollectFn = Callable[[Sequence[str], bool], Dict[str, Section]]
 #: The sections collectors fill; ``checks`` is computed from them.
 DATA_SECTIONS = tuple(name for name in SECTIONS if name != "checks")
 
@@ -70,6 +70,7 @@ class ReportBuilder:
         #: What the collectors read: the running system, or a tree given by the overrides.
         self.machine = config.collector_options(**collector_overrides).machine
         self.state: Any = None  # the collectors' CollectorState, when the real ones are used
+        self.options: Any = None  # their CollectorOptions
         self.lock = threading.Lock()  # collectors keep rate state: one collection at a time
         self._forced: Dict[str, bool] = {}
 
@@ -80,12 +81,11 @@ class ReportBuilder:
 
     def _collector(self) -> CollectFn:
         if self._collect is None:
-            from guest_agent.collectors import CollectorState, collect_section, prime
+            from guest_agent.collectors import CollectorState, collect_sections
 
-            options = self.config.collector_options(**self.overrides)
+            options = self.options = self.config.collector_options(**self.overrides)
             state = self.state = CollectorState()
-            prime(options, state)  # baseline samples, so the first report has rates
-            self._collect = lambda name: collect_section(name, options, state)
+            self._collect = lambda names, lean: collect_sections(names, options, state, lean)
         if self.state is not None:
             self.state.new_collection()
             if self._forced.pop("slow", False):
@@ -95,21 +95,25 @@ class ReportBuilder:
         return self._collect
 
     def prime(self) -> None:
-        """Set up the collectors and take the samples rates are computed from."""
+        """Set up the collectors and take the samples rates are computed from, so that the
+        next collection has rates (without it, the first one has none)."""
         with self.lock:
             self._collector()
+            from guest_agent.collectors import prime
+
+            prime(self.options, self.state)
 
     def close(self) -> None:
         if self.state is not None:
             self.state.close()
 
-    def collect(self) -> Dict[str, Section]:
-        sections: Dict[str, Section] = {}
+    def collect(self, lean: bool = False) -> Dict[str, Section]:
+        """Every section, judged. ``lean``: the first report of an agent start, which leaves
+        out what is slow and says nothing about health (see ``CollectorState.lean``)."""
         with self.lock:
             collect = self._collector()
-            for name in DATA_SECTIONS:
-                # collect_section costs a failing collector its own section, never the report
-                sections[name] = collect(name)
+            # collect_section costs a failing collector its own section, never the report
+            sections: Dict[str, Section] = collect(DATA_SECTIONS, lean)
         sections["checks"] = checks_section(sections, self.config.thresholds)
         return sections
 

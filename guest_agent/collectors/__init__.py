@@ -7,15 +7,16 @@ that raises something unexpected costs only its own section (logged, ``data`` em
 error recorded), the way cloud-init's module runner carries on past a failing module.
 
 Sections: ``network``, ``resources``, ``applications``, ``settings``. (``checks`` is computed
-from these by ``guest_agent.checks``.) Call ``prime`` once at agent start so the first report
-already has rates.
+from these by ``guest_agent.checks``.) ``collect_sections`` reads several for one report. Rates
+need two samples: ``prime`` takes the first one without building sections (``vmdiag-agent
+report --sample``); the daemon does not, its first report is the baseline and has no rates.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Sequence
 
 from .. import platform
 from . import applications, network, resources, settings
@@ -56,9 +57,29 @@ def collect_section(name: str, options: CollectorOptions, state: CollectorState
             "errors": errors.items, "data": data}
 
 
+def collect_sections(names: Sequence[str], options: CollectorOptions, state: CollectorState,
+                     lean: bool = False) -> Dict[str, Dict[str, Any]]:
+    """The named sections of one report, keyed by name.
+
+    The network probes are started first and the network section is read last, so probes
+    that wait for an answer overlap with reading the rest. ``lean``: the first report of an
+    agent start, without the slow parts that say nothing about health (``CollectorState.lean``).
+    """
+    state.lean = lean
+    try:
+        if "network" in names:
+            network.start_probes(options, state)
+        order = [n for n in names if n != "network"] + [n for n in names if n == "network"]
+        done = {name: collect_section(name, options, state) for name in order}
+    finally:
+        state.lean = False
+        state.pending_probes = None
+    return {name: done[name] for name in names}
+
+
 def collect_all(options: CollectorOptions, state: CollectorState) -> Dict[str, Dict[str, Any]]:
     """Every collector's section, keyed by name (the ``checks`` section is not included)."""
-    return {name: collect_section(name, options, state) for name in COLLECTORS}
+    return collect_sections(list(COLLECTORS), options, state)
 
 
 def prime(options: CollectorOptions, state: CollectorState) -> None:
@@ -78,4 +99,4 @@ def prime(options: CollectorOptions, state: CollectorState) -> None:
 
 
 __all__ = ["COLLECTORS", "CollectorOptions", "CollectorState", "FieldErrors", "collect_all",
-           "collect_section", "prime"]
+           "collect_section", "collect_sections", "prime"]

@@ -6,12 +6,16 @@ which (``dbus`` or ``systemctl``).
 The package inventory is the heavy part: it is re-read when the package database file
 changed (one stat per report) or every ``packages_interval_s``, and the full list is sent
 only when it differs from the last one sent; otherwise the section carries ``count``,
-``digest`` (a fingerprint of the list) and ``changed: false``.
+``digest`` (a fingerprint of the list) and ``changed: false``. Each inventory read is kept in
+``packages_cache`` with the database's stamp, so an agent start with no package change since
+takes it from there instead of running the package manager. The lean first report of a start
+carries packages only when the cache fits; otherwise the next report has them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zlib
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
@@ -26,6 +30,10 @@ LIMITS = {"failed_units": 1024, "units": 1024, "processes": 256, "packages": 500
 WATCHED_PIDS = "processes.pids"
 #: A package list bigger than this (as JSON) would crowd the 1 MiB line; send count+digest only.
 MAX_LIST_BYTES = 640 * 1024
+#: Format of the ``packages_cache`` file; a file of another version is ignored.
+CACHE_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 def collect(options: CollectorOptions, state: CollectorState, errors: FieldErrors
@@ -42,8 +50,9 @@ def collect(options: CollectorOptions, state: CollectorState, errors: FieldError
         data["units"] = watched_units(options)
     with errors.field("processes"):
         data["processes"] = watched_processes(options, state)
-    with errors.field("packages"):
-        data["packages"] = packages(options, state, errors)
+    if not state.lean or inventory_at_hand(options, state):
+        with errors.field("packages"):
+            data["packages"] = packages(options, state, errors)
     return data
 
 
@@ -105,11 +114,25 @@ def match_processes(m: platform.Machine, procs: Iterable[platform.ProcStat],
     return pids
 
 
+def inventory_at_hand(options: CollectorOptions, state: CollectorState) -> bool:
+    """Whether the package list can be given without running the package manager: read by
+    this run for the database as it is now, or cached on disk (``packages_cache``) for it."""
+    memo = state.packages
+    stamp = platform.package_db_stamp(options.machine)
+    if stamp is None:
+        return False
+    if memo.digest is not None and memo.stamp == stamp:
+        return True
+    return memo.stamp is None and load_cache(options, state, stamp)
+
+
 def packages(options: CollectorOptions, state: CollectorState, errors: FieldErrors
              ) -> Dict[str, Any]:
     m = options.machine
     memo = state.packages
     stamp = platform.package_db_stamp(m)
+    if memo.stamp is None and stamp is not None:
+        load_cache(options, state, stamp)  # an agent start with the database unchanged
     if stamp != memo.stamp or state.due("packages", options.packages_interval_s):
         # Remember the attempt first: a failing rpm must not be retried at every report.
         state.remember("packages", None)
@@ -124,6 +147,8 @@ def packages(options: CollectorOptions, state: CollectorState, errors: FieldErro
         memo.manager, memo.count = manager, len(items)
         if memo.items is None or items != memo.items:  # compared in full, not by digest
             memo.items, memo.digest = items, digest(items)
+        if stamp is not None:
+            save_cache(options, stamp, manager, items)
     if memo.digest is None:
         raise platform.PlatformError("%s (next try in at most %ds)" % (
             memo.error or "no package inventory yet", options.packages_interval_s))
@@ -141,6 +166,58 @@ def packages(options: CollectorOptions, state: CollectorState, errors: FieldErro
             out["list"] = listed
         memo.sent = memo.items
     return out
+
+
+def _cache_path(options: CollectorOptions) -> str | None:
+    return options.machine.paths.host(options.packages_cache) if options.packages_cache else None
+
+
+def load_cache(options: CollectorOptions, state: CollectorState, stamp: Any) -> bool:
+    """Take the inventory from the cache file when it was saved for the database ``stamp``
+    (an agent restart with no package change since); False when there is none that fits.
+    The file is the agent's own, but anything in it that is not an inventory is ignored."""
+    path = _cache_path(options)
+    if path is None:
+        return False
+    try:
+        with open(path, encoding="utf-8") as handle:
+            doc = json.load(handle)
+        if doc.get("version") != CACHE_VERSION or doc.get("stamp") != list(stamp):
+            return False
+        manager = doc["manager"]
+        items = [platform.Package(*row) for row in doc["packages"][:LIMITS["packages"]]
+                 if isinstance(row, list) and len(row) == 3
+                 and all(isinstance(v, str) for v in row)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        if not isinstance(err, FileNotFoundError):
+            log.info("package inventory cache %s not used: %s", path, err)
+        return False
+    memo = state.packages
+    memo.stamp, memo.manager, memo.count, memo.error = stamp, str(manager)[:16], len(items), None
+    memo.items, memo.digest = items, digest(items)
+    state.remember("packages", None)  # the next periodic read counts from now
+    return True
+
+
+def save_cache(options: CollectorOptions, stamp: Any, manager: str,
+               items: List[platform.Package]) -> None:
+    """Keep the inventory for the next agent start (atomically: a new file renamed over the
+    old). Only into a folder that exists (systemd's CacheDirectory=); never fatal."""
+    path = _cache_path(options)
+    if path is None or not os.path.isdir(os.path.dirname(path)):
+        return
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump({"version": CACHE_VERSION, "stamp": list(stamp), "manager": manager,
+                       "packages": [list(p) for p in items]}, handle, separators=(",", ":"))
+        os.replace(tmp, path)
+    except (OSError, ValueError) as err:
+        log.info("cannot keep the package inventory in %s: %s", path, err)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def digest(items: List[platform.Package]) -> str:

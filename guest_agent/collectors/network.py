@@ -4,7 +4,9 @@ Units: ``rx_bps``/``tx_bps`` are bits per second (as link speeds are quoted);
 ``error_rate``/``drop_rate`` are errors (drops) per packet, rx and tx together, over the time
 since the previous report (0.0 to 1.0; None when no packet moved or on the first report).
 Listening sockets are read on the slow cadence (``listening_interval_s``), reusing the last
-list in between, because mapping sockets to processes walks every process's fd table.
+list in between, because mapping sockets to processes walks every process's fd table; the
+lean first report of a start (``CollectorState.lean``) leaves them out. Probes are started
+before the other sections of a report are read (``start_probes``) and gathered here.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Dict, List
 from .. import platform
 from .errors import FieldErrors
 from .options import CollectorOptions
-from .probes import run_probes
+from .probes import gather, submit_probes
 from .state import CollectorState
 
 LIMITS = {"interfaces": 256, "addresses": 64, "routes": 1024, "listening": 1024, "dns": 32}
@@ -33,11 +35,26 @@ def collect(options: CollectorOptions, state: CollectorState, errors: FieldError
     with errors.field("dns"):
         dns = platform.resolv_conf(m)
         data["dns"] = {k: v[:LIMITS["dns"]] for k, v in dns.items()}
-    gateway = (data.get("default_gateway") or {}).get("address")
-    data["probes"] = run_probes(options, state, gateway)
-    with errors.field("listening"):
-        data["listening"] = _listening(options, state)
+    pending, state.pending_probes = state.pending_probes, None
+    if pending is None:
+        gateway = (data.get("default_gateway") or {}).get("address")
+        pending = submit_probes(options, state, gateway)
+    if not state.lean:  # a start's first report leaves the socket-to-process walk out
+        with errors.field("listening"):
+            data["listening"] = _listening(options, state)
+    data["probes"] = gather(pending)
     return data
+
+
+def start_probes(options: CollectorOptions, state: CollectorState) -> None:
+    """Start this report's probes now (they run while the other sections are read); the
+    network section gathers them. The gateway is read here for that (one small /proc read)."""
+    try:
+        gateway = (platform.default_gateway(platform.routes(options.machine)) or {}).get(
+            "address")
+    except (OSError, ValueError, platform.PlatformError):
+        gateway = None  # the network section says why it cannot read the routes
+    state.pending_probes = submit_probes(options, state, gateway)
 
 
 def _interfaces(options: CollectorOptions, state: CollectorState, errors: FieldErrors

@@ -33,5 +33,7 @@ class CollectorOptions(NamedTuple):
     probe_gateway: bool = True
     #: Ask the resolver for the FQDN when /etc/hosts gives none (off: no DNS traffic at all).
     resolve_fqdn: bool = True
+    #: The package inventory kept across agent starts ("" for none; a path on ``machine``).
+    packages_cache: str = ""
     #: Where to read from: the running system, or a fixture tree / container prefix in tests.
     machine: Machine = LOCAL

@@ -1,7 +1,9 @@
 """Reachability probes: default gateway, DNS names, TCP targets and HTTP URLs.
 
-All probes of a report run at once on the state's small thread pool, and the report waits at
-most ``probe_timeout_s`` (plus a little slack) for all of them: a probe still running then is
+All probes of a report run at once on the state's small thread pool, started before the
+report's other sections are read (``submit_probes``, then ``gather`` when the network section
+is built), and the report waits at most ``probe_timeout_s`` (plus a little slack) from their
+start for all of them: a probe still running then is
 reported as timed out and never holds the report up. Each probe also carries its own socket
 timeout, so workers normally come back on time; only a resolver stuck inside getaddrinfo
 (which has no timeout argument) keeps its worker, and the pool size bounds that.
@@ -200,9 +202,20 @@ def _run(kind: str, target: str, fn: Callable[[str, float], Dict[str, Any]],
     return result
 
 
-def run_probes(options: CollectorOptions, state: CollectorState,
-               gateway: str | None) -> List[Probe]:
-    """Run every configured probe concurrently; never wait past the probe timeout (+slack)."""
+class PendingProbes:
+    """Probes submitted to the pool, not yet gathered (``submit_probes`` -> ``gather``)."""
+
+    def __init__(self, jobs: List[Tuple[str, str]], futures: List[Future], timeout: float,
+                 started: float) -> None:
+        self.jobs = jobs
+        self.futures = futures
+        self.timeout = timeout
+        self.started = started
+
+
+def submit_probes(options: CollectorOptions, state: CollectorState,
+                  gateway: str | None) -> PendingProbes:
+    """Start every configured probe on the state's pool and return at once."""
     timeout = options.probe_timeout_s
     jobs: List[Tuple[str, str, Callable[[str, float], Dict[str, Any]]]] = []
     if gateway and options.probe_gateway:
@@ -211,17 +224,31 @@ def run_probes(options: CollectorOptions, state: CollectorState,
     jobs += [("tcp", target, tcp_probe) for target in options.tcp_targets]
     jobs += [("http", url, http_probe) for url in options.http_targets]
     jobs = jobs[:64]  # protocol cap
-    if not jobs:
-        return []
     futures: List[Future] = [state.executor.submit(_run, kind, target, fn, timeout)
                              for kind, target, fn in jobs]
-    wait(futures, timeout=timeout + SLACK_S)
+    return PendingProbes([(kind, target) for kind, target, _ in jobs], futures, timeout,
+                         time.monotonic())
+
+
+def gather(pending: PendingProbes) -> List[Probe]:
+    """The results of ``pending``: waits until the probe timeout (+slack) counted from their
+    start; a probe still running then is reported as timed out."""
+    if not pending.futures:
+        return []
+    left = pending.started + pending.timeout + SLACK_S - time.monotonic()
+    wait(pending.futures, timeout=max(0.0, left))
     out = []
-    for (kind, target, _), future in zip(jobs, futures):
+    for (kind, target), future in zip(pending.jobs, pending.futures):
         if future.done():
             out.append(future.result())
         else:
             future.cancel()  # still queued behind stuck workers: drop it
             out.append({"kind": kind, "target": target, "ok": False, "latency_ms": None,
-                        "error": "no answer within %.1fs" % timeout})
+                        "error": "no answer within %.1fs" % pending.timeout})
     return out
+
+
+def run_probes(options: CollectorOptions, state: CollectorState,
+               gateway: str | None) -> List[Probe]:
+    """Run every configured probe concurrently; never wait past the probe timeout (+slack)."""
+    return gather(submit_probes(options, state, gateway))

@@ -2,9 +2,10 @@
 logged-in users and whether a reboot is pending.
 
 The time sync state is read every ``timesync_interval_s`` (helper commands, a slow-moving
-state). The FQDN comes from /etc/hosts when it names one; otherwise from a canonical-name lookup run
-on the probe pool with the probe timeout (a broken resolver must not stall the report) and
-cached for ``listening_interval_s``.
+state; over D-Bus, timedated started on demand); the lean first report of an agent start
+leaves it out, and the FQDN lookup in DNS. The FQDN comes from /etc/hosts when it names one;
+otherwise from a canonical-name lookup run on the probe pool with the probe timeout (a broken
+resolver must not stall the report) and cached for ``listening_interval_s``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def collect(options: CollectorOptions, state: CollectorState, errors: FieldError
     with errors.field("hostname"):
         data["hostname"] = platform.hostname(m)
         with errors.field("fqdn"):
-            data["fqdn"] = fqdn(options, state, data["hostname"])
+            found = fqdn(options, state, data["hostname"])
+            if found is not None or not state.lean:  # lean: not looked up in DNS yet
+                data["fqdn"] = found
     with errors.field("os"):
         info = platform.os_release(m)
         data["os"] = {k: info.get(k) for k in ("name", "version", "id", "pretty")}
@@ -38,8 +41,9 @@ def collect(options: CollectorOptions, state: CollectorState, errors: FieldError
         data["arch"] = platform.arch(m)
     with errors.field("timezone"):
         data["timezone"] = platform.timezone(m)
-    with errors.field("time_sync"):
-        data["time_sync"] = time_sync(options, state)
+    if not state.lean or not state.due("time_sync", options.timesync_interval_s):
+        with errors.field("time_sync"):
+            data["time_sync"] = time_sync(options, state)
     with errors.field("security"):
         data["security"] = platform.security_modules(m)
     sysctls: Dict[str, str] = {}
@@ -67,7 +71,7 @@ def time_sync(options: CollectorOptions, state: CollectorState) -> Dict[str, Any
 
 def fqdn(options: CollectorOptions, state: CollectorState, hostname: str) -> str | None:
     found = platform.fqdn_from_hosts(options.machine, hostname)
-    if found or not options.resolve_fqdn or not options.machine.paths.is_live:
+    if found or not options.resolve_fqdn or not options.machine.paths.is_live or state.lean:
         return found
     if not state.due("fqdn", options.listening_interval_s):
         return state.recall("fqdn")

@@ -47,6 +47,12 @@ class CollectorState:
         self._scan: Tuple[float, List[ProcStat]] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        #: True while the lean report of an agent start is collected: the parts that are
+        #: slow and say nothing about health (package inventory unless cached, listening
+        #: sockets, time sync state, FQDN lookup) are left out, the next report has them.
+        self.lean = False
+        #: Probes started for the report being collected (``network.start_probes``).
+        self.pending_probes: Any = None
 
     def swap(self, key: str, value: Any) -> Tuple[float, Any] | None:
         """Store ``value`` as the newest sample of ``key``; return (seconds since, old value).

@@ -172,7 +172,8 @@ def source_unit() -> str:
         "[Unit]\nDescription=vmdiag guest diagnostics agent (from sources, test image)\n"
         "After=systemd-udevd.service\n\n"
         "[Service]\nEnvironment=PYTHONPATH=%s\nEnvironment=PYTHONDONTWRITEBYTECODE=1\n"
-        "ExecStart=/usr/bin/python3 -m guest_agent run\nRestart=always\nRestartSec=2\n\n"
+        "ExecStart=/usr/bin/python3 -m guest_agent run\nRestart=always\nRestartSec=2\n"
+        "CacheDirectory=vmdiag\n\n"
         "[Install]\nWantedBy=multi-user.target\n" % AGENT_PREFIX)
 
 

@@ -31,6 +31,7 @@ from diag_protocol import (
     make_request,
 )
 from guest_agent.config import AgentConfig, load_config
+from guest_agent import daemon as daemon_mod
 from guest_agent.daemon import Agent
 from guest_agent.periodic import PeriodicOperation
 from guest_agent.report import boot_id
@@ -141,6 +142,35 @@ def test_hello_then_reports_and_heartbeats(started: Callable[..., Tuple[Agent, H
                for r in reports[-1]["sections"]["checks"]["data"]["results"])
     beats = [m for m in msgs if m["type"] == "heartbeat"]
     assert beats and [b["seq"] for b in beats] == list(range(1, len(beats) + 1))
+    assert host.decoder.drops == {}
+
+
+def test_the_first_report_is_lean_and_at_once_the_full_one_follows(
+        started: Callable[..., Tuple[Agent, HostSide]], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(daemon_mod, "FOLLOW_UP_S", 1.5)
+    agent, host = started(interval=3600)
+    host.accept()
+    began = time.monotonic()
+    msgs = host.read_until(lambda m: m["type"] == "report", 30)
+    first = msgs[-1]
+    assert first["seq"] == 0 and kinds(msgs)[0] == "hello"
+    apps = first["sections"]["applications"]["data"]
+    net = first["sections"]["network"]["data"]
+    settings = first["sections"]["settings"]["data"]
+    # health first: units, processes, file systems, resources and checks are there ...
+    assert {"units", "processes"} <= set(apps)  # failed_units too where systemd runs
+    assert first["sections"]["resources"]["data"]["filesystems"]
+    assert any(r["id"] == "fs.fill:/" for r in first["sections"]["checks"]["data"]["results"])
+    # ... the slow parts are not (no cache folder here), nor rates (it is their baseline)
+    assert "packages" not in apps and "listening" not in net and "time_sync" not in settings
+    assert first["sections"]["resources"]["data"]["cpu"]["percent"] is None
+    # the first full report follows FOLLOW_UP_S later, not an interval (an hour) later
+    full = host.read_until(lambda m: m["type"] == "report" and m["seq"] == 1,
+                           daemon_mod.FOLLOW_UP_S + 30)[-1]
+    assert time.monotonic() - began >= daemon_mod.FOLLOW_UP_S - 1
+    assert "packages" in full["sections"]["applications"]["data"]
+    assert "listening" in full["sections"]["network"]["data"]
+    assert full["sections"]["resources"]["data"]["cpu"]["percent"] is not None
     assert host.decoder.drops == {}
 
 

@@ -149,3 +149,37 @@ def test_dpkg_inventory_on_debian():
     data = collect_section("applications", options, CollectorState())["data"]
     assert data["packages"]["manager"] == "dpkg" and data["packages"]["count"] == 25
     assert data["failed_units"] == []
+
+
+CACHE = "/var/cache/vmdiag/packages.json"
+
+
+def test_an_agent_start_takes_the_inventory_from_the_cache_while_the_database_is_unchanged(
+        tree, runner):
+    os.makedirs(os.path.join(tree, "var/cache/vmdiag"))
+    options = _options(tree, runner, packages_cache=CACHE)
+
+    def start(lean=False):  # a new agent process: a new state
+        state = CollectorState(clock=ManualClock())
+        state.lean = lean
+        return collect_section("applications", options, state)["data"].get("packages")
+
+    def rpm_calls():
+        return runner.calls.count(tuple(RPM_QUERY))
+
+    assert start(lean=True) is None and rpm_calls() == 0  # no cache yet: left out, no rpm run
+    first = start()
+    assert rpm_calls() == 1 and first["count"] == 10
+    again = start(lean=True)  # restart, database unchanged: from the cache, in the lean report
+    assert rpm_calls() == 1 and again == first  # the full list: a new run sends it once
+    write(tree, "var/lib/rpm/rpmdb.sqlite", "a package was installed")
+    assert start(lean=True) is None and rpm_calls() == 1  # stale cache: left out
+    assert start()["count"] == 10 and rpm_calls() == 2
+    write(tree, CACHE.lstrip("/"), '{"version": 1, "stamp": "garbage"')
+    assert start()["count"] == 10 and rpm_calls() == 3  # a broken cache is read over
+
+
+def test_the_cache_is_written_only_into_a_folder_that_exists(tree, runner):
+    options = _options(tree, runner, packages_cache=CACHE)
+    collect_section("applications", options, CollectorState())
+    assert not os.path.exists(os.path.join(tree, "var/cache/vmdiag"))
