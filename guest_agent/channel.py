@@ -357,9 +357,12 @@ class Channel:
     def _check_host(self) -> None:
         if self._hung_up():
             try:
-                os.read(self._fd, READ_CHUNK)  # a pty whose master is gone says EIO
+                # a pty whose master is gone says EIO; a virtio port hot-unplugged from the
+                # VM (vmdiag-relay detach) says ENODEV: open the path again, which finds the
+                # port when it is plugged back, under whatever vport name it gets then
+                os.read(self._fd, READ_CHUNK)
             except OSError as err:
-                if err.errno == errno.EIO:
+                if err.errno in (errno.EIO, errno.ENODEV):
                     self._lost("the port went away")
                     return
             self._retry_later()

@@ -41,18 +41,22 @@ class RelayFeed:
 
     def __init__(self, vm_id: str, log_path: str | None = None,
                  host_id: str = "vmdiag-test-host", upload: str = "enabled = off\n",
-                 parent: str | None = None) -> None:
+                 parent: str | None = None, metrics_port: int | None = None) -> None:
         """``upload`` is the body of relay.conf's [upload] section (off: keep reports local);
-        the relay's config and socket go to a new folder in ``parent`` (default: /tmp)."""
+        the relay's config and socket go to a new folder in ``parent`` (default: /tmp);
+        ``metrics_port``: serve /metrics on 127.0.0.1 there (``metrics_address``)."""
         self.vm_id = vm_id
         self.dir = tempfile.mkdtemp(prefix="vmdiag-relay-", dir=parent)
         self.socket = os.path.join(self.dir, "relay.sock")
         self.config = os.path.join(self.dir, "relay.conf")
         self.log_path = log_path or os.path.join(self.dir, "relay.log")
+        self.metrics_address = None if metrics_port is None else "127.0.0.1:%d" % metrics_port
         with open(self.config, "w", encoding="utf-8") as handle:
             handle.write("[relay]\nhost_id = %s\nlibvirt_uri = %s\nchannels_dir = %s\n"
                          "control_socket = %s\n\n[upload]\n%s"
                          % (host_id, URI, CHANNELS_DIR, self.socket, upload))
+            if self.metrics_address:
+                handle.write("\n[metrics]\nlisten = %s\n" % self.metrics_address)
         self.proc: subprocess.Popen | None = None
         self.last: Dict[str, Any] = {}
         self.start()
@@ -76,6 +80,12 @@ class RelayFeed:
                     raise RelayError("relay did not open its control socket %s (exit %s); log:\n%s"
                                      % (self.socket, self.proc.poll(), self.log_tail()))
                 time.sleep(0.2)
+
+    def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+        """``vmdiag-relay ARGS --config <this relay's>``, as an operator runs it."""
+        return subprocess.run([sys.executable, "-m", RELAY_CLI, *args, "--config", self.config],
+                              env=self._env(), cwd=SOURCE_ROOT, capture_output=True, text=True,
+                              timeout=timeout)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

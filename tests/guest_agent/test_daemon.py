@@ -30,8 +30,8 @@ from diag_protocol import (
     make_ack,
     make_request,
 )
-from guest_agent.config import AgentConfig, load_config
 from guest_agent import daemon as daemon_mod
+from guest_agent.config import AgentConfig, load_config
 from guest_agent.daemon import Agent
 from guest_agent.periodic import PeriodicOperation
 from guest_agent.report import boot_id

@@ -4,19 +4,26 @@ system libvirtd with diskless QEMU domains (as test_libvirtd) for hot-plug and d
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 
 import pytest
 
 from tests.real import require_module
 from tests.relay.test_daemon import cli
-from tests.relay.test_libvirtd import CHANNELS, URI, system_libvirt  # noqa: F401
+from tests.relay.test_libvirtd import CHANNELS, URI, WAIT_S, system_libvirt  # noqa: F401
+from tests.relay.test_session import until
 from vdsm_hooks.domxml import channel_xml
 from vdsm_hooks.relay import attach
+from vdsm_hooks.relay.daemon import DaemonSettings, RelayDaemon
+from vdsm_hooks.relay.session import SessionConfig
 
 libvirt = require_module("libvirt", "pip install libvirt-python")
 
 pytestmark = pytest.mark.libvirt
+
+#: This file's domains; test_libvirtd's relay follows only its own prefix, never these.
+PREFIX = "vmdiag-attach-t-"
 
 BARE = """<domain type='{virt}'>
   <name>{name}</name>
@@ -66,61 +73,100 @@ async def test_attach_cli_needs_names_or_all():
     assert code == 2 and "name the domains, or --all" in err
 
 
-@pytest.fixture
-def real_conn(system_libvirt):  # noqa: F811
-    conn = libvirt.open(URI)
-    made = []
-
-    def make(persistent: bool):
-        vm_id = str(uuid.uuid4())
-        xml = BARE.format(name="vmdiag-attach-t-" + vm_id[:8], uuid=vm_id, **system_libvirt)
-        if persistent:
-            dom = conn.defineXML(xml)
-            dom.create()
-        else:
-            dom = conn.createXML(xml, 0)
-        made.append(dom)
-        return dom
-
-    yield make
-    for dom in made:
-        try:
-            if dom.isActive():
-                dom.destroy()
-            if dom.isPersistent():
-                dom.undefine()
-        except libvirt.libvirtError:
-            pass
-    conn.close()
+def virsh(*args: str) -> str:
+    out = subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True,
+                         timeout=WAIT_S)
+    assert out.returncode == 0, "virsh %s: %s" % (" ".join(args), out.stderr or out.stdout)
+    return out.stdout
 
 
-def test_hot_plug_into_a_transient_domain_only_with_live(real_conn):
-    dom = real_conn(persistent=False)
-    name = dom.name()
-    refused, = attach.run(libvirt, URI, [name], False, True, False, CHANNELS)
-    assert not refused.done and "transient domain" in refused.message
-    assert not has_channel(dom.XMLDesc(0))
-    done, = attach.run(libvirt, URI, [name], False, True, True, CHANNELS)
-    assert done.done and done.message == "channel added to the running domain", done
-    assert has_channel(dom.XMLDesc(0))
-    assert os.path.exists("%s/%s.org.vmdiag.agent.0" % (CHANNELS, dom.UUIDString()))
-    again, = attach.run(libvirt, URI, [dom.UUIDString()], False, True, True, CHANNELS)
-    assert again.done and again.message == "already has the channel"
-    gone, = attach.run(libvirt, URI, [name], False, False, True, CHANNELS)
-    assert gone.done and not has_channel(dom.XMLDesc(0)), gone
+@pytest.fixture(scope="module")
+def domain(system_libvirt, tmp_path_factory):  # noqa: F811
+    """One running domain for the whole module, persistent until a test makes it transient.
+
+    Starting a domain is the slow part here: this libvirtd probes QEMU's capabilities again at
+    each lookup while its cache says KVM was usable at the last probe and /dev/kvm is not
+    usable by QEMU's user now, so a domain start costs 50-60 s on this machine. The tests
+    share one domain (by name, through virsh, so no libvirt connection of this module outlives
+    an event loop the relay tests registered), and take its persistence away last.
+    """
+    vm_id = str(uuid.uuid4())
+    name = PREFIX + vm_id[:8]
+    xml = tmp_path_factory.mktemp("attach") / "domain.xml"
+    xml.write_text(BARE.format(name=name, uuid=vm_id, **system_libvirt))
+    virsh("define", str(xml))
+    try:
+        virsh("start", name)
+        yield name, vm_id
+    finally:
+        for args in (("destroy", name), ("undefine", name)):
+            subprocess.run(["virsh", "-c", URI, *args], capture_output=True, timeout=WAIT_S)
 
 
-async def test_attach_and_detach_a_persistent_running_domain_through_the_cli(real_conn,
-                                                                              tmp_path):
-    dom = real_conn(persistent=True)
+def live_xml(name: str, inactive: bool = False) -> str:
+    return virsh("dumpxml", *(["--inactive"] if inactive else []), name)
+
+
+async def test_attach_and_detach_a_persistent_running_domain_through_the_cli(domain, tmp_path):
+    name, vm_id = domain
     conf = tmp_path / "relay.conf"
     conf.write_text("[relay]\nhost_id = h\nlibvirt_uri = %s\n" % URI)
-    code, out, err = await cli("attach", dom.name(), "--config", str(conf))
+    code, out, err = await cli("attach", name, "--config", str(conf))
     assert code == 0, out + err
     assert "channel added to the running domain and the persistent definition" in out
-    assert has_channel(dom.XMLDesc(0))
-    assert has_channel(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-    code, out, err = await cli("detach", dom.UUIDString(), "--config", str(conf))
+    assert has_channel(live_xml(name))
+    assert has_channel(live_xml(name, inactive=True))
+    code, out, err = await cli("detach", vm_id, "--config", str(conf))
     assert code == 0 and "channel removed from the running domain and the persistent" in out
-    assert not has_channel(dom.XMLDesc(0))
-    assert not has_channel(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    assert not has_channel(live_xml(name))
+    assert not has_channel(live_xml(name, inactive=True))
+
+
+def test_hot_plug_into_a_transient_domain_only_with_live(domain):
+    name, vm_id = domain
+    virsh("undefine", name)  # still running: now a transient domain
+    refused, = attach.run(libvirt, URI, [name], False, True, False, CHANNELS)
+    assert not refused.done and "transient domain" in refused.message
+    assert not has_channel(live_xml(name))
+    done, = attach.run(libvirt, URI, [name], False, True, True, CHANNELS)
+    assert done.done and done.message == "channel added to the running domain", done
+    assert has_channel(live_xml(name))
+    assert os.path.exists("%s/%s.org.vmdiag.agent.0" % (CHANNELS, vm_id))
+    again, = attach.run(libvirt, URI, [vm_id], False, True, True, CHANNELS)
+    assert again.done and again.message == "already has the channel"
+    gone, = attach.run(libvirt, URI, [name], False, False, True, CHANNELS)
+    assert gone.done and not has_channel(live_xml(name)), gone
+
+
+@pytest.fixture
+async def relay(tmp_path, system_libvirt):  # noqa: F811
+    settings = DaemonSettings(host_id="host-attach", libvirt_uri=URI,
+                              control_socket=str(tmp_path / "relay.sock"),
+                              reconnect_max_backoff=1.0, recheck_interval=1.0)
+    d = RelayDaemon(settings, session_config=SessionConfig(
+        silence_timeout=1.0, reconnect_min_backoff=0.1, reconnect_max_backoff=1.0),
+        accept=lambda info: info.name.startswith(PREFIX))
+    await d.start()
+    await d.discovery.wait_listed(1, timeout=WAIT_S)
+    yield d
+    await d.stop()
+
+
+async def test_the_relay_follows_a_channel_hot_plugged_and_unplugged(domain, relay, tmp_path):
+    name, vm_id = domain
+    conf = tmp_path / "relay.conf"
+    conf.write_text("[relay]\nhost_id = h\nlibvirt_uri = %s\n" % URI)
+    code, out, err = await cli("detach", name, "--live", "--config", str(conf))
+    assert code == 0, out + err  # (already without the channel after the test before)
+    await until(lambda: relay.discovery.generation >= 1, timeout=WAIT_S, what="listed")
+    assert vm_id not in relay.sessions
+    code, out, err = await cli("attach", name, "--live", "--config", str(conf))
+    assert code == 0, out + err
+    # libvirt's device-added event, not a new listing, brings the VM to the relay
+    await until(lambda: vm_id in relay.sessions, timeout=WAIT_S, what="a session for the VM")
+    assert relay.discovery.events["device_added"] >= 1 and relay.discovery.generation == 1
+    assert relay.sessions[vm_id].socket_path == "%s/%s.org.vmdiag.agent.0" % (CHANNELS, vm_id)
+    code, out, err = await cli("detach", name, "--live", "--config", str(conf))
+    assert code == 0, out + err
+    await until(lambda: vm_id not in relay.sessions, timeout=WAIT_S, what="the session closed")
+    assert relay.discovery.events["device_removed"] >= 1

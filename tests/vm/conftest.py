@@ -19,6 +19,7 @@ from typing import Iterator
 
 import pytest
 
+from lab.prometheus import free_port
 from lab.vm import image as image_mod
 from lab.vm.feeds import ChannelFeed
 from lab.vm.libvirt_env import Guest, ensure_daemons
@@ -94,12 +95,13 @@ def guest(guest_image: image_mod.GuestImage, libvirt_conn,
 @pytest.fixture(scope="session")
 def report_feed(guest: Guest, request: pytest.FixtureRequest):
     """Reports of the guest as the host receives them: through the real relay daemon when it is
-    in the tree (its log is kept in tests/artifacts/vm/relay.log), else straight off the
-    channel socket."""
+    in the tree (its log is kept in tests/artifacts/vm/relay.log; it serves /metrics at
+    ``feed.metrics_address``), else straight off the channel socket."""
     os.makedirs(ARTIFACTS, exist_ok=True)
     with _live(request):
-        if relay_available():
-            feed = RelayFeed(guest.vm_id, os.path.join(ARTIFACTS, "relay.log"))
+        if relay_available():  # with /metrics, for the Prometheus test
+            feed = RelayFeed(guest.vm_id, os.path.join(ARTIFACTS, "relay.log"),
+                             metrics_port=free_port())
         else:
             log("vdsm_hooks/relay/cli.py is not in the tree: reading the channel directly")
             feed = ChannelFeed(guest.channel_path)

@@ -4,8 +4,9 @@ At (re)connection the relay lists the active domains and reads each one's live X
 ``<channel type='unix'>`` whose ``<target type='virtio' name='org.vmdiag.agent.0'/>``; the
 socket path comes from that channel's ``<source path=...>`` (the hook writes
 ``<channels_dir>/<uuid>.org.vmdiag.agent.0``, but the XML is the truth). Lifecycle events
-(started, stopped, migrated in and out, suspended and resumed, crashed) and reboot events keep
-the listener current. When the connection to libvirtd closes (a libvirtd restart) the
+(started, stopped, migrated in and out, suspended and resumed, crashed), reboot events and
+device events (a channel hot-plugged by ``vmdiag-relay attach`` or unplugged) keep the listener
+current. When the connection to libvirtd closes (a libvirtd restart) the
 discovery reconnects with backoff and lists again; the listener's ``domains_listed`` then
 reconciles, so VMs that stopped meanwhile are closed and new ones opened.
 
@@ -242,6 +243,11 @@ class Discovery:
                                         self._on_lifecycle, None),
             conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT,
                                         self._on_reboot, None),
+            # a channel hot-plugged or unplugged (vmdiag-relay attach/detach, virsh)
+            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
+                                        self._on_device, "added"),
+            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+                                        self._on_device, "removed"),
         ]
         before = dict(self._event_seq)
         try:
@@ -352,21 +358,39 @@ class Discovery:
         self.events["reboot"] += 1
         self.listener.domain_state(vm_id, "rebooted")
 
-    def _spawn_inspection(self, dom: libvirt.virDomain, vm_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._inspect_later(dom, vm_id))
+    def _on_device(self, conn: libvirt.virConnect, dom: libvirt.virDomain, alias: str,
+                   change: str) -> None:
+        """A device was hot-plugged or unplugged: read the domain again; without the channel
+        now, the listener hears that it is gone."""
+        try:
+            vm_id = dom.UUIDString()
+        except libvirt.libvirtError:
+            return
+        self._event_seq[vm_id] += 1
+        self.events["device_" + change] += 1
+        self._spawn_inspection(dom, vm_id, gone_without_channel=True)
+
+    def _spawn_inspection(self, dom: libvirt.virDomain, vm_id: str,
+                          gone_without_channel: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._inspect_later(dom, vm_id, gone_without_channel))
         self._inspections.add(task)
         task.add_done_callback(self._inspections.discard)
 
-    async def _inspect_later(self, dom: libvirt.virDomain, vm_id: str) -> None:
+    async def _inspect_later(self, dom: libvirt.virDomain, vm_id: str,
+                             gone_without_channel: bool = False) -> None:
         seq = self._event_seq[vm_id]
         try:
             info = await asyncio.get_running_loop().run_in_executor(None, _inspect, dom)
         except libvirt.libvirtError as err:
             log.info("domain %s went away before it could be read: %s", vm_id, err)
             return
-        if self._event_seq[vm_id] != seq or info is None:
-            return  # a newer event decides, or the domain has no vmdiag channel
-        self.listener.domain_up(info)
+        if self._event_seq[vm_id] != seq:
+            return  # a newer event decides
+        if info is not None:
+            self.listener.domain_up(info)
+        elif gone_without_channel:
+            self.listener.domain_down(vm_id, "the vmdiag channel was removed")
 
 
 def _inspect(dom: libvirt.virDomain) -> DomainInfo | None:
