@@ -7,8 +7,12 @@ report interval 10 s, watching ``vmdiag-sleeper.service``), and measures from th
 
 * **agent start -> diagnostics in the API**: ``systemctl restart vmdiag-agent`` in the guest
   (through qemu-guest-agent), then the engine's API (``sdk.vm_diagnostics``, polled every
-  0.25 s) until it serves a report of the new agent run. Beside it, the report's own build time
-  in the guest (the sum of its sections' ``duration_ms``): the "one emulation-scaled report".
+  0.25 s) until it serves a report of the new agent run (the lean first report), and then its
+  first full one. Beside it, the report's own build time in the guest (the sum of its
+  sections' ``duration_ms``): the "one emulation-scaled report"; the CPU the agent's cgroup
+  used until the report was visible and how long ``CPUQuota`` held it back (``cpu.stat``,
+  read through qga's file commands); and, outside the unit, a bare ``python3 -c pass`` and the
+  agent's imports.
 * **``systemctl stop`` of a watched unit -> critical verdict in the API**: the unit is stopped
   right after a scheduled report (so the schedule would take an interval), and the API polled
   until the VM's health holds a critical reason naming the unit; then it is started again and
@@ -109,14 +113,54 @@ class Bench:
                       lambda: (lambda r: r if r.get("run_id") not in (None, old) else None)(
                           self.report()), 120)
         visible = time.monotonic() - began
+        cpu = self.agent_cpu()  # what the agent's cgroup used and was held back meanwhile
         build_ms = sum(float(s.get("duration_ms") or 0.0)
                        for s in (report.get("sections") or {}).values())
         started, logged = self.agent_start_times(str(report.get("run_id")))
-        return {"visible_s": visible, "restart_command_s": issued,
-                "report_build_s": build_ms / 1000.0,
+        run_id = report.get("run_id")
+        poll("the first full report of the restarted agent in the API",
+             lambda: (lambda r: r.get("run_id") == run_id and "time_sync" in (
+                 ((r.get("sections") or {}).get("settings") or {}).get("data") or {}))(
+                 self.report()), 120)
+        return {"visible_s": visible, "full_visible_s": time.monotonic() - began,
+                "restart_command_s": issued, "report_build_s": build_ms / 1000.0,
                 # guest clock: systemd started the unit -> the agent logged its start (Python
-                # and the imports) -> the report was made (priming, first-report delay, build)
-                "interpreter_s": logged - started, "to_report_s": float(report["time"]) - logged}
+                # and the imports) -> the first report was made (its build)
+                "interpreter_s": logged - started, "to_report_s": float(report["time"]) - logged,
+                "cpu_s": cpu["usage_usec"] / 1e6, "throttled_s": cpu["throttled_usec"] / 1e6}
+
+    def agent_cpu(self) -> Dict[str, int]:
+        """The agent unit's cgroup ``cpu.stat`` (usage and CPUQuota throttling since the unit
+        started), read through qga's file commands: no guest process is started."""
+        assert self.guest is not None
+        text = self.guest.call(lambda d: qga.read_file(
+            d, "/sys/fs/cgroup/system.slice/vmdiag-agent.service/cpu.stat")).decode()
+        return {k: int(v) for k, v in (line.split() for line in text.splitlines())}
+
+    def interpreter_figures(self) -> Dict[str, float]:
+        """Outside the unit (no CPUQuota): a bare ``python3 -c pass`` and the agent's imports
+        on the start path, wall seconds in the guest, medians of 3."""
+        probe = ("import time; t = time.perf_counter(); import guest_agent.cli, "
+                 "guest_agent.daemon, guest_agent.collectors, guest_agent.events; "
+                 "m = time.perf_counter(); import dbus, dbus.mainloop.glib; "
+                 "print(m - t, time.perf_counter() - m)")
+        bare, imports, dbus = [], [], []
+        for _ in range(3):
+            assert self.guest is not None
+            rc, out = self.guest.call(lambda d: qga.run(d, [
+                "/bin/sh", "-c", "a=$(date +%s.%N); python3 -c pass; b=$(date +%s.%N); "
+                "python3 -c '" + probe + "'; echo $a $b"]))
+            if rc != 0:
+                raise RuntimeError("the import probe failed in the guest: %s" % out)
+            first, second = out.strip().splitlines()[-2:]
+            a, b = (float(v) for v in second.split())
+            bare.append(b - a)
+            imp, bus = (float(v) for v in first.split())
+            imports.append(imp)
+            dbus.append(bus)
+        return {"python_bare_s": statistics.median(bare),
+                "agent_imports_s": statistics.median(imports),
+                "dbus_imports_s": statistics.median(dbus)}
 
     def agent_start_times(self, run_id: str) -> tuple:
         """(unit started, agent logged "starting" for ``run_id``), unix times, guest clock."""
@@ -189,21 +233,30 @@ def main(argv: List[str] | None = None) -> int:
             stops.append(bench.unit_stop_round())
             log("round %d: systemctl stop -> critical in the API %.1f s, start -> ok %.1f s"
                 % (i + 1, stops[-1]["critical_s"], stops[-1]["recovered_s"]))
+        interpreter = bench.interpreter_figures()
         result = {"accel": bench.guest.accel if bench.guest else None, "rounds": args.rounds,
                   "agent_start": summary(starts), "unit_stop": summary(stops),
-                  "agent_start_rows": starts, "unit_stop_rows": stops}
+                  "agent_start_rows": starts, "unit_stop_rows": stops,
+                  "interpreter": interpreter, "load": os.getloadavg()}
     finally:
         bench.close()
     a, u = result["agent_start"], result["unit_stop"]
     print("\ntime to visible in the engine's API, %d rounds (%s): median [min-max]"
           % (args.rounds, result["accel"]))
-    for label, row in (("agent start -> diagnostics", a["visible_s"]),
+    for label, row in (("agent start -> diagnostics (lean report)", a["visible_s"]),
                        ("  guest: unit started -> agent running", a["interpreter_s"]),
                        ("  guest: agent running -> report made", a["to_report_s"]),
                        ("  of which the report's build in the guest", a["report_build_s"]),
+                       ("  agent's CPU until then (cgroup)", a["cpu_s"]),
+                       ("  held back by CPUQuota meanwhile", a["throttled_s"]),
+                       ("agent start -> first full report", a["full_visible_s"]),
                        ("systemctl stop -> critical verdict", u["critical_s"]),
                        ("systemctl start -> verdict clear", u["recovered_s"])):
         print("  %-44s %5.1f s [%.1f-%.1f]" % (label, row["median"], row["min"], row["max"]))
+    print("  outside the unit: python3 -c pass %.2f s, the agent's imports %.2f s, dbus %.2f s"
+          % (result["interpreter"]["python_bare_s"], result["interpreter"]["agent_imports_s"],
+             result["interpreter"]["dbus_imports_s"]))
+    print("  host load average at the end: %.1f %.1f %.1f" % tuple(result["load"]))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=1)

@@ -9,6 +9,7 @@ with a new boot id and no operator action.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -18,14 +19,17 @@ from typing import Any, Dict, List
 import pytest
 
 from diag_protocol import CHANNEL_NAME
+from lab.prometheus import PrometheusServer, shortened_rules
 from lab.vm import qga
 from lab.vm.agent_layer import BROKEN_UNIT, MISSING_PROCESS, REPORT_INTERVAL_S, SLEEPER_UNIT
+from lab.vm.image import SOURCE_ROOT
 from lab.vm.libvirt_env import Guest
 from lab.vm.progress import log
 
 pytestmark = pytest.mark.vm
 
 FIRST_REPORT_TIMEOUT_S = 180.0
+RULES = os.path.join(SOURCE_ROOT, "packaging", "prometheus", "vmdiag-rules.yml")
 #: Watched names that are healthy in the guest: checks about them must not be critical.
 HEALTHY_UNIT = "systemd-journald.service"
 HEALTHY_PROCESS = "systemd-journald"
@@ -134,9 +138,11 @@ def unit_status(report: Dict[str, Any], unit: str) -> str | None:
 
 def test_stopping_a_watched_unit_is_reported_at_once(guest: Guest, report_feed,
                                                      first_report) -> None:
-    # Unit states come from systemd's D-Bus API: the image has python3-dbus.
+    # Unit states come from systemd's D-Bus API: the image has python3-dbus. The time sync
+    # state is in the full reports (the lean first one of an agent start leaves it out).
     assert section(first_report, "applications")["units_via"] == "dbus"
-    assert section(first_report, "settings")["time_sync"]["read_via"] == "dbus"
+    full = report_feed.wait_report(lambda m: "time_sync" in section(m, "settings"))
+    assert section(full, "settings")["time_sync"]["read_via"] == "dbus"
     seen = report_feed.wait_report(lambda m: unit_status(m, SLEEPER_UNIT) == "ok")
     # Stop it right after a scheduled report, so the next scheduled one is an interval away.
     report_feed.wait_report(lambda m: m["seq"] > seen["seq"])
@@ -153,6 +159,97 @@ def test_stopping_a_watched_unit_is_reported_at_once(guest: Guest, report_feed,
         "/bin/journalctl", "-u", "vmdiag-agent.service", "--no-pager", "-o", "cat"]))
     assert "event: watched unit %s is" % SLEEPER_UNIT in journal, journal[-2000:]
     guest.call(lambda d: qga.run(d, ["/bin/systemctl", "start", SLEEPER_UNIT]))
+
+
+def test_a_stopped_watched_unit_fires_the_shipped_alert_in_prometheus(
+        guest: Guest, report_feed, first_report, tmp_path) -> None:
+    """Guest -> relay /metrics -> a real Prometheus with packaging/prometheus/vmdiag-rules.yml
+    (its ``for:`` hold times cut to 5 s, expressions and labels as shipped) -> a firing alert."""
+    address = getattr(report_feed, "metrics_address", None)
+    assert address, "the report feed is not the relay: no /metrics to scrape"
+    rules = str(tmp_path / "vmdiag-rules.yml")
+    assert shortened_rules(RULES, rules, "5s") == 3
+    report_feed.wait_report(lambda m: unit_status(m, SLEEPER_UNIT) == "ok")
+    with PrometheusServer(str(tmp_path), [address], [rules]) as prom:
+        def alert(unit: str, state: str | None = "firing") -> List[Dict[str, Any]]:
+            return prom.alerts("VmdiagWatchedUnitFailed", state, vm_id=guest.vm_id, unit=unit)
+
+        # the guest's deliberately failed unit fires at once, with the libvirt name joined in
+        broken = prom.wait(lambda: alert(BROKEN_UNIT), 90, "the alert for %s" % BROKEN_UNIT)
+        assert broken[0]["labels"]["name"] == guest.name
+        assert broken[0]["labels"]["severity"] == "critical"
+        assert not alert(SLEEPER_UNIT, None) and not prom.alerts("VmdiagAgentSilent")
+        rc, out = guest.call(lambda d: qga.run(d, ["/bin/systemctl", "stop", SLEEPER_UNIT]))
+        assert rc == 0, out
+        began = time.monotonic()
+        try:
+            prom.wait(lambda: alert(SLEEPER_UNIT), 3 * REPORT_INTERVAL_S + 60,
+                      "VmdiagWatchedUnitFailed firing for %s" % SLEEPER_UNIT)
+            log("VmdiagWatchedUnitFailed firing for the stopped unit %.1f s after systemctl "
+                "stop (rule held 5 s)" % (time.monotonic() - began))
+        finally:
+            guest.call(lambda d: qga.run(d, ["/bin/systemctl", "start", SLEEPER_UNIT]))
+        prom.wait(lambda: not alert(SLEEPER_UNIT, None), 3 * REPORT_INTERVAL_S + 60,
+                  "the alert for %s resolved after systemctl start" % SLEEPER_UNIT)
+
+
+def guest_has_port(guest: Guest) -> bool:
+    rc, _ = guest.call(lambda d: qga.run(d, ["/bin/test", "-e", "/dev/virtio-ports/"
+                                                                + CHANNEL_NAME]))
+    return rc == 0
+
+
+def agent_active(guest: Guest) -> str:
+    _, out = guest.call(lambda d: qga.run(d, ["/bin/systemctl", "is-active",
+                                              "vmdiag-agent.service"]))
+    return out.strip()
+
+
+def test_a_channel_hot_plugged_into_the_running_guest_is_picked_up(
+        guest: Guest, report_feed, first_report) -> None:
+    """``vmdiag-relay detach --live`` unplugs the channel from the running guest (a transient
+    domain, as VDSM's), ``attach --live`` plugs it back: the agent that kept running opens the
+    new port by itself, and an agent that was stopped is started by the packaged udev rule;
+    the relay follows the domain through libvirt's device events both ways."""
+    def live_has_channel() -> bool:
+        return CHANNEL_NAME in guest.call(lambda d: d.XMLDesc(0))
+
+    def relay_cli(*args: str) -> str:
+        out = report_feed.cli(*args)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    def wait(what: str, probe: Any, timeout: float = 120.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while not probe():
+            assert time.monotonic() < deadline, "%s: not within %.0f s" % (what, timeout)
+            time.sleep(1.0)
+
+    for agent_stopped in (False, True):
+        before = report_feed.wait_report()
+        assert "channel removed from the running domain" in relay_cli("detach", guest.name,
+                                                                      "--live")
+        assert not live_has_channel()
+        wait("the port gone in the guest", lambda: not guest_has_port(guest), 60)
+        wait("the relay no longer following the VM", lambda: report_feed.show() is None, 60)
+        if agent_stopped:
+            rc, out = guest.call(lambda d: qga.run(d, ["/bin/systemctl", "stop",
+                                                       "vmdiag-agent.service"]))
+            assert rc == 0 and agent_active(guest) == "inactive", out
+        began = time.monotonic()
+        assert "channel added to the running domain" in relay_cli("attach", guest.name,
+                                                                   "--live")
+        assert live_has_channel()
+        if agent_stopped:  # nobody but udev starts it
+            report = report_feed.wait_report(lambda m, b=before: m["run_id"] != b["run_id"],
+                                             180)
+        else:  # the same agent run found the new port
+            report = report_feed.wait_report(lambda m, b=before: m["run_id"] == b["run_id"]
+                                             and m["seq"] > b["seq"], 180)
+        log("hot-plugged channel (agent %s): a report at the relay %.1f s after attach"
+            % ("started by udev" if agent_stopped else "running", time.monotonic() - began))
+        assert report["boot_id"] == first_report["boot_id"]
+        assert agent_active(guest) == "active"
 
 
 def test_reports_resume_after_guest_reboot_and_feed_restart(guest: Guest, report_feed,
