@@ -36,7 +36,6 @@ import socket
 import stat
 import threading
 import time
-import tty
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 from diag_protocol import (
@@ -308,6 +307,9 @@ class Channel:
                 self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
                 self._is_socket = False
                 if os.isatty(self._fd):
+                    import tty  # here: termios costs the start of every agent, and only a
+                    # pty stand-in (tests, containers) needs it
+
                     tty.setraw(self._fd)  # a pty stand-in must pass bytes through untouched
         except OSError as err:
             self._open_failed("cannot open %s: %s; check that no other program holds the port"
