@@ -205,6 +205,13 @@ def agent_active(guest: Guest) -> str:
     return out.strip()
 
 
+def agent_journal(guest: Guest, lines: int = 60) -> str:
+    _, out = guest.call(lambda d: qga.run(d, [
+        "/bin/journalctl", "-u", "vmdiag-agent.service", "--no-pager", "-n", str(lines),
+        "-o", "short-monotonic"]))
+    return out
+
+
 def test_a_channel_hot_plugged_into_the_running_guest_is_picked_up(
         guest: Guest, report_feed, first_report) -> None:
     """``vmdiag-relay detach --live`` unplugs the channel from the running guest (a transient
@@ -233,8 +240,14 @@ def test_a_channel_hot_plugged_into_the_running_guest_is_picked_up(
         wait("the port gone in the guest", lambda: not guest_has_port(guest), 60)
         wait("the relay no longer following the VM", lambda: report_feed.show() is None, 60)
         if agent_stopped:
-            rc, out = guest.call(lambda d: qga.run(d, ["/bin/systemctl", "stop",
-                                                       "vmdiag-agent.service"]))
+            stopping = time.monotonic()
+            try:
+                rc, out = guest.call(lambda d: qga.run(d, ["/bin/systemctl", "stop",
+                                                           "vmdiag-agent.service"], 240))
+            except TimeoutError:
+                pytest.fail("systemctl stop vmdiag-agent did not return within 240 s; the "
+                            "agent's journal:\n" + agent_journal(guest))
+            log("systemctl stop vmdiag-agent took %.1f s" % (time.monotonic() - stopping))
             assert rc == 0 and agent_active(guest) == "inactive", out
         began = time.monotonic()
         assert "channel added to the running domain" in relay_cli("attach", guest.name,
