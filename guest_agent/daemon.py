@@ -233,7 +233,7 @@ class Agent:
         except Exception:  # noqa: BLE001 - the scheduled reports will say what is wrong
             log.warning("the first report failed", exc_info=True)
             return
-        self.channel.send(line, "report")
+        self.channel.send(line, "report", ack_key=(self.run_id, seq))
         log.info("first report %d queued (lean, %d bytes, built in %.1fs)",
                  seq, len(line), time.monotonic() - began)
 
