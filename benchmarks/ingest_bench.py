@@ -291,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           "%d CPUs" % (args.vms, args.hosts, args.batch, len(lines[0]) // 1024, args.rounds,
                        os.cpu_count() or 0))
     print("reports/s: first round (creates the VMs), median and range of the later rounds; "
-          "engine CPU: %% of one core per instance, and CPU ms per report (all instances)")
+          "engine CPU: % of one core per instance, and CPU ms per report (all instances)")
     print("%-15s%8s%8s%12s%12s%10s%8s  %s" % ("setup", "first", "median", "range",
                                              "engine CPU%", "ms/report", "JSON", "load avg"))
     for setup, res in results.items():
