@@ -25,7 +25,10 @@ Targets (DESIGN): 1000 VMs within 20% of one core, p99 <= 50 ms.
 Measured (2 shared cores, Python 3.11, defaults: 1000 VMs, 10 s, ~20 KB reports; median of 3
 runs, the host's load varied): relay CPU 37.2 % of a core (3.4-3.9 ms per report) with the
 clean-then-check validation; 16.8 % (1.6-1.9 ms per report), p99 5-8 ms, with the compiled
-validators (diag_protocol/compiled.py). ``benchmarks/validate_bench.py`` times validation alone.
+validators (diag_protocol/compiled.py), uploader left out. With the uploader (issue 16):
+30.2 % (3.1 ms per report) before each report was encoded once, 17.8 % (1.75 ms) after, load
+8.6-9.6; docs/relay.md has the table and the latency. ``benchmarks/validate_bench.py`` times
+validation alone.
 """
 
 from __future__ import annotations
