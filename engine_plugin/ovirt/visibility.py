@@ -165,14 +165,14 @@ class Visibility:
 
     async def admin(self, token: str) -> bool:
         """Whether the token's user may query unfiltered (from the user's kept view if any)."""
-        view = self._views.get(await self.identity(token))
+        view = self._views.get(await self._user_key(token))
         if view is not None:
             return view.admin
         return bool(await self._cached("admin", token, "", lambda: self._sees_all(token)))
 
     async def vms(self, token: str) -> List[VmInfo]:
         """Every VM the token's user may see (see the module docstring)."""
-        user_id = await self.identity(token)
+        user_id = await self._user_key(token)
         view = self._views.get(user_id)
         now = self.clock()
         if view is None or now - view.read_at >= self.max_age:
@@ -181,6 +181,12 @@ class Visibility:
         elif now - view.read_at >= self.ttl:
             self._refresh_later(token, user_id)
         return self._listing(view)
+
+    async def _user_key(self, token: str) -> str:
+        """Whose view a token's is: the engine's user id; an engine that names no user keeps
+        one view per token, never one shared by every token it did not name."""
+        user_id = await self.identity(token)
+        return ("user:" + user_id) if user_id else ("token:" + token_key(token))
 
     def _listing(self, view: UserView) -> List[VmInfo]:
         if view.vms is None and self.directory is not None:

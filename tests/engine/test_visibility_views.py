@@ -146,3 +146,12 @@ async def test_without_a_directory_an_administrator_is_listed_unfiltered(make_se
     assert await names(service, token) == ["alice-web", "bob-db", "shared-app"]
     listed = asked(standin, "admin@internal", "/ovirt-engine/api/vms")
     assert len(listed) == 1 and listed[0]["filter"] == "false"
+
+
+async def test_an_engine_that_names_no_user_keeps_one_view_per_token(make_service, standin,
+                                                                    monkeypatch) -> None:
+    service = await make_service()
+    monkeypatch.setattr(service.visibility, "_identity", lambda token: "")
+    alice, bob = standin.issue_token("alice@internal"), standin.issue_token("bob@internal")
+    assert await names(service, alice) == ["alice-web", "shared-app"]
+    assert await names(service, bob) == ["bob-db", "shared-app"]
