@@ -175,7 +175,9 @@ class VmDirectory:
             in_use = {h for hosts in placement.values() for h in hosts}
             self._host_names = {h: n for h, n in names.items() if h in in_use}
             self._entries, self._current, self._placement = entries, current, placement
-            self._vms = list(infos.values())
+            listed_now = list(infos.values())
+            if listed_now != self._vms:  # unchanged: the same list object (vms())
+                self._vms = listed_now
             self._cluster_ids = cluster_ids
             self.refreshed_at = now
             return len(self._entries)

@@ -193,8 +193,20 @@ class Visibility:
             return self.directory.vms()
         return view.vms or []
 
+    def current(self, vms: List[VmInfo]) -> bool:
+        """Whether ``vms`` is a list some user is shown now (the directory's or a kept one)."""
+        directory = self.directory
+        if directory is not None and directory.vms() is vms:
+            return True
+        return any(view.vms is vms for view in list(self._views.values()))
+
     def _keep(self, user_id: str, view: UserView) -> None:
         kept = self._views.get(user_id)
+        if (kept is not None and kept.vms is not None and view.vms is not None
+                and kept.vms == view.vms):
+            # the same VMs as before: the same list, so what was derived from it (by
+            # identity, documents.PreparedList) stays valid
+            view.vms = kept.vms
         if kept is None or kept.read_at <= view.read_at:
             if len(self._views) >= MAX_CACHE_ENTRIES and kept is None:
                 self._views.clear()

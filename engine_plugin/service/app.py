@@ -222,6 +222,8 @@ class EngineService:
         if dispatcher is not None:
             dispatcher.start()
         self._tasks.append(loop.create_task(self._periodic(), name="vmdiag-periodic"))
+        self._tasks.append(loop.create_task(self.source.keep_fresh(),
+                                            name="vmdiag-fleet-lists"))
         log.info("vmdiag-engine: API on %s:%d%s, ingest (TLS) on %s:%d, store %s",
                  cfg.api.listen, self.api_port, cfg.api.prefix, cfg.ingest.listen,
                  self.ingest_port, getattr(self.store, "backend", "?"))

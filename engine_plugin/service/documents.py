@@ -51,6 +51,9 @@ LIST_FRESH_S = 5.0
 #: ... and no longer served after this long (the request waits for new rows).
 LIST_MAX_AGE_S = 60.0
 MAX_PREPARED_LISTS = 16
+#: Lists asked for within this long are prepared again every LIST_MAX_AGE_S / 2 in the
+#: background (``keep_fresh``), so a user who comes back within it never waits for rows.
+LIST_KEEP_S = 900.0
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,7 @@ class DocumentSource:
         self._preparing: Dict[int, asyncio.Future] = {}
         #: the last prepared list of the shared directory (every administrator's)
         self._shared: PreparedList | None = None
+        self._used: Dict[int, float] = {}  # id(vms) -> when a request last asked for it
 
     async def _store(self, method: str, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -221,6 +225,7 @@ class DocumentSource:
 
     async def _prepared_list(self, vms: List[VmInfo]) -> PreparedList:
         """The prepared rows of ``vms`` (see ``LIST_FRESH_S``)."""
+        self._used[id(vms)] = time.monotonic()
         kept = self._prepared.get(id(vms))
         if kept is not None and kept.vms is vms:
             age = time.monotonic() - kept.built_at
@@ -239,6 +244,25 @@ class DocumentSource:
                 task.add_done_callback(_log_failure)
             return shared
         return await self._prepare(vms)
+
+    async def keep_fresh(self) -> None:
+        """Forever: prepare again, every LIST_MAX_AGE_S / 2, the lists asked for within
+        LIST_KEEP_S (one at a time; ~0.5 s of CPU per 10,000 VMs each)."""
+        while True:
+            await asyncio.sleep(LIST_MAX_AGE_S / 2)
+            now = time.monotonic()
+            for key, prepared in list(self._prepared.items()):
+                if now - self._used.get(key, float("-inf")) > LIST_KEEP_S:
+                    continue
+                if (key in self._preparing or now - prepared.built_at < LIST_FRESH_S
+                        or not self.visibility.current(prepared.vms)):
+                    continue
+                try:
+                    await self._prepare(prepared.vms)
+                except Exception as err:  # noqa: BLE001 - the next request tries again
+                    log.info("preparing a fleet list again failed: %s", err)
+            self._used = {k: t for k, t in self._used.items()
+                          if k in self._prepared and now - t <= LIST_KEEP_S}
 
     def _is_shared(self, vms: List[VmInfo]) -> bool:
         directory = self.visibility.directory
