@@ -10,7 +10,9 @@ same hour do the work once. Batches go in as arrays (``unnest``): one statement 
 
 from __future__ import annotations
 
+import math
 import random
+import re
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Sequence, Set, Tuple, TypeVar
@@ -20,11 +22,11 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from .config import StorageConfig
+from .config import ROLLUP_STEP, StorageConfig
 from .errors import SchemaTooNew, StorageError, StoreClosed
 from .incoming import Incoming
 from .schema import CREATE_VERSIONS_TABLE, load_migrations
-from .sqlstore import NEWER_SQL, LedgerKey, SqlStore, Tx
+from .sqlstore import NEWER_SQL, LedgerKey, SqlStore, Tx, bucket_of
 
 T = TypeVar("T")
 
@@ -33,6 +35,29 @@ MIGRATE_LOCK = 0x766D64696167_0001
 RETENTION_LOCK = 0x766D64696167_0002
 #: Attempts of a write transaction that hit a deadlock or serialization failure.
 WRITE_ATTEMPTS = 5
+
+#: Time partitions (schema 4): raw samples by the hour, rollups by the day, or narrower when
+#: a retention is short (a twelfth of it, in whole 5-minute buckets, so a bucket never spans
+#: two partitions). Retention drops whole partitions, so data outlives its retention by up to
+#: one partition width.
+SAMPLE_PARTITION_S = 3600.0
+ROLLUP_PARTITION_S = 86400.0
+#: Partitions created ahead of the current one.
+AHEAD = 3
+#: Creating or dropping a partition locks its parent table exclusively for a moment; one that
+#: would wait longer than this for a long query gives up, and the next pass tries again (a
+#: waiting exclusive lock would hold every new query behind it).
+PARTITION_LOCK_TIMEOUT_S = 5
+
+
+def partition_widths(config: StorageConfig) -> Dict[str, float]:
+    """Width in seconds of the time partitions of ``samples`` and ``rollups``."""
+    def width(longest: float, retention: float) -> float:
+        return max(ROLLUP_STEP, math.floor(min(longest, retention / 12) / ROLLUP_STEP)
+                   * ROLLUP_STEP)
+    return {"samples": width(SAMPLE_PARTITION_S, config.raw_retention_s),
+            "rollups": width(ROLLUP_PARTITION_S, config.rollup_retention_s)}
+_BOUND = re.compile(r"FROM \('?([-0-9.e+]+)'?\) TO \('?([-0-9.e+]+)'?\)")
 
 _SQL_CACHE: Dict[str, str] = {}
 
@@ -144,6 +169,105 @@ class PostgresStore(SqlStore):
                 if allowed:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (RETENTION_LOCK,))
 
+    # -- retention by partitions (schema 4) ------------------------------------------------
+
+    def apply_retention(self, now: float) -> Dict[str, int]:
+        """Whole partitions: each hour of raw samples past raw retention is rolled into
+        rollups with one aggregate over its partition and the partition dropped; a day of
+        rollups past rollup retention is dropped. Only rows of the default partitions (times
+        no partition covers) are deleted one by one. Data therefore outlives its retention by
+        up to one partition width (``partition_widths``)."""
+        if not self._read(lambda tx: self._is_partitioned(tx, "samples")):
+            return super().apply_retention(now)  # a store not migrated to schema 4
+        cfg = self.config
+        stats = {"raw_rolled": 0, "rollups_written": 0, "rollups_deleted": 0,
+                 "ledger_pruned": 0, "vms_removed": 0, "event_states_pruned": 0, "skipped": 0,
+                 "partitions_dropped": 0, "partitions_created": 0, "lock_timeouts": 0}
+        width = partition_widths(cfg)["samples"]
+        raw_cutoff = math.floor(bucket_of(now - cfg.raw_retention_s) / width) * width
+        rollup_cutoff = now - cfg.rollup_retention_s
+        with self._retention_guard() as allowed:
+            if not allowed:
+                stats["skipped"] = 1
+                return stats
+            try:
+                self._retention_partitions(now, raw_cutoff, rollup_cutoff, stats)
+            except pg_errors.LockNotAvailable:
+                # a long query held a table: what is left is done by the next pass
+                stats["lock_timeouts"] = 1
+            self._prune(now, raw_cutoff, stats)
+        return stats
+
+    def _retention_partitions(self, now: float, raw_cutoff: float, rollup_cutoff: float,
+                              stats: Dict[str, int]) -> None:
+        for name, _, end in self._read(lambda tx: self._partitions(tx, "samples")):
+            if end > raw_cutoff:
+                break
+            moved, written = self._write(
+                lambda tx, name=name, end=end: self._roll_partition(tx, name, end))
+            stats["raw_rolled"] += moved
+            stats["rollups_written"] += written
+            stats["partitions_dropped"] += 1
+        moved, written = self._write(lambda tx: self._roll_default(tx, raw_cutoff))
+        stats["raw_rolled"] += moved
+        stats["rollups_written"] += written
+        for name, _, end in self._read(lambda tx: self._partitions(tx, "rollups")):
+            if end > rollup_cutoff:
+                break
+            stats["rollups_deleted"] += self._write(
+                lambda tx, name=name: self._drop_partition(tx, name))
+            stats["partitions_dropped"] += 1
+        stats["rollups_deleted"] += self._write(lambda tx: tx.execute(
+            "DELETE FROM rollups_default WHERE bucket < ?", (rollup_cutoff,)))
+        stats["partitions_created"] = self._write(lambda tx: self._ensure_partitions(
+            tx, now, {"samples": raw_cutoff, "rollups": rollup_cutoff}))
+
+    def _roll_partition(self, tx: Tx, name: str, end: float) -> Tuple[int, int]:
+        """Roll one expired hour of raw samples into rollups and drop its partition."""
+        # SHARE: ingest (which inserts) waits, readers do not; from this commit on ingest
+        # drops samples older than ``end`` (raw_cutoff) instead of re-creating them.
+        tx.execute("SET LOCAL lock_timeout = '%ds'" % PARTITION_LOCK_TIMEOUT_S)
+        tx.execute("LOCK TABLE %s IN SHARE MODE" % name)
+        current = self._raw_cutoff(tx)
+        if current is None or end > current:
+            self._set_meta(tx, "raw_cutoff", repr(end))
+        row = tx.fetchone(
+            "WITH agg AS (SELECT vm_key, metric_id, floor(t / 300) * 300 AS b, avg(value) AS a,"
+            "  min(value) AS lo, max(value) AS hi, count(*) AS n FROM %s GROUP BY 1, 2, 3),"
+            " ins AS (INSERT INTO rollups (vm_key, metric_id, bucket, v_avg, v_min, v_max, n)"
+            "  SELECT vm_key, metric_id, b, a, lo, hi, n FROM agg"
+            "  ON CONFLICT (vm_key, metric_id, bucket) DO UPDATE SET"
+            "  v_avg = (rollups.v_avg * rollups.n + excluded.v_avg * excluded.n)"
+            "   / (rollups.n + excluded.n),"
+            "  v_min = least(rollups.v_min, excluded.v_min),"
+            "  v_max = greatest(rollups.v_max, excluded.v_max), n = rollups.n + excluded.n"
+            "  RETURNING 1)"
+            " SELECT (SELECT coalesce(sum(n), 0) FROM agg), (SELECT count(*) FROM ins)" % name)
+        tx.execute("DROP TABLE %s" % name)
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    def _roll_default(self, tx: Tx, end: float) -> Tuple[int, int]:
+        """Rows of the default partition older than ``end``, the row way (normally none)."""
+        moved = self._roll(tx, end, "samples_default")
+        current = self._raw_cutoff(tx)
+        if current is None or end > current:
+            self._set_meta(tx, "raw_cutoff", repr(end))
+        return moved
+
+    @staticmethod
+    def _drop_partition(tx: Tx, name: str) -> int:
+        """Drop an expired partition of rollups; return its rows: the planner's estimate
+        (counting a day of a large fleet would read it all), counted if it has none yet."""
+        tx.execute("SET LOCAL lock_timeout = '%ds'" % PARTITION_LOCK_TIMEOUT_S)
+        row = tx.fetchone("SELECT reltuples FROM pg_class WHERE oid = to_regclass(?)", (name,))
+        rows = int(row[0]) if row and row[0] is not None else -1
+        if rows < 0:  # never analysed
+            counted = tx.fetchone("SELECT count(*) FROM %s" % name)
+            rows = int(counted[0]) if counted else 0
+        tx.execute("DROP TABLE %s" % name)
+        return rows
+
     # -- dialect ----------------------------------------------------------------------------
 
     def _in(self, column: str, values: Sequence[Any]) -> Tuple[str, List[Any]]:
@@ -224,11 +348,11 @@ class PostgresStore(SqlStore):
                        " ?::float8[], ?::float8[], ?::int8[]) ON CONFLICT DO NOTHING",
                        [list(c) for c in zip(*rows)])
 
-    def _roll(self, tx: Tx, end: float) -> Tuple[int, int]:
+    def _roll(self, tx: Tx, end: float, table: str = "samples") -> Tuple[int, int]:
         # One statement: exactly the rows deleted are the rows rolled, whatever commits
         # concurrently.
         row = tx.fetchone(
-            "WITH moved AS (DELETE FROM samples WHERE t < ?"
+            "WITH moved AS (DELETE FROM " + table + " WHERE t < ?"
             "  RETURNING vm_key, metric_id, t, value),"
             " ins AS (INSERT INTO rollups (vm_key, metric_id, bucket, v_avg, v_min, v_max, n)"
             "  SELECT vm_key, metric_id, floor(t / 300) * 300, avg(value), min(value),"
@@ -265,9 +389,84 @@ class PostgresStore(SqlStore):
                     tx.execute("INSERT INTO schema_migrations (version, name, applied_at)"
                                " VALUES (?, ?, ?)",
                                (migration.version, migration.name, time.time()))
+            self._adopt_unpartitioned(tx, time.time())
             self._prefer_lz4(tx)
             return len(migrations)
         return self._write(work)
+
+    # -- time partitions (schema 4) ---------------------------------------------------------
+
+    @staticmethod
+    def _partitions(tx: Tx, table: str) -> List[Tuple[str, float, float]]:
+        """(name, start, end) of ``table``'s time partitions, oldest first (not the default
+        one)."""
+        out = []
+        for name, bound in tx.fetchall(
+                "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
+                " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = ?::regclass",
+                (table,)):
+            match = _BOUND.search(bound or "")
+            if match:
+                out.append((name, float(match.group(1)), float(match.group(2))))
+        return sorted(out, key=lambda p: p[1])
+
+    @staticmethod
+    def _is_partitioned(tx: Tx, table: str) -> bool:
+        row = tx.fetchone("SELECT relkind FROM pg_class WHERE oid = to_regclass(?)", (table,))
+        return row is not None and row[0] == "p"
+
+    def _ensure_partition(self, tx: Tx, table: str, column: str, start: float,
+                          width: float) -> bool:
+        """Create ``table``'s partition for ``[start, start + width)`` unless it exists;
+        rows the default partition holds in that range move into it. True if created."""
+        name = "%s_p%d" % (table, int(start))
+        if tx.fetchone("SELECT to_regclass(?)", (name,))[0] is not None:  # type: ignore[index]
+            return False
+        end = start + width
+        # The parent first (the order ingest locks in), so no insert into the default
+        # partition slips in between moving its rows and creating the partition.
+        tx.execute("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE" % table)
+        moved = tx.fetchall("DELETE FROM %s_default WHERE %s >= ? AND %s < ? RETURNING *"
+                            % (table, column, column), (start, end))
+        tx.execute("CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%r) TO (%r)"
+                   % (name, table, float(start), float(end)))
+        if moved:
+            tx.executemany("INSERT INTO %s VALUES (%s)" % (name, ", ".join("?" * len(moved[0]))),
+                           moved)
+        return True
+
+    def _ensure_partitions(self, tx: Tx, now: float, since: Dict[str, float]) -> int:
+        """Partitions from ``since[table]`` up to the ones kept ready ahead of ``now``."""
+        tx.execute("SET LOCAL lock_timeout = '%ds'" % PARTITION_LOCK_TIMEOUT_S)
+        created = 0
+        widths = partition_widths(self.config)
+        for table, column in (("samples", "t"), ("rollups", "bucket")):
+            width = widths[table]
+            start = math.floor(since[table] / width) * width
+            last = math.floor(now / width) * width + AHEAD * width
+            while start <= last:
+                created += self._ensure_partition(tx, table, column, start, width)
+                start += width
+        return created
+
+    def _adopt_unpartitioned(self, tx: Tx, now: float) -> None:
+        """After migration 4: partitions for the rows of the unpartitioned tables (within
+        retention; older or far-future rows go to the default partitions), the rows moved
+        over, the old tables dropped. One pass over the data, in the migration's
+        transaction."""
+        cfg = self.config
+        widths = partition_widths(cfg)
+        since = {"samples": now - cfg.raw_retention_s - widths["samples"],
+                 "rollups": now - cfg.rollup_retention_s - widths["rollups"]}
+        for table in ("samples", "rollups"):
+            old = table + "_unpartitioned"
+            if tx.fetchone("SELECT to_regclass(?)", (old,))[0] is None:  # type: ignore[index]
+                continue
+            self._ensure_partitions(tx, now, since)
+            tx.execute("INSERT INTO %s SELECT * FROM %s" % (table, old))
+            tx.execute("DROP TABLE %s" % old)
+        if self._is_partitioned(tx, "samples"):
+            self._ensure_partitions(tx, now, since)
 
     @staticmethod
     def _prefer_lz4(tx: Tx) -> None:
