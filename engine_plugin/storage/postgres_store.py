@@ -424,8 +424,11 @@ class PostgresStore(SqlStore):
             return False
         end = start + width
         # The parent first (the order ingest locks in), so no insert into the default
-        # partition slips in between moving its rows and creating the partition.
+        # partition slips in between moving its rows and creating the partition; then look
+        # again (another instance's migration may have created it meanwhile).
         tx.execute("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE" % table)
+        if tx.fetchone("SELECT to_regclass(?)", (name,))[0] is not None:  # type: ignore[index]
+            return False
         moved = tx.fetchall("DELETE FROM %s_default WHERE %s >= ? AND %s < ? RETURNING *"
                             % (table, column, column), (start, end))
         tx.execute("CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%r) TO (%r)"
