@@ -19,7 +19,7 @@ rollups.
 
 The fleet of the issue (10,000 VMs, 59 series each, one report a minute) makes 35 million raw
 samples an hour and 170 million rollups a day; the script scales its measured rates to it
-(linear in rows: the aggregate and the deletes are; a DROP TABLE is not).
+(rolling is linear in rows; a DROP TABLE is not).
 """
 
 from __future__ import annotations
@@ -118,7 +118,6 @@ def main() -> None:
         store.close()
         rows = timed_pass(rows_url, now)
         parts = timed_pass(parts_url, now)
-    scale = FLEET_VMS * FLEET_SERIES / float(args.vms * args.series)
     print("migration 3 -> 4 (moves %d rows into partitions): %.1f s"
           % (counts["raw_expired"] + counts["raw_kept"] + counts["rollups_expired"],
              migration_s))
@@ -130,19 +129,22 @@ def main() -> None:
                        ("partitions_dropped", "partitions dropped")):
         print("%-44s %14s %14s" % (label, rows.get(key, "-"), parts.get(key, "-")))
     print("%-44s %14.2f %14.2f" % ("pass, s", rows["seconds"], parts["seconds"]))
+    for key, label in (("roll_ms", "  rolling the expired hour, s"),
+                       ("drop_ms", "  dropping expired rollups, s"),
+                       ("create_ms", "  creating upcoming partitions, s"),
+                       ("prune_ms", "  ledger, event states, silent VMs, s")):
+        print("%-44s %14s %14.2f" % (label, "", parts[key] / 1000.0))
     print("%-44s %14.1f" % ("ratio (rows / partitions)", rows["seconds"] / parts["seconds"]))
-    # Scaled to the fleet: an hourly pass meets one expired hour of raw samples; the row way
-    # also deletes an hour of rollups each hour (a 24th of the day loaded here), the
-    # partition way drops a day partition once a day (time independent of its size).
-    raw_rate_rows = rows["seconds"] / max(1, counts["raw_expired"] + counts["rollups_expired"])
-    hourly_rows = raw_rate_rows * scale * (counts["raw_expired"]
-                                           + counts["rollups_expired"] / 24.0)
-    hourly_parts = parts["seconds"] * scale
-    print("%-44s %14.0f %14.0f" % ("scaled to 10,000 VMs x 59 series, hourly pass, s",
-                                   hourly_rows, hourly_parts))
-    print("(scale factor %.0f; both scaled linearly in rows, which overstates the dropping "
-          "of partitions)" % scale)
-
+    # Scaled to the fleet: an hourly pass meets one expired hour of raw samples. Rolling it
+    # scales with its rows; dropping partitions and the rest do not.
+    roll_s = parts["roll_ms"] / 1000.0
+    rate = counts["raw_expired"] / roll_s if roll_s > 0 else float("inf")
+    fleet_hour = FLEET_VMS * FLEET_SERIES * 60
+    print("%-44s %14s %14.0f" % ("rolling rate, raw samples/s", "", rate))
+    print("%-44s %14s %14.0f" % ("hourly pass at 10,000 VMs x 59 series, s", "",
+                                 fleet_hour / rate + parts["seconds"] - roll_s))
+    print("(the fleet's expired hour: %d raw samples, rolled at the rate measured here; the "
+          "rest of the pass as measured)" % fleet_hour)
 
 if __name__ == "__main__":
     main()

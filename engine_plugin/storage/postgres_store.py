@@ -182,7 +182,8 @@ class PostgresStore(SqlStore):
         cfg = self.config
         stats = {"raw_rolled": 0, "rollups_written": 0, "rollups_deleted": 0,
                  "ledger_pruned": 0, "vms_removed": 0, "event_states_pruned": 0, "skipped": 0,
-                 "partitions_dropped": 0, "partitions_created": 0, "lock_timeouts": 0}
+                 "partitions_dropped": 0, "partitions_created": 0, "lock_timeouts": 0,
+                 "roll_ms": 0, "drop_ms": 0, "create_ms": 0, "prune_ms": 0}
         width = partition_widths(cfg)["samples"]
         raw_cutoff = math.floor(bucket_of(now - cfg.raw_retention_s) / width) * width
         rollup_cutoff = now - cfg.rollup_retention_s
@@ -195,11 +196,14 @@ class PostgresStore(SqlStore):
             except pg_errors.LockNotAvailable:
                 # a long query held a table: what is left is done by the next pass
                 stats["lock_timeouts"] = 1
+            started = time.perf_counter()
             self._prune(now, raw_cutoff, stats)
+            stats["prune_ms"] = int(1000 * (time.perf_counter() - started))
         return stats
 
     def _retention_partitions(self, now: float, raw_cutoff: float, rollup_cutoff: float,
                               stats: Dict[str, int]) -> None:
+        started = time.perf_counter()
         for name, _, end in self._read(lambda tx: self._partitions(tx, "samples")):
             if end > raw_cutoff:
                 break
@@ -211,6 +215,8 @@ class PostgresStore(SqlStore):
         moved, written = self._write(lambda tx: self._roll_default(tx, raw_cutoff))
         stats["raw_rolled"] += moved
         stats["rollups_written"] += written
+        stats["roll_ms"] = int(1000 * (time.perf_counter() - started))
+        started = time.perf_counter()
         for name, _, end in self._read(lambda tx: self._partitions(tx, "rollups")):
             if end > rollup_cutoff:
                 break
@@ -219,8 +225,11 @@ class PostgresStore(SqlStore):
             stats["partitions_dropped"] += 1
         stats["rollups_deleted"] += self._write(lambda tx: tx.execute(
             "DELETE FROM rollups_default WHERE bucket < ?", (rollup_cutoff,)))
+        stats["drop_ms"] = int(1000 * (time.perf_counter() - started))
+        started = time.perf_counter()
         stats["partitions_created"] = self._write(lambda tx: self._ensure_partitions(
             tx, now, {"samples": raw_cutoff, "rollups": rollup_cutoff}))
+        stats["create_ms"] = int(1000 * (time.perf_counter() - started))
 
     def _roll_partition(self, tx: Tx, name: str, end: float) -> Tuple[int, int]:
         """Roll one expired hour of raw samples into rollups and drop its partition."""
