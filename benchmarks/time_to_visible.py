@@ -44,7 +44,7 @@ from lab.demo_engine import DemoEngine  # noqa: E402
 from lab.vm import image as image_mod  # noqa: E402
 from lab.vm import qga  # noqa: E402
 from lab.vm.agent_layer import REPORT_INTERVAL_S, SLEEPER_UNIT  # noqa: E402
-from lab.vm.libvirt_env import Guest, ensure_daemons  # noqa: E402
+from lab.vm.libvirt_env import Guest, GuestError, ensure_daemons  # noqa: E402
 from lab.vm.progress import log, step  # noqa: E402
 from lab.vm.relay_feed import RelayFeed  # noqa: E402
 
@@ -84,8 +84,12 @@ class Bench:
         self.guest = Guest(conn, img, run_dir=os.path.join(self.run_dir, "guest"),
                            name="ttv-guest", vm_id=self.vm_id)
         self.guest.start()
-        self.guest.wait_for_boot()
-        self.guest.call(qga.wait_ready)
+        try:
+            self.guest.wait_for_boot()
+        except GuestError as err:  # on a crowded host the prompt can lag the services
+            log("no login prompt yet (%s); waiting for qemu-guest-agent instead"
+                % str(err).splitlines()[0])
+        self.guest.call(lambda d: qga.wait_ready(d, 900))
         self.connection = self.engine.connection()
 
     def diag(self) -> sdk.VmDiagnostics:
