@@ -9,7 +9,9 @@ Set-up (all real processes, nothing in-process but the guests):
   its own engine CA and the host certificate);
 - ``vmdiag-relay run`` on libvirt's test driver with a node file that runs one domain per
   guest, each with the vmdiag channel at the guest's socket, uploading with the host
-  certificate;
+  certificate. The test driver is served by a real, private libvirtd (lab/private_libvirtd.py,
+  unprivileged, its own socket) that the relay reaches through libvirt's remote driver, as it
+  reaches the system libvirtd; ``--no-libvirtd``: the test driver inside the relay instead;
 - the guests: unix sockets in this process playing QEMU's side of each channel
   (lab/fake_guest.py). A well-behaved guest sends a ~5 KB report every ``--interval`` s the
   agent's way: hello first on every connection, every report kept until the relay
@@ -19,8 +21,9 @@ Set-up (all real processes, nothing in-process but the guests):
   Hostile guests, in turn: numbers out of range, a flood of valid reports at full speed,
   future timestamps, sequence regressions and replays, a one-byte drip, garbage.
 
-Timeline over ``--duration`` s: at 25 % the engine stops for ``--outage`` s; from 65 % the
-relay is killed with SIGKILL ``--kills`` times (at seeded random instants, 2 s down each).
+Timeline over ``--duration`` s: at 25 % the engine stops for ``--outage`` s; at 50 % libvirtd
+is restarted (1 s down) while the guests keep talking; from 65 % the relay is killed with
+SIGKILL ``--kills`` times (at seeded random instants, 2 s down each).
 Then the guests stop, the relay drains its spool, and the engine's store is read.
 
 Printed, for the well-behaved guests: reports lost (made by a guest, never stored), those of
@@ -62,8 +65,12 @@ from diag_protocol import encode, host_socket_path  # noqa: E402
 from lab.demo_engine import HOST_CN, DemoEngine  # noqa: E402
 from lab.fake_guest import FakeGuest, hello, sample_report  # noqa: E402
 from lab.pg_cluster import PgCluster  # noqa: E402
+from lab.private_libvirtd import PrivateLibvirtd  # noqa: E402
 
 HOSTILE_KINDS = ("out_of_range", "flood", "future", "replay", "drip", "garbage")
+#: Reports made this soon after the start are not "calm": the relay is starting, opening its
+#: sessions and taking what the guests queued meanwhile.
+STARTUP_S = 15.0
 
 
 class ChaosEngine(DemoEngine):
@@ -206,7 +213,7 @@ async def hostile(guest: FakeGuest, kind: str, stop: asyncio.Event,
                 await _write(guest, line[i:i + 7])
                 await asyncio.sleep(0.01)
         else:
-            await _write(guest, bytes(rng.getrandbits(8) for _ in range(4096)) + b"\n")
+            await _write(guest, rng.getrandbits(4096 * 8).to_bytes(4096, "little") + b"\n")
             await asyncio.sleep(0.05)
 
 
@@ -258,23 +265,34 @@ async def run_once(args: argparse.Namespace, hostile_count: int, store: str,
     engine = ChaosEngine(run_dir, {g.vm_id: "chaos-%d" % i for i, g in enumerate(guests)},
                          storage_url=storage_url)
     await asyncio.to_thread(engine.start)
-    node = os.path.join(run_dir, "node.xml")
+    libvirtd: Optional[PrivateLibvirtd] = None
+    if args.no_libvirtd:
+        node = os.path.join(run_dir, "node.xml")
+    else:  # the daemon's own folder, which it (unprivileged) owns
+        lv_dir = tempfile.mkdtemp(prefix="vmdiag-chaos-lv-")
+        node = os.path.join(lv_dir, "node.xml")
     with open(node, "w", encoding="utf-8") as f:
         f.write(node_xml(guests))
+    if args.no_libvirtd:
+        uri = "test://" + node
+    else:
+        os.chmod(node, 0o644)
+        libvirtd = await asyncio.to_thread(PrivateLibvirtd(lv_dir, node).start)
+        uri = libvirtd.uri
     config = os.path.join(run_dir, "relay.conf")
     with open(config, "w", encoding="utf-8") as f:
-        f.write("[relay]\nhost_id = %s\nlibvirt_uri = test://%s\nchannels_dir = %s\n"
+        f.write("[relay]\nhost_id = %s\nlibvirt_uri = %s\nchannels_dir = %s\n"
                 "control_socket = %s\ncontrol_group =\nreconnect_max_backoff = 2\n\n"
                 "[upload]\n%sretry_max_backoff = 3\n"
-                % (HOST_CN, node, channels, os.path.join(run_dir, "relay.sock"),
+                % (HOST_CN, uri, channels, os.path.join(run_dir, "relay.sock"),
                    engine.relay_upload()))
     relay = Relay(run_dir, config)
     relay.start()
     ledger = Ledger()
     stop = asyncio.Event()
     hostile_guests = guests[:hostile_count]
-    tasks = [asyncio.ensure_future(hostile(g, HOSTILE_KINDS[i % len(HOSTILE_KINDS)], stop,
-                                           random.Random(i)))
+    kinds = args.hostile_kinds.split(",")
+    tasks = [asyncio.ensure_future(hostile(g, kinds[i % len(kinds)], stop, random.Random(i)))
              for i, g in enumerate(hostile_guests)]
     tasks += [asyncio.ensure_future(well_behaved(g, ledger, args.interval, stop,
                                                  random.Random(args.seed * 1000 + i)))
@@ -294,6 +312,15 @@ async def run_once(args: argparse.Namespace, hostile_count: int, store: str,
         await asyncio.to_thread(engine.resume)
     timeline["engine_back"] = time.time()
     duplicates = 0.0
+    libvirt_before: Dict[str, Any] = {}
+    libvirt_after: Dict[str, Any] = {}
+    if libvirtd is not None:
+        await at(0.5)
+        libvirt_before = _libvirt_view(await asyncio.to_thread(relay.status), guests)
+        timeline["libvirtd_restarted"] = time.time()
+        await asyncio.to_thread(libvirtd.restart)
+        await at(0.62)
+        libvirt_after = _libvirt_view(await asyncio.to_thread(relay.status), guests)
     kills: List[Tuple[float, float]] = []
     # the kills at random instants between 65 % and 90 % of the run, in order
     krng = random.Random(args.seed * 7919 + hostile_count)
@@ -324,6 +351,10 @@ async def run_once(args: argparse.Namespace, hostile_count: int, store: str,
     duplicates += await asyncio.to_thread(engine_duplicates, engine)
     relay.stop()
     await asyncio.to_thread(engine.stop)
+    if libvirtd is not None:
+        await asyncio.to_thread(libvirtd.stop)
+        if not args.keep:
+            shutil.rmtree(libvirtd.base, ignore_errors=True)
     for g in guests:
         await g.close()
     got = stored(engine.storage_url)
@@ -336,7 +367,8 @@ async def run_once(args: argparse.Namespace, hostile_count: int, store: str,
     # the same, for reports sent while nothing was down (neither the engine nor the relay,
     # and 10 s to recover): what hostile guests alone cost their neighbours
     calm_pairs = [(t, min(got[k]) - t) for k, t in ledger.sent.items()
-                  if k in got and not _within(t, timeline, kills)]
+                  if k in got and t >= started_wall + STARTUP_S
+                  and not _within(t, timeline, kills)]
     calm = sorted(lat for _, lat in calm_pairs)
     phases = {"before_outage": (started_wall, timeline["engine_stopped"]),
               "after_outage": (timeline["engine_back"], timeline["relay_killed"]),
@@ -349,6 +381,8 @@ async def run_once(args: argparse.Namespace, hostile_count: int, store: str,
     acked = sum(g.unacked.counts["acked"] for g in guests[hostile_count:])
     return {
         "store": store, "old_guests": args.old_guests, "kills": len(kills),
+        "libvirtd_restarts": libvirtd.restarts if libvirtd is not None else 0,
+        "libvirt_before_restart": libvirt_before, "libvirt_after_restart": libvirt_after,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "guests": args.guests, "hostile": hostile_count, "duration_s": args.duration,
         "outage_s": args.outage, "drained": drained, "acked": acked,
@@ -366,6 +400,18 @@ async def run_once(args: argparse.Namespace, hostile_count: int, store: str,
         "hostile_reports_stored": hostile_stored,
         "relay_drops": _drop_totals(status),
     }
+
+
+def _libvirt_view(status: Optional[Dict[str, Any]], guests: List[FakeGuest]) -> Dict[str, Any]:
+    """What the relay says of libvirt and its VMs, and how often the relay connected to the
+    guests' channels so far (a session closed and opened again would add to it)."""
+    status = status or {}
+    vms = status.get("vms") or []
+    return {"libvirt_connected": (status.get("libvirt") or {}).get("connected"),
+            "libvirt_generation": (status.get("libvirt") or {}).get("generation"),
+            "relay_pid": status.get("pid"), "vms_followed": len(vms),
+            "vms_with_a_report": sum(1 for v in vms if v.get("last_report_age") is not None),
+            "channel_connections": sum(g.connections for g in guests)}
 
 
 def _within(t: float, timeline: Dict[str, float], kills: List[Tuple[float, float]]) -> bool:
@@ -415,6 +461,10 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=10)
     parser.add_argument("--kills", type=int, default=1, help="SIGKILLs of the relay")
     parser.add_argument("--store", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--hostile-kinds", default=",".join(HOSTILE_KINDS),
+                        help="comma-separated, taken in turn: %s" % ", ".join(HOSTILE_KINDS))
+    parser.add_argument("--no-libvirtd", action="store_true",
+                        help="libvirt's test driver inside the relay: no libvirtd restart")
     parser.add_argument("--old-guests", action="store_true",
                         help="guests as before acknowledgements: no queue, no resending")
     parser.add_argument("--seed", type=int, default=1)

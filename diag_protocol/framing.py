@@ -219,12 +219,17 @@ class LineDecoder:
     every line refused, ``bad_utf8`` for one that is not valid UTF-8).
     ``on_drop(line, error)``, if given, sees each line refused after decoding (not the
     oversize ones, which are never held), e.g. to answer a refused request.
+    ``skip(line)``, if given, sees each complete line first and may return a drop reason:
+    the line is then dropped and counted under it without being decoded (a receiver that
+    would drop it anyway saves the work).
     """
 
     def __init__(self, max_line: int = MAX_LINE_BYTES,
-                 on_drop: Optional[Callable[[bytes, ProtocolError], None]] = None) -> None:
+                 on_drop: Optional[Callable[[bytes, ProtocolError], None]] = None,
+                 skip: Optional[Callable[[bytes], Optional[str]]] = None) -> None:
         self.max_line = max_line
         self.on_drop = on_drop
+        self.skip = skip
         self.messages = 0
         self.bytes = 0
         self.drops: collections.Counter[str] = collections.Counter()
@@ -272,6 +277,11 @@ class LineDecoder:
         line = line.strip()
         if not line:
             return
+        if self.skip is not None:
+            reason = self.skip(line)
+            if reason is not None:
+                self.drops[reason] += 1
+                return
         try:
             out.append(decode_line(line))
         except ProtocolError as err:
