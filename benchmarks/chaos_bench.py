@@ -120,12 +120,15 @@ class Relay:
             self.proc.wait(60)
             self.proc = None
 
-    def status(self) -> Optional[Dict[str, Any]]:
+    def status(self, tries: int = 1) -> Optional[Dict[str, Any]]:
         from vdsm_hooks.relay.control import ControlError, call
-        try:
-            return call(self.socket, {"cmd": "status"}, timeout=10)
-        except ControlError:
-            return None
+        for attempt in range(tries):
+            try:
+                return call(self.socket, {"cmd": "status"}, timeout=10)
+            except ControlError:
+                if attempt + 1 < tries:
+                    time.sleep(1)
+        return None
 
 
 def node_xml(guests: List[FakeGuest]) -> str:
@@ -316,11 +319,11 @@ async def run_once(args: argparse.Namespace, hostile_count: int, store: str,
     libvirt_after: Dict[str, Any] = {}
     if libvirtd is not None:
         await at(0.5)
-        libvirt_before = _libvirt_view(await asyncio.to_thread(relay.status), guests)
+        libvirt_before = _libvirt_view(await asyncio.to_thread(relay.status, 10), guests)
         timeline["libvirtd_restarted"] = time.time()
         await asyncio.to_thread(libvirtd.restart)
         await at(0.62)
-        libvirt_after = _libvirt_view(await asyncio.to_thread(relay.status), guests)
+        libvirt_after = _libvirt_view(await asyncio.to_thread(relay.status, 10), guests)
     kills: List[Tuple[float, float]] = []
     # the kills at random instants between 65 % and 90 % of the run, in order
     krng = random.Random(args.seed * 7919 + hostile_count)
@@ -370,6 +373,12 @@ async def run_once(args: argparse.Namespace, hostile_count: int, store: str,
                   if k in got and t >= started_wall + STARTUP_S
                   and not _within(t, timeline, kills)]
     calm = sorted(lat for _, lat in calm_pairs)
+    # where calm latency goes: guest -> engine, and engine -> acknowledgement at the guest
+    acked_at = {(g.vm_id,) + key: at for g in guests[hostile_count:]
+                for key, at in g.acked_at.items()}
+    calm_keys = [k for k, t in ledger.sent.items() if k in got and t >= started_wall + STARTUP_S
+                 and not _within(t, timeline, kills)]
+    back = sorted(acked_at[k] - min(got[k]) for k in calm_keys if k in acked_at)
     phases = {"before_outage": (started_wall, timeline["engine_stopped"]),
               "after_outage": (timeline["engine_back"], timeline["relay_killed"]),
               "after_kills": (timeline["relay_back"], float("inf"))}
@@ -388,6 +397,7 @@ async def run_once(args: argparse.Namespace, hostile_count: int, store: str,
         "outage_s": args.outage, "drained": drained, "acked": acked,
         "written_again_by_guests": resent,
         "calm_p99_by_phase_s": calm_by_phase,
+        "calm_engine_to_ack_p50_p99_s": [_quantile(back, 0.5), _quantile(back, 0.99)],
         "sent": len(ledger.sent), "stored": sum(1 for k in ledger.sent if k in got),
         "lost": len(lost), "lost_in_kill_window": len(lost_at_kill),
         "duplicates_stored": sum(len(v) - 1 for v in got.values()),

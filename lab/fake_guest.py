@@ -145,6 +145,8 @@ class FakeGuest:
         self.unacked = Unacked()
         self.waiting: Deque[Tuple[Tuple[str, int], bytes]] = collections.deque()
         self.dropped_waiting = 0
+        #: (run_id, seq) -> when its acknowledgement arrived
+        self.acked_at: Dict[Tuple[str, int], float] = {}
         self.requests: List[Message] = []
         self.connections = 0
         self._server: asyncio.AbstractServer | None = None
@@ -173,7 +175,8 @@ class FakeGuest:
                     break
                 for msg in decoder.feed(chunk):
                     if msg["type"] == "ack":
-                        self.unacked.ack(msg["run_id"], msg["seq"])
+                        if self.unacked.ack(msg["run_id"], msg["seq"]):
+                            self.acked_at[(msg["run_id"], msg["seq"])] = time.time()
                         continue
                     self.requests.append(msg)
                     if self.auto_reply and msg["type"] == "request":
