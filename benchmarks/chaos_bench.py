@@ -322,8 +322,19 @@ async def run_once(args: argparse.Namespace, hostile_count: int, store: str,
         libvirt_before = _libvirt_view(await asyncio.to_thread(relay.status, 10), guests)
         timeline["libvirtd_restarted"] = time.time()
         await asyncio.to_thread(libvirtd.restart)
+        # the relay notices the closed connection and connects again with its back-off
+        deadline = time.monotonic() + 60
+        while True:
+            libvirt_after = _libvirt_view(await asyncio.to_thread(relay.status, 10), guests)
+            if ((libvirt_after.get("libvirt_generation") or 0)
+                    > (libvirt_before.get("libvirt_generation") or 0)
+                    and libvirt_after.get("libvirt_connected")) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        libvirt_after["reconnected_after_s"] = round(time.time()
+                                                     - timeline["libvirtd_restarted"], 1)
         await at(0.62)
-        libvirt_after = _libvirt_view(await asyncio.to_thread(relay.status, 10), guests)
+        libvirt_after.update(_libvirt_view(await asyncio.to_thread(relay.status, 10), guests))
     kills: List[Tuple[float, float]] = []
     # the kills at random instants between 65 % and 90 % of the run, in order
     krng = random.Random(args.seed * 7919 + hostile_count)
