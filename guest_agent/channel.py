@@ -18,6 +18,10 @@ States::
       ^                    |                                     |
       +---- backoff <------+-- EOF/error (socket, pty) ----------+-- EIO (pty gone)
 
+Reports are kept after they are written until the host acknowledges them (``ack``;
+diag_protocol.acks): on a new host connection the unacknowledged ones go first, oldest first,
+so a relay killed after reading a report and before making it safe loses nothing.
+
 Besides the real port, the device may be a Unix stream socket (connected to, as a host would
 expose a chardev) or a pty: tests and development use them as stand-ins for the port.
 """

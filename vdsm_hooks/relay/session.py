@@ -3,7 +3,9 @@
 QEMU owns the channel's unix socket (``mode='bind'``); the session connects to it, decodes the
 guest's lines with ``diag_protocol.LineDecoder``, keeps the latest hello, report and heartbeat in
 the ``ReportCache``, hands each new report to ``on_report`` (the uploader), and sends requests
-whose replies it matches by id. It reconnects with backoff after EOF or errors (QEMU restarted,
+whose replies it matches by id. To an agent whose hello lists ``ack`` it acknowledges each
+report once the uploader says it is safe (delivered or spooled; diag_protocol.acks). It
+reconnects with backoff after EOF or errors (QEMU restarted,
 socket not there yet) and marks the agent unresponsive after ``silence_timeout`` seconds without
 a valid message (the connection to QEMU stays up when the guest agent dies or never starts).
 
