@@ -353,7 +353,9 @@ class VMSession:
             self._on_message(msg)
 
     def _new_decoder(self) -> LineDecoder:
-        return LineDecoder(max_line=self.config.max_line, skip=self._skip_line)
+        limited = self.config.min_report_interval > 0  # else no line is ever over the rate
+        return LineDecoder(max_line=self.config.max_line,
+                           skip=self._skip_line if limited else None)
 
     def _skip_line(self, line: bytes) -> str | None:
         """While the VM is over its report rate, a report line is dropped as ``rate_limited``
