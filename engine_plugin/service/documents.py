@@ -47,7 +47,7 @@ MAX_HISTORY_SPAN_S = 400 * 86400.0
 #: scan of the store (rows, search texts, patterns, filter choices, orders), kept per list of
 #: VMs a user may see: used as they are for this long, then served while they are prepared
 #: again in the background...
-LIST_FRESH_S = 5.0
+LIST_FRESH_S = 20.0
 #: ... and no longer served after this long (the request waits for new rows).
 LIST_MAX_AGE_S = 60.0
 MAX_PREPARED_LISTS = 16
