@@ -31,7 +31,13 @@ will go on doing so. It is made only when the data supports every part of that c
    them by ``EXCEPTIONAL_RATIO``: a cycle's ramp, a job's sawtooth of a few minutes, usage that
    wanders around a level, a daily batch job, all rose as much before without filling anything.
    A window with no earlier window of its length in the history (a fill as old as the history)
-   is exempt, and then only the other tests apply.
+   is exempt, and then only the other tests apply. The rise must also be ``TYPICAL_RATIO``
+   times the root mean square of the earlier windows' rises and falls: a level that wanders
+   shows its typical excursion even where few earlier windows hold no large one.
+4b. **Not a staircase.** One or two level shifts (flat between; the best split of the
+   window's bucket means, searched exactly) must not explain the window better than a line by
+   the Bayesian information criterion: upgrades or restores a few days apart line up, but do
+   not go on rising.
 5. **Cleanups.** Drops larger than the noise and than ``reset_floor_fraction`` of capacity are
    resets. After exactly one reset (a cleanup) only the data since it counts; with two or more
    (rotation, a periodic job) the whole history stays, so earlier ramps are the reference of (4).
