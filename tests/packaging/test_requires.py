@@ -32,6 +32,8 @@ EL9_PACKAGES: Dict[str, Tuple[str, str]] = {
     "psycopg_pool": ("python3-psycopg3_pool", "EPEL 9 (subpackage of python-psycopg3)"),
     "ovirtsdk4": ("python3-ovirt-engine-sdk4", "oVirt 4.5 repositories"),
     "vdsm": ("vdsm", "oVirt 4.5 repositories"),
+    "orjson": ("python3-orjson", "Fedora; no EL9 build confirmed (optional, Recommends only: "
+                                 "the standard json module gives the same results, slower)"),
 }
 
 #: the project's own top-level packages -> the RPM that ships each
