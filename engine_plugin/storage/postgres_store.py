@@ -30,6 +30,14 @@ from .sqlstore import NEWER_SQL, LedgerKey, SqlStore, Tx, bucket_of
 
 T = TypeVar("T")
 
+#: Rolled-up buckets merged into ``rollups``: weighted mean, extremes and counts combined.
+_MERGE_INTO_ROLLUPS = (
+    "  ON CONFLICT (vm_key, metric_id, bucket) DO UPDATE SET"
+    "  v_avg = (rollups.v_avg * rollups.n + excluded.v_avg * excluded.n)"
+    "   / (rollups.n + excluded.n),"
+    "  v_min = least(rollups.v_min, excluded.v_min),"
+    "  v_max = greatest(rollups.v_max, excluded.v_max), n = rollups.n + excluded.n")
+
 #: pg_advisory_lock keys ("vmdiag" in ASCII, then a number per purpose).
 MIGRATE_LOCK = 0x766D64696167_0001
 RETENTION_LOCK = 0x766D64696167_0002
@@ -241,17 +249,14 @@ class PostgresStore(SqlStore):
         if current is None or end > current:
             self._set_meta(tx, "raw_cutoff", repr(end))
         row = tx.fetchone(
-            "WITH agg AS (SELECT vm_key, metric_id, floor(t / 300) * 300 AS b, avg(value) AS a,"
-            "  min(value) AS lo, max(value) AS hi, count(*) AS n FROM %s GROUP BY 1, 2, 3),"
+            "WITH agg AS (SELECT vm_key, metric_id, " + self._bucket("t") + " AS b,"
+            "  avg(value) AS a, min(value) AS lo, max(value) AS hi, count(*) AS n"
+            "  FROM " + name + " GROUP BY 1, 2, 3),"
             " ins AS (INSERT INTO rollups (vm_key, metric_id, bucket, v_avg, v_min, v_max, n)"
             "  SELECT vm_key, metric_id, b, a, lo, hi, n FROM agg"
-            "  ON CONFLICT (vm_key, metric_id, bucket) DO UPDATE SET"
-            "  v_avg = (rollups.v_avg * rollups.n + excluded.v_avg * excluded.n)"
-            "   / (rollups.n + excluded.n),"
-            "  v_min = least(rollups.v_min, excluded.v_min),"
-            "  v_max = greatest(rollups.v_max, excluded.v_max), n = rollups.n + excluded.n"
+            + _MERGE_INTO_ROLLUPS +
             "  RETURNING 1)"
-            " SELECT (SELECT coalesce(sum(n), 0) FROM agg), (SELECT count(*) FROM ins)" % name)
+            " SELECT (SELECT coalesce(sum(n), 0) FROM agg), (SELECT count(*) FROM ins)")
         tx.execute("DROP TABLE %s" % name)
         assert row is not None
         return int(row[0]), int(row[1])
@@ -283,7 +288,7 @@ class PostgresStore(SqlStore):
         return "%s = ANY(?)" % column, [list(values)]
 
     def _bucket(self, column: str) -> str:
-        return "floor(%s / 300) * 300" % column
+        return "floor({0} / {1}) * {1}".format(column, int(ROLLUP_STEP))
 
     def _insert_ledger(self, tx: Tx, rows: List[Tuple[int, str, int, float]]) -> Set[LedgerKey]:
         if not rows:
@@ -364,13 +369,9 @@ class PostgresStore(SqlStore):
             "WITH moved AS (DELETE FROM " + table + " WHERE t < ?"
             "  RETURNING vm_key, metric_id, t, value),"
             " ins AS (INSERT INTO rollups (vm_key, metric_id, bucket, v_avg, v_min, v_max, n)"
-            "  SELECT vm_key, metric_id, floor(t / 300) * 300, avg(value), min(value),"
+            "  SELECT vm_key, metric_id, " + self._bucket("t") + ", avg(value), min(value),"
             "  max(value), count(*) FROM moved GROUP BY 1, 2, 3"
-            "  ON CONFLICT (vm_key, metric_id, bucket) DO UPDATE SET"
-            "  v_avg = (rollups.v_avg * rollups.n + excluded.v_avg * excluded.n)"
-            "   / (rollups.n + excluded.n),"
-            "  v_min = least(rollups.v_min, excluded.v_min),"
-            "  v_max = greatest(rollups.v_max, excluded.v_max), n = rollups.n + excluded.n"
+            + _MERGE_INTO_ROLLUPS +
             "  RETURNING 1)"
             " SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM ins)", (end,))
         assert row is not None
