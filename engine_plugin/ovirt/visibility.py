@@ -15,8 +15,15 @@ token) and kept, refreshed in the background:
   (``GET /permissions`` with ``Filter: false``, as oVirt's own VM portal asks it to decide
   whether a user is an administrator) instead of listing every VM for every user.
 * Anybody else gets exactly what ``GET /vms?follow=host,cluster`` with ``Filter: true``
-  answers them, read once and parsed with ElementTree (``connection.get_xml``), not
-  ovirtsdk4's objects. (An administrator while there is no directory: the same, unfiltered.)
+  answers them, parsed with ElementTree (``connection.get_xml``), not ovirtsdk4's objects.
+  (An administrator while there is no directory: the same, unfiltered.) The list is read a
+  page at a time, as oVirt's own web UI does (``max=N`` and ``search=sortby name asc page
+  P``; ``pages()``): a user's first request waits for the first page only (``FIRST_PAGE``
+  VMs), and the rest is read in the background, each page added to what the user is shown,
+  with ``UserView.complete`` False until the last page came. Every VM shown was in one of
+  the user's own filtered pages, so a partial list only ever lacks VMs, never adds one.
+  A background refresh of a complete list reads every page first and then replaces the
+  list whole (the user never sees a half-read refresh).
 * Single VMs and hosts are asked the same way: unfiltered for an administrator (the engine's
   filtered view counts user roles only, so it could hide from them a VM their list shows),
   with ``Filter: true`` for anybody else.
@@ -46,8 +53,8 @@ import hashlib
 import logging
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
 
 import ovirtsdk4
 
@@ -60,13 +67,18 @@ from .connection import (
     translate,
     user_connection,
 )
-from .errors import EngineRefused, NotAuthenticated
+from .errors import EngineRefused, EngineUnavailable, NotAuthenticated
 
 log = logging.getLogger(__name__)
 
 Observer = Callable[[str, float, str], None]
 
 MAX_CACHE_ENTRIES = 20000
+#: The first page of a user's filtered VM list (what their first request waits for), and the
+#: largest page: pages double from FIRST_PAGE up to MAX_PAGE (``pages()``). At a real
+#: engine's speed (docs/engine.md) the first page costs ~0.2 s, a largest one ~1 s.
+FIRST_PAGE = 250
+MAX_PAGE = 2000
 #: A token the engine refused is refused again without asking for this long, so a client
 #: retrying a bad token cannot turn vmdiag into a load generator against the engine.
 DENIED_TTL_S = 5.0
@@ -108,15 +120,45 @@ class VmInfo:
                    cluster_name=cluster.findtext("name") if cluster is not None else None)
 
 
+def pages(first: int = FIRST_PAGE, most: int = MAX_PAGE) -> Iterator[Tuple[int, int]]:
+    """(page, max) of the engine's search paging, in order, for consecutive slices of one
+    sorted list: page P with max N is the VMs ``(P-1)*N`` to ``P*N - 1``. The size doubles
+    from ``first`` to at most ``most`` (``most`` = ``first`` times a power of two), always on a
+    boundary of the new size: 250 (page 1), 250 (2), 500 (2), 1000 (2), 2000 (2), 2000 (3)..."""
+    start, size = 0, first
+    while True:
+        yield start // size + 1, size
+        start += size
+        if size * 2 <= most and start % (size * 2) == 0:
+            size *= 2
+
+
+class _Reading:
+    """The state of one paged read of a user's list (blocking parts run in the executor)."""
+
+    def __init__(self, plan: Iterator[Tuple[int, int]]) -> None:
+        self.plan = plan
+        #: the (page, max) to read next: the plan moves on only once a page was read
+        self.pending = next(plan)
+        self.seen: Set[str] = set()
+        self.done = False
+        self.task: asyncio.Task | None = None
+        self.error: str | None = None
+
+
 @dataclass
 class UserView:
     """The VMs one user may see: an administrator's are the shared directory's (``vms`` is
     None), anybody else's (or an administrator's while there is no directory) ``vms`` as the
-    engine listed them for the user."""
+    engine listed them for the user. ``complete`` is False while the pages after the first
+    are still being read (``vms`` then holds the pages read so far; each page read replaces it
+    with a longer list, never changes a list in place)."""
 
     admin: bool
     vms: List[VmInfo] | None
     read_at: float
+    complete: bool = True
+    reading: _Reading | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -170,17 +212,63 @@ class Visibility:
             return view.admin
         return bool(await self._cached("admin", token, "", lambda: self._sees_all(token)))
 
-    async def vms(self, token: str) -> List[VmInfo]:
-        """Every VM the token's user may see (see the module docstring)."""
+    async def vms(self, token: str, complete: bool = False) -> List[VmInfo]:
+        """The VMs the token's user may see (see the module docstring): with ``complete``,
+        all of them (waits for a list still being read), else what was read so far."""
+        return (await self.listed(token, complete))[0]
+
+    async def listed(self, token: str, complete: bool = False) -> Tuple[List[VmInfo], bool]:
+        """(the VMs the token's user may see, whether that is all of them): the list is
+        incomplete while the user's first list is still being read from the engine page by
+        page (``complete``: wait until it is not)."""
         user_id = await self._user_key(token)
         view = self._views.get(user_id)
         now = self.clock()
         if view is None or now - view.read_at >= self.max_age:
             view = await self._cached("view", token, user_id, lambda: self._read_view(token))
             self._keep(user_id, view)
-        elif now - view.read_at >= self.ttl:
+            if not view.complete:
+                self._read_rest(token, view)
+        elif now - view.read_at >= self.ttl or (
+                not view.complete and view.reading is not None and view.reading.error):
+            # stale, or its first read stopped half-way (a page failed): read it again
             self._refresh_later(token, user_id)
-        return self._listing(view)
+        if complete and not view.complete:
+            await asyncio.shield(self._read_rest(token, view))
+            if not view.complete:
+                raise EngineUnavailable("the engine stopped answering while listing the VMs "
+                                        "the user may see: %s" % (
+                                            view.reading.error if view.reading else "?"))
+        return self._listing(view), view.complete
+
+    def _read_rest(self, token: str, view: UserView) -> asyncio.Task:
+        """Read the pages of ``view`` after the first, in the background (once per view):
+        each page extends ``view.vms`` (a new list), the last one marks it complete."""
+        reading = view.reading
+        assert reading is not None
+        if reading.task is not None and not (reading.task.done() and reading.error):
+            return reading.task
+
+        async def run() -> None:
+            loop = asyncio.get_running_loop()
+            reading.error = None
+            try:
+                while not reading.done:
+                    page = await loop.run_in_executor(
+                        self.executor, self._next_page, token, reading, not view.admin)
+                    if page:
+                        view.vms = list(view.vms or ()) + page
+                view.complete = True
+            except NotAuthenticated as err:
+                reading.error = str(err)  # this token is refused now; another reads anew
+            except Exception as err:  # noqa: BLE001 - kept as it is, read again on next ask
+                reading.error = str(err)
+                log.info("reading the VMs a user may see stopped after %d (%s); the next "
+                         "request reads them again", len(view.vms or ()), err)
+
+        reading.task = asyncio.get_running_loop().create_task(
+            run(), name="vmdiag-visibility-pages")
+        return reading.task
 
     async def _user_key(self, token: str) -> str:
         """Whose view a token's is: the engine's user id; an engine that names no user keeps
@@ -222,6 +310,12 @@ class Visibility:
             try:
                 view = await self._cached("view", token, user_id,
                                           lambda: self._read_view(token))
+                if not view.complete:
+                    # every page first: the list shown is replaced whole, never half-read
+                    await self._read_rest(token, view)
+                    if not view.complete:
+                        raise EngineUnavailable(
+                            view.reading.error if view.reading else "incomplete")
                 self._keep(user_id, view)
             except NotAuthenticated:
                 pass  # that token is refused from now on; the user's next token reads anew
@@ -236,7 +330,9 @@ class Visibility:
 
     async def close(self) -> None:
         """Stop background refreshes (the service is stopping)."""
-        tasks = list(self._refreshing.values())
+        tasks = list(self._refreshing.values()) + [
+            view.reading.task for view in self._views.values()
+            if view.reading is not None and view.reading.task is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -333,7 +429,30 @@ class Visibility:
         directory = self.directory
         if admin and directory is not None and directory.refreshed_at is not None:
             return UserView(True, None, self.clock())
-        return UserView(admin, self._list_vms(token, filtered=not admin), self.clock())
+        read_at = self.clock()
+        reading = _Reading(pages())
+        first = self._next_page(token, reading, filtered=not admin)
+        return UserView(admin, first, read_at, complete=reading.done, reading=reading)
+
+    def _next_page(self, token: str, reading: _Reading, filtered: bool = True
+                   ) -> List[VmInfo]:
+        """The next page of the user's list (VMs not seen on an earlier page: a VM renamed
+        meanwhile may move between pages); marks the read done after a short page."""
+        page, most = reading.pending
+        with user_connection(self.endpoint, token, filtered) as conn:
+            root = get_xml(conn, "/vms", "listing the VMs the user may see",
+                           {"follow": "host,cluster", "max": str(most),
+                            "search": "sortby name asc page %d" % page})
+        listed = root.findall("vm") if root is not None else []
+        reading.pending = next(reading.plan)
+        if len(listed) < most:
+            reading.done = True
+        out = []
+        for vm in (VmInfo.from_xml(e) for e in listed):
+            if vm.id and vm.id not in reading.seen:
+                reading.seen.add(vm.id)
+                out.append(vm)
+        return out
 
     def _sees_all(self, token: str) -> bool:
         """Whether the engine lets the token's user query without ``Filter: true`` (an
@@ -347,13 +466,6 @@ class Visibility:
                     return False
                 raise
             return True
-
-    def _list_vms(self, token: str, filtered: bool = True) -> List[VmInfo]:
-        with user_connection(self.endpoint, token, filtered) as conn:
-            root = get_xml(conn, "/vms", "listing the VMs the user may see",
-                           {"follow": "host,cluster"})
-            listed = root.findall("vm") if root is not None else []
-            return [vm for vm in (VmInfo.from_xml(e) for e in listed) if vm.id]
 
     def _get_host(self, token: str, host_id: str, filtered: bool = True) -> HostInfo | None:
         with user_connection(self.endpoint, token, filtered) as conn:

@@ -113,13 +113,14 @@ class ApiRoutes:
 
     async def fleet(self, request: web.Request) -> web.Response:
         user = await self.source.authenticate(request)
-        return web.json_response(await self.source.fleet_summary(user, request.query))
+        return web.json_response(await self.source.fleet_summary(
+            user, request.query, complete=not wants_partial(request)))
 
     async def fleet_csv(self, request: web.Request) -> web.Response:
         """The fleet list with the request's filters and sort, every matching VM, as CSV."""
         user = await self.source.authenticate(request)
         query = {k: v for k, v in request.query.items() if k not in PAGING_PARAMS}
-        doc = await self.source.fleet_summary(user, query)
+        doc = await self.source.fleet_summary(user, query, complete=True)
         return web.Response(
             text=fleet_csv(doc["vms"]), content_type="text/csv", charset="utf-8",
             headers={"Content-Disposition": 'attachment; filename="%s"'
@@ -136,7 +137,8 @@ class ApiRoutes:
     async def host(self, request: web.Request) -> web.Response:
         user = await self.source.authenticate(request)
         doc = await self.source.host_summary(user, request.match_info["host_id"],
-                                             request.query)
+                                             request.query,
+                                             complete=not wants_partial(request))
         if doc is None:
             return not_found("host")
         return web.json_response(doc)
@@ -184,6 +186,13 @@ class ApiRoutes:
             if isinstance(verdicts, dict):
                 body += fleet_exposition(verdicts, self.fleet_max_vms)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def wants_partial(request: web.Request) -> bool:
+    """``partial=yes``: answer at once from the VMs read so far while a user's first list is
+    still being read from the engine (``visible.complete`` false), instead of waiting for it
+    (the default: a script's counts then cover everything the user may see)."""
+    return request.query.get("partial", "").lower() in ("1", "yes", "true")
 
 
 def not_found(what: str) -> web.Response:

@@ -202,15 +202,24 @@ class DocumentSource:
     # -- fleet and host ---------------------------------------------------------------------
 
     @_token_may_expire
-    async def fleet_summary(self, user: User, filters: Mapping[str, Any]) -> Dict[str, Any]:
+    async def fleet_summary(self, user: User, filters: Mapping[str, Any],
+                            complete: bool = False) -> Dict[str, Any]:
         """Every VM the user may see, with health: ``filters`` are the API's list parameters
         (health, host, cluster, q, sort, dir, per_page, page, cursor; ``listing``)."""
-        return await self.fleet_list(user, list_query(filters))
+        return await self.fleet_list(user, list_query(filters), complete)
 
     @_token_may_expire
-    async def fleet_list(self, user: User, query: ListQuery) -> Dict[str, Any]:
-        """The list document (``listing.select``) over every VM the user may see."""
-        vms = await self.visibility.vms(user.token)
+    async def fleet_list(self, user: User, query: ListQuery, complete: bool = False
+                         ) -> Dict[str, Any]:
+        """The list document (``listing.select``) over every VM the user may see, or, while
+        the user's first list is still being read from the engine (and not ``complete``:
+        wait for it), over those read so far; ``visible`` says which (``visible_block``)."""
+        vms, whole = await self.visibility.listed(user.token, complete)
+        doc = await self._fleet_doc(vms, query)
+        doc["visible"] = visible_block(vms, whole)
+        return doc
+
+    async def _fleet_doc(self, vms: List[VmInfo], query: ListQuery) -> Dict[str, Any]:
         if len(vms) > IN_LIST_LIMIT:
             prepared = await self._prepared_list(vms)
             try:
@@ -317,19 +326,23 @@ class DocumentSource:
 
     @_token_may_expire
     async def host_summary(self, user: User, host_id: str,
-                           filters: Mapping[str, Any] | None = None) -> Dict[str, Any] | None:
+                           filters: Mapping[str, Any] | None = None,
+                           complete: bool = False) -> Dict[str, Any] | None:
         """The VMs the user may see on one host; None if the user sees neither host nor VMs."""
-        return await self.host_list(user, host_id, list_query(filters or {}))
+        return await self.host_list(user, host_id, list_query(filters or {}), complete)
 
     @_token_may_expire
-    async def host_list(self, user: User, host_id: str, query: ListQuery
-                        ) -> Dict[str, Any] | None:
+    async def host_list(self, user: User, host_id: str, query: ListQuery,
+                        complete: bool = False) -> Dict[str, Any] | None:
         if not is_uuid(host_id):
             return None
-        vms = [vm for vm in await self.visibility.vms(user.token) if vm.host_id == host_id]
+        listed, whole = await self.visibility.listed(user.token, complete)
+        vms = [vm for vm in listed if vm.host_id == host_id]
         if not vms and await self.visibility.host(user.token, host_id) is None:
             return None
-        return await self._list(vms, query, ("host",))
+        doc = await self._list(vms, query, ("host",))
+        doc["visible"] = visible_block(listed, whole)
+        return doc
 
     async def _list(self, vms: List[VmInfo], query: ListQuery,
                     kinds: Tuple[str, ...] = ("host", "cluster")) -> Dict[str, Any]:
@@ -412,6 +425,13 @@ def rows_of(vms: List[VmInfo], stored: Any) -> Tuple[List[Dict[str, Any]], Dict[
         texts[vm.id] = "\n".join(p for p in (vm.name, vm.id, vm.host_name,
                                               vm.cluster_name, text) if p).casefold()
     return rows, texts, every_of, onsets
+
+
+def visible_block(vms: List[VmInfo], complete: bool) -> Dict[str, Any]:
+    """The list answers' ``visible``: whether the list covers every VM the user may see
+    (``complete``), or only the ``read`` VMs read so far from the engine, the user's first
+    list being read page by page; the counts, totals and pages then describe exactly those."""
+    return {"complete": complete, "read": len(vms)}
 
 
 def _log_failure(task: asyncio.Task) -> None:

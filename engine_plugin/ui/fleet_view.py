@@ -144,7 +144,18 @@ def build_fleet_view(doc: Mapping[str, Any] | None, query: ListQuery, now: float
         "export_query": urlencode(query.params(per_page=None, page=1)),
         "patterns": _patterns(doc),
         "groups": _groups(doc),
+        "reading": reading(doc),
     }
+
+
+def reading(doc: Mapping[str, Any]) -> int | None:
+    """How many VMs were read so far while the user's list is still being read from oVirt
+    page by page (the service's ``visible``), else None: the page says so, and that its
+    counts and rows cover those VMs only, and refreshes itself soon."""
+    visible = doc.get("visible") if isinstance(doc.get("visible"), dict) else {}
+    if visible.get("complete") is False:
+        return _count(visible.get("read"))
+    return None
 
 
 def build_host_view(doc: Mapping[str, Any], host_id: str, query: ListQuery, now: float

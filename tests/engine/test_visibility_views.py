@@ -8,8 +8,12 @@ Real service, real ovirtsdk4 over TLS to the stand-in engine, which records ever
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
+import uuid
 from typing import Any, List
+
+from engine_plugin.ovirt.visibility import pages
 
 from .conftest import CLUSTER, HOST_1, VM_ALICE, VM_BOB, VM_SHARED, api_get
 
@@ -155,3 +159,99 @@ async def test_an_engine_that_names_no_user_keeps_one_view_per_token(make_servic
     alice, bob = standin.issue_token("alice@internal"), standin.issue_token("bob@internal")
     assert await names(service, alice) == ["alice-web", "shared-app"]
     assert await names(service, bob) == ["bob-db", "shared-app"]
+
+
+def test_the_pages_of_a_list_are_consecutive_slices_of_one_order() -> None:
+    for first, most in ((250, 2000), (1, 8), (3, 3), (5, 40)):
+        plan = pages(first, most)
+        start = 0
+        for _ in range(40):
+            page, size = next(plan)
+            # page P of size N is the slice [(P-1)*N, P*N): it must start where the last ended
+            assert (page - 1) * size == start, (first, most, page, size, start)
+            assert first <= size <= most
+            start += size
+    assert list(itertools.islice(pages(250, 2000), 7)) == [
+        (1, 250), (2, 250), (2, 500), (2, 1000), (2, 2000), (3, 2000), (4, 2000)]
+
+
+def many_vms(standin: Any, count: int, prefix: str) -> List[str]:
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    for n, vm_id in enumerate(ids):
+        standin.add_vm(vm_id, "%s-%04d" % (prefix, n), HOST_1, CLUSTER)
+    return ids
+
+
+async def test_a_users_first_page_comes_before_the_whole_list_and_holds_only_theirs(
+        make_service, standin) -> None:
+    # 1,200 VMs of carol's interleaved (by name) with 600 she may not see
+    mine = many_vms(standin, 1200, "vm")
+    theirs = many_vms(standin, 600, "vm-x")
+    standin.add_user("carol@internal", "pw", vms=mine)
+    service = await make_service()
+    standin.vm_cost_s = 0.002  # 250 VMs: 0.5 s a page; the whole list: ~2.4 s
+    try:
+        token = standin.issue_token("carol@internal")
+        allowed = set(mine)
+        answers = []
+        deadline = time.monotonic() + 30
+        while True:
+            reply = await api_get(service, "/api/v1/vms", token, partial="yes", per_page="500")
+            assert reply.status == 200, reply.body
+            doc = reply.json()
+            shown = {vm["id"] for vm in doc["vms"]}
+            assert shown <= allowed and not shown & set(theirs)
+            # the counts, the total and the pages describe exactly the VMs read so far
+            assert doc["total"] == doc["visible"]["read"] == sum(doc["counts"].values())
+            assert doc["matched"] == doc["total"] and len(shown) == min(500, doc["total"])
+            answers.append(doc["visible"])
+            if doc["visible"]["complete"]:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+    finally:
+        standin.vm_cost_s = 0.0
+    assert answers[0] == {"complete": False, "read": 250}
+    assert answers[-1] == {"complete": True, "read": 1200}
+    reads = [r["read"] for r in answers]
+    assert reads == sorted(reads) and len(set(reads)) >= 3  # it grew while the user looked
+    listed = asked(standin, "carol@internal", "/ovirt-engine/api/vms")
+    assert [(r["query"]["max"], r["query"]["search"], r["filter"]) for r in listed] == [
+        ("250", "sortby name asc page 1", "true"), ("250", "sortby name asc page 2", "true"),
+        ("500", "sortby name asc page 2", "true"), ("1000", "sortby name asc page 2", "true")]
+    # the default answer (scripts, the SDK) covers everything: with the list read, at once
+    doc = (await api_get(service, "/api/v1/vms", token, per_page="1")).json()
+    assert doc["total"] == 1200 and doc["visible"] == {"complete": True, "read": 1200}
+
+
+async def test_the_default_answer_waits_for_the_whole_list(make_service, standin) -> None:
+    mine = many_vms(standin, 700, "vm")
+    standin.add_user("dave@internal", "pw", vms=mine)
+    service = await make_service()
+    token = standin.issue_token("dave@internal")
+    doc = (await api_get(service, "/api/v1/vms", token, per_page="10")).json()
+    assert doc["total"] == 700 and doc["visible"]["complete"] is True
+    reply = await api_get(service, "/api/v1/vms.csv", standin.issue_token("dave@internal"))
+    assert reply.body.decode().count("\r\n") == 701
+
+
+async def test_a_refresh_replaces_the_list_whole_and_drops_a_removed_vm(make_service,
+                                                                        standin) -> None:
+    mine = many_vms(standin, 600, "vm")
+    standin.add_user("erin@internal", "pw", vms=mine)
+    service = await make_service(ovirt={"visibility_cache_ttl": "1"})
+    token = standin.issue_token("erin@internal")
+    assert (await api_get(service, "/api/v1/vms", token)).json()["total"] == 600
+    standin.users["erin@internal"].vms.discard(mine[0])
+    await asyncio.sleep(1.2)
+    standin.vm_cost_s = 0.002
+    try:
+        # past the ttl: the kept (complete) list answers while every page is read again
+        doc = (await api_get(service, "/api/v1/vms", token, partial="yes")).json()
+        assert doc["visible"] == {"complete": True, "read": 600}
+        await eventually(lambda: service.visibility._refreshing == {})
+    finally:
+        standin.vm_cost_s = 0.0
+    doc = (await api_get(service, "/api/v1/vms", token, partial="yes", per_page="500")).json()
+    assert doc["visible"] == {"complete": True, "read": 599}
+    assert mine[0] not in {vm["id"] for vm in doc["vms"]}

@@ -24,6 +24,8 @@
   var query = location.search.replace(/^\?/, "");
   var inFlight = null;
   var loadedOnce = false;
+  var readingTimer = null;
+  var READING_REFRESH_MS = 1500;
   // Set when the service answers 401 (the SSO token expired or was revoked): the page asks the
   // user to sign in again and stops refreshing until the web admin hands it a new token.
   var signedOut = false;
@@ -132,6 +134,13 @@
         }
         if (response.ok || response.status === 403 || response.status === 404) {
           swap(text);
+          // The user's list is still being read from oVirt: show the rest within seconds.
+          clearTimeout(readingTimer);
+          if (root.querySelector("[data-vmdiag-reading]")) {
+            readingTimer = setTimeout(function () {
+              if (!document.hidden && !signedOut) { load(); }
+            }, READING_REFRESH_MS);
+          }
           loadedOnce = true;
           setAlert("");
           updated.textContent = "Updated " + new Date().toLocaleTimeString();
