@@ -19,7 +19,12 @@ guest is connected and has reported once:
 - what the engine answered: reports stored, duplicates, refused, and what is left queued or
   spooled at the end (the run fails if the engine refused any).
 
+``--compare`` gives the uploader reports in every other ``--window`` (10 s) only, and prints
+each side's latency, loop lag, CPU and its longest event loop callbacks in thread CPU time
+(``on_loop_slice_cpu_ms_max``: what a report can wait behind on an idle host) side by side.
+
 Usage: python3 benchmarks/relay_bench.py [--vms 1000] [--duration 60] [--interval 10]
+       [--compare [--window 10]] [--no-upload]
 Targets (DESIGN): 1000 VMs within 20% of one core, p99 <= 50 ms.
 
 Measured (2 shared cores, Python 3.11, defaults: 1000 VMs, 10 s, ~20 KB reports; median of 3
@@ -141,6 +146,30 @@ async def loop_lag(out: List[float], period: float = 0.01) -> None:
         out.append(max(0.0, time.monotonic() - before - period))
 
 
+class watch_slices:
+    """CPU time of this thread per event loop callback (thread time: what the callback cost,
+    not how long the host kept the process waiting), the long ones kept per side."""
+
+    LONG_S = 0.001
+
+    def __init__(self, side: Any) -> None:
+        self.long: Dict[str, List[float]] = {"on": [], "off": []}
+        self._original = asyncio.events.Handle._run
+        original, long, limit = self._original, self.long, self.LONG_S
+
+        def _run(handle: asyncio.Handle) -> None:
+            start = time.thread_time()
+            original(handle)
+            spent = time.thread_time() - start
+            if spent > limit:
+                long[side()].append(spent)
+
+        asyncio.events.Handle._run = _run  # type: ignore[method-assign]
+
+    def stop(self) -> None:
+        asyncio.events.Handle._run = self._original  # type: ignore[method-assign]
+
+
 def percentile(values: List[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -160,13 +189,24 @@ async def relay(paths: List[str], args: argparse.Namespace,
     reports = [0]
     uploader = Uploader(upload, HOST_CN) if upload is not None else None
     upload_task = asyncio.ensure_future(uploader.run()) if uploader is not None else None
+    # --compare: the uploader takes reports in every other window only; each window's
+    # latencies, loop lag and CPU go to its side ("on" / "off") of the same run.
+    phase = ["on"]
+    by_phase: Dict[str, Dict[str, Any]] = {
+        side: {"latencies": [], "lags": [], "cpu": 0.0, "wall": 0.0, "reports": 0}
+        for side in ("on", "off")}
 
     def on_report(vm_id: str, report: Dict[str, Any], received_at: float,
                   version: str | None = None, on_safe: Any = None,
                   encoded: bytes | None = None) -> None:
-        latencies.append(received_at - report["time"])
+        latency = received_at - report["time"]
+        latencies.append(latency)
         reports[0] += 1
-        if uploader is not None:  # what the relay daemon wires: Uploader.submit_report
+        side = by_phase[phase[0]]
+        side["latencies"].append(latency)
+        side["reports"] += 1
+        if uploader is not None and phase[0] == "on":
+            # what the relay daemon wires: Uploader.submit_report
             uploader.submit_report(vm_id, report, received_at, version, on_safe, encoded)
 
     config = SessionConfig(silence_timeout=10 * args.interval)
@@ -190,6 +230,25 @@ async def relay(paths: List[str], args: argparse.Namespace,
     reports[0] = 0
     lags: List[float] = []
     lag_task = asyncio.ensure_future(loop_lag(lags))
+    for side in by_phase.values():
+        side["latencies"].clear()
+        side["reports"] = 0
+
+    async def alternate() -> None:
+        """Switch the uploader's side every ``--window`` seconds (``--compare``)."""
+        while True:
+            cpu_start, wall_start, lag_start = cpu_seconds(), time.monotonic(), len(lags)
+            try:
+                await asyncio.sleep(args.window)
+            finally:  # the last window is cut short by the end of the run
+                side = by_phase[phase[0]]
+                side["cpu"] += cpu_seconds() - cpu_start
+                side["wall"] += time.monotonic() - wall_start
+                side["lags"].extend(lags[lag_start:])
+            phase[0] = "off" if phase[0] == "on" else "on"
+
+    alternate_task = asyncio.ensure_future(alternate()) if args.compare else None
+    slices = watch_slices(lambda: phase[0]) if args.compare else None
     nivcsw0 = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
     load0 = os.getloadavg()[0]
     up0 = dict(uploader.stats()) if uploader is not None else {}
@@ -199,6 +258,11 @@ async def relay(paths: List[str], args: argparse.Namespace,
     cpu1, wall1 = cpu_seconds(), time.monotonic()
     engine_cpu = (engine.cpu_seconds() - engine0) if engine is not None else None
     up1 = dict(uploader.stats()) if uploader is not None else {}
+    if alternate_task is not None:
+        alternate_task.cancel()
+        await asyncio.gather(alternate_task, return_exceptions=True)
+    if slices is not None:
+        slices.stop()
     lag_task.cancel()
     nivcsw = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - nivcsw0
     count = reports[0]
@@ -225,6 +289,24 @@ async def relay(paths: List[str], args: argparse.Namespace,
             "upload_last_error": up1["last_error"],
             "engine_cpu_percent_of_core": (round(100 * engine_cpu / (wall1 - wall0), 2)
                                            if engine_cpu is not None else None)}
+    compared: Dict[str, Any] = {}
+    if args.compare:
+        for name, side in by_phase.items():
+            got, wall_side = side["latencies"], side["wall"] or 1.0
+            compared.update({
+                "%s_windows_s" % name: round(side["wall"], 1),
+                "%s_reports" % name: side["reports"],
+                "%s_cpu_percent_of_core" % name: round(100 * side["cpu"] / wall_side, 2),
+                "%s_latency_ms_p50" % name: (round(1000 * percentile(got, 50), 2)
+                                             if got else None),
+                "%s_latency_ms_p99" % name: (round(1000 * percentile(got, 99), 2)
+                                             if got else None),
+                "%s_loop_lag_ms_p99" % name: (round(1000 * percentile(side["lags"], 99), 2)
+                                              if side["lags"] else None),
+                "%s_loop_slice_cpu_ms_max" % name: round(1000 * max(
+                    slices.long[name], default=0.0), 2) if slices is not None else None,
+                "%s_loop_slices_over_5ms" % name: sum(
+                    1 for t in (slices.long[name] if slices is not None else ()) if t > 0.005)})
     return {
         "vms": len(paths),
         "uploader": "on, TLS to vmdiag-engine" if uploader is not None else "off",
@@ -249,6 +331,7 @@ async def relay(paths: List[str], args: argparse.Namespace,
         "involuntary_ctx_switches": nivcsw,
         "host_loadavg_1m": "%.2f -> %.2f" % (load0, os.getloadavg()[0]),
         **uploaded,
+        **compared,
     }
 
 
@@ -263,8 +346,14 @@ def main() -> int:
     parser.add_argument("--units", type=int, default=80, help="units per report")
     parser.add_argument("--no-upload", dest="upload", action="store_false",
                         help="leave the uploader and the engine out")
+    parser.add_argument("--compare", action="store_true",
+                        help="same run, uploader on and off in alternating windows")
+    parser.add_argument("--window", type=float, default=10.0,
+                        help="seconds per window with --compare")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
+    if args.compare and not args.upload:
+        parser.error("--compare needs the uploader")
 
     raise_fd_limit(args.vms + 256)
     lines = templates(8, args.processes, args.units)

@@ -204,3 +204,19 @@ def test_vms_that_send_alike_keep_oldest_first_eviction(tmp_path):
         spool.append([line for vm in vms for line in vm_lines(vm, round_, 1)])
     stats = spool.stats()
     assert stats["dropped_share"] == 0 and stats["dropped_oldest"] > 0
+
+
+def test_lines_appended_here_are_not_validated_again_but_found_ones_are(tmp_path):
+    checked = []
+
+    def validate(value):
+        checked.append(value["n"])
+        must_have_n(value)
+
+    spool = Spool(str(tmp_path), max_bytes=1 << 20, validate=validate)
+    spool.append(lines(0, 3))
+    batch = spool.read(10, 1 << 20)
+    assert [json.loads(line)["n"] for line in batch.lines] == [0, 1, 2] and checked == []
+    # after a restart the segment is read line by line, as anything found on disk
+    spool = Spool(str(tmp_path), max_bytes=1 << 20, validate=validate)
+    assert drain(spool) == [0, 1, 2] and checked == [0, 1, 2]

@@ -415,3 +415,34 @@ async def test_a_report_encoded_by_the_cache_arrives_as_the_same_envelope(tmp_pa
     await until(lambda: len(server.unique) == 20 and len(safe) == 20, what="20 envelopes")
     await stop_uploader(uploader, task)
     assert server.unique == [dict(env, agent_version="2.0") for env in sent]
+
+
+async def test_a_batch_larger_than_one_slice_arrives_whole(tmp_path, pki, server):
+    """The body goes out in slices (the loop runs the sessions between them) with an exact
+    Content-Length; a batch of several slices arrives byte for byte."""
+    from vdsm_hooks.relay import upload
+
+    await server.start()
+    cfg = upload_cfg(tmp_path, server.url, pki, batch_size=500, batch_interval=0.2)
+    uploader, task = await start_uploader(cfg)
+    sent = envelopes(500, padding=2000)  # ~1.3 MB: about five slices
+    assert sum(len(json.dumps(e)) for e in sent) > 4 * upload.SLICE_BYTES
+    for env in sent:
+        assert uploader.submit(env)
+    await until(lambda: len(server.unique) == 500, what="500 large envelopes at the server")
+    await stop_uploader(uploader, task)
+    assert server.unique == sent
+    assert [len(batch) for batch in server.requests] == [500]
+
+
+async def test_the_sliced_body_is_the_joined_lines():
+    from vdsm_hooks.relay.upload import SLICE_BYTES, _body_length, _body_slices
+
+    for lines in ([], [b'{"a":1}\n'], [b'{"a":1}\n', b'{"b":2}'],
+                  [b'{"x":"%s"}\n' % (b"y" * n) for n in (SLICE_BYTES, 10, SLICE_BYTES // 3,
+                                                           0, 2 * SLICE_BYTES)]):
+        body = b"".join([part async for part in _body_slices(lines)])
+        expected = b'{"envelopes":[' + b",".join(line.rstrip(b"\n") for line in lines) + b"]}"
+        assert body == expected and _body_length(lines) == len(expected)
+        if lines:
+            assert json.loads(body)["envelopes"][0] == json.loads(lines[0])
