@@ -9,36 +9,24 @@ import uuid
 
 import pytest
 
-from tests.real import require_module
+from tests.relay.system_libvirt import (
+    CHANNELS,
+    CONTROLLER,
+    URI,
+    WAIT_S,
+    domain_xml,
+    following_relay,
+    libvirt,
+)
 from tests.relay.test_daemon import cli
-from tests.relay.test_libvirtd import CHANNELS, URI, WAIT_S, system_libvirt  # noqa: F401
 from tests.relay.test_session import until
 from vdsm_hooks.domxml import channel_xml
 from vdsm_hooks.relay import attach
-from vdsm_hooks.relay.daemon import DaemonSettings, RelayDaemon
-from vdsm_hooks.relay.session import SessionConfig
-
-libvirt = require_module("libvirt", "pip install libvirt-python")
 
 pytestmark = pytest.mark.libvirt
 
 #: This file's domains; test_libvirtd's relay follows only its own prefix, never these.
 PREFIX = "vmdiag-attach-t-"
-
-BARE = """<domain type='{virt}'>
-  <name>{name}</name>
-  <uuid>{uuid}</uuid>
-  <memory unit='MiB'>32</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='network'/></os>
-  <devices>
-    <emulator>{emulator}</emulator>
-    <controller type='virtio-serial' index='0'/>
-    <video><model type='none'/></video>
-    <memballoon model='none'/>
-  </devices>
-</domain>"""
-
 
 def has_channel(xml: str) -> bool:
     return "org.vmdiag.agent.0" in xml
@@ -81,19 +69,16 @@ def virsh(*args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def domain(system_libvirt, tmp_path_factory):  # noqa: F811
+def domain(system_libvirt, tmp_path_factory):
     """One running domain for the whole module, persistent until a test makes it transient.
 
-    Starting a domain is the slow part here: this libvirtd probes QEMU's capabilities again at
-    each lookup while its cache says KVM was usable at the last probe and /dev/kvm is not
-    usable by QEMU's user now, so a domain start costs 50-60 s on this machine. The tests
-    share one domain (by name, through virsh, so no libvirt connection of this module outlives
+    The tests share it (by name, through virsh, so no libvirt connection of this module outlives
     an event loop the relay tests registered), and take its persistence away last.
     """
     vm_id = str(uuid.uuid4())
     name = PREFIX + vm_id[:8]
     xml = tmp_path_factory.mktemp("attach") / "domain.xml"
-    xml.write_text(BARE.format(name=name, uuid=vm_id, **system_libvirt))
+    xml.write_text(domain_xml(system_libvirt, name, vm_id, CONTROLLER))
     virsh("define", str(xml))
     try:
         virsh("start", name)
@@ -139,17 +124,9 @@ def test_hot_plug_into_a_transient_domain_only_with_live(domain):
 
 
 @pytest.fixture
-async def relay(tmp_path, system_libvirt):  # noqa: F811
-    settings = DaemonSettings(host_id="host-attach", libvirt_uri=URI,
-                              control_socket=str(tmp_path / "relay.sock"),
-                              reconnect_max_backoff=1.0, recheck_interval=1.0)
-    d = RelayDaemon(settings, session_config=SessionConfig(
-        silence_timeout=1.0, reconnect_min_backoff=0.1, reconnect_max_backoff=1.0),
-        accept=lambda info: info.name.startswith(PREFIX))
-    await d.start()
-    await d.discovery.wait_listed(1, timeout=WAIT_S)
-    yield d
-    await d.stop()
+async def relay(tmp_path, system_libvirt):
+    async with following_relay(str(tmp_path / "relay.sock"), "host-attach", PREFIX) as d:
+        yield d
 
 
 async def test_the_relay_follows_a_channel_hot_plugged_and_unplugged(domain, relay, tmp_path):

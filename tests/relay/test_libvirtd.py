@@ -11,98 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import subprocess
-import time
 import uuid
 
 import pytest
 
-from lab.vm.accel import choose_accel, libvirt_domain_type
-from tests.real import require_module, unavailable
+from tests.relay.system_libvirt import (
+    CHANNEL,
+    CHANNELS,
+    PIDFILE,
+    URI,
+    WAIT_S,
+    domain_xml,
+    following_relay,
+    libvirt,
+    start_libvirtd,
+)
 from tests.relay.test_session import until
-from vdsm_hooks.relay.daemon import DaemonSettings, RelayDaemon
-from vdsm_hooks.relay.session import Runstate, SessionConfig
-
-libvirt = require_module("libvirt", "pip install libvirt-python")
+from vdsm_hooks.relay.session import Runstate
 
 pytestmark = pytest.mark.libvirt
 
-URI = "qemu:///system"
-CHANNELS = "/var/lib/libvirt/qemu/channels"
-PIDFILE = "/run/libvirtd.pid"
 PREFIX = "vmdiag-relay-t-"
-#: Upper bound of every wait below; each returns as soon as its condition holds. libvirtd takes
-#: tens of seconds to stop on a loaded machine with other domains running.
-WAIT_S = 120
-
-DOMAIN = """<domain type='{virt}'>
-  <name>{name}</name>
-  <uuid>{uuid}</uuid>
-  <memory unit='MiB'>32</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='network'/></os>
-  <devices>
-    <emulator>{emulator}</emulator>
-    <channel type='unix'>
-      <source mode='bind' path='{channels}/{uuid}.org.vmdiag.agent.0'/>
-      <target type='virtio' name='org.vmdiag.agent.0'/>
-    </channel>
-    <video><model type='none'/></video>
-    <memballoon model='none'/>
-  </devices>
-</domain>"""
-
-
-def _socket_up() -> bool:
-    try:
-        libvirt.openReadOnly(URI).close()
-        return True
-    except libvirt.libvirtError:
-        return False
-
-
-def _start_libvirtd() -> None:
-    for daemon in ("virtlogd", "libvirtd"):
-        if subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode != 0:
-            subprocess.run([daemon, "-d"], check=True, timeout=30)
-    deadline = time.monotonic() + 30
-    while not _socket_up():
-        if time.monotonic() > deadline:
-            raise RuntimeError("libvirtd did not come up within 30 s")
-        time.sleep(0.2)
-
-
-def _destroy_leftovers() -> None:
-    """Destroy this file's transient domains left running by an interrupted earlier run: the
-    relay under test would follow them too."""
-    conn = libvirt.open(URI)
-    try:
-        for dom in conn.listAllDomains():
-            if dom.name().startswith(PREFIX) and dom.isActive():
-                dom.destroy()
-    finally:
-        conn.close()
-
-
-@pytest.fixture(scope="module")
-def system_libvirt():
-    """A running system libvirtd with QEMU; started here (no systemd in CI) if needed."""
-    emulator = shutil.which("qemu-system-x86_64")
-    if emulator is None or shutil.which("libvirtd") is None:
-        unavailable("needs libvirtd and qemu-system-x86_64 (apt-get install "
-                    "libvirt-daemon-system qemu-system-x86)")
-    if os.geteuid() != 0:
-        unavailable("starting domains on qemu:///system needs root here")
-    _start_libvirtd()
-    if not os.path.isdir(CHANNELS):
-        os.makedirs(CHANNELS, mode=0o775)
-        owner = "libvirt-qemu" if shutil.which("dpkg") else "qemu"
-        shutil.chown(CHANNELS, owner, owner)
-    _destroy_leftovers()
-    virt = libvirt_domain_type(choose_accel())  # the project's one choice (lab/vm/accel.py)
-    return {"emulator": emulator, "virt": virt}
 
 
 @pytest.fixture
@@ -114,9 +44,7 @@ async def make_domain(system_libvirt):
 
     def make() -> libvirt.virDomain:
         vm_id = str(uuid.uuid4())
-        xml = DOMAIN.format(name=PREFIX + vm_id[:8], uuid=vm_id, channels=CHANNELS,
-                            **system_libvirt)
-        dom = conn.createXML(xml, 0)
+        dom = conn.createXML(domain_xml(system_libvirt, PREFIX + vm_id[:8], vm_id, CHANNEL), 0)
         made.append(vm_id)
         return dom
 
@@ -136,16 +64,8 @@ async def make_domain(system_libvirt):
 
 @pytest.fixture
 async def relay(tmp_path, system_libvirt):
-    settings = DaemonSettings(host_id="host-libvirtd", libvirt_uri=URI,
-                              control_socket=str(tmp_path / "relay.sock"),
-                              reconnect_max_backoff=1.0, recheck_interval=1.0)
-    d = RelayDaemon(settings, session_config=SessionConfig(
-        silence_timeout=1.0, reconnect_min_backoff=0.1, reconnect_max_backoff=1.0),
-        accept=lambda info: info.name.startswith(PREFIX))
-    await d.start()
-    await d.discovery.wait_listed(1, timeout=WAIT_S)
-    yield d
-    await d.stop()
+    async with following_relay(str(tmp_path / "relay.sock"), "host-libvirtd", PREFIX) as d:
+        yield d
 
 
 async def test_a_started_domain_is_connected_and_a_destroyed_one_closed(relay, make_domain):
@@ -189,7 +109,7 @@ async def test_libvirtd_restart_relists_keeps_live_vms_and_drops_dead_ones(relay
                 what="libvirtd to exit")
     await until(lambda: not relay.discovery.connected, timeout=WAIT_S, what="relay to notice")
     os.kill(qemu_pid, signal.SIGKILL)  # this VM dies while nobody watches
-    await asyncio.to_thread(_start_libvirtd)
+    await asyncio.to_thread(start_libvirtd)
 
     await relay.discovery.wait_listed(generation + 1, timeout=60)
     await until(lambda: lose_id not in relay.sessions, timeout=WAIT_S, what="dead VM closed")
