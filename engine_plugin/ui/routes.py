@@ -50,6 +50,13 @@ STATIC_TYPES = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: The PatternFly fonts every page uses (body text, bold text, titles): preloaded by the shell,
+#: so they are there when the fragment arrives instead of being found (and laid out again) then.
+PRELOAD_FONTS = tuple("vendor/patternfly/assets/fonts/%s.woff2" % name for name in (
+    "RedHatText/RedHatText-Regular", "RedHatText/RedHatText-Medium",
+    "RedHatDisplay/RedHatDisplay-Medium"))
+#: An asset asked with the ``?v=`` of its current content never changes at that address.
+IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 class UiPages:
@@ -115,7 +122,9 @@ class UiPages:
     def shell(self, kind: str, title: str, fragment_url: str) -> web.Response:
         html = rendering.render(
             self.env, "shell.html", kind=kind, title=title, fragment_url=fragment_url,
-            refresh_s=self.refresh_s, static_url=self.static_url)
+            refresh_s=self.refresh_s, static_url=self.static_url,
+            preload_fonts=["%s/static/%s" % (self.ui, f) for f in PRELOAD_FONTS]
+            if fragment_url else [])
         return self._html(html, cache=True)
 
     # -- page shells (no data, no authentication) -------------------------------------------
@@ -235,8 +244,20 @@ class UiPages:
             raise web.HTTPNotFound() from None
         if root not in path.parents or not path.is_file():
             raise web.HTTPNotFound()
-        headers = {"X-Content-Type-Options": "nosniff",
-                   "Cache-Control": "public, max-age=86400",
+        # The pages ask for their own assets with ?v=<content hash> (static_url) and fonts by
+        # the stylesheet's relative URLs: an address that names the current content is cached
+        # for good, fonts for a day; anything else is revalidated (ETag, Last-Modified:
+        # aiohttp's FileResponse).
+        # A precompressed sibling (<name>.gz, made by the vendoring script) is served to a
+        # browser that accepts gzip, by FileResponse as well.
+        version = request.query.get("v")
+        if version is not None and version == self.versions.get(relative):
+            cache = IMMUTABLE
+        elif path.suffix == ".woff2":
+            cache = "public, max-age=86400"  # fonts change with the vendored PatternFly only
+        else:
+            cache = "no-cache"
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": cache,
                    "Content-Type": STATIC_TYPES.get(path.suffix, "application/octet-stream")}
         return web.FileResponse(path, headers=headers)
 

@@ -116,6 +116,9 @@ async def test_pages_of_a_large_fleet_in_chromium(browser, make_service, standin
         seen["xss"] = browser.execute_script(
             "return window.__xssCalls.concat(window.__cspViolations)")
         open_page(browser, base + "fleet" + dora)
+        # her list is read from the engine a page at a time: the page completes by itself
+        wait_for(browser, "!document.querySelector('[data-vmdiag-reading]')",
+                 what="the rest of her list")
         seen["dora"] = shown(browser)
         return seen
 

@@ -6,6 +6,7 @@ These pin the security contract the browser tests rely on: no data without a val
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 
@@ -139,6 +140,37 @@ async def test_static_files_and_traversal(client):
                  "/vmdiag/ui/static/vendor", "/vmdiag/ui/static/nope.js"):
         response = await client.get(path)
         assert response.status == 404, path
+
+
+async def test_versioned_assets_are_cached_for_good_and_the_css_goes_gzipped(client):
+    shell = await (await client.get("/vmdiag/ui/fleet")).text()
+    assets = re.findall(r'(?:src|href)="(/vmdiag/ui/static/[^"?]+\?v=[0-9a-f]+)"', shell)
+    assert len(assets) == 3, assets  # the script and both stylesheets, by content hash
+    for url in assets:
+        response = await client.get(url)
+        assert response.status == 200
+        assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    # the same file asked without (or with another) version: revalidated, never kept for good
+    for url in ("/vmdiag/ui/static/vmdiag.js", "/vmdiag/ui/static/vmdiag.js?v=000000000000"):
+        response = await client.get(url)
+        assert response.headers["Cache-Control"] == "no-cache" and "ETag" in response.headers
+    css_url = next(u for u in assets if "patternfly" in u)
+    plain = await client.get(css_url, headers={"Accept-Encoding": "identity"})
+    packed = await client.get(css_url, headers={"Accept-Encoding": "gzip, deflate"},
+                              auto_decompress=False)
+    assert packed.headers.get("Content-Encoding") == "gzip"
+    assert packed.headers["Content-Type"].startswith("text/css")
+    raw = await packed.read()
+    assert len(raw) * 5 < len(await plain.read())
+    assert gzip.decompress(raw) == await plain.read()  # the .gz is the stylesheet's own
+    # the fonts the shell preloads are the stylesheet's own URLs (else fetched twice)
+    css = await plain.text()
+    preloads = re.findall(r'<link rel="preload" href="/vmdiag/ui/static/vendor/patternfly/'
+                          r'([^"]+)" as="font" type="font/woff2" crossorigin>', shell)
+    assert len(preloads) == 3
+    for font in preloads:
+        assert 'url("./%s")' % font in css
+        assert (await client.get("/vmdiag/ui/static/vendor/patternfly/" + font)).status == 200
 
 
 async def test_every_url_in_the_vendored_css_resolves(client):

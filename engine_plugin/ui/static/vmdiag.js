@@ -12,15 +12,19 @@
   "use strict";
 
   var TOKEN_KEY = "vmdiag.ssoToken";
-  var root = document.getElementById("vmdiag-root");
-  if (!root || !root.getAttribute("data-fragment-url")) {
+  // The script runs as soon as it is loaded (async, in the head), so the fragment's fetch
+  // starts while the stylesheets load and the shell is parsed; what needs the page's elements
+  // waits for them (start(), at DOMContentLoaded). Where to fetch is in the head's meta tags.
+  function meta(name) {
+    var tag = document.querySelector('meta[name="' + name + '"]');
+    return tag ? tag.getAttribute("content") : "";
+  }
+  var fragmentUrl = meta("vmdiag-fragment-url");
+  if (!fragmentUrl) {
     return;
   }
-  var alertBox = document.getElementById("vmdiag-alert");
-  var updated = document.getElementById("vmdiag-updated");
-  var refreshButton = document.getElementById("vmdiag-refresh");
-  var fragmentUrl = root.getAttribute("data-fragment-url");
-  var refreshMs = Math.max(5, parseInt(root.getAttribute("data-refresh-s"), 10) || 30) * 1000;
+  var refreshMs = Math.max(5, parseInt(meta("vmdiag-refresh-s"), 10) || 30) * 1000;
+  var root = null, alertBox = null, updated = null, refreshButton = null;
   var query = location.search.replace(/^\?/, "");
   var inFlight = null;
   var loadedOnce = false;
@@ -98,6 +102,27 @@
     }
   }
 
+  // One fetch of the fragment (the one before it, if still running, is aborted).
+  function request() {
+    if (inFlight) { inFlight.abort(); }
+    var controller = new AbortController();
+    inFlight = controller;
+    var url = fragmentUrl + (query ? "?" + query : "");
+    var answer = fetch(url, {
+      headers: { "Authorization": "Bearer " + token, "Accept": "text/html" },
+      cache: "no-store",
+      credentials: "same-origin",
+      referrerPolicy: "no-referrer",
+      signal: controller.signal
+    }).then(function (response) {
+      return response.text().then(function (text) {
+        return { response: response, text: text };
+      });
+    });
+    answer.catch(function () { /* handled by load() */ });
+    return { controller: controller, answer: answer };
+  }
+
   function load() {
     if (!token) {
       root.setAttribute("aria-busy", "false");
@@ -108,18 +133,12 @@
            'Diagnostics tab.</div></div></div>');
       return Promise.resolve();
     }
-    if (inFlight) { inFlight.abort(); }
-    var controller = new AbortController();
-    inFlight = controller;
-    var url = fragmentUrl + (query ? "?" + query : "");
-    return fetch(url, {
-      headers: { "Authorization": "Bearer " + token, "Accept": "text/html" },
-      cache: "no-store",
-      credentials: "same-origin",
-      referrerPolicy: "no-referrer",
-      signal: controller.signal
-    }).then(function (response) {
-      return response.text().then(function (text) {
+    var req = early || request();
+    early = null;
+    var controller = req.controller;
+    return req.answer.then(function (answer) {
+      var response = answer.response;
+      return (function (text) {
         if (response.status === 401) {
           // Our own 401 fragment, or (from a proxy, say) anything else: the same request.
           var ours = /^text\/html/.test(response.headers.get("Content-Type") || "") &&
@@ -149,7 +168,7 @@
         } else {
           throw new Error("the vmdiag service answered " + response.status);
         }
-      });
+      })(answer.text);
     }).catch(function (err) {
       if (err && err.name === "AbortError") { return; }
       setAlert((loadedOnce ? "Could not refresh: " : "Could not load diagnostics: ") +
@@ -176,119 +195,133 @@
     return params;
   }
 
-  // Event delegation: the fragment is replaced on every refresh, the listeners stay on the root.
-  root.addEventListener("submit", function (event) {
-    event.preventDefault();
-    setQuery(formParams(event.target));
-  });
-  root.addEventListener("change", function (event) {
-    var target = event.target;
-    if (target.hasAttribute("data-per-page")) {
-      var sized = new URLSearchParams(query);
-      sized.set("per_page", target.value);
-      sized.delete("page");
-      setQuery(sized);
-    } else if (target.hasAttribute("data-page-input")) {
-      var pager = target.closest("[data-pages]");
-      var last = parseInt(pager && pager.getAttribute("data-pages"), 10) || 1;
-      var wanted = Math.min(Math.max(parseInt(target.value, 10) || 1, 1), last);
-      goToPage(wanted);
-    } else if (target.tagName === "SELECT" && target.form) {
-      setQuery(formParams(target.form));
-    }
-  });
-
-  // The export needs the Authorization header, so it is fetched here and handed to the browser
-  // as a download of the response's own bytes (never parsed or inserted into the page).
-  function exportCsv(button) {
-    button.disabled = true;
-    fetch(button.getAttribute("data-export-url"), {
-      headers: { "Authorization": "Bearer " + token, "Accept": "text/csv" },
-      cache: "no-store", credentials: "same-origin", referrerPolicy: "no-referrer"
-    }).then(function (response) {
-      if (!response.ok) { throw new Error("the vmdiag service answered " + response.status); }
-      var disposition = response.headers.get("Content-Disposition") || "";
-      var name = /filename="([^"]+)"/.exec(disposition);
-      return response.blob().then(function (blob) {
-        var link = document.createElement("a");
-        link.href = URL.createObjectURL(blob);
-        link.download = name ? name[1] : "vmdiag-fleet.csv";
-        document.body.appendChild(link);
-        link.click();
-        link.remove();
-        setTimeout(function () { URL.revokeObjectURL(link.href); }, 10000);
-        document.dispatchEvent(new CustomEvent("vmdiag:exported", { detail: link.download }));
-      });
-    }).catch(function (err) {
-      setAlert("Could not export: " + (err && err.message ? err.message : "network error"));
-    }).then(function () { button.disabled = false; });
-  }
-
-  function goToPage(page) {
-    var paged = new URLSearchParams(query);
-    if (page > 1) { paged.set("page", String(page)); } else { paged.delete("page"); }
-    setQuery(paged);
-  }
-  var typing = null;
-  root.addEventListener("input", function (event) {
-    if (event.target.type === "search" && event.target.form) {
-      clearTimeout(typing);
-      var form = event.target.form;
-      typing = setTimeout(function () { setQuery(formParams(form)); }, 300);
-    }
-  });
-  root.addEventListener("click", function (event) {
-    var pageButton = event.target.closest("[data-page]");
-    if (pageButton && !pageButton.disabled) {
-      goToPage(parseInt(pageButton.getAttribute("data-page"), 10) || 1);
-      return;
-    }
-    var sort = event.target.closest("[data-sort]");
-    if (sort) {
-      var params = new URLSearchParams(query);
-      params.set("sort", sort.getAttribute("data-sort"));
-      params.set("dir", sort.getAttribute("data-dir"));
-      params.delete("page");
-      setQuery(params);
-      return;
-    }
-    var health = event.target.closest("[data-health-filter]");
-    if (health) {
-      var withHealth = new URLSearchParams(query);
-      if (health.getAttribute("data-health-filter")) {
-        withHealth.set("health", health.getAttribute("data-health-filter"));
-      } else {
-        withHealth.delete("health");
+  function start() {
+    root = document.getElementById("vmdiag-root");
+    alertBox = document.getElementById("vmdiag-alert");
+    updated = document.getElementById("vmdiag-updated");
+    refreshButton = document.getElementById("vmdiag-refresh");
+    if (!root) { return; }
+    // Event delegation: the fragment is replaced on every refresh, the listeners stay on the root.
+    root.addEventListener("submit", function (event) {
+      event.preventDefault();
+      setQuery(formParams(event.target));
+    });
+    root.addEventListener("change", function (event) {
+      var target = event.target;
+      if (target.hasAttribute("data-per-page")) {
+        var sized = new URLSearchParams(query);
+        sized.set("per_page", target.value);
+        sized.delete("page");
+        setQuery(sized);
+      } else if (target.hasAttribute("data-page-input")) {
+        var pager = target.closest("[data-pages]");
+        var last = parseInt(pager && pager.getAttribute("data-pages"), 10) || 1;
+        var wanted = Math.min(Math.max(parseInt(target.value, 10) || 1, 1), last);
+        goToPage(wanted);
+      } else if (target.tagName === "SELECT" && target.form) {
+        setQuery(formParams(target.form));
       }
-      withHealth.delete("page");
-      setQuery(withHealth);
-      return;
-    }
-    var exportButton = event.target.closest("[data-export-url]");
-    if (exportButton) {
-      exportCsv(exportButton);
-      return;
-    }
-    if (event.target.closest("[data-clear-filters]")) {
-      setQuery(new URLSearchParams());
-    }
-  });
-  refreshButton.addEventListener("click", function () { load(); });
-  // A new token for the same page arrives as a fragment-only navigation, which does not reload.
-  window.addEventListener("hashchange", function () {
-    if (/(?:^#|&)token=/.test(location.hash)) {
-      token = readToken();
-      signedOut = false;
-      load();
-    }
-  });
+    });
 
-  setInterval(function () {
-    if (!document.hidden && !signedOut) { load(); }
-  }, refreshMs);
-  document.addEventListener("visibilitychange", function () {
-    if (!document.hidden && loadedOnce && !signedOut) { load(); }
-  });
-  window.vmdiagRefresh = load;
-  load();
+    // The export needs the Authorization header, so it is fetched here and handed to the browser
+    // as a download of the response's own bytes (never parsed or inserted into the page).
+    function exportCsv(button) {
+      button.disabled = true;
+      fetch(button.getAttribute("data-export-url"), {
+        headers: { "Authorization": "Bearer " + token, "Accept": "text/csv" },
+        cache: "no-store", credentials: "same-origin", referrerPolicy: "no-referrer"
+      }).then(function (response) {
+        if (!response.ok) { throw new Error("the vmdiag service answered " + response.status); }
+        var disposition = response.headers.get("Content-Disposition") || "";
+        var name = /filename="([^"]+)"/.exec(disposition);
+        return response.blob().then(function (blob) {
+          var link = document.createElement("a");
+          link.href = URL.createObjectURL(blob);
+          link.download = name ? name[1] : "vmdiag-fleet.csv";
+          document.body.appendChild(link);
+          link.click();
+          link.remove();
+          setTimeout(function () { URL.revokeObjectURL(link.href); }, 10000);
+          document.dispatchEvent(new CustomEvent("vmdiag:exported", { detail: link.download }));
+        });
+      }).catch(function (err) {
+        setAlert("Could not export: " + (err && err.message ? err.message : "network error"));
+      }).then(function () { button.disabled = false; });
+    }
+
+    function goToPage(page) {
+      var paged = new URLSearchParams(query);
+      if (page > 1) { paged.set("page", String(page)); } else { paged.delete("page"); }
+      setQuery(paged);
+    }
+    var typing = null;
+    root.addEventListener("input", function (event) {
+      if (event.target.type === "search" && event.target.form) {
+        clearTimeout(typing);
+        var form = event.target.form;
+        typing = setTimeout(function () { setQuery(formParams(form)); }, 300);
+      }
+    });
+    root.addEventListener("click", function (event) {
+      var pageButton = event.target.closest("[data-page]");
+      if (pageButton && !pageButton.disabled) {
+        goToPage(parseInt(pageButton.getAttribute("data-page"), 10) || 1);
+        return;
+      }
+      var sort = event.target.closest("[data-sort]");
+      if (sort) {
+        var params = new URLSearchParams(query);
+        params.set("sort", sort.getAttribute("data-sort"));
+        params.set("dir", sort.getAttribute("data-dir"));
+        params.delete("page");
+        setQuery(params);
+        return;
+      }
+      var health = event.target.closest("[data-health-filter]");
+      if (health) {
+        var withHealth = new URLSearchParams(query);
+        if (health.getAttribute("data-health-filter")) {
+          withHealth.set("health", health.getAttribute("data-health-filter"));
+        } else {
+          withHealth.delete("health");
+        }
+        withHealth.delete("page");
+        setQuery(withHealth);
+        return;
+      }
+      var exportButton = event.target.closest("[data-export-url]");
+      if (exportButton) {
+        exportCsv(exportButton);
+        return;
+      }
+      if (event.target.closest("[data-clear-filters]")) {
+        setQuery(new URLSearchParams());
+      }
+    });
+    refreshButton.addEventListener("click", function () { load(); });
+    // A new token for the same page arrives as a fragment-only navigation, which does not reload.
+    window.addEventListener("hashchange", function () {
+      if (/(?:^#|&)token=/.test(location.hash)) {
+        token = readToken();
+        signedOut = false;
+        load();
+      }
+    });
+
+    setInterval(function () {
+      if (!document.hidden && !signedOut) { load(); }
+    }, refreshMs);
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden && loadedOnce && !signedOut) { load(); }
+    });
+    window.vmdiagRefresh = load;
+    load();
+  }
+
+  var early = token ? request() : null;
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
 })();
