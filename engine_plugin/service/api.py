@@ -19,6 +19,7 @@ from .documents import SIGNED_OUT, BadRequest, DocumentSource, unauthorized
 from .export import filename as export_filename
 from .export import fleet_csv
 from .fleet_metrics import fleet_exposition
+from .leadership import LEASE
 from .listing import PAGING_PARAMS
 from .metrics import CONTENT_TYPE, NetworkAllowList, ServiceMetrics
 
@@ -88,15 +89,19 @@ class ApiRoutes:
     """Handlers of the JSON API, bound to one ``DocumentSource``."""
 
     def __init__(self, source: DocumentSource, metrics: ServiceMetrics,
-                 allow: NetworkAllowList, store_ping: Callable[[], Awaitable[Any]],
+                 allow: NetworkAllowList, leases: Callable[[], Awaitable[Any]],
+                 health_counts: Callable[[], Awaitable[Any]],
                  clock: Callable[[], float] = time.time,
                  fleet_verdicts: Callable[[], Awaitable[Any]] | None = None,
                  fleet_max_vms: int = 5000) -> None:
-        """``fleet_verdicts`` gives the stored verdicts for [metrics] fleet."""
+        """``leases`` reads the store's leases (a few rows: what ``/healthz`` asks the store);
+        ``health_counts`` counts VMs per health status (every verdict: for ``/metrics``);
+        ``fleet_verdicts`` gives the stored verdicts for [metrics] fleet."""
         self.source = source
         self.metrics = metrics
         self.allow = allow
-        self.store_ping = store_ping
+        self.leases = leases
+        self.health_counts = health_counts
         self.clock = clock
         self.fleet_verdicts = fleet_verdicts
         self.fleet_max_vms = fleet_max_vms
@@ -155,12 +160,16 @@ class ApiRoutes:
         return web.json_response(doc)
 
     async def healthz(self, request: web.Request) -> web.Response:
+        """Liveness: the store answers a query of a few rows (its leases, never every verdict:
+        load balancers poll this), and which instance holds the once-only duties."""
         try:
-            await asyncio.wait_for(self.store_ping(), 10)
+            leases = await asyncio.wait_for(self.leases(), 10)
         except Exception as err:
             return web.json_response({"status": "error", "store": "unavailable: %s"
                                       % type(err).__name__}, status=503)
-        return web.json_response({"status": "ok", "store": "ok"})
+        duties = leases.get(LEASE) if isinstance(leases, dict) else None
+        leader = duties["holder"] if duties and duties["expires_in"] > 0 else None
+        return web.json_response({"status": "ok", "store": "ok", "leader": leader})
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         # Behind Apache the peer is the proxy; its X-Forwarded-For (last entry, the one Apache
@@ -172,7 +181,7 @@ class ApiRoutes:
             return error(403, "forbidden", "metrics are served only to [metrics] allow; add "
                          "the scraper's address there")
         try:
-            counts = await self.store_ping()
+            counts = await self.health_counts()
         except Exception:  # the store's state is itself in the metrics (healthz too)
             counts = None
         if isinstance(counts, dict):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import time
 from typing import Any, Callable, Dict, List, Tuple
@@ -189,7 +190,7 @@ class EngineService:
 
         api_app = web.Application(middlewares=[make_middleware(self.metrics)])
         ApiRoutes(self.source, self.metrics, NetworkAllowList(cfg.metrics.allow),
-                  self.health_counts, self.clock,
+                  functools.partial(self._store_call, "leases"), self.health_counts, self.clock,
                   fleet_verdicts=self.fleet_verdicts if cfg.metrics.fleet else None,
                   fleet_max_vms=cfg.metrics.max_vms).register(api_app, cfg.api.prefix)
         self._setup_ui(api_app)

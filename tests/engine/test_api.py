@@ -218,6 +218,8 @@ async def test_healthz_and_metrics_access(make_service, pki) -> None:
     await ingest_fleet(service, pki)
     health = await api_get(service, "/healthz")
     assert health.status == 200 and health.json()["store"] == "ok"
+    # the lone instance holds the once-only duties, and says so
+    assert health.json()["leader"] == service.leadership.holder
     metrics = await api_get(service, "/metrics")
     assert metrics.status == 200
     text = metrics.body.decode()

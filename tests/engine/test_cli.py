@@ -73,7 +73,11 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(tmp_path, pki) -> None:
             try:
                 with urllib.request.urlopen("http://127.0.0.1:%d/vmdiag/healthz" % api_port,
                                             timeout=2) as reply:
-                    assert json.loads(reply.read()) == {"status": "ok", "store": "ok"}
+                    health = json.loads(reply.read())
+                    assert (health["status"], health["store"]) == ("ok", "ok")
+                    # a lone instance leads from its first answer (decided before serving)
+                    host, pid, _random = health["leader"].rsplit(":", 2)
+                    assert (host, int(pid)) == (socket.gethostname(), proc.pid)
                     break
             except OSError:
                 assert proc.poll() is None, proc.stderr.read()

@@ -103,6 +103,11 @@ class Instance:
                                                                              self.log())
             time.sleep(0.2)
 
+    def healthz(self) -> Dict[str, Any]:
+        with urllib.request.urlopen("http://127.0.0.1:%d/vmdiag/healthz" % self.api_port,
+                                    timeout=10) as reply:
+            return json.loads(reply.read())
+
     def send(self, ctx: ssl.SSLContext, envelopes: List[Dict[str, Any]]) -> None:
         body = json.dumps({"envelopes": envelopes}).encode()
         request = urllib.request.Request(
@@ -213,6 +218,8 @@ def test_two_instances_raise_each_event_once_and_survive_a_kill(pg_cluster, pki,
                           pid_of(lease(url)["holder"]) == survivor.proc.pid,
                           HANDOVER_S, logs)
         assert took < HANDOVER_S
+        # whichever instance is asked, /healthz names the new holder of the duties
+        assert survivor.healthz()["leader"] == lease(url)["holder"]
         # The survivor raises what the dead leader left undone: the second half's critical
         # events (planned in the outbox, or its reports not yet evaluated).
         wait_until("the second half's critical events",
