@@ -29,6 +29,9 @@ _MAPPING = collections.abc.Mapping  # isinstance against typing.Mapping is sever
 #: ``forecast_min_duration_s``)
 PERSIST_SHARE = 0.125
 
+#: how many earlier moments of its data a new forecast is judged at (``_held_since``)
+HOLD_CHECKS = 4
+
 #: the last stretch of a series (before a fit) whose mean and noise the next passes' new
 #: samples are compared with, and how far (in standard errors) they may stray and still agree
 SCREEN_S = 3600.0
@@ -67,6 +70,8 @@ def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Optional[Histori
     pending: Dict[str, float] = dict(prev.get("pending") or {})
 
     fits: Dict[str, Any] = {}
+    seen = prev.get("data_end")
+    data_end: Dict[str, float] = dict(seen) if isinstance(seen, _MAPPING) else {}
     if histories is None:
         forecasts = list(prev.get("forecasts") or [])
         forecasts_at = prev.get("forecasts_at")
@@ -76,26 +81,48 @@ def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Optional[Histori
                 if isinstance(f, _MAPPING)}
         kept = prev.get("fits") if forecaster is forecast else None
         forecasts = forecast_vm(report, histories, thresholds, active, now, forecaster, held,
-                                kept if isinstance(kept, _MAPPING) else None, fits)
+                                kept if isinstance(kept, _MAPPING) else None, fits,
+                                pending=pending, seen=dict(data_end))
         forecasts_at = now
+        for f in forecasts:
+            pts = histories.get(f["metric"])
+            if pts:
+                data_end[f["metric"]] = min(now, float(pts[-1][0]))
     candidates = _check_findings(report) + _metric_findings(report, thresholds, active)
+    # forecasts persist in the data's time (the samples' timestamps), other findings in the
+    # service's: a history that arrives at once is judged as it would have been live
     persist: Dict[str, float] = {}
+    clock: Dict[str, float] = {}
     for f in forecasts:
         if f["status"] != "ok":
             code = "forecast:" + f["metric"]
             candidates.append(Finding(code, f["status"], f["message"], f["metric"]))
             persist[code] = forecast_persistence(f.get("eta_s"), thresholds)
+            clock[code] = data_end.get(f["metric"], now)
+            if code not in pending and isinstance(f.get("since"), (int, float)):
+                pending[code] = f["since"]
 
     raised: List[Finding] = []
     new_pending: Dict[str, float] = {}
     for finding in candidates:
-        first = pending.get(finding.code, now)
+        at = clock.get(finding.code, now)
+        first = pending.get(finding.code, at)
         need = thresholds.warning_min_duration_s if finding.status == "warning" else 0.0
         need = max(need, persist.get(finding.code, 0.0))
-        if finding.code not in active and now - first < need:
+        if finding.code not in active and at - first < need - 1e-3:
             new_pending[finding.code] = first
             continue
         raised.append(finding)
+    before_since = {f.get("metric"): f.get("since") for f in prev.get("forecasts") or ()
+                    if isinstance(f, _MAPPING)}
+    for f in forecasts:
+        code = "forecast:" + f["metric"]
+        if f["status"] != "ok":
+            # from when (data time) it held; raised once it held its persistence
+            since = new_pending.get(code, pending.get(code, before_since.get(f["metric"])))
+            f["since"] = since if isinstance(since, (int, float)) else clock.get(code, now)
+        else:
+            f.pop("since", None)
 
     silence = _silence(received_at, thresholds, now)
     if silence is not None:
@@ -108,6 +135,7 @@ def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Optional[Histori
                "forecasts": [{k: v for k, v in f.items() if k != "message"} for f in forecasts]}
     state = {"status": status, "since": since, "pending": new_pending,
              "forecasts": forecasts, "forecasts_at": forecasts_at, "fits": fits,
+             "data_end": data_end,
              "active": {f.code: f.status for f in raised if not f.code.startswith("agent.")}}
     return verdict, state
 
@@ -177,7 +205,9 @@ def forecast_vm(report: Optional[Mapping[str, Any]], histories: Histories, t: Th
                 forecaster: Callable[..., Forecast] = forecast,
                 previous: Optional[Mapping[str, Mapping[str, Any]]] = None,
                 fits: Optional[Mapping[str, Any]] = None,
-                new_fits: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+                new_fits: Optional[Dict[str, Any]] = None,
+                pending: Optional[Mapping[str, float]] = None,
+                seen: Optional[Mapping[str, float]] = None) -> List[Dict[str, Any]]:
     """Forecast objects (API shape plus a ``message``) for every series worth forecasting.
 
     ``previous`` holds the last pass's objects by metric: a raised forecast whose evidence
@@ -189,7 +219,13 @@ def forecast_vm(report: Optional[Mapping[str, Any]], histories: Histories, t: Th
     last refit looked like; a forecast that raised nothing is kept, not refitted, while the
     samples that arrived since agree with it (see ``_agrees``) and its refresh is not due:
     most series of a fleet move within their noise most of the time, and a refit reads a
-    week of samples. ``new_fits`` receives the fits to keep for the next pass."""
+    week of samples. ``new_fits`` receives the fits to keep for the next pass.
+
+    A forecast that raises something and is neither raised nor pending yet (``active``,
+    ``pending``) is judged again on the data as it was before, back to the end of the data the
+    last pass saw (``seen``, per metric): its ``since`` says from when (the data's time) it
+    held, so a history that arrives at once is judged as it would have been live
+    (``_held_since``)."""
     since = now - t.forecast_window_s
     out = []
 
@@ -219,12 +255,46 @@ def forecast_vm(report: Optional[Mapping[str, Any]], histories: Histories, t: Th
             continue
         f = forecaster(pts, cap, now, min_span_s=t.forecast_min_span_s)
         doc = _forecast_doc(name, kind, label, f, t, active, now, pts)
+        code = "forecast:" + name
+        if doc["status"] != "ok" and code not in active and code not in (pending or {}):
+            doc["since"] = _held_since(doc, name, kind, label, pts, cap, t, active, forecaster,
+                                       (seen or {}).get(name), now)
         if new_fits is not None:
             new_fits[name] = _screen(pts, cap, t, now, doc["status"])
         if doc["status"] == "ok" and before is not None and "forecast:" + name in active:
             doc = _held(doc, before, t, now) or doc
         out.append(doc)
     return out
+
+
+def _held_since(doc: Mapping[str, Any], name: str, kind: str, label: str,
+                pts: Sequence[Point], cap: Optional[float], t: Thresholds,
+                active: Mapping[str, str], forecaster: Callable[..., Forecast],
+                seen: Optional[float], now: float) -> float:
+    """From when (the data's time) the new forecast ``doc`` held: the forecast is made again
+    on the data up to each of ``HOLD_CHECKS`` earlier moments, spread over the persistence it
+    needs, as passes would have made it live; the earliest moment of an unbroken run of
+    forecasts that raise something is returned (the data's end when the one before did not).
+    Moments the last pass's data already covered (``seen``) are not judged again: that pass
+    raised nothing, or this forecast would be pending."""
+    end = min(now, float(pts[-1][0]))
+    need = forecast_persistence(doc.get("eta_s"), t)
+    since = end
+    if need <= 0:
+        return since
+    step = need / HOLD_CHECKS
+    for k in range(1, HOLD_CHECKS + 1):
+        cut = end - k * step
+        if seen is not None and cut <= seen:
+            break
+        upto = pts[:bisect.bisect_right(pts, (cut, math.inf))]
+        if len(upto) < 2:
+            break
+        f = forecaster(upto, cap, cut, min_span_s=t.forecast_min_span_s)
+        if _forecast_doc(name, kind, label, f, t, active, cut, upto)["status"] == "ok":
+            break
+        since = cut
+    return since
 
 
 def _screen(pts: Sequence[Point], cap: Optional[float], t: Thresholds, now: float,

@@ -161,6 +161,10 @@ def forecast_why(fc: Mapping[str, Any], unit: Any, now: float) -> str:
     reason = _text(fit.get("reason"))
     if reason:
         parts.append("no forecast: %s" % reason)
+    since = as_number(fc.get("since"))
+    if since is not None and health_status(fc.get("status")) != "ok":
+        # persistence, in the data's time: raised once the data supported it long enough
+        parts.append("the data has supported it for %s" % human_duration(max(0.0, now - since)))
     if fc.get("held") is True:
         parts.append("held from an earlier pass while the evidence is thin")
     return ". ".join(parts) + "."

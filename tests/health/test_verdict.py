@@ -88,3 +88,80 @@ def test_forecasts_are_reused_when_no_history_is_given():
     assert v1["forecasts"][0]["metric"] == "fs.used:/"
     v2, s2 = evaluate_vm(report(), None, T, s1, 180000.0 + day / 24, 180000.0 + day / 24)
     assert v2["forecasts"] == v1["forecasts"] and s2["forecasts_at"] == 180000.0
+
+
+# -- forecasts persist in the data's time ------------------------------------------------------
+
+GiB = 2**30
+NOW = 1_700_000_000.0
+
+
+def disk(rise, until=NOW, cap=100 * GiB, seed=1):
+    """A week of 1-minute samples of a 100 GiB disk at 50 % (small noise) up to ``until``,
+    plus ``rise(t)`` (fraction of capacity)."""
+    import random
+    rnd = random.Random(seed)
+    first = NOW - 7 * 86400
+    pts = [(t, (0.5 + rnd.gauss(0.0, 0.0005) + rise(t)) * cap)
+           for t in (first + 60.0 * i for i in range(int((until - first) / 60) + 1))]
+    return {"fs.used:/data": pts, "fs.total:/data": [(until, cap)]}
+
+
+def raised(verdict):
+    return [f["code"] for f in verdict["findings"] if f["code"].startswith("forecast:")]
+
+
+def test_a_backfilled_fill_is_raised_at_once_as_it_would_have_been_live():
+    # a fill of 2 % an hour for the last 10 hours arrives at once (a spool drained after an
+    # outage, a VM first seen): it held over far more than an hour of its data, so the first
+    # pass raises it instead of waiting an hour of the service's time
+    start = NOW - 10 * 3600
+    hist = disk(lambda t: 0.02 * max(0.0, t - start) / 3600)
+    verdict, state = evaluate_vm(None, hist, Thresholds(), None, NOW, NOW)
+    assert raised(verdict) == ["forecast:fs.used:/data"]
+    [fc] = verdict["forecasts"]
+    assert fc["status"] == "critical" and 20 * 3600 * 0.7 < fc["eta_s"] < 20 * 3600 * 1.3
+    assert fc["since"] == NOW - 3600          # held over the data's last hour (the persistence)
+    assert state["pending"] == {}
+
+
+def test_a_backfilled_rise_that_stops_is_never_raised():
+    # 10 % an hour for the last 30 minutes of the backfill: the forecast at its end says full
+    # in hours, but the data before it did not (too short a rise): pending, not raised; then
+    # the rise stops, live passes every 5 minutes for two hours raise nothing
+    start = NOW - 1800
+    stop = NOW + 600
+
+    def rise(t):
+        return 0.1 * (min(t, stop) - start) / 3600 if t > start else 0.0
+    verdict, state = evaluate_vm(None, disk(rise), Thresholds(), None, NOW, NOW)
+    [fc] = verdict["forecasts"]
+    assert fc["status"] != "ok" and raised(verdict) == []
+    assert NOW - fc["since"] < 0.5 * 3600     # held over less of its data than it needs
+    for k in range(1, 25):
+        now = NOW + 300 * k
+        hist = disk(rise, until=now)
+        verdict, state = evaluate_vm(None, hist, Thresholds(), state, now, now)
+        assert raised(verdict) == [], k
+
+
+def test_persistence_waits_for_data_not_for_the_service_clock():
+    # a rise of 10 % an hour that began 30 minutes ago: forecast, pending; then no sample
+    # arrives for two hours (the relay holds them), passes run: the forecast's data did not
+    # hold any longer, so it is not raised; once the held 40 minutes of the same rise arrive,
+    # it is (they cover the persistence it needs, about half an hour)
+    start = NOW - 1800
+
+    def rise(t):
+        return 0.1 * max(0.0, t - start) / 3600
+    hist = disk(rise)
+    verdict, state = evaluate_vm(None, hist, Thresholds(), None, NOW, NOW)
+    since = verdict["forecasts"][0]["since"]
+    assert raised(verdict) == [] and since >= NOW - 600
+    for k in range(1, 9):
+        verdict, state = evaluate_vm(None, hist, Thresholds(), state, NOW + 900 * k, NOW)
+        assert raised(verdict) == [] and verdict["forecasts"][0]["since"] == since, k
+    later = NOW + 2 * 3600
+    hist = disk(rise, until=NOW + 2400)
+    verdict, state = evaluate_vm(None, hist, Thresholds(), state, later, NOW + 2400)
+    assert raised(verdict) == ["forecast:fs.used:/data"]

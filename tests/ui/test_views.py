@@ -247,3 +247,7 @@ def test_forecast_says_what_was_fitted_and_how_sure():
     kept = dict(doc["forecasts"][0], fit=dict(doc["forecasts"][0]["fit"], end=now - 2 * 3600))
     [kept_view] = forecasts_view({"forecasts": [kept]}, now)
     assert "fitted 2 h ago; the samples since agree with it" in kept_view["why_text"]
+    # how long its data has supported it (persistence counts in the data's time)
+    pending = dict(doc["forecasts"][0], since=now - 40 * 60)
+    [pending_view] = forecasts_view({"forecasts": [pending]}, now)
+    assert pending_view["why_text"].endswith("the data has supported it for 40 min.")
