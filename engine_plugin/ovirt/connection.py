@@ -28,14 +28,21 @@ class EngineEndpoint:
     timeout: float = 15.0
 
 
+def open_user_connection(endpoint: EngineEndpoint, token: str, filtered: bool = True
+                         ) -> ovirtsdk4.Connection:
+    """A connection acting as the user (``Filter: true``: only what the user may see;
+    ``filtered=False`` only to ask whether the engine lets the user query unfiltered). The
+    caller closes it with ``close(logout=False)`` (``user_connection`` does)."""
+    return ovirtsdk4.Connection(url=endpoint.url, token=token, ca_file=endpoint.ca_file,
+                                timeout=int(endpoint.timeout),
+                                headers={"Filter": "true" if filtered else "false"})
+
+
 @contextlib.contextmanager
 def user_connection(endpoint: EngineEndpoint, token: str, filtered: bool = True
                     ) -> Iterator[ovirtsdk4.Connection]:
-    """A connection acting as the user (``Filter: true``: only what the user may see;
-    ``filtered=False`` only to ask whether the engine lets the user query unfiltered)."""
-    conn = ovirtsdk4.Connection(url=endpoint.url, token=token, ca_file=endpoint.ca_file,
-                                timeout=int(endpoint.timeout),
-                                headers={"Filter": "true" if filtered else "false"})
+    """``open_user_connection``, closed without revoking the user's token."""
+    conn = open_user_connection(endpoint, token, filtered)
     try:
         yield conn
     finally:
@@ -107,4 +114,4 @@ def enum_value(value: Any) -> str | None:
 
 
 __all__ = ["EngineEndpoint", "OvirtError", "enum_value", "get_xml", "link_id", "link_name",
-           "translate", "user_connection"]
+           "open_user_connection", "translate", "user_connection"]

@@ -64,6 +64,7 @@ from .connection import (
     get_xml,
     link_id,
     link_name,
+    open_user_connection,
     translate,
     user_connection,
 )
@@ -140,10 +141,21 @@ class _Reading:
         self.plan = plan
         #: the (page, max) to read next: the plan moves on only once a page was read
         self.pending = next(plan)
+        #: one connection for all the pages of the read (no TLS handshake per page); used by
+        #: one executor thread at a time, closed once the read ends (``finish``)
+        self.conn: Any = None
         self.seen: Set[str] = set()
         self.done = False
         self.task: asyncio.Task | None = None
         self.error: str | None = None
+
+    def finish(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.close(logout=False)  # never revoke the user's token
+            except Exception:  # noqa: BLE001 - a connection that will not close is dropped
+                pass
 
 
 @dataclass
@@ -259,6 +271,9 @@ class Visibility:
                     if page:
                         view.vms = list(view.vms or ()) + page
                 view.complete = True
+            except asyncio.CancelledError:
+                reading.finish()
+                raise
             except NotAuthenticated as err:
                 reading.error = str(err)  # this token is refused now; another reads anew
             except Exception as err:  # noqa: BLE001 - kept as it is, read again on next ask
@@ -439,14 +454,20 @@ class Visibility:
         """The next page of the user's list (VMs not seen on an earlier page: a VM renamed
         meanwhile may move between pages); marks the read done after a short page."""
         page, most = reading.pending
-        with user_connection(self.endpoint, token, filtered) as conn:
-            root = get_xml(conn, "/vms", "listing the VMs the user may see",
+        if reading.conn is None:
+            reading.conn = open_user_connection(self.endpoint, token, filtered)
+        try:
+            root = get_xml(reading.conn, "/vms", "listing the VMs the user may see",
                            {"follow": "host,cluster", "max": str(most),
                             "search": "sortby name asc page %d" % page})
+        except BaseException:
+            reading.finish()
+            raise
         listed = root.findall("vm") if root is not None else []
         reading.pending = next(reading.plan)
         if len(listed) < most:
             reading.done = True
+            reading.finish()
         out = []
         for vm in (VmInfo.from_xml(e) for e in listed):
             if vm.id and vm.id not in reading.seen:

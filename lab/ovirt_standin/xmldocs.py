@@ -120,6 +120,12 @@ def collection(tag: str, elements: Iterable[ET.Element]) -> bytes:
     return to_bytes(root)
 
 
+def collection_bytes(tag: str, serialized: Iterable[bytes]) -> bytes:
+    """``collection`` of elements already serialized (the same bytes)."""
+    return b"".join([b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<%s>'
+                     % tag.encode(), *serialized, b"</%s>" % tag.encode()])
+
+
 def event_element(event: Mapping[str, Any]) -> bytes:
     element = ET.Element("event", {"href": "%s/events/%s" % (API, event["id"]),
                                    "id": str(event["id"])})
