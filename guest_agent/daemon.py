@@ -10,8 +10,9 @@ Two threads, so that neither the host nor the collectors can stall the other:
 
 At start the collector builds a lean first report at once (what says whether the guest is
 healthy; the package inventory, listening sockets and the time sync state follow in the first
-full report, ``FOLLOW_UP_S`` later), and the event watcher subscribes to D-Bus on its own
-thread, so neither holds up the channel or that report.
+full report, ``FOLLOW_UP_S`` later). Only then is the event watcher imported and started (it
+subscribes to D-Bus on its own thread, with that report as its baseline), so nothing else runs
+in the agent while the first report is built and the channel never waits for either.
 
 All periodic work goes through ``periodic.PeriodicOperation``, which never ends the loop.
 """
@@ -81,7 +82,8 @@ class Agent:
         self._heartbeat_op = PeriodicOperation("heartbeat", self._heartbeat,
                                                config.heartbeat_interval)
         self._heartbeat_op.next_run += config.heartbeat_interval  # hello comes first
-        self.events: Any = None  # the EventWatcher while running
+        self.events: Any = None  # the EventWatcher, from the first report on
+        self._events_lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -94,24 +96,26 @@ class Agent:
             log.warning("%s", warning)
         collector = threading.Thread(target=self._collector_loop, name="vmdiag-collector",
                                      daemon=True)
-        collector.start()  # it builds the lean first report at once
-        self.events = self._start_events()
+        collector.start()  # the lean first report at once, then the event watcher
         try:
             self._io_loop()
         finally:
             self._stop.set()
-            if self.events is not None:
-                self.events.stop()
             self._wake_collector()
             collector.join(timeout=max(5.0, float(self.config.get("probes", "timeout")) * 4))
+            with self._events_lock:
+                events, self.events = self.events, None
+            if events is not None:
+                events.stop()
             self.channel.close()
             self.builder.close()
             log.info("vmdiag-agent stopped")
 
-    def _start_events(self) -> Any:
-        """The event watcher (guest_agent.events), when ``[agent] events`` is on."""
+    def _start_events(self, baseline: Dict[str, Any] | None) -> None:
+        """Start the event watcher (guest_agent.events), when ``[agent] events`` is on, with
+        ``baseline`` (the first report's sections) as what it compares with."""
         if not self.config.get("agent", "events"):
-            return None
+            return
         from .events import EventWatcher
 
         watcher = EventWatcher(self.config.collector_options(**self.builder.overrides),
@@ -119,8 +123,13 @@ class Agent:
                                lambda reason: self._submit("event", reason),
                                float(self.config.get("agent", "event_poll_interval")),
                                float(self.config.get("agent", "event_min_interval")))
-        watcher.start(subscribe_now=False)  # the channel and the first report do not wait
-        return watcher
+        if baseline is not None:
+            watcher.note_report(baseline, self.builder.state)
+        with self._events_lock:
+            if self._stop.is_set():
+                return
+            self.events = watcher
+        watcher.start(subscribe_now=False)  # the collector does not wait for D-Bus
 
     def stop(self) -> None:
         """Ask both threads to finish (safe from a signal handler or another thread)."""
@@ -203,7 +212,7 @@ class Agent:
             pass  # the thread is busy and will see the stop flag
 
     def _collector_loop(self) -> None:
-        self._first_report()
+        self._start_events(self._first_report())
         self._report_op.next_run = time.monotonic() + min(self.config.interval, FOLLOW_UP_S)
         while not self._stop.is_set():
             try:
@@ -222,25 +231,32 @@ class Agent:
             self.seq += 1
             return self.seq
 
-    def _first_report(self) -> None:
+    def _first_report(self) -> Dict[str, Any] | None:
         """The first report of a start, lean (units, processes, file systems, connectivity,
         resources; no package inventory unless cached, listening sockets, time sync state) and
         queued at once, so the host sees this guest within a report's build time of the start.
-        It is the baseline of the rates; the first full report follows ``FOLLOW_UP_S`` later."""
+        It is the baseline of the rates and of the event watcher (returned: its sections);
+        the first full report follows ``FOLLOW_UP_S`` later."""
         began = time.monotonic()
         try:
-            seq, line = self.build_report(lean=True)
+            sections = self.builder.collect(lean=True)
+            seq, line = self._encode_report(sections)
         except Exception:  # noqa: BLE001 - the scheduled reports will say what is wrong
             log.warning("the first report failed", exc_info=True)
-            return
+            return None
         self.channel.send(line, "report", ack_key=(self.run_id, seq))
         log.info("first report %d queued (lean, %d bytes, built in %.1fs)",
                  seq, len(line), time.monotonic() - began)
+        return sections
 
     def build_report(self, lean: bool = False) -> Tuple[int, bytes]:
         sections = self.builder.collect(lean)
-        if self.events is not None:
-            self.events.note_report(sections, self.builder.state)
+        events = self.events
+        if events is not None:
+            events.note_report(sections, self.builder.state)
+        return self._encode_report(sections)
+
+    def _encode_report(self, sections: Dict[str, Any]) -> Tuple[int, bytes]:
         seq = self._next_seq()
         line = self.builder.encode(self.boot_id, self.run_id, seq, sections)
         self.reports_built += 1
