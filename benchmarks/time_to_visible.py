@@ -10,15 +10,16 @@ report interval 10 s, watching ``vmdiag-sleeper.service``), and measures from th
   0.25 s) until it serves a report of the new agent run (the lean first report), and then its
   first full one. Beside it, the report's own build time in the guest (the sum of its
   sections' ``duration_ms``): the "one emulation-scaled report"; the CPU the agent's cgroup
-  used until the report was visible and how long ``CPUQuota`` held it back (``cpu.stat``,
-  read through qga's file commands); and, outside the unit, a bare ``python3 -c pass`` and the
-  agent's imports.
+  used until the report was visible and how long a CPU quota held it back (``cpu.stat``,
+  read through qga's file commands; 0 since the unit has a CPU weight instead of a quota); and,
+  outside the unit, a bare ``python3 -c pass`` and the agent's imports.
 * **``systemctl stop`` of a watched unit -> critical verdict in the API**: the unit is stopped
   right after a scheduled report (so the schedule would take an interval), and the API polled
   until the VM's health holds a critical reason naming the unit; then it is started again and
   the API polled until that reason is gone.
 
-Each is repeated ``--rounds`` times; medians and the spread are printed. Times include the
+Each is repeated ``--rounds`` times; medians and the spread are printed, each with the host's
+1-minute load average over its rounds (TCG guests slow down with the host's load). Times include the
 relay's upload batching (``batch_interval`` 0.5 s in the demo's relay.conf, 2 s by default).
 
     python3 benchmarks/time_to_visible.py [--rounds 5] [--json FILE]
@@ -131,10 +132,11 @@ class Bench:
                 # guest clock: systemd started the unit -> the agent logged its start (Python
                 # and the imports) -> the first report was made (its build)
                 "interpreter_s": logged - started, "to_report_s": float(report["time"]) - logged,
-                "cpu_s": cpu["usage_usec"] / 1e6, "throttled_s": cpu["throttled_usec"] / 1e6}
+                "cpu_s": cpu["usage_usec"] / 1e6, "throttled_s": cpu["throttled_usec"] / 1e6,
+                "host_load": os.getloadavg()[0]}
 
     def agent_cpu(self) -> Dict[str, int]:
-        """The agent unit's cgroup ``cpu.stat`` (usage and CPUQuota throttling since the unit
+        """The agent unit's cgroup ``cpu.stat`` (usage and quota throttling since the unit
         started), read through qga's file commands: no guest process is started."""
         assert self.guest is not None
         text = self.guest.call(lambda d: qga.read_file(
@@ -142,10 +144,10 @@ class Bench:
         return {k: int(v) for k, v in (line.split() for line in text.splitlines())}
 
     def interpreter_figures(self) -> Dict[str, float]:
-        """Outside the unit (no CPUQuota): a bare ``python3 -c pass`` and the agent's imports
+        """Outside the unit: a bare ``python3 -c pass`` and the agent's imports
         on the start path, wall seconds in the guest, medians of 3."""
         probe = ("import time; t = time.perf_counter(); import guest_agent.cli, "
-                 "guest_agent.daemon, guest_agent.collectors, guest_agent.events; "
+                 "guest_agent.daemon, guest_agent.collectors; "
                  "m = time.perf_counter(); import dbus, dbus.mainloop.glib; "
                  "print(m - t, time.perf_counter() - m)")
         bare, imports, dbus = [], [], []
@@ -195,7 +197,8 @@ class Bench:
         self.guest_run(["/bin/systemctl", "start", SLEEPER_UNIT])
         poll("%s ok again" % SLEEPER_UNIT, lambda: not self.unit_critical(),
              3 * REPORT_INTERVAL_S)
-        return {"critical_s": critical, "recovered_s": time.monotonic() - began}
+        return {"critical_s": critical, "recovered_s": time.monotonic() - began,
+                "host_load": os.getloadavg()[0]}
 
     def close(self) -> None:
         if self.guest is not None:
@@ -231,12 +234,14 @@ def main(argv: List[str] | None = None) -> int:
         starts, stops = [], []
         for i in range(args.rounds):
             starts.append(bench.agent_start_round())
-            log("round %d: agent start -> API %.1f s (its report built in %.1f s)"
-                % (i + 1, starts[-1]["visible_s"], starts[-1]["report_build_s"]))
+            log("round %d: agent start -> API %.1f s (its report built in %.1f s), host load %.1f"
+                % (i + 1, starts[-1]["visible_s"], starts[-1]["report_build_s"],
+                   starts[-1]["host_load"]))
             time.sleep(EVENT_GAP_S)
             stops.append(bench.unit_stop_round())
-            log("round %d: systemctl stop -> critical in the API %.1f s, start -> ok %.1f s"
-                % (i + 1, stops[-1]["critical_s"], stops[-1]["recovered_s"]))
+            log("round %d: systemctl stop -> critical in the API %.1f s, start -> ok %.1f s, "
+                "host load %.1f" % (i + 1, stops[-1]["critical_s"], stops[-1]["recovered_s"],
+                                    stops[-1]["host_load"]))
         interpreter = bench.interpreter_figures()
         result = {"accel": bench.guest.accel if bench.guest else None, "rounds": args.rounds,
                   "agent_start": summary(starts), "unit_stop": summary(stops),
@@ -247,12 +252,16 @@ def main(argv: List[str] | None = None) -> int:
     a, u = result["agent_start"], result["unit_stop"]
     print("\ntime to visible in the engine's API, %d rounds (%s): median [min-max]"
           % (args.rounds, result["accel"]))
+    print("  host load (1 min) during the start rounds %.1f [%.1f-%.1f], the stop rounds "
+          "%.1f [%.1f-%.1f]" % (a["host_load"]["median"], a["host_load"]["min"],
+                                a["host_load"]["max"], u["host_load"]["median"],
+                                u["host_load"]["min"], u["host_load"]["max"]))
     for label, row in (("agent start -> diagnostics (lean report)", a["visible_s"]),
                        ("  guest: unit started -> agent running", a["interpreter_s"]),
                        ("  guest: agent running -> report made", a["to_report_s"]),
                        ("  of which the report's build in the guest", a["report_build_s"]),
                        ("  agent's CPU until then (cgroup)", a["cpu_s"]),
-                       ("  held back by CPUQuota meanwhile", a["throttled_s"]),
+                       ("  held back by a CPU quota meanwhile", a["throttled_s"]),
                        ("agent start -> first full report", a["full_visible_s"]),
                        ("systemctl stop -> critical verdict", u["critical_s"]),
                        ("systemctl start -> verdict clear", u["recovered_s"])):

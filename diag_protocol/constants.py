@@ -1,6 +1,5 @@
 """Names and limits that every part of vmdiag agrees on (DESIGN.md, "Wire protocol")."""
 
-import uuid
 
 from .vocabulary import STATUSES
 
@@ -64,6 +63,8 @@ def host_socket_path(vm_id: str, channels_dir: str = HOST_CHANNELS_DIR) -> str:
 
 def is_uuid(value: str) -> bool:
     """True when ``value`` is a UUID (how oVirt names VMs and hosts)."""
+    import uuid  # here: uuid loads the platform module, which the guest agent never needs
+
     try:
         uuid.UUID(value)
     except (TypeError, ValueError, AttributeError):

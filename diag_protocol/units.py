@@ -13,7 +13,6 @@ Formatters take a finite number and return a short text; ``format_value`` also t
 anything else (a field a collector left out, a hostile string) and returns ``missing``.
 """
 
-import datetime
 import math
 from typing import Any, Callable, Dict, Iterator, Mapping, NamedTuple, Optional, Tuple
 
@@ -104,6 +103,8 @@ def fmt_milliseconds(value: float) -> str:
 
 def fmt_timestamp(value: float) -> str:
     """Unix time -> '2025-11-25 22:04 UTC'."""
+    import datetime  # only for showing a time; not on the guest agent's start path
+
     moment = datetime.datetime.fromtimestamp(float(value), tz=datetime.timezone.utc)
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 

@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import signal
 import sys
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, TextIO
+import types
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Sequence, TextIO
 
 import guest_agent
 from diag_protocol.units import format_field
@@ -23,6 +23,9 @@ from diag_protocol.vocabulary import STATUSES, worst, worst_first
 
 from .checks import exit_code
 from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, ConfigError, describe_options, load_config
+
+if TYPE_CHECKING:
+    import argparse
 
 log = logging.getLogger("guest_agent")
 
@@ -211,6 +214,8 @@ def render_checks_plain(results: Sequence[Mapping[str, Any]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse  # not for the unit's plain ``run`` (see main): it loads gettext
+
     parser = argparse.ArgumentParser(
         prog="vmdiag-agent",
         description="vmdiag guest agent: report on this guest, check it, or run the daemon.")
@@ -263,7 +268,12 @@ def _run_daemon(config: Any, device: str | None) -> int:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of ``vmdiag-agent``; returns the exit code."""
     out = sys.stdout if out is None else out
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args: Any
+    if argv == ["run"]:  # what the unit starts: the start path does without argparse
+        args = types.SimpleNamespace(command="run", config=None, verbose=False, device=None)
+    else:
+        args = build_parser().parse_args(argv)
     if args.command == "config" and args.defaults:
         describe_options(lambda line: out.write(line + "\n"))
         return 0

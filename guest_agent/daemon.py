@@ -24,7 +24,6 @@ import queue
 import socket
 import threading
 import time
-import uuid
 from typing import Any, Dict, List, Tuple
 
 import guest_agent
@@ -43,7 +42,7 @@ from . import requests
 from .channel import CONNECTED, Channel, device_resolver, missing_message
 from .config import AgentConfig
 from .periodic import PeriodicOperation
-from .report import ReportBuilder, boot_id, os_info
+from .report import ReportBuilder, boot_id, os_info, random_uuid
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class Agent:
     def __init__(self, config: AgentConfig, channel: Channel | None = None,
                  backoff: Tuple[float, float] = (0.5, 5.0), **collector_overrides: Any) -> None:
         self.config = config
-        self.run_id = str(uuid.uuid4())
+        self.run_id = random_uuid()
         self.builder = ReportBuilder(config, **collector_overrides)
         self.machine = self.builder.machine
         self.boot_id = boot_id(self.machine)

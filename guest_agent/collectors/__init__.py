@@ -66,6 +66,8 @@ def collect_sections(names: Sequence[str], options: CollectorOptions, state: Col
     agent start, without the slow parts that say nothing about health (``CollectorState.lean``).
     """
     state.lean = lean
+    state.new_collection()
+    state.collecting = True
     try:
         if "network" in names:
             network.start_probes(options, state)
@@ -73,6 +75,7 @@ def collect_sections(names: Sequence[str], options: CollectorOptions, state: Col
         done = {name: collect_section(name, options, state) for name in order}
     finally:
         state.lean = False
+        state.collecting = False
         state.pending_probes = None
     return {name: done[name] for name in names}
 

@@ -53,6 +53,9 @@ class CollectorState:
         self.lean = False
         #: Probes started for the report being collected (``network.start_probes``).
         self.pending_probes: Any = None
+        #: True while ``collect_sections`` collects one report: its sections share one /proc
+        #: walk however long they take (under emulation a section can take seconds).
+        self.collecting = False
 
     def swap(self, key: str, value: Any) -> Tuple[float, Any] | None:
         """Store ``value`` as the newest sample of ``key``; return (seconds since, old value).
@@ -80,9 +83,11 @@ class CollectorState:
 
     def process_scan(self, scan: Callable[[], List[ProcStat]], max_age: float = 1.0
                      ) -> List[ProcStat]:
-        """One /proc walk shared by the sections of one report (resources and applications)."""
+        """One /proc walk shared by the sections of one report (resources and applications);
+        outside ``collect_sections``, one at most ``max_age`` seconds old."""
         now = self.clock()
-        if self._scan is None or now - self._scan[0] > max_age or now < self._scan[0]:
+        if self._scan is None or not self.collecting and (now - self._scan[0] > max_age
+                                                          or now < self._scan[0]):
             self._scan = (now, scan())
         return self._scan[1]
 

@@ -60,3 +60,41 @@ def test_an_http_probe_still_loads_urllib_when_configured():
         "except (ProbeFailed, OSError):\n"
         "    pass\n")
     assert "urllib.request" in loaded
+
+
+#: What the daemon needs only after its first report, or never: the unit's plain ``run`` is
+#: parsed without argparse (which loads gettext), run ids are made without uuid (which loads
+#: platform), datetime only shows times, the event watcher starts after the first report.
+#: Under emulation each costs a guest's agent start a noticeable part of a second.
+AFTER_FIRST_REPORT = ("argparse", "gettext", "uuid", "platform", "datetime",
+                      "guest_agent.events")
+
+
+def test_the_units_run_command_reaches_its_first_report_without_the_late_modules(tmp_path):
+    """``vmdiag-agent run`` as the unit starts it, on this machine, until the first (lean)
+    report is queued: what is loaded then is what every agent start pays before the host
+    sees the guest."""
+    conf = tmp_path / "agent.conf"
+    conf.write_text("[agent]\ndevice = %s\n[watch]\nprocesses = init\n"
+                    % (tmp_path / "no-port"))
+    code = (
+        "import logging, os, signal, sys\n"
+        "from guest_agent import cli\n"
+        "seen = []\n"
+        "class AtFirstReport(logging.Handler):\n"
+        "    def emit(self, record):\n"
+        "        if record.getMessage().startswith('first report') and not seen:\n"
+        "            seen.append(sorted(sys.modules))\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "logging.getLogger('guest_agent.daemon').addHandler(AtFirstReport())\n"
+        "assert cli.main(['run']) == 0\n"
+        "import json\n"
+        "print(json.dumps(seen[0]))\n")
+    done = subprocess.run([sys.executable, "-S", "-c", code],
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=REPO,
+                                   VMDIAG_AGENT_CONFIG=str(conf)))
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "guest_agent.daemon" in loaded and "guest_agent.collectors" in loaded
+    assert [m for m in AFTER_FIRST_REPORT + HEAVY if m in loaded] == []
