@@ -51,8 +51,9 @@ def collect(options: CollectorOptions, state: CollectorState, errors: FieldError
         with errors.field("sysctls." + name):
             sysctls[name] = platform.sysctl(m, name)[:1024]
     data["sysctls"] = sysctls
-    with errors.field("users"):
-        data["users"] = platform.logged_in_users(m)[:LIMITS["users"]]
+    if not state.lean:  # lean: the logged-in users (psutil, utmp) say nothing about health
+        with errors.field("users"):
+            data["users"] = platform.logged_in_users(m)[:LIMITS["users"]]
     with errors.field("reboot_required"):
         data["reboot_required"], data["reboot_reason"] = platform.reboot_required(m)
     return data

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from typing import Any, Callable, Dict, List, NamedTuple, Protocol, Sequence
 
 from .bus import Bus, NoBus
@@ -76,7 +77,17 @@ def subprocess_runner(argv: Sequence[str], timeout: float) -> CommandResult:
                          done.stderr.decode("utf-8", "replace"))
 
 
-def _psutil_if_addrs() -> Dict[str, List[Any]]:
+def _live_if_addrs() -> Dict[str, List[Any]]:
+    """getifaddrs(3) in psutil's shape. On Linux read over rtnetlink directly, which spares
+    the agent's start importing psutil (only the logged-in users need it, later); psutil
+    when netlink cannot be used."""
+    if sys.platform.startswith("linux"):
+        from .linux.netlink import if_addrs
+
+        try:
+            return dict(if_addrs())
+        except OSError:
+            pass
     import psutil
 
     return psutil.net_if_addrs()
@@ -100,7 +111,7 @@ class Machine(NamedTuple):
 
     paths: Paths = Paths()
     runner: Runner = subprocess_runner
-    if_addrs: Callable[[], Dict[str, List[Any]]] = _psutil_if_addrs
+    if_addrs: Callable[[], Dict[str, List[Any]]] = _live_if_addrs
     users: Callable[[], List[Any]] = _psutil_users
     command_timeout: float = 10.0
     bus: Bus | None = None

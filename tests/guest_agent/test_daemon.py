@@ -163,6 +163,7 @@ def test_the_first_report_is_lean_and_at_once_the_full_one_follows(
     assert any(r["id"] == "fs.fill:/" for r in first["sections"]["checks"]["data"]["results"])
     # ... the slow parts are not (no cache folder here), nor rates (it is their baseline)
     assert "packages" not in apps and "listening" not in net and "time_sync" not in settings
+    assert "users" not in settings
     assert first["sections"]["resources"]["data"]["cpu"]["percent"] is None
     # the first full report follows FOLLOW_UP_S later, not an interval (an hour) later
     full = host.read_until(lambda m: m["type"] == "report" and m["seq"] == 1,
@@ -170,6 +171,7 @@ def test_the_first_report_is_lean_and_at_once_the_full_one_follows(
     assert time.monotonic() - began >= daemon_mod.FOLLOW_UP_S - 1
     assert "packages" in full["sections"]["applications"]["data"]
     assert "listening" in full["sections"]["network"]["data"]
+    assert "users" in full["sections"]["settings"]["data"]
     assert full["sections"]["resources"]["data"]["cpu"]["percent"] is not None
     assert host.decoder.drops == {}
 

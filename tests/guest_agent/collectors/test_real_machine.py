@@ -50,3 +50,27 @@ def test_collectors_on_this_machine_produce_a_valid_report():
     sections["checks"] = {"collected_at": time.time(), "data": {"results": []}}
     report = validate(make_report(platform.boot_id(platform.LOCAL), "smoke", 0, sections))
     assert len(encode(report)) < 1 << 20
+
+
+def test_interface_addresses_over_netlink_are_those_getifaddrs_gives():
+    """The agent reads interface addresses over rtnetlink (sparing its start psutil); on this
+    machine they must be exactly what getifaddrs(3) gives through psutil, prefixes included."""
+    import socket
+
+    import psutil
+
+    from guest_agent.platform.linux.net import _prefixlen
+    from guest_agent.platform.linux.netlink import if_addrs
+
+    def shape(table):
+        out = {}
+        for name, addrs in table.items():
+            got = sorted((int(a.family), a.address.split("%", 1)[0], _prefixlen(a.netmask))
+                         for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6))
+            if got:
+                out[name] = got
+        return out
+
+    ours = shape(if_addrs())
+    assert ours == shape(psutil.net_if_addrs())
+    assert ("lo" in ours and (int(socket.AF_INET), "127.0.0.1", 8) in ours["lo"])
