@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,9 +34,10 @@ from typing import Any, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psutil  # noqa: E402
 import psycopg  # noqa: E402
 
-from engine_plugin.storage import StorageConfig, open_store  # noqa: E402
+from engine_plugin.storage import StorageConfig, open_store, postgres_store  # noqa: E402
 from engine_plugin.storage.schema import CREATE_VERSIONS_TABLE, load_migrations  # noqa: E402
 from lab.pg_cluster import PgCluster  # noqa: E402
 from lab.store_reports import vm_uuid  # noqa: E402
@@ -78,6 +80,35 @@ def load(url: str, vms: int, series: int, now: float) -> Dict[str, int]:
             "rollups_expired": 288 * series_total}
 
 
+def server_cpu_s(pg: PgCluster) -> float:
+    """CPU seconds the PostgreSQL server has used: the postmaster, its live backends and
+    those that exited."""
+    with open(os.path.join(pg.base, "data", "postmaster.pid"), encoding="utf-8") as f:
+        postmaster = psutil.Process(int(f.readline()))
+    own = postmaster.cpu_times()
+    total = own.user + own.system + own.children_user + own.children_system
+    for child in postmaster.children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def timed_roll_up(url: str, now: float, pg: PgCluster) -> Dict[str, Any]:
+    """The continuous roll-up of every closed hour, as the leader runs it minute by minute."""
+    store = open_store(StorageConfig(url=url))
+    try:
+        cpu0, started = server_cpu_s(pg), time.perf_counter()
+        stats: Dict[str, Any] = dict(store.roll_up(now, budget_s=10 * 3600.0))
+        stats["seconds"] = time.perf_counter() - started
+        stats["server_cpu_s"] = server_cpu_s(pg) - cpu0
+    finally:
+        store.close()
+    return stats
+
+
 def timed_pass(url: str, now: float) -> Dict[str, Any]:
     store = open_store(StorageConfig(url=url))
     try:
@@ -110,14 +141,23 @@ def main() -> None:
                                    time.perf_counter() - started))
         with psycopg.connect(pg.url(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE by_partitions TEMPLATE by_rows")
+            conn.execute("CREATE DATABASE rolled_ahead TEMPLATE by_rows")
         parts_url = pg.url("by_partitions")
+        ahead_url = pg.url("rolled_ahead")
         store = open_store(StorageConfig(url=parts_url))
         started = time.perf_counter()
         store.migrate()
         migration_s = time.perf_counter() - started
         store.close()
+        store = open_store(StorageConfig(url=ahead_url))
+        store.migrate()
+        store.close()
+        load1 = os.getloadavg()[0]
         rows = timed_pass(rows_url, now)
         parts = timed_pass(parts_url, now)
+        rolled = timed_roll_up(ahead_url, now, pg)
+        ahead = timed_pass(ahead_url, now)
+        load2 = os.getloadavg()[0]
     print("migration 3 -> 4 (moves %d rows into partitions): %.1f s"
           % (counts["raw_expired"] + counts["raw_kept"] + counts["rollups_expired"],
              migration_s))
@@ -145,6 +185,24 @@ def main() -> None:
                                  fleet_hour / rate + parts["seconds"] - roll_s))
     print("(the fleet's expired hour: %d raw samples, rolled at the rate measured here; the "
           "rest of the pass as measured)" % fleet_hour)
+    print()
+    # Continuous roll-up (the leader rolls each closed hour minutes after it closes): the
+    # retention pass then only drops partitions. Its steady cost scales with rows per hour.
+    print("continuous roll-up of the closed hours (here %d raw samples, %d steps of %d VMs): "
+          "%.2f s, PostgreSQL CPU %.2f s" % (rolled["rolled"], rolled["steps"],
+                                            postgres_store.ROLLUP_CHUNK_VMS,
+                                            rolled["seconds"], rolled["server_cpu_s"]))
+    per_row = rolled["seconds"] / max(1, rolled["rolled"])
+    cpu_per_row = rolled["server_cpu_s"] / max(1, rolled["rolled"])
+    print("  scaled to 10,000 VMs x 59 series (%d samples an hour): %.0f s an hour of roll-up "
+          "(%.1f %% of the hour), %.0f s of PostgreSQL CPU" % (
+              fleet_hour, fleet_hour * per_row, 100 * fleet_hour * per_row / HOUR,
+              fleet_hour * cpu_per_row))
+    print("retention pass after it: %.2f s (raw rolled %d, partitions dropped %d, of them "
+          "rolled before %d); before: %.2f s" % (
+              ahead["seconds"], ahead["raw_rolled"], ahead["partitions_dropped"],
+              ahead["partitions_rolled_before"], parts["seconds"]))
+    print("load average (1 min) %.2f -> %.2f" % (load1, load2))
 
 if __name__ == "__main__":
     main()

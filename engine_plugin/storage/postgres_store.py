@@ -41,6 +41,9 @@ _MERGE_INTO_ROLLUPS = (
 #: pg_advisory_lock keys ("vmdiag" in ASCII, then a number per purpose).
 MIGRATE_LOCK = 0x766D64696167_0001
 RETENTION_LOCK = 0x766D64696167_0002
+#: Held (per transaction) by whoever rolls raw samples into rollups: a roll-up step or the
+#: retention pass, so the two never aggregate the same rows.
+ROLLUP_LOCK = 0x766D64696167_0003
 #: Attempts of a write transaction that hit a deadlock or serialization failure.
 WRITE_ATTEMPTS = 5
 
@@ -52,6 +55,21 @@ SAMPLE_PARTITION_S = 3600.0
 ROLLUP_PARTITION_S = 86400.0
 #: Partitions created ahead of the current one.
 AHEAD = 3
+#: Continuous roll-up (``roll_up``): an hour partition is rolled once it has been closed this
+#: long (reports arrive up to a relay's batch interval and retries late), in transactions of
+#: this many VMs each (an index range of the primary key), so no transaction is long.
+ROLLUP_GRACE_S = 300.0
+ROLLUP_CHUNK_VMS = 500
+#: ``meta`` rows of the roll-up's progress, one per hour partition it has started:
+#: ``rolled:<start>`` = "<end> <vm_key>": that partition's raw samples of VMs up to
+#: ``vm_key`` are in rollups (``ALL_KEYS``: all). Written in the transaction that rolls, deleted
+#: in the one that drops the partition. Such rollups are not shown while their raw samples are
+#: kept (``_visible_rollups``).
+ROLLED_PREFIX = "rolled:"
+NO_KEY = -1
+ALL_KEYS = 2**31 - 1
+#: (start, end, vm_key) of a partition the roll-up has started.
+Rolled = Tuple[float, float, int]
 #: Creating or dropping a partition locks its parent table exclusively for a moment; one that
 #: would wait longer than this for a long query gives up, and the next pass tries again (a
 #: waiting exclusive lock would hold every new query behind it).
@@ -191,6 +209,7 @@ class PostgresStore(SqlStore):
         stats = {"raw_rolled": 0, "rollups_written": 0, "rollups_deleted": 0,
                  "ledger_pruned": 0, "vms_removed": 0, "event_states_pruned": 0, "skipped": 0,
                  "partitions_dropped": 0, "partitions_created": 0, "lock_timeouts": 0,
+                 "partitions_rolled_before": 0,
                  "roll_ms": 0, "drop_ms": 0, "create_ms": 0, "prune_ms": 0}
         width = partition_widths(cfg)["samples"]
         raw_cutoff = math.floor(bucket_of(now - cfg.raw_retention_s) / width) * width
@@ -212,14 +231,15 @@ class PostgresStore(SqlStore):
     def _retention_partitions(self, now: float, raw_cutoff: float, rollup_cutoff: float,
                               stats: Dict[str, int]) -> None:
         started = time.perf_counter()
-        for name, _, end in self._read(lambda tx: self._partitions(tx, "samples")):
+        for name, start, end in self._read(lambda tx: self._partitions(tx, "samples")):
             if end > raw_cutoff:
                 break
-            moved, written = self._write(
-                lambda tx, name=name, end=end: self._roll_partition(tx, name, end))
+            moved, written = self._write(lambda tx, name=name, start=start, end=end:
+                                         self._roll_partition(tx, name, start, end))
             stats["raw_rolled"] += moved
             stats["rollups_written"] += written
             stats["partitions_dropped"] += 1
+            stats["partitions_rolled_before"] += moved == 0
         moved, written = self._write(lambda tx: self._roll_default(tx, raw_cutoff))
         stats["raw_rolled"] += moved
         stats["rollups_written"] += written
@@ -239,27 +259,155 @@ class PostgresStore(SqlStore):
             tx, now, {"samples": raw_cutoff, "rollups": rollup_cutoff}))
         stats["create_ms"] = int(1000 * (time.perf_counter() - started))
 
-    def _roll_partition(self, tx: Tx, name: str, end: float) -> Tuple[int, int]:
-        """Roll one expired hour of raw samples into rollups and drop its partition."""
+    def _roll_partition(self, tx: Tx, name: str, start: float, end: float) -> Tuple[int, int]:
+        """Drop one expired hour of raw samples, rolling into rollups first whatever of it the
+        continuous roll-up (``roll_up``) has not rolled yet: normally nothing."""
         # SHARE: ingest (which inserts) waits, readers do not; from this commit on ingest
         # drops samples older than ``end`` (raw_cutoff) instead of re-creating them.
         tx.execute("SET LOCAL lock_timeout = '%ds'" % PARTITION_LOCK_TIMEOUT_S)
+        tx.execute("SELECT pg_advisory_xact_lock(?)", (ROLLUP_LOCK,))
         tx.execute("LOCK TABLE %s IN SHARE MODE" % name)
         current = self._raw_cutoff(tx)
         if current is None or end > current:
             self._set_meta(tx, "raw_cutoff", repr(end))
+        done = {r[0]: r for r in self._rolled(tx)}.get(start)
+        after = done[2] if done is not None and done[1] == end else NO_KEY
+        moved = written = 0
+        if after < ALL_KEYS:
+            moved, written = self._roll_keys(tx, name, after, ALL_KEYS)
+        tx.execute("DELETE FROM meta WHERE key = ?", (ROLLED_PREFIX + repr(start),))
+        tx.execute("DROP TABLE %s" % name)
+        return moved, written
+
+    def _roll_keys(self, tx: Tx, name: str, after: int, upto: int) -> Tuple[int, int]:
+        """Roll the samples of partition ``name`` of VMs ``after < vm_key <= upto`` into
+        rollups, merging with what a bucket holds; (samples rolled, rollup rows written)."""
         row = tx.fetchone(
             "WITH agg AS (SELECT vm_key, metric_id, " + self._bucket("t") + " AS b,"
             "  avg(value) AS a, min(value) AS lo, max(value) AS hi, count(*) AS n"
-            "  FROM " + name + " GROUP BY 1, 2, 3),"
+            "  FROM " + name + " WHERE vm_key > ? AND vm_key <= ? GROUP BY 1, 2, 3),"
             " ins AS (INSERT INTO rollups (vm_key, metric_id, bucket, v_avg, v_min, v_max, n)"
             "  SELECT vm_key, metric_id, b, a, lo, hi, n FROM agg"
             + _MERGE_INTO_ROLLUPS +
             "  RETURNING 1)"
-            " SELECT (SELECT coalesce(sum(n), 0) FROM agg), (SELECT count(*) FROM ins)")
-        tx.execute("DROP TABLE %s" % name)
+            " SELECT (SELECT coalesce(sum(n), 0) FROM agg), (SELECT count(*) FROM ins)",
+            (after, upto))
         assert row is not None
         return int(row[0]), int(row[1])
+
+    @staticmethod
+    def _rolled(tx: Tx) -> List[Rolled]:
+        """The roll-up's progress per partition, oldest first."""
+        out = []
+        for key, value in tx.fetchall("SELECT key, value FROM meta WHERE key LIKE ?",
+                                      (ROLLED_PREFIX + "%",)):
+            end, vm_key = value.split()
+            out.append((float(key[len(ROLLED_PREFIX):]), float(end), int(vm_key)))
+        return sorted(out)
+
+    # -- continuous roll-up -------------------------------------------------------------------
+
+    def roll_up(self, now: float, budget_s: float = 30.0) -> Dict[str, int]:
+        """Roll closed hour partitions of raw samples into rollups ahead of retention, in
+        transactions of ``ROLLUP_CHUNK_VMS`` VMs, until nothing is due or ``budget_s`` is
+        spent; the leader calls it every minute. Idempotent and safe beside ingest, another
+        instance's roll-up and the retention pass: each step takes ``ROLLUP_LOCK``, reads the
+        progress (``ROLLED_PREFIX`` rows) and records its own in the same transaction. The
+        retention pass then only drops partitions. Raw samples stay (queries show them, not
+        these rollups, until retention); a sample arriving late for a rolled part is merged
+        into its rollup by the ingest that stores it (``_merge_late``)."""
+        stats = {"rolled": 0, "rollups_written": 0, "steps": 0, "partitions_done": 0,
+                 "lock_timeouts": 0, "roll_ms": 0}
+        if not self._read(lambda tx: self._is_partitioned(tx, "samples")):
+            return stats
+        started = time.perf_counter()
+        while time.perf_counter() - started < budget_s:
+            try:
+                step = self._write(lambda tx: self._roll_up_step(tx, now))
+            except pg_errors.LockNotAvailable:
+                stats["lock_timeouts"] += 1
+                break
+            if step is None:
+                break
+            stats["steps"] += 1
+            stats["rolled"] += step[0]
+            stats["rollups_written"] += step[1]
+            stats["partitions_done"] += step[2]
+        stats["roll_ms"] = int(1000 * (time.perf_counter() - started))
+        return stats
+
+    def _roll_up_step(self, tx: Tx, now: float) -> Tuple[int, int, int] | None:
+        """One chunk of VMs of the oldest closed partition not rolled yet; None if none."""
+        tx.execute("SET LOCAL lock_timeout = '%ds'" % PARTITION_LOCK_TIMEOUT_S)
+        tx.execute("SELECT pg_advisory_xact_lock(?)", (ROLLUP_LOCK,))
+        done = {start: (end, key) for start, end, key in self._rolled(tx)}
+        cutoff = self._raw_cutoff(tx)
+        for name, start, end in self._partitions(tx, "samples"):
+            if end > now - ROLLUP_GRACE_S:
+                return None
+            if cutoff is not None and end <= cutoff:
+                continue  # expired: the retention pass rolls what is left and drops it
+            after = done[start][1] if start in done and done[start][0] == end else NO_KEY
+            if after >= ALL_KEYS:
+                continue
+            row = tx.fetchone("SELECT vm_key FROM vms WHERE vm_key > ? ORDER BY vm_key"
+                              " LIMIT 1 OFFSET ?", (after, ROLLUP_CHUNK_VMS - 1))
+            upto = int(row[0]) if row else ALL_KEYS
+            # SHARE: an ingest writing into this hour (a late report) finishes first
+            tx.execute("LOCK TABLE %s IN SHARE MODE" % name)
+            moved, written = self._roll_keys(tx, name, after, upto)
+            self._set_meta(tx, ROLLED_PREFIX + repr(start), "%r %d" % (end, upto))
+            return moved, written, int(upto == ALL_KEYS)
+        return None
+
+    def _merge_late(self, tx: Tx, rows: List[Tuple[int, int, float, float]]) -> None:
+        """Samples just stored that the roll-up had already rolled past (a late report, an
+        import): merge them into their rollups too. The progress is read after the samples
+        are written: a roll-up step of their partition either committed before they were
+        (then it is seen here) or waits for this transaction in its SHARE lock (and then
+        rolls them itself)."""
+        if not rows:
+            return
+        done = [r for r in self._rolled(tx) if r[2] > NO_KEY]
+        if not done:
+            return
+        lowest = done[0][0]
+        late: Dict[Tuple[int, int, float], List[float]] = {}
+        for vm_key, metric_id, t, value in rows:
+            if t < lowest:
+                continue
+            for start, end, upto in done:
+                if start <= t < end:
+                    if vm_key <= upto:
+                        late.setdefault((vm_key, metric_id, bucket_of(t)), []).append(value)
+                    break
+        if not late:
+            return
+        cols: List[List[Any]] = [[], [], [], [], [], [], []]
+        for (vm_key, metric_id, bucket), values in sorted(late.items()):
+            for col, value in zip(cols, (vm_key, metric_id, bucket,
+                                         math.fsum(values) / len(values), min(values),
+                                         max(values), len(values))):
+                col.append(value)
+        tx.execute("INSERT INTO rollups (vm_key, metric_id, bucket, v_avg, v_min, v_max, n)"
+                   " SELECT * FROM unnest(?::int4[], ?::int4[], ?::float8[], ?::float8[],"
+                   " ?::float8[], ?::float8[], ?::int8[])" + _MERGE_INTO_ROLLUPS, cols)
+
+    def _visible_rollups(self, tx: Tx) -> Tuple[str, List[Any]]:
+        """SQL condition (on ``bucket`` and ``vm_key``) for rollups queries may show: not
+        those the continuous roll-up wrote for raw samples still kept."""
+        ranges: List[List[Any]] = []
+        for start, end, upto in self._rolled(tx):
+            if upto <= NO_KEY:
+                continue
+            if ranges and ranges[-1][1] == start and ranges[-1][2] == upto == ALL_KEYS:
+                ranges[-1][1] = end  # contiguous whole hours: one range
+            else:
+                ranges.append([start, end, upto])
+        if not ranges:
+            return "1 = 1", []
+        sql = " AND ".join("NOT (bucket >= ? AND bucket < ? AND vm_key <= ?)" for _ in ranges)
+        return sql, [value for r in ranges for value in r]
 
     def _roll_default(self, tx: Tx, end: float) -> Tuple[int, int]:
         """Rows of the default partition older than ``end``, the row way (normally none)."""
@@ -315,9 +463,13 @@ class PostgresStore(SqlStore):
                 for row in rows:
                     copy.write_row(row)
         except pg_errors.UniqueViolation:
-            tx.execute("INSERT INTO samples (vm_key, metric_id, t, value)"
-                       " SELECT * FROM unnest(?::int4[], ?::int4[], ?::float8[], ?::float8[])"
-                       " ON CONFLICT DO NOTHING", [list(c) for c in zip(*rows)])
+            inserted = tx.fetchall(
+                "INSERT INTO samples (vm_key, metric_id, t, value)"
+                " SELECT * FROM unnest(?::int4[], ?::int4[], ?::float8[], ?::float8[])"
+                " ON CONFLICT DO NOTHING RETURNING vm_key, metric_id, t, value",
+                [list(c) for c in zip(*rows)])
+            rows = [(r[0], r[1], r[2], r[3]) for r in inserted]
+        self._merge_late(tx, rows)
 
     def _update_latests(self, tx: Tx, items: List[Tuple[int, Incoming]]) -> None:
         """All VMs of a batch in three statements: lock their rows in key order (two

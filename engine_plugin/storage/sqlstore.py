@@ -285,6 +285,11 @@ class SqlStore(Store):
                        " ON CONFLICT (vm_key) DO UPDATE SET report = excluded.report",
                        (vm_key, item.report_json()))
 
+    def _visible_rollups(self, tx: Tx) -> Tuple[str, List[Any]]:
+        """SQL condition (and its parameters) on ``rollups`` rows that queries may show: a
+        backend that rolls up ahead of retention hides what duplicates raw samples."""
+        return "1 = 1", []
+
     @staticmethod
     def _raw_cutoff(tx: Tx) -> float | None:
         row = tx.fetchone("SELECT value FROM meta WHERE key = 'raw_cutoff'")
@@ -481,10 +486,11 @@ class SqlStore(Store):
         series = (vm_key, metric_id)
 
         def query(tx: Tx) -> Tuple[str, List[Point]]:
+            visible, vparams = self._visible_rollups(tx)
             rolled = tx.fetchall(
                 "SELECT bucket, v_avg, n FROM rollups WHERE vm_key = ? AND metric_id = ?"
-                " AND bucket > ? AND bucket <= ? ORDER BY bucket",
-                series + (since - ROLLUP_STEP, until))
+                " AND bucket > ? AND bucket <= ? AND " + visible + " ORDER BY bucket",
+                series + (since - ROLLUP_STEP, until) + tuple(vparams))
             if not rolled and not wide:
                 return "raw", [(t, v) for t, v in tx.fetchall(
                     "SELECT t, value FROM samples WHERE vm_key = ? AND metric_id = ?"
@@ -504,10 +510,13 @@ class SqlStore(Store):
         keys = self._series_keys(vm_id, metric)
         if keys is None:
             return []
-        rows = self._read(lambda tx: tx.fetchall(
-            "SELECT bucket, v_avg, v_min, v_max, n FROM rollups WHERE vm_key = ?"
-            " AND metric_id = ? AND bucket >= ? AND bucket <= ? ORDER BY bucket",
-            keys + (since, until)))
+        def query(tx: Tx) -> List[Tuple[Any, ...]]:
+            visible, vparams = self._visible_rollups(tx)
+            return tx.fetchall(
+                "SELECT bucket, v_avg, v_min, v_max, n FROM rollups WHERE vm_key = ?"
+                " AND metric_id = ? AND bucket >= ? AND bucket <= ? AND " + visible
+                + " ORDER BY bucket", keys + (since, until) + tuple(vparams))
+        rows = self._read(query, snapshot=True)
         return [(float(b), float(a), float(lo), float(hi), int(n)) for b, a, lo, hi, n in rows]
 
     def metric_names(self, vm_id: str) -> List[str]:
@@ -547,11 +556,12 @@ class SqlStore(Store):
             if not metrics or not keys:
                 return out
             mcond, mparams = self._in("metric_id", sorted(metrics))
+            visible, visible_params = self._visible_rollups(tx)
             for part in chunks(sorted(by_key)):
                 vcond, vparams = self._in("vm_key", part)
                 for sql, params in (
                         ("SELECT vm_key, metric_id, bucket, v_avg FROM rollups WHERE %s AND %s"
-                         " AND bucket >= ?", [bucket_of(since)]),
+                         " AND bucket >= ? AND " + visible, [bucket_of(since)] + visible_params),
                         ("SELECT vm_key, metric_id, t, value FROM samples WHERE %s AND %s"
                          " AND t >= ?", [since])):
                     for vm_key, metric_id, t, value in tx.fetchall(

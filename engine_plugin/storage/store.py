@@ -140,6 +140,13 @@ class Store(abc.ABC):
         """Roll expired raw samples into 5-minute rollups, drop expired rollups, ledger rows,
         event states and VMs silent past vm retention; returns counts of what it did."""
 
+    def roll_up(self, now: float, budget_s: float = 30.0) -> Dict[str, int]:
+        """Roll raw samples of closed periods into rollups ahead of retention, so that the
+        retention pass only drops them (PostgreSQL's partitions); at most ``budget_s`` of
+        work per call, idempotent, safe beside ingest and retention. A backend without it
+        (SQLite, which rolls up in its retention pass) does nothing."""
+        return {}
+
     @abc.abstractmethod
     def import_history(self, vm_id: str, samples: Iterable[Tuple[str, float, float]] = (),
                        rollups: Iterable[Tuple[str, float, float, float, float, int]] = (),
