@@ -276,7 +276,7 @@ class IngestHandler:
     def _check(self, item: Any, cn: str, now: float) -> Dict[str, Any]:
         """The validated envelope, or its result (refused / retry)."""
         try:
-            env = validate_envelope(item)
+            env = validate_envelope(item, owned=True)  # just decoded from the body
         except ProtocolError as err:
             reason = OUT_OF_RANGE if err.reason == OUT_OF_RANGE else INVALID
             return refused(reason, "%s: %s" % (err.reason, err))

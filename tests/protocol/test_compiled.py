@@ -75,7 +75,24 @@ def test_compiled_walk_agrees_with_the_reference_walk(kind):
         except ProtocolError as err:
             got = (False, (err.reason, err.detail))
         assert got == (ok, out)
+        # and so does the walk that cleans in place, given its own copy
+        owned = copy.deepcopy(msg)
+        try:
+            got = (True, Validator(kind, in_place=True)(owned))
+        except ProtocolError as err:
+            got = (False, (err.reason, err.detail))
+        assert got == (ok, out)
     run()
+
+
+def test_an_owned_envelope_is_cleaned_where_it_is():
+    report = sample_report()
+    report["hostname"] = "bad\x1b[31mname"
+    envelope = {"host_id": "h", "vm_id": VM, "received_at": 1.0, "report": report}
+    expected = validate_envelope(copy.deepcopy(envelope))
+    out = validate_envelope(envelope, owned=True)
+    assert out is envelope and out["report"] is report and out == expected
+    assert report["hostname"] == "bad\ufffd[31mname"
 
 
 def test_a_plain_report_takes_the_compiled_walk_only():
