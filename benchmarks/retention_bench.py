@@ -17,6 +17,10 @@ each, at the same instant: the row way rolls the expired hour in 5-minute
 expired hour with one aggregate over its partition and drops it, and drops the day of
 rollups.
 
+A third copy is rolled up ahead (``PostgresStore.roll_up``, what the leader does minute by
+minute once each hour has closed), timed with the PostgreSQL server's CPU, and then gets its
+retention pass, which only drops partitions.
+
 The fleet of the issue (10,000 VMs, 59 series each, one report a minute) makes 35 million raw
 samples an hour and 170 million rollups a day; the script scales its measured rates to it
 (rolling is linear in rows; a DROP TABLE is not).
