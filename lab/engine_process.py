@@ -33,10 +33,10 @@ class EngineProcess:
     """One ``vmdiag-engine serve`` process, standalone (no oVirt service account, events off),
     with its log under ``folder``; started by the constructor, ready when it returns. ``nice``
     lowers its CPU priority below its parent's (a benchmark of something else on the same
-    cores)."""
+    cores); ``storage`` adds lines to its ``[storage]`` section."""
 
     def __init__(self, folder: str, name: str, pki: TestPKI, url: str, ingest_port: int,
-                 reuse_port: bool, nice: int = 0) -> None:
+                 reuse_port: bool, nice: int = 0, storage: str = "") -> None:
         self.api_port = free_port()
         self.ingest_port = ingest_port
         self.log = os.path.join(folder, name + ".log")
@@ -46,9 +46,9 @@ class EngineProcess:
             handle.write(
                 "[api]\nlisten = 127.0.0.1\nport = %d\n"
                 "[ingest]\nlisten = 127.0.0.1\nport = %d\ncert = %s\nkey = %s\nca = %s\n"
-                "reuse_port = %s\n[storage]\nurl = %s\n[events]\nenabled = no\n"
+                "reuse_port = %s\n[storage]\nurl = %s\n%s[events]\nenabled = no\n"
                 % (self.api_port, ingest_port, server.cert, server.key, pki.ca_file,
-                   "yes" if reuse_port else "no", url))
+                   "yes" if reuse_port else "no", url, storage))
         env = dict(os.environ, PYTHONPATH=ROOT)
         with open(self.log, "w", encoding="utf-8") as log:
             self.proc = subprocess.Popen(
