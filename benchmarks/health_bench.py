@@ -20,6 +20,12 @@ Rows:
   so it includes the refits that fall due (``[health] forecast_refresh_s``) and those that
   new data forces, and the 10,000-VM pass is that mean times 10,000.
 * **no new data**: a silent VM swept again; its forecasts are kept and no history is read.
+* **cold pass, budgeted**: the service's pass over ``--vms`` VMs never forecast (the first
+  pass of a new installation), through ``workers.compute`` in batches of 200 as the service
+  runs it, with ``[health] forecast_cold_budget_ms`` (default 1 ms a VM): its CPU, how many
+  VMs got their first forecasts, and how many passes the whole fleet needs at that rate. The
+  store is an in-memory stand-in over the same histories (the real store's read is not
+  timed here; benchmarks/pass_bench.py times it).
 
 The "full refit" column of the steady-state rows is the same passes forced to refit every
 series (no state kept between passes): the method before kept fits, as the peer in the same run.
@@ -27,11 +33,14 @@ series (no state kept between passes): the method before kept fits, as the peer 
 
 import argparse
 import bisect
+import os
 import random
 import statistics
 import time
+from types import SimpleNamespace
 
 from engine_plugin.health import Thresholds, evaluate_vm
+from engine_plugin.service import workers
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -124,6 +133,41 @@ def steady(pool, cadence, hours, keep=True):
     return per_vm
 
 
+class PoolStore:
+    """What ``workers.compute`` reads, over the pool's histories (VM i is pool[i % size])."""
+
+    def __init__(self, pool, days):
+        self.views = [(r, view(h, NOW, days)) for r, h in pool]
+        self.states = {}
+
+    def _vm(self, vm_id):
+        return self.views[int(vm_id) % len(self.views)]
+
+    def latest(self, vm_id):
+        return SimpleNamespace(report=self._vm(vm_id)[0], ingested_at=NOW - 30,
+                               received_at=NOW - 30)
+
+    def event_state(self, key):
+        return self.states.get(key)
+
+    def histories(self, vm_ids, prefixes, since):
+        return {v: self._vm(v)[1] for v in vm_ids}
+
+
+def cold_pass(pool, vms, budget_ms):
+    """CPU seconds of one pass over ``vms`` never-forecast VMs, and how many got forecasts."""
+    store = PoolStore(pool, 7)
+    th = Thresholds(forecast_cold_budget_ms=budget_ms)
+    ids = [str(i) for i in range(vms)]
+    t0 = time.process_time()
+    forecast = 0
+    for k in range(0, vms, 200):           # the service's batches (evaluation.BATCH)
+        batch = ids[k:k + 200]
+        for r in workers.compute(store, batch, {v: th for v in batch}, NOW):
+            forecast += not r.deferred
+    return time.process_time() - t0, forecast
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a small run to check the script")
@@ -159,6 +203,12 @@ def main():
         evaluate_vm(report, None, thresholds, states[i % pool_size], NOW, NOW - 30)
         per_vm.append(time.process_time() - t0)
     row("no new data (forecasts kept, no history read)", per_vm)
+    spent, forecast = cold_pass(pool, args.vms, Thresholds().forecast_cold_budget_ms)
+    print("cold pass over %d never-forecast VMs, budget %.1f ms a VM: %.1f s CPU, %d VMs got "
+          "first forecasts (%.1f ms each), the fleet in %d passes; load average %.1f"
+          % (args.vms, Thresholds().forecast_cold_budget_ms, spent, forecast,
+             1000 * spent / max(1, forecast), -(-args.vms // max(1, forecast)),
+             os.getloadavg()[0]))
 
 
 if __name__ == "__main__":

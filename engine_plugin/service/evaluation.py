@@ -29,6 +29,9 @@ NEW_DATA_POLL_S = 5.0
 #: How far back each such query looks before the previous one began: an ingest stamps its
 #: receive time before its transaction commits.
 NEW_DATA_SLACK_S = 120.0
+#: VMs whose first forecasts did not fit in a pass's budget (workers.compute) are marked
+#: again this long after that pass, the VMs that waited longest first
+COLD_RETRY_S = 60.0
 
 
 class HealthPass:
@@ -61,6 +64,9 @@ class HealthPass:
         self.pool = pool
         self._polled_from: float | None = None
         self._dirty: Set[str] = set()
+        #: VMs whose first forecasts were put off (``Evaluated.deferred``), for a later pass
+        self._deferred: Set[str] = set()
+        self._retry: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -81,6 +87,9 @@ class HealthPass:
                 except asyncio.CancelledError:
                     pass
         self._task = self._poller = None
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
 
     def _running(self) -> bool:
         return self.may_run is None or self.may_run()
@@ -162,8 +171,15 @@ class HealthPass:
                                   "evaluations")
                 if planned_any and self.on_events is not None:
                     self.on_events()
+            if self._deferred and self._retry is None and self._running():
+                later, self._deferred = set(self._deferred), set()
+                self._retry = loop.call_later(COLD_RETRY_S, self._mark_deferred, later)
             if not self._dirty:
                 self._idle.set()
+
+    def _mark_deferred(self, vm_ids: Set[str]) -> None:
+        self._retry = None
+        self.mark(vm_ids)
 
     async def sweep(self) -> int:
         """Evaluate VMs that went silent since their last verdict; return how many."""
@@ -215,6 +231,7 @@ class HealthPass:
         """Store computed verdicts (one transaction) and plan their events; return how many
         events were planned."""
         done = [r for r in results if r.verdict is not None]
+        self._deferred.update(r.vm_id for r in done if r.deferred)
         failed = len(results) - len(done)
         if done:
             self.store.set_verdicts([(r.vm_id, r.verdict, r.data_through) for r in done], now,

@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence
 
@@ -45,6 +46,8 @@ class Evaluated:
     #: the guest's hostname from the latest report (names the VM in events without oVirt)
     hostname: str | None
     error: str | None = None
+    #: its first forecasts did not fit in this pass's budget (checks were judged): due again
+    deferred: bool = False
 
 
 def heard_at(row: Any) -> float | None:
@@ -68,20 +71,78 @@ def report_hostname(report: Any) -> str | None:
     return hostname if isinstance(hostname, str) else None
 
 
+#: a batch may spend on first forecasts the budget of at least this many VMs, so a small
+#: fleet gets all of them in its first pass
+COLD_FLOOR_VMS = 200
+#: what a first forecast costs (reading a week of history and fitting every series), CPU
+#: seconds, until measured: a running mean of the measured costs replaces it
+_cold_cost = [0.03]
+
+
+def is_cold(previous: Dict[str, Any] | None) -> bool:
+    """Whether a VM was never forecast (no state, or a state with no forecasts): its first
+    forecasts fit every series on its whole history, some 30 times a kept fit's cost."""
+    return not isinstance((previous or {}).get("forecasts_at"), (int, float))
+
+
 def compute(store: Any, vm_ids: Sequence[str], thresholds: Dict[str, Thresholds],
             now: float) -> List[Evaluated]:
     """Evaluate ``vm_ids`` (blocking, read-only on the store).
 
     Forecasts are recomputed only for VMs with data newer than their last forecast; the
-    others (a silent VM marked by the sweep) keep theirs, and their history is not read."""
+    others (a silent VM marked by the sweep) keep theirs, and their history is not read.
+
+    First forecasts (VMs never forecast: a new VM, every VM of a new installation) are
+    bounded by a CPU budget, ``[health] forecast_cold_budget_ms`` per VM of the batch (of at
+    least ``COLD_FLOOR_VMS``), less what the batch's other VMs cost: the VMs that waited
+    longest are forecast first, the others are judged on their report alone (checks,
+    silence, memory: an observed critical status is never delayed) and come back
+    (``Evaluated.deferred``) until their turn."""
     loaded = {v: (store.latest(v), store.event_state(STATE_PREFIX + v)) for v in vm_ids}
     fresh = [v for v, (latest, previous) in loaded.items() if has_new_data(latest, previous)]
+    cold = [v for v in fresh if is_cold(loaded[v][1])]
+    limited = cold and all(thresholds[v].forecast_cold_budget_ms > 0 for v in vm_ids)
+    warm = [v for v in fresh if v not in set(cold)] if limited else fresh
+    started = time.process_time()
+    out: Dict[str, Evaluated] = {}
+    _evaluate(store, [v for v in vm_ids if v not in set(cold) or not limited], warm, loaded,
+              thresholds, now, out)
+    if limited:
+        per_vm = sum(thresholds[v].forecast_cold_budget_ms for v in vm_ids) / len(vm_ids)
+        budget = per_vm * max(COLD_FLOOR_VMS, len(vm_ids)) / 1000.0
+        spent = time.process_time() - started
+
+        def waited(v: str) -> float:
+            since = (loaded[v][1] or {}).get("cold_since")
+            return since if isinstance(since, (int, float)) else now
+        order = sorted(cold, key=lambda v: (waited(v), v))
+        take = 0
+        while take < len(order) and (take == 0 or spent + (take + 1) * _cold_cost[0] <= budget):
+            take += 1
+        first = time.process_time()
+        _evaluate(store, order[:take], order[:take], loaded, thresholds, now, out)
+        cost = (time.process_time() - first) / take
+        _cold_cost[0] = 0.7 * _cold_cost[0] + 0.3 * cost
+        later = order[take:]
+        _evaluate(store, later, [], loaded, thresholds, now, out)
+        for v in later:
+            done = out[v]
+            if done.state is not None:
+                done.state["cold_since"] = waited(v)
+                done.deferred = True
+    return [out[v] for v in vm_ids]
+
+
+def _evaluate(store: Any, vm_ids: Sequence[str], fresh: Sequence[str],
+              loaded: Dict[str, Any], thresholds: Dict[str, Thresholds], now: float,
+              out: Dict[str, Evaluated]) -> None:
+    """Evaluate ``vm_ids`` into ``out``; the histories of ``fresh`` are read (one query) and
+    their forecasts made, the others keep theirs."""
     histories: Dict[str, Dict[str, Any]] = {}
     if fresh:
         longest = max(thresholds[v].forecast_window_s for v in fresh)
-        histories = store.histories(fresh, HISTORY_PREFIXES, now - longest)
+        histories = store.histories(list(fresh), HISTORY_PREFIXES, now - longest)
     fresh_set = set(fresh)
-    out = []
     for vm_id in vm_ids:
         latest, previous = loaded[vm_id]
         report = latest.report if latest is not None else None
@@ -91,13 +152,12 @@ def compute(store: Any, vm_ids: Sequence[str], thresholds: Dict[str, Thresholds]
                                          heard_at(latest))
         except Exception as err:  # one VM's failure must not cost the batch
             log.exception("evaluating VM %s failed", vm_id)
-            out.append(Evaluated(vm_id, None, None, None, None, "%s: %s"
-                                 % (type(err).__name__, err)))
+            out[vm_id] = Evaluated(vm_id, None, None, None, None, "%s: %s"
+                                   % (type(err).__name__, err))
             continue
-        out.append(Evaluated(vm_id, verdict, state,
-                             latest.ingested_at if latest is not None else None,
-                             report_hostname(report)))
-    return out
+        out[vm_id] = Evaluated(vm_id, verdict, state,
+                               latest.ingested_at if latest is not None else None,
+                               report_hostname(report))
 
 
 # -- worker processes ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from engine_plugin.service.evaluation import STATE_PREFIX, HealthPass
 from engine_plugin.service.metrics import ServiceMetrics
 from engine_plugin.storage import open_store
 
-from .reports import GiB, envelope
+from .reports import GiB, critical_checks, envelope
 
 VM_A = "11111111-2222-4333-8444-000000000001"
 VM_B = "11111111-2222-4333-8444-000000000002"
@@ -57,5 +57,50 @@ def test_forecasts_are_recomputed_only_for_vms_with_new_data(tmp_path):
     assert store.event_state(STATE_PREFIX + VM_A)["forecasts_at"] == clock[0]
     silent = store.event_state(STATE_PREFIX + VM_B)
     assert silent["forecasts_at"] == clock[0] - 600 and silent["status"] == "unknown"
+    executor.shutdown()
+    real.close()
+
+
+def test_first_forecasts_are_bounded_by_the_cold_budget_oldest_first(tmp_path):
+    # four VMs never forecast, a budget that fits one first forecast a pass: one is forecast,
+    # the others are judged on their reports at once (a critical check is raised now) and
+    # come back, the longest-waiting first, ahead of a VM that arrives later
+    real = open_store("sqlite:///%s" % (tmp_path / "vmdiag.db"))
+    real.migrate()
+    clock = [1_800_000_000.0]
+    tight = Thresholds(forecast_cold_budget_ms=1e-4)
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+    health = HealthPass(real, lambda vm_id=None: tight, executor, ServiceMetrics(),
+                        clock=lambda: clock[0])
+    vms = ["11111111-2222-4333-8444-00000000001%d" % i for i in range(5)]
+
+    def report(vm, seq, **kw):
+        t = clock[0] - 60
+        real.ingest([envelope(vm, "host1", seq, now=t, root_used=(5 + seq) * GiB, **kw)],
+                    now=t)
+    for seq in range(10):
+        for i, vm in enumerate(vms[:4]):
+            report(vm, seq, **({"checks": critical_checks()} if i == 3 else {}))
+        clock[0] += 60
+
+    def forecast_at(vm):
+        return (real.event_state(STATE_PREFIX + vm) or {}).get("forecasts_at")
+    health.evaluate(vms[:4])
+    assert [forecast_at(vm) is not None for vm in vms[:4]] == [True, False, False, False]
+    assert health._deferred == set(vms[1:4])
+    assert real.verdicts([vms[3]])[vms[3]]["status"] == "critical"   # never delayed
+    first_wait = real.event_state(STATE_PREFIX + vms[1])["cold_since"]
+    assert first_wait == clock[0]
+
+    clock[0] += 60
+    for seq in range(10):
+        report(vms[4], seq)
+    health.evaluate(vms)   # the newcomer waits behind the VMs that waited longer
+    assert [forecast_at(vm) is not None for vm in vms] == [True, True, False, False, False]
+    health.evaluate(vms)
+    health.evaluate(vms)
+    assert [forecast_at(vm) is not None for vm in vms] == [True, True, True, True, False]
+    health.evaluate(vms)
+    assert all(forecast_at(vm) is not None for vm in vms)
     executor.shutdown()
     real.close()
