@@ -74,11 +74,8 @@ def report_hostname(report: Any) -> str | None:
 #: a batch may spend on first forecasts the budget of at least this many VMs, so a small
 #: fleet gets all of them in its first pass
 COLD_FLOOR_VMS = 200
-#: what a first forecast costs (reading a week of history and fitting every series), CPU
-#: seconds, until measured: a running mean of the measured costs replaces it
-_cold_cost = [0.03]
-
-
+#: and a batch forecasts at least this many VMs for the first time, whatever their cost
+COLD_MIN_VMS = 2
 def is_cold(previous: Dict[str, Any] | None) -> bool:
     """Whether a VM was never forecast (no state, or a state with no forecasts): its first
     forecasts fit every series on its whole history, some 30 times a kept fit's cost."""
@@ -94,35 +91,37 @@ def compute(store: Any, vm_ids: Sequence[str], thresholds: Dict[str, Thresholds]
 
     First forecasts (VMs never forecast: a new VM, every VM of a new installation) are
     bounded by a CPU budget, ``[health] forecast_cold_budget_ms`` per VM of the batch (of at
-    least ``COLD_FLOOR_VMS``), less what the batch's other VMs cost: the VMs that waited
-    longest are forecast first, the others are judged on their report alone (checks,
+    least ``COLD_FLOOR_VMS``), less what the batch's other VMs cost (and at least
+    ``COLD_MIN_VMS`` of them whatever they cost): the VMs that waited longest are forecast first, the others are judged on their report alone (checks,
     silence, memory: an observed critical status is never delayed) and come back
     (``Evaluated.deferred``) until their turn."""
     loaded = {v: (store.latest(v), store.event_state(STATE_PREFIX + v)) for v in vm_ids}
     fresh = [v for v, (latest, previous) in loaded.items() if has_new_data(latest, previous)]
     cold = [v for v in fresh if is_cold(loaded[v][1])]
-    limited = cold and all(thresholds[v].forecast_cold_budget_ms > 0 for v in vm_ids)
-    warm = [v for v in fresh if v not in set(cold)] if limited else fresh
+    limited = bool(cold) and all(thresholds[v].forecast_cold_budget_ms > 0 for v in vm_ids)
+    put_off = set(cold) if limited else set()
     started = time.process_time()
     out: Dict[str, Evaluated] = {}
-    _evaluate(store, [v for v in vm_ids if v not in set(cold) or not limited], warm, loaded,
-              thresholds, now, out)
+    _evaluate(store, [v for v in vm_ids if v not in put_off],
+              [v for v in fresh if v not in put_off], loaded, thresholds, now, out)
     if limited:
         per_vm = sum(thresholds[v].forecast_cold_budget_ms for v in vm_ids) / len(vm_ids)
         budget = per_vm * max(COLD_FLOOR_VMS, len(vm_ids)) / 1000.0
-        spent = time.process_time() - started
 
         def waited(v: str) -> float:
             since = (loaded[v][1] or {}).get("cold_since")
             return since if isinstance(since, (int, float)) else now
         order = sorted(cold, key=lambda v: (waited(v), v))
-        take = 0
-        while take < len(order) and (take == 0 or spent + (take + 1) * _cold_cost[0] <= budget):
+        take, last = 0, 0.0
+        # one at a time (its own history query), while the next one (costing about what the
+        # last one did) fits in the batch's budget
+        while take < len(order) and (take < COLD_MIN_VMS or
+                                     time.process_time() - started + last <= budget):
+            first = time.process_time()
+            _evaluate(store, order[take:take + 1], order[take:take + 1], loaded, thresholds,
+                      now, out)
+            last = time.process_time() - first
             take += 1
-        first = time.process_time()
-        _evaluate(store, order[:take], order[:take], loaded, thresholds, now, out)
-        cost = (time.process_time() - first) / take
-        _cold_cost[0] = 0.7 * _cold_cost[0] + 0.3 * cost
         later = order[take:]
         _evaluate(store, later, [], loaded, thresholds, now, out)
         for v in later:
