@@ -92,9 +92,10 @@ def compute(store: Any, vm_ids: Sequence[str], thresholds: Dict[str, Thresholds]
     First forecasts (VMs never forecast: a new VM, every VM of a new installation) are
     bounded by a CPU budget, ``[health] forecast_cold_budget_ms`` per VM of the batch (of at
     least ``COLD_FLOOR_VMS``), less what the batch's other VMs cost (and at least
-    ``COLD_MIN_VMS`` of them whatever they cost): the VMs that waited longest are forecast first, the others are judged on their report alone (checks,
-    silence, memory: an observed critical status is never delayed) and come back
-    (``Evaluated.deferred``) until their turn."""
+    ``COLD_MIN_VMS`` of them whatever they cost): the VMs that waited longest are forecast
+    first, the others are judged on their report alone (checks, silence, memory: an observed
+    critical status is never delayed) and come back (``Evaluated.deferred``) until their
+    turn."""
     loaded = {v: (store.latest(v), store.event_state(STATE_PREFIX + v)) for v in vm_ids}
     fresh = [v for v, (latest, previous) in loaded.items() if has_new_data(latest, previous)]
     cold = [v for v in fresh if is_cold(loaded[v][1])]
