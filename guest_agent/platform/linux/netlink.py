@@ -72,7 +72,7 @@ def if_addrs() -> Dict[str, List[IfAddr]]:
         body = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
         sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETADDR,
                                  NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body)
-        names: Dict[int, str] = {}
+        names: Dict[int, str] = dict(socket.if_nameindex())  # one call, not one per index
         for _ in range(_MAX_READS):
             data = sock.recv(_RECV)
             pos = 0
