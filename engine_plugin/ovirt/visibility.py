@@ -455,16 +455,20 @@ class Visibility:
         probe = loop.run_in_executor(self.executor, self._sees_all, token)
         page = loop.run_in_executor(self.executor, self._next_page, token, reading, True)
         answers = await asyncio.gather(probe, page, return_exceptions=True)
-        for answer in answers:
-            if isinstance(answer, BaseException):
-                reading.finish()
-                raise answer
-        admin, first = bool(answers[0]), cast(List[VmInfo], answers[1])
+        if isinstance(answers[0], BaseException):
+            reading.finish()
+            raise answers[0]
+        admin = bool(answers[0])
         directory = self.directory
+        if admin and directory is not None and directory.refreshed_at is not None:
+            reading.finish()  # the page (or its failure) is not needed
+            return UserView(True, None, read_at)
+        if isinstance(answers[1], BaseException):
+            reading.finish()
+            raise answers[1]
+        first = cast(List[VmInfo], answers[1])
         if admin:
             reading.finish()
-            if directory is not None and directory.refreshed_at is not None:
-                return UserView(True, None, read_at)
             # no directory: an administrator's own list, unfiltered
             reading = _Reading(pages())
             first = await loop.run_in_executor(self.executor, self._next_page, token,
