@@ -77,7 +77,8 @@ SPREAD_SHARE = 0.5                # the rise vs the samples' interquartile range
 SPREAD_SAMPLES = 512              # (measured on at most this many samples)
 MIN_PAST_WINDOWS = 3.0            # earlier history needed, in window lengths, to compare with
 DENSE_STEPS = 192                 # earlier windows ending every quarter window, most recent
-PAST_STEPS = 96                   # then at most this many more, spread over the rest
+PAST_STEP_S = 300.0               # then every quarter window, or this if longer (the rollups'
+                                  # width: finer steps see nothing new in 5-minute means)
 MAX_EXTRAPOLATION = 10.0
 LONG_EXTRAPOLATION = 40.0
 RESET_SIGMAS = 6.0
@@ -448,8 +449,9 @@ def _past(s: _Series, a: float, w: float, seg_start: float, rise_limit: float,
     its first, its level the mean of its last quarter. "rise" if one rose ``rise_limit`` or
     more, "level" if one reached ``level_limit``, else "exceptional"; None if the history
     holds no earlier window of that length. Windows end every quarter of ``w`` for
-    ``DENSE_STEPS`` steps back, then at most ``PAST_STEPS`` more spread over the rest; the
-    scan stops at the first window that decides."""
+    ``DENSE_STEPS`` steps back, then every quarter of ``w`` or ``PAST_STEP_S``, whichever is
+    longer, over the whole rest: a routine job's burst of minutes days ago is found (a
+    sparser scan missed most of them). The scan stops at the first window that decides."""
     first_end = max(seg_start, s.t[0]) + w
     if first_end > a:
         return None
@@ -470,7 +472,7 @@ def _past(s: _Series, a: float, w: float, seg_start: float, rise_limit: float,
                 if head - tail >= rise_limit:
                     return "rise"
         if e <= dense_until:
-            step = max(step, (e - first_end) / PAST_STEPS)
+            step = max(step, PAST_STEP_S)
         e -= step
     if not seen:
         return None
