@@ -32,9 +32,10 @@ will go on doing so. It is made only when the data supports every part of that c
    wanders around a level, a daily batch job, all rose as much before without filling anything.
    A window with no earlier window of its length in the history (a fill as old as the history)
    is exempt, and then only the other tests apply. The rise must also be ``TYPICAL_RATIO``
-   times the root mean square of the earlier windows' rises (not their falls: a cleanup
-   sawtooth falls at once what it rose slowly): a level that wanders shows its typical
-   excursion even where few earlier windows hold no large one.
+   times the root mean square of the earlier windows' rises and falls (rises only for
+   windows up to ``RAW_FIT_MAX_S``, which have dozens of earlier windows: a cleanup sawtooth
+   falls at once what it rose slowly): a level that wanders shows its typical excursion even
+   where few earlier windows hold no large one.
 4b. **Not a staircase.** One or two level shifts (flat between; the best split of the
    window's bucket means, searched exactly) must not explain the window better than a line by
    the Bayesian information criterion: upgrades or restores a few days apart line up, but do
@@ -73,7 +74,7 @@ FIT_BUCKETS = 32                  # longer windows: means of this many time buck
 MIN_T = 5.0                       # the rise over the window, in units of its error
 LINEARITY = 0.1                   # quarter residual medians within this share of the rise
 EXCEPTIONAL_RATIO = 2.0           # the rise vs the largest earlier rise of the same length
-TYPICAL_RATIO = 3.5               # ... and vs the root mean square of the earlier rises
+TYPICAL_RATIO = 3.5               # ... and vs the root mean square of the earlier rises (and falls)
 SPREAD_SHARE = 0.5                # the rise vs the samples' interquartile range in the window
 SPREAD_SAMPLES = 512              # (measured on at most this many samples)
 MIN_PAST_WINDOWS = 3.0            # earlier history needed, in window lengths, to compare with
@@ -458,6 +459,7 @@ def _past(s: _Series, a: float, w: float, seg_start: float, rise_limit: float,
         return None
     seen = rises = 0
     squares = 0.0
+    long = w > RAW_FIT_MAX_S    # few earlier windows: their falls count too (below)
     e = a
     step = w / 4
     dense_until = a - DENSE_STEPS * step
@@ -469,7 +471,7 @@ def _past(s: _Series, a: float, w: float, seg_start: float, rise_limit: float,
             tail = s.mean(e - w, e - 3 * w / 4)
             if tail is not None:
                 seen += 1
-                if head > tail:
+                if head > tail or long:
                     rises += 1
                     squares += (head - tail) ** 2
                 if head - tail >= rise_limit:
@@ -479,10 +481,12 @@ def _past(s: _Series, a: float, w: float, seg_start: float, rise_limit: float,
         e -= step
     if not seen:
         return None
-    # the rises of a wandering level: the current rise must stand out of their typical size
-    # too, not only of their largest (few earlier windows hold few large ones); rises only,
-    # since a level that wanders rises as it falls, while cleanups fall at once what a
-    # sawtooth rose slowly (counting those falls hid a fill on top of a cleanup sawtooth)
+    # the rises and falls of a wandering level: the current rise must stand out of their
+    # typical size too, not only of their largest (few earlier windows hold few large ones).
+    # For windows up to RAW_FIT_MAX_S the rises only: the history holds dozens of earlier
+    # windows of that length, so their largest rise says enough, while a cleanup sawtooth's
+    # falls (at once, what it rose slowly) hid a fast fill on top of it. Longer windows
+    # keep the falls: a sawtooth cycle of days rises on few earlier windows, slowly.
     if rises and rise_limit * EXCEPTIONAL_RATIO < TYPICAL_RATIO * math.sqrt(squares / rises):
         return "rise"
     return "exceptional"
