@@ -11,7 +11,7 @@ import pytest
 
 from engine_plugin.storage import StorageConfig, open_store
 from lab.engine_process import EngineProcess, free_port
-from lab.store_reports import vm_uuid
+from lab.store_reports import envelope, vm_uuid
 
 pytestmark = pytest.mark.postgres
 HOUR = 3600.0
@@ -27,6 +27,10 @@ def test_the_leader_rolls_closed_hours_up_within_its_minutes(pg_cluster, pki, tm
     for vm in range(3):
         store.import_history(vm_uuid(vm), samples=[
             ("cpu.percent", start + 60 * i, float(i)) for i in range(120)])
+    # and a report now: a VM with history but no report counts as silent, and the first
+    # retention pass (in the same minute as the first roll-up) would remove it with its rollups
+    now = time.time()
+    store.ingest([envelope(vm, 0, now) for vm in range(3)], now=now)
     engine = EngineProcess(str(tmp_path), "rollup", pki, url, free_port(), False,
                            storage="raw_retention = 6h\n")
     try:
