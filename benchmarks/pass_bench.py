@@ -34,11 +34,8 @@ import math
 import os
 import random
 import shutil
-import signal
-import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,20 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp  # noqa: E402
 
 from engine_plugin.storage import open_store  # noqa: E402
+from lab.engine_process import EngineProcess, free_port  # noqa: E402
 from lab.ovirt_standin import StandinEngine, TestPKI  # noqa: E402
 from lab.store_reports import envelope, vm_uuid  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 DAY = 86400.0
 GIB = float(2**30)
 HOST_CN = "host-1.example.test"
 LIGHT_BASE = 100_000  # VM numbers of the light VMs (lab.store_reports.vm_uuid)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def week_of_rollups(n: int, now: float) -> List[Tuple[str, float, float, float, float, int]]:
@@ -114,60 +105,6 @@ def pct(values: List[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-class Run:
-    """One ``vmdiag-engine serve`` process with one ``[evaluation] workers`` setting."""
-
-    def __init__(self, work: Path, name: str, pki: TestPKI, engine: StandinEngine, url: str,
-                 workers: str) -> None:
-        self.name = name
-        self.url = url
-        self.api_port, self.ingest_port = free_port(), free_port()
-        server = pki.server("ingest")
-        self.conf = work / ("%s.conf" % name)
-        self.conf.write_text(
-            "[api]\nlisten = 127.0.0.1\nport = %d\n"
-            "[ingest]\nlisten = 127.0.0.1\nport = %d\ncert = %s\nkey = %s\nca = %s\n"
-            "ownership = any\n"
-            "[storage]\nurl = %s\n[evaluation]\nworkers = %s\n"
-            "[ovirt]\nurl = %s\nca_file = %s\ntimeout = 30\n[events]\nenabled = no\n"
-            % (self.api_port, self.ingest_port, server.cert, server.key, pki.ca_file, url,
-               workers, engine.url, pki.ca_file))
-        self.log = work / ("%s.log" % name)
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        script = Path(sys.executable).with_name("vmdiag-engine")
-        cmd = ([str(script)] if os.access(script, os.X_OK)
-               else [sys.executable, "-m", "engine_plugin.service.cli"])
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd + ["--config", str(self.conf), "serve"],
-                                         stdout=log, stderr=subprocess.STDOUT,
-                                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-async def wait_ready(run: Run, session: aiohttp.ClientSession) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            async with session.get("http://127.0.0.1:%d/vmdiag/healthz" % run.api_port) as r:
-                if r.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        assert run.proc is not None and run.proc.poll() is None, run.log.read_text()
-        assert time.monotonic() < deadline, "the service did not come up"
-        await asyncio.sleep(0.2)
-
-
 async def wait_evaluated(reader: Any, vm_ids: set, timeout: float = 600.0) -> float:
     """Seconds until none of ``vm_ids`` has data newer than its verdict."""
     started = time.monotonic()
@@ -180,7 +117,7 @@ async def wait_evaluated(reader: Any, vm_ids: set, timeout: float = 600.0) -> fl
         await asyncio.sleep(0.1)
 
 
-async def measure(run: Run, args: argparse.Namespace, pki: TestPKI, token: str
+async def measure(run: EngineProcess, args: argparse.Namespace, pki: TestPKI, token: str
                   ) -> Dict[str, Any]:
     ctx = ssl.create_default_context(cafile=pki.ca_file)
     host = pki.host(HOST_CN)
@@ -194,7 +131,6 @@ async def measure(run: Run, args: argparse.Namespace, pki: TestPKI, token: str
     reader = open_store(run.url)
     stop = asyncio.Event()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
-        await wait_ready(run, session)
         initial = await wait_evaluated(reader, heavy)
         seq = [1]
 
@@ -302,9 +238,14 @@ async def main_async(args: argparse.Namespace) -> None:
             else:
                 shutil.copy(work / "template.db", work / ("%s.db" % name))
                 url = "sqlite:///%s/%s.db" % (work, name)
-            run = Run(work, name, pki, engine, url, workers)
+            # [evaluation] workers is what the runs compare; [ovirt] lets the API authenticate
+            # the user against the stand-in
+            run = await asyncio.to_thread(
+                EngineProcess, str(work), name, pki, url, free_port(), False,
+                ingest="ownership = any\n",
+                sections="[evaluation]\nworkers = %s\n[ovirt]\nurl = %s\nca_file = %s\n"
+                         "timeout = 30\n" % (workers, engine.url, pki.ca_file))
             token = engine.issue_token("admin@internal")
-            run.start()
             try:
                 results[workers] = await measure(run, args, pki, token)
             finally:

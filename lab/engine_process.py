@@ -30,13 +30,16 @@ def cpu_seconds(pid: int) -> float:
 
 
 class EngineProcess:
-    """One ``vmdiag-engine serve`` process, standalone (no oVirt service account, events off),
-    with its log under ``folder``; started by the constructor, ready when it returns. ``nice``
-    lowers its CPU priority below its parent's (a benchmark of something else on the same
-    cores); ``storage`` adds lines to its ``[storage]`` section."""
+    """One ``vmdiag-engine serve`` process, events off, with its log under ``folder``; started
+    by the constructor, ready when it returns. ``nice`` lowers its CPU priority below its
+    parent's (a benchmark of something else on the same cores); ``storage`` and ``ingest`` add
+    lines to those sections, ``sections`` whole sections (``[evaluation]``, ``[ovirt]``: without
+    an ``[ovirt]`` service account it runs standalone)."""
 
     def __init__(self, folder: str, name: str, pki: TestPKI, url: str, ingest_port: int,
-                 reuse_port: bool, nice: int = 0, storage: str = "") -> None:
+                 reuse_port: bool, nice: int = 0, storage: str = "", ingest: str = "",
+                 sections: str = "") -> None:
+        self.url = url
         self.api_port = free_port()
         self.ingest_port = ingest_port
         self.log = os.path.join(folder, name + ".log")
@@ -46,9 +49,9 @@ class EngineProcess:
             handle.write(
                 "[api]\nlisten = 127.0.0.1\nport = %d\n"
                 "[ingest]\nlisten = 127.0.0.1\nport = %d\ncert = %s\nkey = %s\nca = %s\n"
-                "reuse_port = %s\n[storage]\nurl = %s\n%s[events]\nenabled = no\n"
+                "reuse_port = %s\n%s[storage]\nurl = %s\n%s%s[events]\nenabled = no\n"
                 % (self.api_port, ingest_port, server.cert, server.key, pki.ca_file,
-                   "yes" if reuse_port else "no", url, storage))
+                   "yes" if reuse_port else "no", ingest, url, storage, sections))
         env = dict(os.environ, PYTHONPATH=ROOT)
         with open(self.log, "w", encoding="utf-8") as log:
             self.proc = subprocess.Popen(
