@@ -77,8 +77,8 @@ def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Optional[Histori
         forecasts_at = prev.get("forecasts_at")
         fits = dict(prev.get("fits") or {})
     else:
-        held = {f.get("metric"): f for f in prev.get("forecasts") or ()
-                if isinstance(f, _MAPPING)}
+        held = {f["metric"]: f for f in prev.get("forecasts") or ()
+                if isinstance(f, _MAPPING) and isinstance(f.get("metric"), str)}
         kept = prev.get("fits") if forecaster is forecast else None
         forecasts = forecast_vm(report, histories, thresholds, active, now, forecaster, held,
                                 kept if isinstance(kept, _MAPPING) else None, fits,
@@ -332,7 +332,7 @@ def _agrees(memo: Mapping[str, Any], before: Mapping[str, Any], pts: Sequence[Po
             return False
         eta_at = before.get("eta_at")
         near = {"ok": 1.5 * t.forecast_warning_s, "warning": 1.25 * t.forecast_critical_s,
-                "critical": -math.inf}.get(status)
+                "critical": -math.inf}.get(str(status))
         if near is None or (eta_at is not None and eta_at - now <= near):
             return False
         new = pts[bisect.bisect_right(pts, (memo["last"], math.inf)):]
@@ -414,7 +414,7 @@ def _forecast_doc(name: str, kind: str, label: str, f: Forecast, t: Thresholds,
             status = "critical"
         elif eta <= t.forecast_warning_s * grace:
             status = "warning"
-    if status != "ok":
+    if status != "ok" and eta is not None:  # raised: only with a time left
         # a fill measured in hours reads better per hour: "5.2 GiB an hour", not "125 GiB a day"
         rate = ("%s an hour" % _amount(kind, f.trend_per_day / 24.0) if eta < 6 * 3600
                 else "%s a day" % _amount(kind, f.trend_per_day))

@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import ovirtsdk4
 from ovirtsdk4 import types
@@ -111,7 +111,7 @@ def plan(vm_id: str, vm_label: str, verdict: Mapping[str, Any],
     return events, state
 
 
-def describe(vm_label: str, status: str, reasons: List[Mapping[str, Any]]) -> str:
+def describe(vm_label: str, status: str, reasons: Sequence[Mapping[str, Any]]) -> str:
     if status == "ok":
         return "VM %s is healthy again (vmdiag)." % vm_label
     text = "VM %s is %s (vmdiag): %s" % (vm_label, status, "; ".join(

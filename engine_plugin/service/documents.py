@@ -479,10 +479,12 @@ def worst_findings(verdict: Mapping[str, Any], row: Any) -> List[Dict[str, Any]]
     verdict yet) the worst checks stored at ingest."""
     findings = findings_of(verdict)
     if findings:
-        return [finding(f.get("code"), f["status"], f.get("message"), f.get("metric"))
-                for f in findings[:MAX_FINDINGS]]
+        return [finding(str(f.get("code") or ""), f["status"], str(f.get("message") or ""),
+                        f.get("metric")) for f in findings[:MAX_FINDINGS]]
+    # a guest's check may come without a message: named by its id, as the verdict names it
     checks = getattr(row, "worst_checks", None) or ()
-    return [finding("check:%s" % c.get("id"), status_of(c.get("status")), c.get("message"))
+    return [finding("check:%s" % c.get("id"), status_of(c.get("status")),
+                    str(c.get("message") or c.get("id")))
             for c in list(checks)[:MAX_FINDINGS]]
 
 

@@ -165,8 +165,9 @@ def sort_key(row: Mapping[str, Any], key: str) -> Key:
         return (str(row.get("host_name") or "").casefold(), name, vm_id)
     if key == "last_report":
         last = row.get("last_report_at")
-        known = isinstance(last, (int, float)) and not isinstance(last, bool)
-        return (0 if known else 1, -float(last) if known else 0.0, name, vm_id)
+        if isinstance(last, (int, float)) and not isinstance(last, bool):
+            return (0, -float(last), name, vm_id)
+        return (1, 0.0, name, vm_id)
     if key == "finding":
         worst = worst_finding(row)
         if worst is None:

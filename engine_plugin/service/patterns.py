@@ -129,8 +129,8 @@ def find(rows: Sequence[Mapping[str, Any]], findings: Mapping[str, Sequence[Mapp
                 of = len(scopes[(kind, key)])
                 if n < MIN_VMS or n < MIN_SHARE * of:
                     continue
-                here = [(onsets[v], v) for v in vm_ids if scope_of.get((kind, v)) == key
-                        and isinstance(onsets.get(v), (int, float))]
+                here = [(onset, v) for v in vm_ids if scope_of.get((kind, v)) == key
+                        and isinstance(onset := onsets.get(v), (int, float))]
                 window = _best_window(here)
                 if len(window) < MIN_VMS or len(window) < MIN_SHARE * of:
                     continue

@@ -10,6 +10,7 @@ same hour do the work once. Batches go in as arrays (``unnest``): one statement 
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -235,8 +236,8 @@ class PostgresStore(SqlStore):
         for name, start, end in self._read(lambda tx: self._partitions(tx, "samples")):
             if end > raw_cutoff:
                 break
-            moved, written = self._write(lambda tx, name=name, start=start, end=end:
-                                         self._roll_partition(tx, name, start, end))
+            moved, written = self._write(functools.partial(
+                self._roll_partition, name=name, start=start, end=end))
             stats["raw_rolled"] += moved
             stats["rollups_written"] += written
             stats["partitions_dropped"] += 1
@@ -250,7 +251,7 @@ class PostgresStore(SqlStore):
             if end > rollup_cutoff:
                 break
             stats["rollups_deleted"] += self._write(
-                lambda tx, name=name: self._drop_partition(tx, name))
+                functools.partial(self._drop_partition, name=name))
             stats["partitions_dropped"] += 1
         stats["rollups_deleted"] += self._write(lambda tx: tx.execute(
             "DELETE FROM rollups_default WHERE bucket < ?", (rollup_cutoff,)))

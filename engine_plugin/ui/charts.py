@@ -144,7 +144,7 @@ def _time_ticks(start: float, end: float) -> List[float]:
     steps = (300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400)
     step = next((s for s in steps if span / s <= 6), 14 * 86400)
     first = math.ceil(start / step) * step
-    ticks = []
+    ticks: List[float] = []
     t = first
     while t <= end:
         ticks.append(t)

@@ -22,17 +22,13 @@ from ..service.listing import (
     parse_list_query,
 )
 from .formatting import as_number, human_age
-from .vm_view import HEALTH_TEXT, health_status
+from .vm_view import HEALTH_TEXT, _dict, _text, health_status
 
 VERDICTS = WORST_FIRST
 #: Page sizes the pagination offers (any size up to listing.MAX_PER_PAGE is accepted).
 PER_PAGE_CHOICES = (10, 20, 50, 100, 200)
 
 __all__ = ["MAX_QUERY", "SORT_KEYS", "build_fleet_view", "build_host_view", "parse_query"]
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def parse_query(query: Mapping[str, str], default_sort: str = "health") -> ListQuery:
@@ -76,7 +72,7 @@ def _count(value: Any) -> int:
 
 def pagination(doc: Mapping[str, Any], query: ListQuery) -> Dict[str, Any]:
     """What the pagination bar shows: "1 - 50 of 9,812", the page, and where its buttons go."""
-    page_info = doc.get("page") if isinstance(doc.get("page"), dict) else {}
+    page_info = _dict(doc.get("page"))
     matched = _count(doc.get("matched"))
     per_page = _count(page_info.get("per_page")) or query.per_page or DEFAULT_PER_PAGE
     pages = max(1, _count(page_info.get("pages")) or 1)
@@ -123,7 +119,7 @@ def build_fleet_view(doc: Mapping[str, Any] | None, query: ListQuery, now: float
                      ) -> Dict[str, Any]:
     """One page of rows, the per-verdict counts, the filter choices and the pagination."""
     doc = doc or {}
-    counts_in = doc.get("counts") if isinstance(doc.get("counts"), dict) else {}
+    counts_in = _dict(doc.get("counts"))
     rows = [_row(vm, now) for vm in doc.get("vms") or [] if isinstance(vm, dict)]
     hosts: List[Any] = [(_text(h.get("id")), _text(h.get("name")) or _text(h.get("id")))
                         for h in doc.get("hosts") or [] if isinstance(h, dict) and h.get("id")]
@@ -152,7 +148,7 @@ def reading(doc: Mapping[str, Any]) -> int | None:
     """How many VMs were read so far while the user's list is still being read from oVirt
     page by page (the service's ``visible``), else None: the page says so, and that its
     counts and rows cover those VMs only, and refreshes itself soon."""
-    visible = doc.get("visible") if isinstance(doc.get("visible"), dict) else {}
+    visible = _dict(doc.get("visible"))
     if visible.get("complete") is False:
         return _count(visible.get("read"))
     return None
@@ -162,7 +158,7 @@ def build_host_view(doc: Mapping[str, Any], host_id: str, query: ListQuery, now:
                     ) -> Dict[str, Any]:
     """The host page: one page of its VMs (worst first by default), named from the rows."""
     view = build_fleet_view(doc, query, now)
-    host = doc.get("host") if isinstance(doc.get("host"), dict) else {}
+    host = _dict(doc.get("host"))
     named = [h[1] for h in view["hosts"] if h[0] == host_id]
     name = _text(host.get("name")) or (named[0] if named else "") or next(
         (r["host_name"] for r in view["rows"] if r["host_name"]), "") or host_id

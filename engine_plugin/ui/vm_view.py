@@ -172,7 +172,7 @@ def forecast_why(fc: Mapping[str, Any], unit: Any, now: float) -> str:
 
 def forecasts_view(doc: Mapping[str, Any], now: float) -> List[Dict[str, Any]]:
     """Forecasts worst first, each with its time-to-full in words."""
-    out = []
+    out: List[Dict[str, Any]] = []
     for fc in _list(doc.get("forecasts")):
         status = health_status(fc.get("status"))
         eta_s = as_number(fc.get("eta_s"))
@@ -254,7 +254,7 @@ def resources_view(
     cpu = _dict(data.get("cpu"))
     memory = _dict(data.get("memory"))
     by_metric = {f["metric"]: f for f in forecasts}
-    filesystems = []
+    filesystems: List[Dict[str, Any]] = []
     for entry in _list(data.get("filesystems")):
         mount = _text(entry.get("mountpoint"))
         metric = "fs.used:" + mount
@@ -270,7 +270,8 @@ def resources_view(
                 forecast=forecast["raw"] if forecast else None)
         filesystems.append({**entry, "mountpoint": mount, "forecast": forecast, "chart": chart,
                             "percent_value": as_number(entry.get("percent"))})
-    load = cpu.get("load") if isinstance(cpu.get("load"), list) else []
+    load = cpu.get("load")
+    load = load if isinstance(load, list) else []
     return {
         **sec,
         "cpu": cpu,

@@ -450,7 +450,9 @@ class VMSession:
             self.log.exception("report sink failed; the report stays cached")
 
     def _acknowledger(self, run_id: str, seq: int) -> Callable[[], None]:
-        return lambda: self.acknowledge(run_id, seq)
+        def acknowledge() -> None:
+            self.acknowledge(run_id, seq)
+        return acknowledge
 
     def acknowledge(self, run_id: str, seq: int) -> bool:
         """Tell the agent the report (run_id, seq) is safe, on the current connection (the
