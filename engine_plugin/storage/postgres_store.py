@@ -24,9 +24,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from .config import ROLLUP_STEP, StorageConfig
-from .errors import SchemaTooNew, StorageError, StoreClosed
+from .errors import StorageError, StoreClosed
 from .incoming import Incoming
-from .schema import CREATE_VERSIONS_TABLE, load_migrations
+from .schema import apply_migrations, load_migrations
 from .sqlstore import NEWER_SQL, LedgerKey, SqlStore, Tx, bucket_of
 
 T = TypeVar("T")
@@ -539,23 +539,10 @@ class PostgresStore(SqlStore):
         def work(tx: Tx) -> int:
             # Serialises instances starting at once; released at commit.
             tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATE_LOCK,))
-            tx.execute(CREATE_VERSIONS_TABLE)
-            applied = {r[0] for r in tx.fetchall("SELECT version FROM schema_migrations")}
-            newest = max(applied, default=0)
-            if newest > len(migrations):
-                raise SchemaTooNew("the database (%s) has schema version %d but this vmdiag "
-                                   "knows only up to %d; upgrade vmdiag on this machine"
-                                   % (self._target, newest, len(migrations)))
-            for migration in migrations:
-                if migration.version not in applied:
-                    for statement in migration.statements:
-                        tx.execute(statement)
-                    tx.execute("INSERT INTO schema_migrations (version, name, applied_at)"
-                               " VALUES (?, ?, ?)",
-                               (migration.version, migration.name, time.time()))
+            version = apply_migrations(tx, migrations, "the database (%s)" % self._target)
             self._adopt_unpartitioned(tx, time.time())
             self._prefer_lz4(tx)
-            return len(migrations)
+            return version
         return self._write(work)
 
     # -- time partitions (schema 4) ---------------------------------------------------------

@@ -13,9 +13,15 @@ no semicolons inside statements (no triggers or functions), which keeps splittin
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Sequence, Tuple
+
+from .errors import SchemaTooNew
+
+if TYPE_CHECKING:
+    from .sqlstore import Tx
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -58,3 +64,23 @@ def load_migrations(backend: str) -> List[Migration]:
             raise RuntimeError("%s: migration %04d is missing (found %04d)"
                                % (folder, expected, migration.version))
     return found
+
+
+def apply_migrations(tx: Tx, migrations: Sequence[Migration], database: str) -> int:
+    """Apply the ``migrations`` the database of ``tx`` lacks, in order, each recorded in
+    ``schema_migrations`` (the caller holds the backend's migration lock); a database newer
+    than this code is refused (``database`` names it in the message). Returns the version."""
+    tx.execute(CREATE_VERSIONS_TABLE)
+    applied = {r[0] for r in tx.fetchall("SELECT version FROM schema_migrations")}
+    newest = max(applied, default=0)
+    if newest > len(migrations):
+        raise SchemaTooNew("%s has schema version %d but this vmdiag knows only up to %d; "
+                           "upgrade vmdiag on this machine"
+                           % (database, newest, len(migrations)))
+    for migration in migrations:
+        if migration.version not in applied:
+            for statement in migration.statements:
+                tx.execute(statement)
+            tx.execute("INSERT INTO schema_migrations (version, name, applied_at)"
+                       " VALUES (?, ?, ?)", (migration.version, migration.name, time.time()))
+    return len(migrations)

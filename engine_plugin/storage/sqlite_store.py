@@ -13,12 +13,11 @@ import fcntl
 import os
 import sqlite3
 import threading
-import time
 from typing import Any, Callable, List, Sequence, Set, Tuple, TypeVar
 
 from .config import StorageConfig
-from .errors import SchemaTooNew, StorageError, StoreClosed, UnsupportedUrl
-from .schema import CREATE_VERSIONS_TABLE, load_migrations
+from .errors import StorageError, StoreClosed, UnsupportedUrl
+from .schema import apply_migrations, load_migrations
 from .sqlstore import LedgerKey, SqlStore, Tx
 
 T = TypeVar("T")
@@ -188,23 +187,7 @@ class SqliteStore(SqlStore):
     def migrate(self) -> int:
         migrations = load_migrations("sqlite")
 
-        def work(tx: Tx) -> int:
-            tx.execute(CREATE_VERSIONS_TABLE)
-            applied = {r[0] for r in tx.fetchall("SELECT version FROM schema_migrations")}
-            newest = max(applied, default=0)
-            if newest > len(migrations):
-                raise SchemaTooNew("%s has schema version %d but this vmdiag knows only up to "
-                                   "%d; upgrade vmdiag on this machine"
-                                   % (self.path, newest, len(migrations)))
-            for migration in migrations:
-                if migration.version not in applied:
-                    for statement in migration.statements:
-                        tx.execute(statement)
-                    tx.execute("INSERT INTO schema_migrations (version, name, applied_at)"
-                               " VALUES (?, ?, ?)",
-                               (migration.version, migration.name, time.time()))
-            return len(migrations)
-        return self._write(work)
+        return self._write(lambda tx: apply_migrations(tx, migrations, self.path))
 
     def claim_instance(self) -> None:
         """One service instance per SQLite file: the duties that must run once (health
