@@ -78,3 +78,14 @@ def test_the_checker_sees_a_forbidden_import(tmp_path) -> None:
     bad = tmp_path / "m.py"
     bad.write_text("def f():\n    from lab.vm import image\n    import tests.conftest\n")
     assert [name for _, name in imports_of(str(bad))] == ["lab", "tests"]
+
+
+def test_the_setup_step_runner_is_one_runner_kept_twice() -> None:
+    """The engine's and the host's setup share their runner but have no shared home for it
+    (docs/design.md, "Source layout"): the two copies must stay the same, so a fix made in
+    one is made in both."""
+    copies = []
+    for part in ("engine_plugin", "vdsm_hooks"):
+        with open(os.path.join(ROOT, part, "setup", "steps.py"), encoding="utf-8") as f:
+            copies.append(f.read())
+    assert copies[0] == copies[1]
