@@ -33,14 +33,19 @@ series (no state kept between passes): the method before kept fits, as the peer 
 
 import argparse
 import bisect
+import math
 import os
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
-from engine_plugin.health import Thresholds, evaluate_vm
-from engine_plugin.service import workers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine_plugin.health import Thresholds, evaluate_vm  # noqa: E402
+from engine_plugin.service import workers  # noqa: E402
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -168,11 +173,258 @@ def cold_pass(pool, vms, budget_ms):
     return time.process_time() - t0, forecast
 
 
+# -- the same passes on the real store -------------------------------------------------------
+
+STORE_SERIES_FORECAST = ("fs.used:/", "fs.used:/var", "fs.inodes_used:/", "fs.inodes_used:/var",
+                         "memory.used", "swap.used", "proc.rss:java", "proc.rss:postgres")
+
+
+class StoreVm:
+    """VM number ``n`` of the store runs: its values at any time, as history and as reports
+    (lab.store_reports.envelope), so the imported week and the live reports are one series."""
+
+    def __init__(self, n, start):
+        self.n = n
+        self.start = start
+        self.rnd = random.Random(n)
+        self.shape = n % 4
+        self.fill = self.rnd.uniform(0.1, 5.0) * GIB / DAY
+
+    def values(self, t):
+        g = self.rnd.gauss
+        if self.shape == 0:
+            root = 20 * GIB + self.fill * (t - self.start)
+        elif self.shape == 1:
+            root = 50 * GIB + 10 * GIB * ((t % DAY) / DAY)
+        else:
+            root = 40 * GIB
+        return {"root": root + g(0, 0.1 * GIB), "var": 10 * GIB + g(0, 0.05 * GIB),
+                "mem": 3 * GIB + g(0, 0.2 * GIB),
+                "java": GIB + (self.shape == 3) * 0.05 * GIB * (t - self.start) / DAY,
+                "postgres": 0.5 * GIB + g(0, 0.01 * GIB)}
+
+    def report_values(self, t):
+        v = self.values(t)
+        return dict(mem_used=v["mem"], mem_total=8 * GIB, mem_percent=100 * v["mem"] / (8 * GIB),
+                    filesystems=(("/", v["root"], 100 * GIB), ("/var", v["var"], 30 * GIB)),
+                    processes=(("java", v["java"]), ("postgres", v["postgres"])))
+
+    def samples(self, t):
+        """The health series a report at ``t`` stores (what extract_samples takes out)."""
+        v = self.values(t)
+        return {"fs.used:/": float(int(v["root"])), "fs.total:/": float(int(100 * GIB)),
+                "fs.inodes_used:/": 12345.0, "fs.inodes_total:/": 655360.0,
+                "fs.used:/var": float(int(v["var"])), "fs.total:/var": float(int(30 * GIB)),
+                "fs.inodes_used:/var": 12346.0, "fs.inodes_total:/var": 655360.0,
+                "memory.used": v["mem"], "memory.total": 8 * GIB, "swap.used": 1e8,
+                "swap.total": 2e9, "proc.rss:java": float(int(v["java"])),
+                "proc.rss:postgres": float(int(v["postgres"]))}
+
+
+def import_week(store, vm, now):
+    """A week before ``now`` in the store's shape: 5-minute rollups older than its raw
+    retention (48 hours), raw 1-minute samples after, written with ``import_history``."""
+    from lab.store_reports import vm_uuid
+
+    raw_from = math.floor((now - RAW_S) / 300) * 300
+    rolled, raw = [], []
+    b = raw_from - 5 * DAY
+    while b < raw_from:
+        for name, value in vm.samples(b).items():
+            rolled.append((name, b, value, value, value, 5))
+        b += 300.0
+    t = raw_from
+    while t < now:
+        for name, value in vm.samples(t).items():
+            raw.append((name, t, value))
+        t += 60.0
+    return store.import_history(vm_uuid(vm.n), samples=raw, rollups=rolled, host_id="host-1")
+
+
+class ServerCpu:
+    """CPU seconds used by a PostgreSQL server's processes (the postmaster and its
+    children), read from /proc: the store's share of a pass that the client does not see."""
+
+    def __init__(self, data_dir):
+        with open(os.path.join(data_dir, "postmaster.pid"), encoding="ascii") as f:
+            self.pid = int(f.readline())
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def __call__(self):
+        total = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % entry, encoding="ascii") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(entry) == self.pid or int(fields[1]) == self.pid:
+                total += int(fields[11]) + int(fields[12])
+        return total / self.tick
+
+
+def store_run(kind, url, server_cpu, args, in_memory_ms):
+    """Build ``--store-vms`` VMs with a week each in the real store, a first pass at
+    ``now`` (not timed), then passes every ``--cadence`` seconds, each after one new report
+    per VM, for ``2 * --store-hours`` (the first half a warm-up): the per-VM CPU of each
+    pass's compute (reads + evaluation) and apply (the verdicts' and states' write), client
+    plus server."""
+    import concurrent.futures
+
+    from engine_plugin.service.evaluation import BATCH, HealthPass
+    from engine_plugin.service.metrics import ServiceMetrics
+    from engine_plugin.storage import open_store
+    from lab.store_reports import envelope, vm_uuid
+
+    store = open_store(url)
+    store.migrate()
+    hours = args.store_hours
+    real_now = math.floor(time.time() / 300) * 300
+    now = real_now - 2 * hours * HOUR - 600
+    vms = [StoreVm(n, now - 7 * DAY) for n in range(args.store_vms)]
+    ids = [vm_uuid(vm.n) for vm in vms]
+    began = time.perf_counter()
+    rows = 0
+    for vm in vms:
+        rows += import_week(store, vm, now)
+    print("  %s: %d VMs, %d rows imported in %.0f s" % (kind, len(vms), rows,
+                                                        time.perf_counter() - began), flush=True)
+    seq = [0]
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+    clock = [now]
+    th = {"v": Thresholds()}
+    health = HealthPass(store, lambda vm_id=None: th["v"], executor, ServiceMetrics(),
+                        clock=lambda: clock[0])
+
+    def report_all(t):
+        envs = [envelope(vm.n, seq[0], t, host_id="host-1", received_at=t,
+                         **vm.report_values(t)) for vm in vms]
+        seq[0] += 1
+        for k in range(0, len(envs), 200):
+            store.ingest(envs[k:k + 200], now=t)
+
+    report_all(now)
+    th["v"] = Thresholds(forecast_cold_budget_ms=0)
+    clock[0] = now + 5
+    for k in range(0, len(ids), BATCH):
+        health.evaluate(ids[k:k + BATCH])
+    th["v"] = Thresholds()
+    cpu = server_cpu or (lambda: 0.0)
+    modes = [m for m in ("full", "incremental") if m in args.store_modes]
+    spent = {m: [] for m in modes}
+    applied = []
+    deferred = 0
+    mismatched = 0
+    passes = int(2 * hours * HOUR / args.cadence)
+    t = now
+    for p in range(passes):
+        t += args.cadence
+        report_all(t - 30)
+        clock[0] = t
+        measured = p >= passes // 2
+        for k in range(0, len(ids), BATCH):
+            batch = ids[k:k + BATCH]
+            ths = {v: th["v"] for v in batch}
+            results = {}
+            order = modes if (p + k // BATCH) % 2 == 0 else modes[::-1]
+            for mode in order if measured else modes[-1:]:
+                c0, s0 = time.process_time(), cpu()
+                results[mode] = workers.compute(store, batch, ths, t,
+                                                **({"full_reads": True} if mode == "full"
+                                                   else {}))
+                if measured:
+                    spent[mode].append((time.process_time() - c0 + cpu() - s0) / len(batch))
+            final = results[modes[-1]]
+            deferred += sum(r.deferred for r in final)
+            if len(results) == 2 and not any(r.deferred for r in final):
+                mismatched += sum(a.verdict != b.verdict or a.state != b.state
+                                  for a, b in zip(results["full"], results["incremental"]))
+            c0, s0 = time.process_time(), cpu()
+            health.apply(final, t)
+            if measured:
+                applied.append((time.process_time() - c0 + cpu() - s0) / len(batch))
+    executor.shutdown()
+    store.close()
+    out = {"mode": {}, "apply": applied, "deferred": deferred, "mismatched": mismatched,
+           "passes": passes - passes // 2}
+    for mode in modes:
+        out["mode"][mode] = spent[mode]
+    return out
+
+
+def store_table(args, results, in_memory_ms):
+    """Per-VM CPU of a steady pass (median of the measured batches, ms) and the 10,000-VM
+    figure, per store and read mode, beside the in-memory figure of this run."""
+    print("\nSteady passes through workers.compute + HealthPass.apply on the real store, a "
+          "pass every %d min, one new report per VM per pass, %d VMs with a week each "
+          "(CPU of this process plus the database server's; medians of %d-VM batches)"
+          % (args.cadence / 60, args.store_vms, min(200, args.store_vms)))
+    print("%-40s %11s %11s %11s %16s" % ("store, read", "compute ms", "apply ms", "total ms",
+                                         "%d VMs (s)" % args.vms))
+    print("%-40s %11.2f %11s %11.2f %16.1f" % ("in memory (no read timed), this run",
+                                               in_memory_ms, "-", in_memory_ms,
+                                               in_memory_ms * args.vms / 1000))
+    for kind, res in results.items():
+        apply_ms = 1000 * statistics.median(res["apply"]) if res["apply"] else float("nan")
+        for mode, per in res["mode"].items():
+            ms = 1000 * statistics.median(per)
+            mean = 1000 * statistics.fmean(per)
+            label = {"full": "a week per VM per pass (before)",
+                     "incremental": "samples since the last fit"}[mode]
+            print("%-40s %11.2f %11.2f %11.2f %16.1f   (mean %.2f ms)"
+                  % ("%s, %s" % (kind, label), ms, apply_ms, ms + apply_ms,
+                     (ms + apply_ms) * args.vms / 1000, mean + apply_ms))
+        print("  %s: %d measured passes, %d VM evaluations put off by the budget, %d results "
+              "differing between the two reads" % (kind, res["passes"], res["deferred"],
+                                                  res["mismatched"]))
+    print("load average %.1f %.1f %.1f" % os.getloadavg())
+
+
+def run_stores(args, in_memory_ms):
+    import tempfile
+
+    results = {}
+    for kind in args.store:
+        with tempfile.TemporaryDirectory(prefix="vmdiag-hb-") as work:
+            if kind == "sqlite":
+                results[kind] = store_run(kind, "sqlite:///%s/vmdiag.db" % work, None, args,
+                                          in_memory_ms)
+            else:
+                from lab.pg_cluster import PgCluster
+
+                pg = PgCluster(settings={"shared_buffers": "512MB"}).start()
+                try:
+                    url = pg.create_database("bench")
+                    results[kind] = store_run(kind, url, ServerCpu(os.path.join(pg.base,
+                                                                                "data")),
+                                              args, in_memory_ms)
+                finally:
+                    pg.stop()
+    store_table(args, results, in_memory_ms)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a small run to check the script")
     ap.add_argument("--vms", type=int, default=10000, help="fleet size the figures scale to")
+    ap.add_argument("--store", default="", help="also measure steady passes on the real "
+                    "store: sqlite, postgresql or both (comma-separated); only that")
+    ap.add_argument("--store-vms", type=int, default=200, help="VMs built in the store")
+    ap.add_argument("--store-hours", type=float, default=2.0,
+                    help="hours of warm-up, then as many measured")
+    ap.add_argument("--cadence", type=float, default=300.0, help="seconds between passes")
+    ap.add_argument("--store-modes", default="full,incremental",
+                    help="reads compared: full (a week each pass, before), incremental")
     args = ap.parse_args()
+    if args.store:
+        args.store = [s for s in args.store.split(",") if s]
+        args.store_modes = args.store_modes.split(",")
+        pool = [make_vm(i, 7, args.store_hours * HOUR + 60) for i in range(8)]
+        in_memory = 1000 * statistics.fmean(steady(pool, args.cadence, args.store_hours))
+        run_stores(args, in_memory)
+        return
     pool_size = 8 if args.quick else 40
     hours = 1.0 if args.quick else 3.0
     pool = [make_vm(i, 7, hours * HOUR + 60) for i in range(pool_size)]

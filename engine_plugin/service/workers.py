@@ -16,6 +16,7 @@ Processes are started with ``spawn`` (the service has threads and open connectio
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures
 import logging
 import multiprocessing
@@ -71,48 +72,105 @@ def report_hostname(report: Any) -> str | None:
     return hostname if isinstance(hostname, str) else None
 
 
-#: a batch may spend on first forecasts the budget of at least this many VMs, so a small
-#: fleet gets all of them in its first pass
+#: a batch may spend on full reads (first forecasts, refits) the budget of at least this many
+#: VMs, so a small fleet gets all of them in its first pass
 COLD_FLOOR_VMS = 200
-#: and a batch forecasts at least this many VMs for the first time, whatever their cost
+#: and a batch makes at least this many full reads, whatever they cost
 COLD_MIN_VMS = 2
+#: the key of a VM's evaluation state where ``compute`` keeps what its next pass must read
+#: (``_next_reads``)
+READS_KEY = "reads"
+#: how many of a series' last samples a kept forecast looks at (its current value: the
+#: median of the last 5, ``health.verdict``): the next read starts early enough to hold them
+TAIL_POINTS = 5
+#: a series with no sample this long before the VM's newest one stopped (a process that
+#: exited, a file system unmounted): its last samples are kept in the state, not re-read
+STALE_S = 900.0
+
+
 def is_cold(previous: Dict[str, Any] | None) -> bool:
     """Whether a VM was never forecast (no state, or a state with no forecasts): its first
     forecasts fit every series on its whole history, some 30 times a kept fit's cost."""
     return not isinstance((previous or {}).get("forecasts_at"), (int, float))
 
 
+def _fits(state: Dict[str, Any] | None) -> Dict[str, Any]:
+    fits = (state or {}).get("fits")
+    return fits if isinstance(fits, dict) else {}
+
+
+def _refit_due(previous: Dict[str, Any] | None, now: float) -> bool:
+    """Whether a kept fit's refresh is due (its series is refitted on its whole history)."""
+    for memo in _fits(previous).values():
+        due = memo.get("due") if isinstance(memo, dict) else None
+        if not isinstance(due, (int, float)) or now >= due:
+            return True
+    return False
+
+
+def _urgent(previous: Dict[str, Any] | None, now: float) -> bool:
+    """Whether a VM's full read is more than a routine refresh: never forecast, a raised
+    forecast, or new samples that strayed from a kept fit whose refresh is not due."""
+    if is_cold(previous) or any(isinstance(f, dict) and f.get("status") != "ok"
+                                for f in (previous or {}).get("forecasts") or ()):
+        return True
+    return not _refit_due(previous, now)
+
+
 def compute(store: Any, vm_ids: Sequence[str], thresholds: Dict[str, Thresholds],
-            now: float) -> List[Evaluated]:
+            now: float, full_reads: bool = False) -> List[Evaluated]:
     """Evaluate ``vm_ids`` (blocking, read-only on the store).
 
     Forecasts are recomputed only for VMs with data newer than their last forecast; the
     others (a silent VM marked by the sweep) keep theirs, and their history is not read.
 
-    First forecasts (VMs never forecast: a new VM, every VM of a new installation) are
-    bounded by a CPU budget, ``[health] forecast_cold_budget_ms`` per VM of the batch (of at
-    least ``COLD_FLOOR_VMS``), less what the batch's other VMs cost (and at least
-    ``COLD_MIN_VMS`` of them whatever they cost): the VMs that waited longest are forecast
-    first, the others are judged on their report alone (checks, silence, memory: an observed
-    critical status is never delayed) and come back (``Evaluated.deferred``) until their
-    turn."""
-    loaded = {v: (store.latest(v), store.event_state(STATE_PREFIX + v)) for v in vm_ids}
+    A VM whose forecasts are all kept (``health.verdict``: the samples since each fit agree
+    with it and its refresh is not due, the steady state) needs only the samples since its
+    last fits: they are read for the whole batch in one query from where the VM's state says
+    (``READS_KEY``, ``_next_reads``), and the result is the one a read of its whole history
+    gives (``tests/engine/test_pass_reads.py``). A VM whose fits are due or whose new samples
+    call for a refit, or whose state says nothing of its reads, is read whole (``full
+    read``); ``full_reads`` reads every VM whole (as before; benchmarks compare).
+
+    Full reads (first forecasts of VMs never forecast, refits) are bounded by a CPU budget,
+    ``[health] forecast_cold_budget_ms`` per VM of the batch (of at least
+    ``COLD_FLOOR_VMS``), less what the batch's other VMs cost (and at least ``COLD_MIN_VMS``
+    of them whatever they cost): the VMs never forecast, with a raised forecast or whose
+    samples strayed come first, then the routine refreshes, each the longest-waiting first;
+    the others are judged on their report with their kept forecasts (checks, silence,
+    memory: an observed critical status is never delayed) and come back
+    (``Evaluated.deferred``) until their turn. So a pass after an outage longer than
+    ``forecast_refresh_s`` (every VM's refresh due) costs what a steady pass does, and the
+    refreshes spread over the next passes."""
+    latests = _bulk(store, "latests", "latest", vm_ids)
+    states = _bulk(store, "event_states", "event_state", [STATE_PREFIX + v for v in vm_ids])
+    loaded = {v: (latests.get(v), states.get(STATE_PREFIX + v)) for v in vm_ids}
     fresh = [v for v, (latest, previous) in loaded.items() if has_new_data(latest, previous)]
-    cold = [v for v in fresh if is_cold(loaded[v][1])]
-    limited = bool(cold) and all(thresholds[v].forecast_cold_budget_ms > 0 for v in vm_ids)
-    put_off = set(cold) if limited else set()
     started = time.process_time()
     out: Dict[str, Evaluated] = {}
-    _evaluate(store, [v for v in vm_ids if v not in put_off],
-              [v for v in fresh if v not in put_off], loaded, thresholds, now, out)
-    if limited:
+    whole = [v for v in fresh if is_cold(loaded[v][1])]
+    warm = [v for v in fresh if v not in set(whole)]
+    if full_reads:
+        _evaluate(store, [v for v in vm_ids if v not in set(whole)], warm, loaded, thresholds,
+                  now, out)
+        budgeted = list(whole)
+    else:
+        whole += _evaluate_incremental(store, warm, loaded, thresholds, now, out)
+        _evaluate(store, [v for v in vm_ids if v not in set(fresh)], [], loaded, thresholds,
+                  now, out)
+        budgeted = whole
+    limited = bool(budgeted) and all(thresholds[v].forecast_cold_budget_ms > 0 for v in vm_ids)
+    if not limited:
+        _evaluate(store, budgeted, budgeted, loaded, thresholds, now, out)
+    else:
         per_vm = sum(thresholds[v].forecast_cold_budget_ms for v in vm_ids) / len(vm_ids)
         budget = per_vm * max(COLD_FLOOR_VMS, len(vm_ids)) / 1000.0
 
         def waited(v: str) -> float:
-            since = (loaded[v][1] or {}).get("cold_since")
+            state = loaded[v][1] or {}
+            since = state.get("cold_since", state.get("refit_since"))
             return since if isinstance(since, (int, float)) else now
-        order = sorted(cold, key=lambda v: (waited(v), v))
+        order = sorted(budgeted, key=lambda v: (not _urgent(loaded[v][1], now), waited(v), v))
         take, last = 0, 0.0
         # one at a time (its own history query), while the next one (costing about what the
         # last one did) fits in the batch's budget
@@ -128,36 +186,161 @@ def compute(store: Any, vm_ids: Sequence[str], thresholds: Dict[str, Thresholds]
         for v in later:
             done = out[v]
             if done.state is not None:
-                done.state["cold_since"] = waited(v)
+                done.state["cold_since" if is_cold(loaded[v][1]) else "refit_since"] = \
+                    waited(v)
                 done.deferred = True
     return [out[v] for v in vm_ids]
+
+
+def _bulk(store: Any, many: str, one: str, keys: Sequence[str]) -> Dict[str, Any]:
+    """``store.<many>(keys)`` (one query), or ``store.<one>(key)`` for each key."""
+    if hasattr(store, many):
+        return getattr(store, many)(keys)
+    found = {key: getattr(store, one)(key) for key in keys}
+    return {key: value for key, value in found.items() if value is not None}
 
 
 def _evaluate(store: Any, vm_ids: Sequence[str], fresh: Sequence[str],
               loaded: Dict[str, Any], thresholds: Dict[str, Thresholds], now: float,
               out: Dict[str, Evaluated]) -> None:
-    """Evaluate ``vm_ids`` into ``out``; the histories of ``fresh`` are read (one query) and
-    their forecasts made, the others keep theirs."""
+    """Evaluate ``vm_ids`` into ``out``; the whole histories of ``fresh`` are read (one
+    query) and their forecasts made, the others keep theirs."""
     histories: Dict[str, Dict[str, Any]] = {}
     if fresh:
         longest = max(thresholds[v].forecast_window_s for v in fresh)
         histories = store.histories(list(fresh), HISTORY_PREFIXES, now - longest)
     fresh_set = set(fresh)
     for vm_id in vm_ids:
-        latest, previous = loaded[vm_id]
-        report = latest.report if latest is not None else None
-        try:
-            hist = histories.get(vm_id, {}) if vm_id in fresh_set else None
-            verdict, state = evaluate_vm(report, hist, thresholds[vm_id], previous, now,
-                                         heard_at(latest))
-        except Exception as err:  # one VM's failure must not cost the batch
-            log.exception("evaluating VM %s failed", vm_id)
-            out[vm_id] = Evaluated(vm_id, None, None, None, None, "%s: %s"
-                                   % (type(err).__name__, err))
+        hist = histories.get(vm_id, {}) if vm_id in fresh_set else None
+        _store_result(vm_id, hist, loaded, thresholds, now, out)
+
+
+def _store_result(vm_id: str, hist: Dict[str, Any] | None, loaded: Dict[str, Any],
+                  thresholds: Dict[str, Thresholds], now: float,
+                  out: Dict[str, Evaluated]) -> Evaluated:
+    latest, previous = loaded[vm_id]
+    report = latest.report if latest is not None else None
+    try:
+        verdict, state = evaluate_vm(report, hist, thresholds[vm_id], previous, now,
+                                     heard_at(latest))
+    except Exception as err:  # one VM's failure must not cost the batch
+        log.exception("evaluating VM %s failed", vm_id)
+        done = out[vm_id] = Evaluated(vm_id, None, None, None, None, "%s: %s"
+                                      % (type(err).__name__, err))
+        return done
+    if hist is not None:
+        state[READS_KEY] = _next_reads(hist, _fits(state))
+    elif isinstance((previous or {}).get(READS_KEY), dict):
+        state[READS_KEY] = previous[READS_KEY]  # type: ignore[index]
+    done = out[vm_id] = Evaluated(vm_id, verdict, state,
+                                  latest.ingested_at if latest is not None else None,
+                                  report_hostname(report))
+    return done
+
+
+def _next_reads(hist: Dict[str, Any], fits: Dict[str, Any]) -> Dict[str, Any]:
+    """Where the next pass's read of a VM starts (``from``): early enough for every live
+    series to hold its samples since its fit and its last ``TAIL_POINTS``; series that
+    stopped (``STALE_S``) are kept as ``ghosts`` (their samples from that point) instead of
+    pulling the read back to them."""
+    newest = max((float(pts[-1][0]) for pts in hist.values() if pts), default=None)
+    start: float | None = None
+    ghosts: Dict[str, List[List[float]]] = {}
+    for name, pts in hist.items():
+        if not pts or newest is None:
             continue
-        out[vm_id] = Evaluated(vm_id, verdict, state,
-                               latest.ingested_at if latest is not None else None,
-                               report_hostname(report))
+        need = float(pts[max(0, len(pts) - TAIL_POINTS)][0])
+        memo = fits.get(name)
+        last = memo.get("last") if isinstance(memo, dict) else None
+        if isinstance(last, (int, float)):
+            need = min(need, float(last))
+        if float(pts[-1][0]) < newest - STALE_S:
+            ghosts[name] = [[float(t), float(v)] for t, v in
+                            pts[bisect.bisect_left(pts, (need,)):]]
+        elif start is None or need < start:
+            start = need
+    return {"from": start, "ghosts": ghosts}
+
+
+def _evaluate_incremental(store: Any, vm_ids: Sequence[str], loaded: Dict[str, Any],
+                          thresholds: Dict[str, Thresholds], now: float,
+                          out: Dict[str, Evaluated]) -> List[str]:
+    """Evaluate the VMs of ``vm_ids`` whose kept fits all stand on the samples since their
+    state's ``from`` (read for all of them in one query, or a few when they are far apart)
+    into ``out``; return the others, which need a full read."""
+    plan: Dict[str, float] = {}
+    full: List[str] = []
+    for v in vm_ids:
+        previous = loaded[v][1]
+        reads = (previous or {}).get(READS_KEY)
+        start = reads.get("from") if isinstance(reads, dict) else None
+        if (not isinstance(start, (int, float)) or not _fits(previous)
+                or _refit_due(previous, now)):
+            full.append(v)
+        else:
+            plan[v] = float(start)
+    histories: Dict[str, Dict[str, Any]] = {}
+    for group in _groups(plan):
+        histories.update(store.histories(group, HISTORY_PREFIXES,
+                                         min(plan[v] for v in group)))
+    for v, start in plan.items():
+        previous = loaded[v][1] or {}
+        view = _view(histories.get(v, {}), previous[READS_KEY], start,
+                     now - thresholds[v].forecast_window_s)
+        done = _store_result(v, view, loaded, thresholds, now, out)
+        if done.state is not None and not _kept(previous, done.state, view):
+            full.append(v)
+            del out[v]
+    return full
+
+
+#: VMs of a batch whose reads start within this of each other share one query
+GROUP_S = 3600.0
+
+
+def _groups(plan: Dict[str, float]) -> List[List[str]]:
+    groups: List[List[str]] = []
+    first = 0.0
+    for v in sorted(plan, key=lambda v: (-plan[v], v)):
+        if groups and first - plan[v] <= GROUP_S:
+            groups[-1].append(v)
+        else:
+            groups.append([v])
+            first = plan[v]
+    return groups
+
+
+def _view(hist: Dict[str, Any], reads: Dict[str, Any], start: float, window_start: float
+          ) -> Dict[str, List[Any]]:
+    """What a read of the whole history shows from ``start`` on, with the ghosts of stopped
+    series before it (their samples, kept in the state) for what lies earlier."""
+    view: Dict[str, List[Any]] = {}
+    for name, pts in hist.items():
+        cut = pts[bisect.bisect_left(pts, (start,)):]
+        if cut:
+            view[name] = cut
+    ghosts = reads.get("ghosts")
+    for name, pts in (ghosts if isinstance(ghosts, dict) else {}).items():
+        older = [(t, v) for t, v in pts if window_start <= t < start]
+        if older:
+            view[name] = older + view.get(name, [])
+    return view
+
+
+def _kept(previous: Dict[str, Any], state: Dict[str, Any], view: Dict[str, Any]) -> bool:
+    """Whether an evaluation on ``view`` is the one the whole history gives: every fit was
+    kept (the same series, none refitted), and the view holds every sample since each fit
+    and its last ``TAIL_POINTS`` (what a kept forecast reads)."""
+    before, after = _fits(previous), _fits(state)
+    if before.keys() != after.keys():
+        return False
+    for name, memo in before.items():
+        pts = view.get(name)
+        if (after[name] is not memo or not isinstance(memo, dict) or not pts
+                or len(pts) < TAIL_POINTS or not isinstance(memo.get("last"), (int, float))
+                or pts[0][0] > memo["last"]):
+            return False
+    return True
 
 
 # -- worker processes ------------------------------------------------------------------------

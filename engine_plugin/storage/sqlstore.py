@@ -311,6 +311,20 @@ class SqlStore(Store):
         return LatestReport(vm_id=row[0], host_id=row[1], received_at=row[2],
                             report=json.loads(row[3]), ingested_at=row[4])
 
+    def latests(self, vm_ids: Iterable[str]) -> Dict[str, LatestReport]:
+        def query(tx: Tx) -> List[Tuple[Any, ...]]:
+            rows: List[Tuple[Any, ...]] = []
+            for part in chunks(sorted(set(vm_ids))):
+                cond, params = self._in("v.vm_id", part)
+                rows.extend(tx.fetchall(
+                    "SELECT v.vm_id, v.host_id, v.received_at, l.report, v.ingested_at"
+                    " FROM vms v JOIN latest_reports l ON l.vm_key = v.vm_key WHERE " + cond,
+                    params))
+            return rows
+        return {r[0]: LatestReport(vm_id=r[0], host_id=r[1], received_at=r[2],
+                                   report=json.loads(r[3]), ingested_at=r[4])
+                for r in self._read(query)}
+
     def vm_ids(self, host_id: str | None = None) -> List[str]:
         sql = "SELECT vm_id FROM vms WHERE received_at IS NOT NULL"
         params: Tuple[Any, ...] = ()
@@ -456,6 +470,16 @@ class SqlStore(Store):
     def release_lease(self, name: str, holder: str) -> None:
         self._write(lambda tx: tx.execute("DELETE FROM leases WHERE name = ? AND holder = ?",
                                           (name, holder)))
+
+    def event_states(self, keys: Iterable[str]) -> Dict[str, Dict[str, Any]]:
+        def query(tx: Tx) -> List[Tuple[Any, ...]]:
+            rows: List[Tuple[Any, ...]] = []
+            for part in chunks(sorted(set(keys))):
+                cond, params = self._in("key", part)
+                rows.extend(tx.fetchall("SELECT key, state FROM event_states WHERE " + cond,
+                                        params))
+            return rows
+        return {key: json.loads(text) for key, text in self._read(query)}
 
     def leases(self) -> Dict[str, Dict[str, Any]]:
         rows = self._read(lambda tx: tx.fetchall(

@@ -43,6 +43,12 @@ class Store(abc.ABC):
     def latest(self, vm_id: str) -> LatestReport | None:
         """The newest full report of ``vm_id``, or None when none was ever stored."""
 
+    def latests(self, vm_ids: Iterable[str]) -> Dict[str, LatestReport]:
+        """``latest`` of several VMs by vm_id (VMs with none are left out); backends read
+        them in one query."""
+        found = {vm_id: self.latest(vm_id) for vm_id in vm_ids}
+        return {vm_id: row for vm_id, row in found.items() if row is not None}
+
     @abc.abstractmethod
     def vm_ids(self, host_id: str | None = None) -> List[str]:
         """IDs of VMs that have a latest report (on ``host_id`` if given), sorted."""
@@ -107,6 +113,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def event_state(self, key: str) -> Dict[str, Any] | None:
         """What was last recorded for an oVirt event key, or None."""
+
+    def event_states(self, keys: Iterable[str]) -> Dict[str, Dict[str, Any]]:
+        """``event_state`` of several keys (keys with none are left out); backends read them
+        in one query."""
+        found = {key: self.event_state(key) for key in keys}
+        return {key: state for key, state in found.items() if state is not None}
 
     @abc.abstractmethod
     def set_event_state(self, key: str, state: Dict[str, Any],
