@@ -330,21 +330,25 @@ def store_run(kind, url, server_cpu, args, in_memory_ms):
             results = {}
             order = modes if (p + k // BATCH) % 2 == 0 else modes[::-1]
             for mode in order if measured else modes[-1:]:
-                c0, s0 = time.process_time(), cpu()
+                s0 = cpu()
+                c0 = time.process_time()
                 results[mode] = workers.compute(store, batch, ths, t,
                                                 **({"full_reads": True} if mode == "full"
                                                    else {}))
+                c1 = time.process_time()
                 if measured:
-                    spent[mode].append((time.process_time() - c0 + cpu() - s0) / len(batch))
+                    spent[mode].append((c1 - c0 + cpu() - s0) / len(batch))
             final = results[modes[-1]]
             deferred += sum(r.deferred for r in final)
             if len(results) == 2 and not any(r.deferred for r in final):
                 mismatched += sum(a.verdict != b.verdict or a.state != b.state
                                   for a, b in zip(results["full"], results["incremental"]))
-            c0, s0 = time.process_time(), cpu()
+            s0 = cpu()
+            c0 = time.process_time()
             health.apply(final, t)
+            c1 = time.process_time()
             if measured:
-                applied.append((time.process_time() - c0 + cpu() - s0) / len(batch))
+                applied.append((c1 - c0 + cpu() - s0) / len(batch))
     executor.shutdown()
     store.close()
     out = {"mode": {}, "apply": applied, "deferred": deferred, "mismatched": mismatched,
@@ -355,17 +359,18 @@ def store_run(kind, url, server_cpu, args, in_memory_ms):
 
 
 def store_table(args, results, in_memory_ms):
-    """Per-VM CPU of a steady pass (median of the measured batches, ms) and the 10,000-VM
-    figure, per store and read mode, beside the in-memory figure of this run."""
+    """Per-VM CPU of a steady pass (ms: median and mean of the measured batches' per-VM
+    cost) and the 10,000-VM figure (the mean: a pass's total), per store and read mode,
+    beside the in-memory figure of this run (a mean, like the steady rows above)."""
     print("\nSteady passes through workers.compute + HealthPass.apply on the real store, a "
           "pass every %d min, one new report per VM per pass, %d VMs with a week each "
-          "(CPU of this process plus the database server's; medians of %d-VM batches)"
+          "(CPU of this process plus the database server's; per-VM cost of %d-VM batches)"
           % (args.cadence / 60, args.store_vms, min(200, args.store_vms)))
-    print("%-40s %11s %11s %11s %16s" % ("store, read", "compute ms", "apply ms", "total ms",
-                                         "%d VMs (s)" % args.vms))
-    print("%-40s %11.2f %11s %11.2f %16.1f" % ("in memory (no read timed), this run",
-                                               in_memory_ms, "-", in_memory_ms,
-                                               in_memory_ms * args.vms / 1000))
+    print("%-40s %11s %11s %11s %11s %16s" % ("store, read", "compute ms", "apply ms",
+                                              "median ms", "mean ms", "%d VMs (s)" % args.vms))
+    print("%-40s %11s %11s %11s %11.2f %16.1f" % ("in memory (no read timed), this run",
+                                                  "-", "-", "-", in_memory_ms,
+                                                  in_memory_ms * args.vms / 1000))
     for kind, res in results.items():
         apply_ms = 1000 * statistics.median(res["apply"]) if res["apply"] else float("nan")
         for mode, per in res["mode"].items():
@@ -373,9 +378,10 @@ def store_table(args, results, in_memory_ms):
             mean = 1000 * statistics.fmean(per)
             label = {"full": "a week per VM per pass (before)",
                      "incremental": "samples since the last fit"}[mode]
-            print("%-40s %11.2f %11.2f %11.2f %16.1f   (mean %.2f ms)"
+            apply_mean = 1000 * statistics.fmean(res["apply"])
+            print("%-40s %11.2f %11.2f %11.2f %11.2f %16.1f"
                   % ("%s, %s" % (kind, label), ms, apply_ms, ms + apply_ms,
-                     (ms + apply_ms) * args.vms / 1000, mean + apply_ms))
+                     mean + apply_mean, (mean + apply_mean) * args.vms / 1000))
         print("  %s: %d measured passes, %d VM evaluations put off by the budget, %d results "
               "differing between the two reads" % (kind, res["passes"], res["deferred"],
                                                   res["mismatched"]))

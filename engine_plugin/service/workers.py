@@ -24,7 +24,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Set, Tuple
 
 from ..health import HISTORY_PREFIXES, Thresholds, evaluate_vm
 
@@ -99,13 +99,18 @@ def _fits(state: Dict[str, Any] | None) -> Dict[str, Any]:
     return fits if isinstance(fits, dict) else {}
 
 
-def _refit_due(previous: Dict[str, Any] | None, now: float) -> bool:
-    """Whether a kept fit's refresh is due (its series is refitted on its whole history)."""
-    for memo in _fits(previous).values():
+def _due(previous: Dict[str, Any] | None, now: float) -> Set[str]:
+    """The series whose kept fit's refresh is due (refitted on their whole history)."""
+    out = set()
+    for name, memo in _fits(previous).items():
         due = memo.get("due") if isinstance(memo, dict) else None
         if not isinstance(due, (int, float)) or now >= due:
-            return True
-    return False
+            out.add(name)
+    return out
+
+
+def _refit_due(previous: Dict[str, Any] | None, now: float) -> bool:
+    return bool(_due(previous, now))
 
 
 def _urgent(previous: Dict[str, Any] | None, now: float) -> bool:
@@ -148,20 +153,23 @@ def compute(store: Any, vm_ids: Sequence[str], thresholds: Dict[str, Thresholds]
     fresh = [v for v, (latest, previous) in loaded.items() if has_new_data(latest, previous)]
     started = time.process_time()
     out: Dict[str, Evaluated] = {}
-    whole = [v for v in fresh if is_cold(loaded[v][1])]
-    warm = [v for v in fresh if v not in set(whole)]
+    cold = [v for v in fresh if is_cold(loaded[v][1])]
+    warm = [v for v in fresh if v not in set(cold)]
+    #: VMs whose full read is budgeted: the series to read whole (None: all of them) and
+    #: the view of the samples since their last fits that the others keep
+    rereads: Dict[str, Tuple[Set[str] | None, Dict[str, Any]]] = {v: (None, {}) for v in cold}
     if full_reads:
-        _evaluate(store, [v for v in vm_ids if v not in set(whole)], warm, loaded, thresholds,
+        _evaluate(store, [v for v in vm_ids if v not in set(cold)], warm, loaded, thresholds,
                   now, out)
-        budgeted = list(whole)
     else:
-        whole += _evaluate_incremental(store, warm, loaded, thresholds, now, out)
+        rereads.update(_evaluate_incremental(store, warm, loaded, thresholds, now, out))
         _evaluate(store, [v for v in vm_ids if v not in set(fresh)], [], loaded, thresholds,
                   now, out)
-        budgeted = whole
+    budgeted = [v for v in vm_ids if v in rereads]
     limited = bool(budgeted) and all(thresholds[v].forecast_cold_budget_ms > 0 for v in vm_ids)
     if not limited:
-        _evaluate(store, budgeted, budgeted, loaded, thresholds, now, out)
+        for v in budgeted:
+            _reread(store, v, rereads[v], loaded, thresholds, now, out)
     else:
         per_vm = sum(thresholds[v].forecast_cold_budget_ms for v in vm_ids) / len(vm_ids)
         budget = per_vm * max(COLD_FLOOR_VMS, len(vm_ids)) / 1000.0
@@ -177,8 +185,7 @@ def compute(store: Any, vm_ids: Sequence[str], thresholds: Dict[str, Thresholds]
         while take < len(order) and (take < COLD_MIN_VMS or
                                      time.process_time() - started + last <= budget):
             first = time.process_time()
-            _evaluate(store, order[take:take + 1], order[take:take + 1], loaded, thresholds,
-                      now, out)
+            _reread(store, order[take], rereads[order[take]], loaded, thresholds, now, out)
             last = time.process_time() - first
             take += 1
         later = order[take:]
@@ -264,19 +271,19 @@ def _next_reads(hist: Dict[str, Any], fits: Dict[str, Any]) -> Dict[str, Any]:
 
 def _evaluate_incremental(store: Any, vm_ids: Sequence[str], loaded: Dict[str, Any],
                           thresholds: Dict[str, Thresholds], now: float,
-                          out: Dict[str, Evaluated]) -> List[str]:
+                          out: Dict[str, Evaluated]
+                          ) -> Dict[str, Tuple[Set[str] | None, Dict[str, Any]]]:
     """Evaluate the VMs of ``vm_ids`` whose kept fits all stand on the samples since their
     state's ``from`` (read for all of them in one query, or a few when they are far apart)
-    into ``out``; return the others, which need a full read."""
+    into ``out``; return the others with the series each must read whole (``_reread``)."""
     plan: Dict[str, float] = {}
-    full: List[str] = []
+    rereads: Dict[str, Tuple[Set[str] | None, Dict[str, Any]]] = {}
     for v in vm_ids:
         previous = loaded[v][1]
         reads = (previous or {}).get(READS_KEY)
         start = reads.get("from") if isinstance(reads, dict) else None
-        if (not isinstance(start, (int, float)) or not _fits(previous)
-                or _refit_due(previous, now)):
-            full.append(v)
+        if not isinstance(start, (int, float)) or not _fits(previous):
+            rereads[v] = (None, {})
         else:
             plan[v] = float(start)
     histories: Dict[str, Dict[str, Any]] = {}
@@ -287,11 +294,39 @@ def _evaluate_incremental(store: Any, vm_ids: Sequence[str], loaded: Dict[str, A
         previous = loaded[v][1] or {}
         view = _view(histories.get(v, {}), previous[READS_KEY], start,
                      now - thresholds[v].forecast_window_s)
+        due = _due(previous, now)
+        if due:
+            # refreshes due: those series are refitted on their whole history (and any
+            # whose view falls short); the others are checked after (``_reread``)
+            rereads[v] = (due | {n for n in _unkept(previous, previous, view)}, view)
+            continue
         done = _store_result(v, view, loaded, thresholds, now, out)
-        if done.state is not None and not _kept(previous, done.state, view):
-            full.append(v)
+        if done.state is None:
+            continue
+        unkept = _unkept(previous, done.state, view)
+        if unkept:
+            rereads[v] = (unkept, view)
             del out[v]
-    return full
+    return rereads
+
+
+def _reread(store: Any, vm_id: str, plan: Tuple[Set[str] | None, Dict[str, Any]],
+            loaded: Dict[str, Any], thresholds: Dict[str, Thresholds], now: float,
+            out: Dict[str, Evaluated]) -> None:
+    """Evaluate ``vm_id`` after reading whole the series that need it (``plan``: their names,
+    None for all, and the view of the others): its first forecasts, or its refits."""
+    names, view = plan
+    since = now - thresholds[vm_id].forecast_window_s
+    if names is not None:
+        whole = store.histories([vm_id], HISTORY_PREFIXES, since, names=names).get(vm_id, {})
+        merged = {n: pts for n, pts in view.items() if n not in names}
+        merged.update(whole)
+        previous = loaded[vm_id][1] or {}
+        done = _store_result(vm_id, merged, loaded, thresholds, now, out)
+        if done.state is None or not _unkept(previous, done.state, merged) - names:
+            return
+        log.debug("VM %s: evaluating on its whole history", vm_id)
+    _evaluate(store, [vm_id], [vm_id], loaded, thresholds, now, out)
 
 
 #: VMs of a batch whose reads start within this of each other share one query
@@ -327,20 +362,21 @@ def _view(hist: Dict[str, Any], reads: Dict[str, Any], start: float, window_star
     return view
 
 
-def _kept(previous: Dict[str, Any], state: Dict[str, Any], view: Dict[str, Any]) -> bool:
-    """Whether an evaluation on ``view`` is the one the whole history gives: every fit was
-    kept (the same series, none refitted), and the view holds every sample since each fit
-    and its last ``TAIL_POINTS`` (what a kept forecast reads)."""
+def _unkept(previous: Dict[str, Any], state: Dict[str, Any], view: Dict[str, Any]
+            ) -> Set[str]:
+    """The series whose evaluation on ``view`` may differ from the one their whole history
+    gives: those refitted, appeared or gone (``previous`` against ``state``, their fits),
+    and kept ones whose view does not hold every sample since their fit and their last
+    ``TAIL_POINTS`` (what a kept forecast reads). Empty: the result is the whole history's."""
     before, after = _fits(previous), _fits(state)
-    if before.keys() != after.keys():
-        return False
+    out = set(before.keys() ^ after.keys())
     for name, memo in before.items():
         pts = view.get(name)
-        if (after[name] is not memo or not isinstance(memo, dict) or not pts
+        if (after.get(name) is not memo or not isinstance(memo, dict) or not pts
                 or len(pts) < TAIL_POINTS or not isinstance(memo.get("last"), (int, float))
                 or pts[0][0] > memo["last"]):
-            return False
-    return True
+            out.add(name)
+    return out
 
 
 # -- worker processes ------------------------------------------------------------------------

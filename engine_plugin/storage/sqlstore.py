@@ -563,8 +563,10 @@ class SqlStore(Store):
         return sorted(self._names_of(self._read(query, snapshot=True)).values())
 
     def histories(self, vm_ids: Iterable[str], metric_prefixes: Iterable[str],
-                  since: float) -> Dict[str, Dict[str, List[Point]]]:
+                  since: float, names: Iterable[str] | None = None
+                  ) -> Dict[str, Dict[str, List[Point]]]:
         prefixes = [p for p in metric_prefixes if p]
+        exact = None if names is None else set(names)
         wanted = sorted(set(vm_ids))
         if not prefixes or not wanted:
             return {}
@@ -573,7 +575,7 @@ class SqlStore(Store):
             cond = " OR ".join("substr(name, 1, %d) = ?" % len(p) for p in prefixes)
             metrics = {mid: name for mid, name in tx.fetchall(
                 "SELECT metric_id, name FROM metrics WHERE " + cond, prefixes)
-                if prefix_match(name, prefixes)}
+                if prefix_match(name, prefixes) and (exact is None or name in exact)}
             keys = self._vm_keys(tx, wanted)
             by_key = {key: vm_id for vm_id, key in keys.items()}
             out: Dict[str, Dict[str, List[Point]]] = {vm_id: {} for vm_id in keys}

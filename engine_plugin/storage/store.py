@@ -80,11 +80,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def histories(self, vm_ids: Iterable[str], metric_prefixes: Iterable[str],
-                  since: float) -> Dict[str, Dict[str, List[Point]]]:
+                  since: float, names: Iterable[str] | None = None
+                  ) -> Dict[str, Dict[str, List[Point]]]:
         """Bulk history for the health pass: ``{vm_id: {metric: [(t, v), ...]}}``.
 
-        Metrics whose name starts with any prefix; rollup averages (at bucket start) for
-        times already rolled up, raw samples after; sorted by time. Unknown VMs are absent.
+        Metrics whose name starts with any prefix (and, given ``names``, is one of them);
+        rollup averages (at bucket start) for times already rolled up, raw samples after;
+        sorted by time. Unknown VMs are absent.
         """
 
     @abc.abstractmethod

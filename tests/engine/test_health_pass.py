@@ -20,9 +20,9 @@ class CountingStore:
         self.store = store
         self.history_reads = []
 
-    def histories(self, vm_ids, prefixes, since):
+    def histories(self, vm_ids, prefixes, since, names=None):
         self.history_reads.append(sorted(vm_ids))
-        return self.store.histories(vm_ids, prefixes, since)
+        return self.store.histories(vm_ids, prefixes, since, names=names)
 
     def __getattr__(self, name):
         return getattr(self.store, name)

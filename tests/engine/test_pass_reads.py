@@ -1,0 +1,249 @@
+"""What a health pass reads (real SQLite and PostgreSQL): the samples since a VM's last fits,
+with the same verdicts and states as a read of its whole history, and refits that fall due at
+once (after an outage) bounded by the pass's budget."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Any, Dict, List, Tuple
+
+import pytest
+
+from engine_plugin.health import Thresholds
+from engine_plugin.service import workers
+from engine_plugin.service.evaluation import STATE_PREFIX, HealthPass
+from engine_plugin.service.metrics import ServiceMetrics
+from engine_plugin.storage import open_store
+from lab.store_reports import envelope, vm_uuid
+
+GIB = float(2**30)
+DAY = 86400.0
+STEP = 300.0
+
+
+class RecordingStore:
+    """The real store, recording every history read: (VMs, since, exact names or None)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.reads: List[Tuple[List[str], float, Any]] = []
+
+    def histories(self, vm_ids, prefixes, since, names=None):
+        self.reads.append((sorted(vm_ids), since, None if names is None else sorted(names)))
+        return self.store.histories(vm_ids, prefixes, since, names=names)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def start_time() -> float:
+    # partitions of a PostgreSQL store cover its retention around the real clock
+    return math.floor(time.time() / STEP) * STEP - 6 * 3600
+
+
+class Fleet:
+    """Seven VMs with a day of history (imported) that then report every ``STEP``."""
+
+    def __init__(self, store: Any, t0: float, noise: float = 1.0) -> None:
+        self.store = store
+        self.noise = noise
+        self.t0 = t0
+        self.rnd = random.Random(7)
+        self.seq = 0
+        self.ids = [vm_uuid(n) for n in range(7)]
+        for n in range(7):
+            samples = []
+            t = t0 - DAY
+            while t < t0:
+                samples += [(name, t, value) for name, value in self.samples(n, t, 0).items()]
+                t += STEP
+            store.import_history(vm_uuid(n), samples=samples, host_id="host-1")
+
+    def values(self, n: int, t: float, k: int) -> Dict[str, Any]:
+        def g(mean: float, sigma: float) -> float:
+            return self.rnd.gauss(mean, sigma * self.noise)
+        root = 40 * GIB + g(0, 0.05 * GIB)
+        if n == 0:                       # a steady fill: raised, refitted often
+            root = 30 * GIB + 10 * GIB * (t - self.t0 + DAY) / DAY + g(0, 0.02 * GIB)
+        if n == 5 and k >= 8:            # a fill that starts: the new samples stray
+            root += (k - 7) * 2 * GIB
+        total = 100 * GIB * (2 if n == 4 and k >= 15 else 1)   # a grown disk
+        procs = [("postgres", 0.5 * GIB + g(0, 0.01 * GIB))]
+        if not (n == 2 and k >= 10):     # java exits
+            procs.append(("java", GIB + g(0, 0.02 * GIB)))
+        if n == 3 and k >= 12:           # a new process
+            procs.append(("worker", 0.2 * GIB + g(0, 0.01 * GIB)))
+        return {"filesystems": (("/", root, total), ("/var", 10 * GIB, 30 * GIB)),
+                "mem_used": 3 * GIB + g(0, 0.1 * GIB), "mem_total": 8 * GIB,
+                "processes": tuple(procs)}
+
+    def samples(self, n: int, t: float, k: int) -> Dict[str, float]:
+        v = self.values(n, t, k)
+        out = {"memory.used": v["mem_used"], "memory.total": v["mem_total"],
+               "swap.used": 1e8, "swap.total": 2e9}
+        for i, (mp, used, total) in enumerate(v["filesystems"]):
+            out.update({"fs.used:" + mp: float(int(used)), "fs.total:" + mp: float(int(total)),
+                        "fs.inodes_used:" + mp: 12345.0 + i, "fs.inodes_total:" + mp: 655360.0})
+        for name, rss in v["processes"]:
+            out["proc.rss:" + name] = float(int(rss))
+        return out
+
+    def report(self, vms: List[int], t: float, k: int, checks: Dict[int, Any] | None = None
+               ) -> None:
+        envs = [envelope(n, self.seq, t, host_id="host-1", received_at=t,
+                         checks=(checks or {}).get(n, ()), **self.values(n, t, k))
+                for n in vms]
+        self.seq += 1
+        self.store.ingest(envs, now=t)
+
+
+def evaluate_both(store: RecordingStore, ids: List[str], th: Thresholds, now: float
+                  ) -> Tuple[List[workers.Evaluated], List[workers.Evaluated], list, list]:
+    """The pass's compute with its reads, and the same on every VM's whole history."""
+    ths = {v: th for v in ids}
+    store.reads.clear()
+    whole = workers.compute(store, ids, ths, now, full_reads=True)
+    whole_reads = list(store.reads)
+    store.reads.clear()
+    incremental = workers.compute(store, ids, ths, now)
+    return incremental, whole, list(store.reads), whole_reads
+
+
+def test_a_pass_reads_the_samples_since_the_last_fits_and_decides_as_a_whole_read(store_url):
+    real = open_store(store_url)
+    real.migrate()
+    store = RecordingStore(real)
+    t0 = start_time()
+    fleet = Fleet(real, t0)
+    th = Thresholds(forecast_refresh_s=1800.0)     # refreshes fall due within the test
+    clock = [t0]
+    health = HealthPass(store, lambda vm_id=None: th, None, ServiceMetrics(),
+                        clock=lambda: clock[0])
+    ids = fleet.ids
+    fleet.report(list(range(7)), t0, 0)
+    clock[0] = t0 + 5
+    health.apply(workers.compute(store, ids, {v: th for v in ids}, clock[0]), clock[0])
+    since_fit_reads = 0
+    whole_reads = 0
+    for k in range(1, 31):
+        t = t0 + k * STEP
+        reporting = [n for n in range(7) if not (n == 6 and 5 <= k < 20)]   # VM 6 silent
+        fleet.report(reporting, t - 10, k)
+        clock[0] = t
+        incremental, whole, reads, _ = evaluate_both(store, ids, th, t)
+        for a, b in zip(incremental, whole):
+            assert a.verdict == b.verdict, (k, a.vm_id)
+            assert a.state == b.state, (k, a.vm_id)
+            assert not a.deferred
+        for vms, since, names in reads:
+            if names is None and since >= t - 3 * 3600:
+                since_fit_reads += len(vms)       # the batch's query since the last fits
+            elif names is None:
+                whole_reads += len(vms)           # a VM read whole
+        health.apply(incremental, t)
+        if k == 19:
+            silent = real.event_state(STATE_PREFIX + ids[6])
+            assert silent["status"] == "unknown"
+    # most VMs of most passes read only their samples since the last fits; refits read
+    # the series refitted (names), rarely a whole VM
+    assert since_fit_reads >= 6 * 25
+    assert whole_reads <= 3
+    # the story each VM tells: the fill raised, the grown disk and the new process seen,
+    # java's series kept from the state after it exited (no read back to it)
+    final = {r.vm_id: r for r in incremental}
+    fill = [f for f in final[ids[0]].verdict["forecasts"] if f["metric"] == "fs.used:/"]
+    assert fill and fill[0]["status"] != "ok"
+    sudden = [f for f in final[ids[5]].verdict["forecasts"] if f["metric"] == "fs.used:/"]
+    assert sudden and sudden[0]["status"] == "critical"
+    grown = [f for f in final[ids[4]].verdict["forecasts"] if f["metric"] == "fs.used:/"]
+    assert grown[0]["capacity"] == float(int(200 * GIB))
+    assert "proc.rss:worker" in {f["metric"] for f in final[ids[3]].verdict["forecasts"]}
+    assert "proc.rss:java" in final[ids[2]].state[workers.READS_KEY]["ghosts"]
+    real.close()
+
+
+def test_refits_due_after_an_outage_are_bounded_by_the_budget(store_url):
+    # six VMs forecast, then an outage longer than forecast_refresh_s: every fit is due at
+    # once. With a budget that fits none, a pass refits the least (two), the raised forecast
+    # first, then the longest-waiting; the others keep their forecasts (judged on their
+    # report: a critical check is raised at once) and come back, oldest first
+    real = open_store(store_url)
+    real.migrate()
+    store = RecordingStore(real)
+    t0 = start_time()
+    fleet = Fleet(real, t0, noise=0.0)   # no noise: only the refreshes are due
+    th = Thresholds(forecast_refresh_s=1800.0)
+    tight = Thresholds(forecast_refresh_s=1800.0, forecast_cold_budget_ms=1e-4)
+    clock = [t0]
+    use = [th]
+    health = HealthPass(store, lambda vm_id=None: use[0], None, ServiceMetrics(),
+                        clock=lambda: clock[0])
+    ids = fleet.ids[:6]
+    vms = list(range(6))
+    fleet.report(vms, t0, 0)
+    clock[0] = t0 + 5
+    health.evaluate(ids)
+    before = {v: real.event_state(STATE_PREFIX + v)["forecasts_at"] for v in ids}
+    assert all(at == clock[0] for at in before.values())
+
+    fits = {v: real.event_state(STATE_PREFIX + v)["fits"] for v in ids}
+
+    def refitted() -> List[str]:
+        """The VMs whose fits this pass made anew (a refit writes new ones)."""
+        out = []
+        for v in ids:
+            now_fits = real.event_state(STATE_PREFIX + v)["fits"]
+            if now_fits != fits[v]:
+                out.append(v)
+            fits[v] = now_fits
+        return out
+
+    use[0] = tight
+    t = t0 + 2 * 3600                           # two hours later: all refreshes due
+    fleet.report(vms, t - 10, 1, checks={3: (("units.failed", "critical", "1 unit failed"),)})
+    clock[0] = t
+    health.evaluate(ids)
+    assert refitted() == [ids[0], ids[1]]         # VM 0's forecast is raised: first
+    assert health._deferred == set(ids[2:])
+    assert real.verdicts([ids[3]])[ids[3]]["status"] == "critical"   # never delayed
+    for v in ids[2:]:
+        state = real.event_state(STATE_PREFIX + v)
+        assert state["refit_since"] == t and state["forecasts_at"] == before[v]
+        assert state["forecasts"]                 # the kept forecasts are still shown
+
+    t += 30   # (within the raised forecast's own refresh, an eighth of the others')
+    fleet.report(vms, t - 10, 2)
+    clock[0] = t
+    health._deferred.clear()
+    health.evaluate(ids)
+    assert refitted() == [ids[2], ids[3]]         # the longest-waiting next
+    t += 30
+    fleet.report(vms, t - 10, 3)
+    clock[0] = t
+    health._deferred.clear()
+    health.evaluate(ids)
+    assert refitted() == [ids[4], ids[5]]
+    # and the pass after reads only the samples since the refits, for all six at once
+    t += 30
+    fleet.report(vms, t - 10, 4)
+    clock[0] = t
+    store.reads.clear()
+    health.evaluate(ids)
+    assert store.reads[0][0] == sorted(ids) and store.reads[0][2] is None
+    assert all(names is not None for _, _, names in store.reads[1:])   # raised ones' refits
+    real.close()
+
+
+@pytest.mark.parametrize("points", [3, 40])
+def test_next_reads_start_early_enough_for_the_tail_and_the_fit(points):
+    pts = [(1000.0 + 60 * i, float(i)) for i in range(points)]
+    stopped = [(1000.0 + 60 * i, 1.0) for i in range(10)]
+    newest = pts[-1][0]
+    reads = workers._next_reads({"a": pts, "gone": stopped},
+                                {"a": {"last": newest - 600}, "gone": {"last": 1000.0}})
+    want = min(pts[max(0, points - workers.TAIL_POINTS)][0], newest - 600)
+    assert reads["from"] == want
+    if newest - stopped[-1][0] > workers.STALE_S:
+        assert reads["ghosts"] == {"gone": [list(p) for p in stopped]}
