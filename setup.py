@@ -18,7 +18,7 @@ HOST = ["libvirt-python>=7.0", "aiohttp>=3.7", "cryptography>=3.4", "prometheus-
 ENGINE = ["aiohttp>=3.7", "jinja2>=2.11", "ovirt-engine-sdk-python>=4.4",
           "psycopg[binary]>=3.1", "psycopg-pool>=3.1", "prometheus-client>=0.9",
           # optional at run time (engine_plugin/fastjson.py): same results, slower without
-          "orjson>=3.6"]
+          "orjson>=3.6", "msgspec>=0.18"]
 # Test tools are bounded above: a new release of a linter or of Hypothesis must not turn a clean
 # checkout red. hypothesis-jsonschema 0.23 draws objects through Hypothesis internals that
 # 6.170.10 removed (`many.more`), so Hypothesis stays below that until it catches up.

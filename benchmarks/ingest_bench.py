@@ -167,7 +167,7 @@ def client_main(conn: Any, port: int, ca: str, hosts: List[Tuple[str, str, str, 
 
 def run_setup(name: str, url: str, instances: int, pki: TestPKI, folder: str,
               certs: List[Tuple[str, str, str]], lines: List[bytes],
-              args: argparse.Namespace) -> Dict[str, Any]:
+              args: argparse.Namespace, cluster: PgCluster | None = None) -> Dict[str, Any]:
     print("\n== %s: %d instance(s), %d VMs on %d hosts, batches of %d"
           % (name, instances, args.vms, args.hosts, args.batch), flush=True)
     port = free_port()
@@ -190,10 +190,12 @@ def run_setup(name: str, url: str, instances: int, pki: TestPKI, folder: str,
         for rnd in range(1, args.rounds + 1):
             load0 = os.getloadavg()[0]
             cpu0 = [e.cpu_seconds() for e in engines]
+            server0 = cluster.server_cpu_seconds() if cluster is not None else 0.0
             for _, pipe in clients:
                 pipe.send(rnd)
             answers = [pipe.recv() for _, pipe in clients]
             cpu1 = [e.cpu_seconds() for e in engines]
+            server_cpu = (cluster.server_cpu_seconds() - server0) if cluster is not None else 0.0
             client_cpu = sum(a["cpu"] for a in answers)
             counts: Dict[str, int] = {}
             for answer in answers:
@@ -209,18 +211,19 @@ def run_setup(name: str, url: str, instances: int, pki: TestPKI, folder: str,
                    "relays_cpu_percent": round(100 * client_cpu / seconds, 1),
                    "relays_cpu_ms_per_report": round(1000 * client_cpu / max(1, stored), 3),
                    "engine_cpu_ms_per_report": round(1000 * (sum(cpu1) - sum(cpu0)) / stored, 3),
+                   "server_cpu_ms_per_report": round(1000 * server_cpu / max(1, stored), 3),
                    "batch_p50_ms": round(1000 * lat[len(lat) // 2], 1),
                    "batch_max_ms": round(1000 * lat[-1], 1),
                    "loadavg_1m": "%.2f -> %.2f" % (load0, os.getloadavg()[0]),
                    "counts": counts}
             print("  round %d: %d reports in %.2f s = %.0f reports/s, engine CPU %s %% of a "
-                  "core (%.2f ms a report), relays %.0f %% (%.3f ms a report), batch p50 %.0f "
-                  "ms, load %s"
+                  "core (%.2f ms a report), PostgreSQL server %.2f ms a report, relays %.0f %% "
+                  "(%.3f ms a report), batch p50 %.0f ms, load %s"
                   % (rnd, stored, seconds, stored / seconds,
                      "+".join("%.0f" % c for c in row["engine_cpu_percent"]),
-                     row["engine_cpu_ms_per_report"], row["relays_cpu_percent"],
-                     row["relays_cpu_ms_per_report"], row["batch_p50_ms"],
-                     row["loadavg_1m"]), flush=True)
+                     row["engine_cpu_ms_per_report"], row["server_cpu_ms_per_report"],
+                     row["relays_cpu_percent"], row["relays_cpu_ms_per_report"],
+                     row["batch_p50_ms"], row["loadavg_1m"]), flush=True)
             if stored != args.vms:
                 raise SystemExit("round %d: the engine stored %d of %d reports: %s\n%s"
                                  % (rnd, stored, args.vms, counts, engines[0].tail()))
@@ -236,7 +239,9 @@ def run_setup(name: str, url: str, instances: int, pki: TestPKI, folder: str,
                 "engine_cpu_ms_per_report": statistics.median(
                     r["engine_cpu_ms_per_report"] for r in rounds[1:] or rounds),
                 "relays_cpu_ms_per_report": statistics.median(
-                    r["relays_cpu_ms_per_report"] for r in rounds[1:] or rounds)}
+                    r["relays_cpu_ms_per_report"] for r in rounds[1:] or rounds),
+                "server_cpu_ms_per_report": statistics.median(
+                    r["server_cpu_ms_per_report"] for r in rounds[1:] or rounds)}
     finally:
         for proc, pipe in clients:
             try:
@@ -285,7 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 try:
                     results[setup] = run_setup(
                         setup, cluster.create_database("vmdiag_ingest"),
-                        2 if setup.endswith("x2") else 1, pki, folder, certs, lines, args)
+                        2 if setup.endswith("x2") else 1, pki, folder, certs, lines, args,
+                        cluster)
                 finally:
                     cluster.stop()
             else:
@@ -297,17 +303,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                        os.cpu_count() or 0))
     print("reports/s: first round (creates the VMs), median and range of the later rounds; "
           "engine CPU: % of one core per instance, and CPU ms per report (all instances)")
-    print("%-15s%8s%8s%12s%12s%10s%12s%8s  %s" % (
-        "setup", "first", "median", "range", "engine CPU%", "ms/report", "relays ms/r",
-        "JSON", "load avg"))
+    print("%-15s%8s%8s%12s%12s%10s%10s%12s%8s  %s" % (
+        "setup", "first", "median", "range", "engine CPU%", "ms/report", "PG ms/r",
+        "relays ms/r", "native", "load avg"))
     for setup, res in results.items():
         loads = [r["loadavg_1m"] for r in res["rounds"]]
-        print("%-15s%8.0f%8.0f%12s%12s%10.2f%12.3f%8s  %s" % (
+        print("%-15s%8.0f%8.0f%12s%12s%10.2f%10.2f%12.3f%8s  %s" % (
             setup, res["first_round_reports_per_s"], res["median_reports_per_s"],
             "%.0f-%.0f" % (res["min_reports_per_s"], res["max_reports_per_s"]),
             "+".join("%.0f" % c for c in res["engine_cpu_percent"]),
-            res["engine_cpu_ms_per_report"], res["relays_cpu_ms_per_report"],
-            "orjson" if fastjson.FAST else "stdlib",
+            res["engine_cpu_ms_per_report"], res["server_cpu_ms_per_report"],
+            res["relays_cpu_ms_per_report"],
+            "+".join(n for n, on in (("orjson", fastjson.FAST),
+                                     ("msgspec", getattr(fastjson, "GATE", False))) if on)
+            or "none",
             "%s .. %s" % (loads[0].split()[0], loads[-1].split()[-1])))
     print("reports/s is a throughput figure only at a load average below 2 (a shared machine); "
           "CPU ms per report (engine processes' CPU seconds / reports stored) holds at any load")

@@ -118,6 +118,28 @@ class PgCluster:
             conn.execute('CREATE DATABASE "%s"' % name)
         return self.url(name)
 
+    def server_cpu_seconds(self) -> float:
+        """CPU seconds of the server so far: the postmaster, its live children (backends,
+        WAL writer, checkpointer, ...) and the children it already reaped."""
+        with open(os.path.join(self.base, "data", "postmaster.pid")) as handle:
+            root = int(handle.readline())
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % entry) as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            pid, ppid = int(entry), int(fields[1])
+            if pid == root:
+                total += sum(int(f) for f in fields[11:15]) / tick  # + reaped children's
+            elif ppid == root:
+                total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
     def stop(self) -> None:
         if self._started:
             self._started = False

@@ -114,3 +114,48 @@ def test_without_orjson_the_results_are_the_same(monkeypatch) -> None:
     monkeypatch.setattr(framing, "_fast", None)
     assert fastjson.loads(raw) == fast
     assert json.loads(fastjson.dumps(fast)) == fast
+
+
+def test_msgspec_is_installed_here() -> None:
+    assert fastjson.GATE, "install the engine extra (scripts/setup-deps): msgspec is missing"
+
+
+def batch_outcome(raw: bytes):
+    """What the service makes of a body: its decoding, and each envelope validated."""
+    from diag_protocol import validate_envelope
+    got = outcome(lambda r: fastjson.loads_batch(r), raw)
+    if got[0] != "value":
+        return got, None
+    body, plain = got[1]
+    envelopes = body.get("envelopes") if isinstance(body, dict) else None
+    if plain:  # the gate passed it: every envelope is what validation would return
+        assert isinstance(envelopes, list) and list(body) == ["envelopes"]
+        for env in envelopes:
+            assert validate_envelope(json.loads(json.dumps(env))) == env
+    return ("value", body), plain
+
+
+@pytest.mark.parametrize("raw", TRICKY + [body()], ids=range(len(TRICKY) + 1))
+def test_tricky_batches_decode_or_fail_as_the_reference(raw: bytes) -> None:
+    got, _ = batch_outcome(raw)
+    assert got == outcome(reference_loads, raw)
+
+
+def test_mutated_batches_decode_as_the_reference_and_pass_the_gate_only_when_valid() -> None:
+    rng = random.Random(1017)
+    valid = body()
+    assert batch_outcome(valid) == (("value", json.loads(valid)), True)
+    alphabet = b'0123456789-+.eE"\\[]{}:, \x00\xff\xc3ua'
+    plain = 0
+    for _ in range(1500):
+        raw = bytearray(valid)
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(raw))
+            if rng.random() < 0.6:
+                raw[pos] = rng.choice(alphabet)
+            else:
+                del raw[pos:pos + rng.randint(1, 5)]
+        got, passed = batch_outcome(bytes(raw))
+        plain += bool(passed)
+        assert got == outcome(reference_loads, bytes(raw)), bytes(raw)[:200]
+    assert plain > 0  # some mutations keep the batch valid (a digit in a number, ...)
