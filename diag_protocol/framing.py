@@ -102,6 +102,23 @@ def use_fast_json(module: Any) -> None:
     _fast = module
 
 
+#: ``native.Gate.messages`` of every message kind, set by ``use_native_gate`` (msgspec).
+_gate: Any = None
+
+
+def use_native_gate(msgspec: Any) -> None:
+    """Let ``decode_line`` (and ``LineDecoder``) skip the validation walk for a line that
+    ``diag_protocol.native``'s gate finds valid and clean as it is, with the msgspec module
+    given (None: the walks alone). The result is the same either way: the gate accepts only
+    what validation accepts unchanged, and leaves everything else to it."""
+    global _gate
+    if msgspec is None:
+        _gate = None
+        return
+    from .native import Gate  # imported here: a guest never needs it
+    _gate = Gate.messages(MESSAGE_TYPES, msgspec)
+
+
 def loads(data: "str | bytes", raw: Optional[bytes] = None) -> Any:
     """``json.loads`` for untrusted input: no NaN/Infinity, no number out of range.
 
@@ -192,6 +209,10 @@ def decode_line(line: bytes) -> Message:
         text = line.decode("utf-8")
     except UnicodeDecodeError as err:  # DESIGN.md: such a line is dropped, not repaired
         raise ProtocolError("bad_utf8", "byte %d is not UTF-8" % err.start) from err
+    gate = _gate
+    if gate is not None and gate.accepts(line):  # valid, and cleaning would change nothing
+        plain: Message = loads(text, line)
+        return plain
     try:
         value = loads(text, line)
     except RecursionError as err:

@@ -222,7 +222,7 @@ class Gate:
             _Builder(root, msgspec).node(root["$defs"][kind], 0))
 
     @classmethod
-    def batch(cls, kind: str, key: str, msgspec: Any, root: Schema = SCHEMA) -> "Gate":
+    def batch(cls, kind: str, key: str, msgspec: Any, root: Schema = SCHEMA) -> Gate:
         """For ``{key: [message of kind, ...]}`` and no other field; a batch is accepted
         only when every message in it is."""
         item = _Builder(root, msgspec).node(root["$defs"][kind], 1)
@@ -231,7 +231,7 @@ class Gate:
         return cls._of(kind, msgspec, batch)
 
     @classmethod
-    def messages(cls, kinds: Tuple[str, ...], msgspec: Any, root: Schema = SCHEMA) -> "Gate":
+    def messages(cls, kinds: Tuple[str, ...], msgspec: Any, root: Schema = SCHEMA) -> Gate:
         """For one message of any of ``kinds`` (told apart by ``type``); kinds the gate
         cannot express are left out (their messages are never accepted here)."""
         builder = _Builder(root, msgspec)
@@ -246,7 +246,7 @@ class Gate:
         return cls._of("|".join(kinds), msgspec, Union[tuple(options)])  # type: ignore
 
     @classmethod
-    def _of(cls, kind: str, msgspec: Any, decoded_type: Any) -> "Gate":
+    def _of(cls, kind: str, msgspec: Any, decoded_type: Any) -> Gate:
         gate = cls.__new__(cls)
         gate.kind = kind
         gate._errors = (msgspec.ValidationError, msgspec.DecodeError)

@@ -117,7 +117,8 @@ def test_a_real_report_passes_the_gate_and_is_what_validation_gives():
     body = json.dumps({"envelopes": [_envelope(), _envelope()]}, ensure_ascii=False).encode()
     assert gate.accepts(body)
     assert native.Gate("report", msgspec).accepts(json.dumps(sample_report()).encode())
-    assert native.Gate.messages(MESSAGE_TYPES, msgspec).accepts(json.dumps(sample_report()).encode())
+    messages = native.Gate.messages(MESSAGE_TYPES, msgspec)
+    assert messages.accepts(json.dumps(sample_report()).encode())
 
 
 @pytest.mark.parametrize("change", [
@@ -194,3 +195,29 @@ def test_an_object_of_anything_has_no_gate():
     for kind in ("request", "reply"):
         with pytest.raises(native.Unsupported):
             native.Gate(kind, msgspec)
+
+
+def test_decode_line_with_the_gate_answers_as_without_it():
+    from diag_protocol import framing
+
+    def outcome(line):
+        try:
+            return True, framing.decode_line(line)
+        except ProtocolError as err:
+            return False, (err.reason, err.detail)
+
+    report = json.dumps(sample_report(processes=5, units=5), ensure_ascii=False).encode()
+    lines = [report, report.replace(b'"seq":', b'"seq":-'), report.replace(b'"v":1', b'"v":1.0'),
+             report.replace(b'"type":"report"', b'"type":"nope"'), b'{"type":"heartbeat",'
+             b'"v":1,"time":5}', b'{"type":"heartbeat","v":1,"time":5,"time":"x"}',
+             b'{"type":"request","v":1,"id":"a","method":"ping"}', b'{"type":"ack"}', b'[]',
+             b'{"type":"heartbeat","v":1,"time":1e400}', b'\xff', b'{"type":"hello","v":1,'
+             b'"agent_version":"1\\u0000","protocol_versions":[1]}']
+    framing.use_native_gate(msgspec)
+    try:
+        gated = [outcome(line) for line in lines]
+        assert framing._gate.accepts(report)
+    finally:
+        framing.use_native_gate(None)
+    assert gated == [outcome(line) for line in lines]
+    assert gated[0][0] and gated[4][0] and not gated[1][0]
