@@ -303,12 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                        os.cpu_count() or 0))
     print("reports/s: first round (creates the VMs), median and range of the later rounds; "
           "engine CPU: % of one core per instance, and CPU ms per report (all instances)")
-    print("%-15s%8s%8s%12s%12s%10s%10s%12s%8s  %s" % (
+    print("%-15s%8s%8s%12s%12s%10s%10s%12s  %-15s %s" % (
         "setup", "first", "median", "range", "engine CPU%", "ms/report", "PG ms/r",
         "relays ms/r", "native", "load avg"))
     for setup, res in results.items():
         loads = [r["loadavg_1m"] for r in res["rounds"]]
-        print("%-15s%8.0f%8.0f%12s%12s%10.2f%10.2f%12.3f%8s  %s" % (
+        print("%-15s%8.0f%8.0f%12s%12s%10.2f%10.2f%12.3f  %-15s %s" % (
             setup, res["first_round_reports_per_s"], res["median_reports_per_s"],
             "%.0f-%.0f" % (res["min_reports_per_s"], res["max_reports_per_s"]),
             "+".join("%.0f" % c for c in res["engine_cpu_percent"]),
