@@ -60,7 +60,8 @@ def worst(statuses: Iterable[Any], default: str = OK) -> str:
 
 
 def _status_key(item: Any) -> Any:
-    return item.get("status") if isinstance(item, _MAPPING) else None
+    # decoded messages hold plain dicts: the exact type test first, the ABC for the rest
+    return item.get("status") if type(item) is dict or isinstance(item, _MAPPING) else None
 
 
 def worst_first(items: Iterable[T], key: Callable[[T], Any] = _status_key) -> List[T]:
@@ -71,9 +72,11 @@ def worst_first(items: Iterable[T], key: Callable[[T], Any] = _status_key) -> Li
 def worst_item(items: Iterable[T], key: Callable[[T], Any] = _status_key) -> Optional[T]:
     """The most severe of ``items`` (the first wins a tie), or None when there are none."""
     found: Optional[T] = None
+    found_rank = -1  # below every rank: the first item is taken
     for item in items:
-        if found is None or rank(key(item)) > rank(key(found)):
-            found = item
+        item_rank = rank(key(item))
+        if item_rank > found_rank:
+            found, found_rank = item, item_rank
     return found
 
 

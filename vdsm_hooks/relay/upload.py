@@ -47,6 +47,7 @@ from typing import Any, AsyncIterator, Callable, Deque, Dict, List, Mapping, Tup
 import aiohttp
 
 from diag_protocol import ProtocolError, validate_envelope, wrap_report
+from diag_protocol.framing import dumps_tree
 from diag_protocol.ingest import DUPLICATE, REFUSED, RETRY, STORED
 
 from ..config import UploadConfig
@@ -192,18 +193,16 @@ class Uploader:
         if received_at is not None:
             received_at = self.engine_clock.correct(received_at)
         try:
-            checked = wrap_report(self.host_id, vm_id, dict(report), received_at,
-                                  agent_version)
+            # with its encoding given, the report is only read here: no copy of it
+            own = (report if encoded_report is not None and isinstance(report, dict)
+                   else dict(report))
+            checked = wrap_report(self.host_id, vm_id, own, received_at, agent_version)
         except (ProtocolError, ValueError, TypeError) as err:
             return self._invalid(vm_id, err)
         if encoded_report is None:
             return self._queue(checked, on_safe)
-        head = {key: value for key, value in checked.items() if key != "report"}
-        try:
-            encoded_head = json.dumps(head, ensure_ascii=False, separators=(",", ":"),
-                                      allow_nan=False).encode("utf-8")
-        except (ValueError, TypeError) as err:
-            return self._invalid(vm_id, err)
+        del checked["report"]  # the envelope's own fields: validated, so a plain JSON tree
+        encoded_head = dumps_tree(checked)
         # the envelope's own fields first (the spool reads vm_id from a line's head)
         return self._queue_line(encoded_head[:-1] + b',"report":' + encoded_report + b"}\n",
                                 vm_id, on_safe)
