@@ -1,9 +1,10 @@
 """The relay's read model: per VM, the latest report, what the agent said, and counters.
 
 Sessions write here; the control socket (``status``, ``show``) reads here. Memory per VM is
-bounded whatever a guest sends: the latest report is kept as its compact JSON encoding (at most
-one protocol line, 1 MiB, and typically 10-30 KB, several times smaller than the decoded Python
-objects), with a small summary extracted once for the status table. Older reports are never
+bounded whatever a guest sends: the latest report is kept as its JSON (at most one protocol
+line, 1 MiB, and typically 10-30 KB, several times smaller than the decoded Python objects):
+the guest's own line when cleaning left it as it was (plain.py), else the compact encoding of
+the cleaned report; with a small summary extracted once for the status table. Older reports are never
 kept: they have gone to the uploader, which spools on its own bounds.
 """
 
@@ -110,16 +111,19 @@ class VMEntry:
     def report_bytes(self) -> int:
         return len(self._report_json) if self._report_json is not None else 0
 
-    def set_report(self, report: Message, received_at: float) -> ReportSummary:
-        """Replace the latest report. Returns its summary."""
-        encoded = dumps_tree(report)
+    def set_report(self, report: Message, received_at: float,
+                   encoded: bytes | None = None) -> ReportSummary:
+        """Replace the latest report. Returns its summary. ``encoded``: the report's JSON when
+        the caller has it (the guest's own line, taken as it is: plain.py), else encoded here."""
+        if encoded is None:
+            encoded = dumps_tree(report)
         self.summary = ReportSummary(report, received_at, len(encoded))
         self._report_json = encoded
         return self.summary
 
     @property
     def report_json(self) -> bytes | None:
-        """The latest report as compact UTF-8 JSON (what the uploader sends, encoded once)."""
+        """The latest report as UTF-8 JSON (what the uploader sends, encoded at most once)."""
         return self._report_json
 
     def report(self) -> Message | None:

@@ -1,7 +1,7 @@
 """One asyncio session per VM: the host end of the vmdiag virtio-serial channel.
 
 QEMU owns the channel's unix socket (``mode='bind'``); the session connects to it, decodes the
-guest's lines with ``diag_protocol.LineDecoder``, keeps the latest hello, report and heartbeat in
+guest's lines with ``diag_protocol.LineDecoder`` (plain.py), keeps the latest hello, report and heartbeat in
 the ``ReportCache``, hands each new report to ``on_report`` (the uploader), and sends requests
 whose replies it matches by id. To an agent whose hello lists ``ack`` it acknowledges each
 report once the uploader says it is safe (delivered or spooled; diag_protocol.acks). It
@@ -60,6 +60,7 @@ from diag_protocol import (
 )
 
 from .cache import ReportCache, VMEntry
+from .plain import PlainLineDecoder, report_gate
 
 Message = Dict[str, Any]
 #: Called once a report is safe from a relay crash: the session then acknowledges it to the
@@ -349,13 +350,14 @@ class VMSession:
         if total != self._decoder_drops:
             self._decoder_drops = total
             counters.drops = self._base_drops + decoder.drops
+        encoded = getattr(decoder, "encoded", None)  # a PlainLineDecoder's (tests set others)
         for msg in messages:
-            self._on_message(msg)
+            self._on_message(msg, encoded.get(id(msg)) if encoded else None)
 
-    def _new_decoder(self) -> LineDecoder:
+    def _new_decoder(self) -> PlainLineDecoder:
         limited = self.config.min_report_interval > 0  # else no line is ever over the rate
-        return LineDecoder(max_line=self.config.max_line,
-                           skip=self._skip_line if limited else None)
+        return PlainLineDecoder(max_line=self.config.max_line,
+                                skip=self._skip_line if limited else None, gate=report_gate())
 
     def _skip_line(self, line: bytes) -> str | None:
         """While the VM is over its report rate, a report line is dropped as ``rate_limited``
@@ -390,7 +392,8 @@ class VMSession:
         if self._protocol is not None and self._protocol.transport is transport:
             transport.resume_reading()
 
-    def _on_message(self, msg: Message) -> None:
+    def _on_message(self, msg: Message, encoded: bytes | None = None) -> None:
+        """``encoded``: the line's own bytes when the decoder took it as it is (plain.py)."""
         counters = self.entry.counters
         now = time.time()
         counters.messages += 1
@@ -403,7 +406,7 @@ class VMSession:
             self.entry.responsive = True
         kind = msg["type"]
         if kind == "report":
-            self._on_report(msg, now)
+            self._on_report(msg, now, encoded)
         elif kind == "heartbeat":
             counters.heartbeats += 1
             self.entry.heartbeat = msg
@@ -428,7 +431,7 @@ class VMSession:
             self.log.info("agent %s on %s says hello", msg.get("agent_version"),
                           msg.get("hostname"))
 
-    def _on_report(self, msg: Message, now: float) -> None:
+    def _on_report(self, msg: Message, now: float, encoded: bytes | None = None) -> None:
         last = self.entry.summary
         if last is not None and last.run_id == msg["run_id"] and msg["seq"] <= last.seq:
             self._count_drop("stale_seq")  # a replay: never let it replace a newer report
@@ -437,7 +440,7 @@ class VMSession:
             self._count_drop("rate_limited")
             return
         self.entry.counters.reports += 1
-        self.entry.set_report(msg, now)
+        self.entry.set_report(msg, now, encoded)
         on_safe = self._acknowledger(msg["run_id"], msg["seq"]) if self.acks else None
         if self.on_report is None:
             if on_safe is not None:

@@ -1,0 +1,99 @@
+"""Reports that cleaning leaves as they are, taken without the compiled walk (optional).
+
+``diag_protocol.native.Gate`` (msgspec, an optional accelerator) tells from a line's bytes
+that the reference walk would accept the report *and* that cleaning would change nothing in
+it. For such a line the plainly decoded value is the validated message, and the line's own
+bytes are its JSON: the cache keeps them and the uploader forwards them, instead of encoding
+the message again. Most of what the relay spent on a report was that walk (a validated copy
+of a ~20 KB tree) and the second encoding (docs/relay.md, "Where a report's CPU goes").
+
+Every line the gate does not take (hostile or unusual text, a newer agent's extra field, no
+msgspec installed) goes through ``LineDecoder``'s ordinary path, which decides as it always
+did: the gate can make acceptance cheaper, never change what is accepted or how a refusal is
+counted. ``tests/relay/test_plain.py`` checks this differentially.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from diag_protocol import MAX_LINE_BYTES, LineDecoder
+from diag_protocol.framing import loads
+
+Message = Dict[str, Any]
+
+_UNSET: Any = object()
+_gate: Any = _UNSET
+
+
+def report_gate() -> Any:
+    """The process's gate for report lines, or None without the accelerator."""
+    global _gate
+    if _gate is _UNSET:
+        try:
+            from diag_protocol.native import Gate, Unsupported
+        except ImportError:
+            _gate = None
+        else:
+            try:
+                _gate = Gate("report")
+            except Unsupported:
+                _gate = None
+    return _gate
+
+
+class PlainLineDecoder(LineDecoder):
+    """``LineDecoder`` that takes the reports its gate passes as they are.
+
+    After each ``feed``, ``encoded`` maps ``id(message)`` of every report it took that way to
+    the line's bytes (without the newline): the report's JSON, value for value. The ids are
+    those of the messages that ``feed`` just returned, valid until the next ``feed``.
+    """
+
+    def __init__(self, *args: Any, gate: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = gate
+        self.encoded: Dict[int, bytes] = {}
+        #: Lines taken through the gate (the others went the ordinary way).
+        self.plain = 0
+
+    def feed(self, data: bytes) -> List[Message]:
+        self.encoded.clear()
+        return super().feed(data)
+
+    def _line(self, line: bytes, out: List[Message]) -> None:
+        gate = self.gate
+        if gate is None:
+            super()._line(line, out)
+            return
+        line = line.strip()
+        if not line:
+            return
+        skip = self.skip
+        if skip is not None:
+            reason = skip(line)
+            if reason is not None:
+                self.drops[reason] += 1
+                return
+        message = self._plain(gate, line)
+        if message is not None:
+            out.append(message)
+            self.encoded[id(message)] = line
+            self.messages += 1
+            self.plain += 1
+            return
+        self.skip = None  # already asked, and said no: the ordinary path decides the rest
+        try:
+            super()._line(line, out)
+        finally:
+            self.skip = skip
+
+    @staticmethod
+    def _plain(gate: Any, line: bytes) -> Optional[Message]:
+        if len(line) > MAX_LINE_BYTES or not gate.accepts(line):
+            return None
+        try:
+            message: Message = loads(line)
+        except ValueError:  # the gate took what the decoder refuses: trust the decoder
+            return None
+        return message
