@@ -4,8 +4,8 @@ Sessions write here; the control socket (``status``, ``show``) reads here. Memor
 bounded whatever a guest sends: the latest report is kept as its JSON (at most one protocol
 line, 1 MiB, and typically 10-30 KB, several times smaller than the decoded Python objects):
 the guest's own line when cleaning left it as it was (plain.py), else the compact encoding of
-the cleaned report; with a small summary extracted once for the status table. Older reports are never
-kept: they have gone to the uploader, which spools on its own bounds.
+the cleaned report; with a small summary extracted once for the status table. Older reports
+are never kept: they have gone to the uploader, which spools on its own bounds.
 """
 
 from __future__ import annotations

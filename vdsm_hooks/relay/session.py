@@ -1,8 +1,9 @@
 """One asyncio session per VM: the host end of the vmdiag virtio-serial channel.
 
 QEMU owns the channel's unix socket (``mode='bind'``); the session connects to it, decodes the
-guest's lines with ``diag_protocol.LineDecoder`` (plain.py), keeps the latest hello, report and heartbeat in
-the ``ReportCache``, hands each new report to ``on_report`` (the uploader), and sends requests
+guest's lines with ``diag_protocol.LineDecoder`` (reports that need no cleaning through the
+gate of plain.py), keeps the latest hello, report and heartbeat in the ``ReportCache``, hands
+each new report to ``on_report`` (the uploader), and sends requests
 whose replies it matches by id. To an agent whose hello lists ``ack`` it acknowledges each
 report once the uploader says it is safe (delivered or spooled; diag_protocol.acks). It
 reconnects with backoff after EOF or errors (QEMU restarted,
