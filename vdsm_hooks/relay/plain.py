@@ -25,7 +25,7 @@ Message = Dict[str, Any]
 try:  # optional, as the relay package only recommends it: same results without, slower
     import orjson
 except ImportError:
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 _UNSET: Any = object()
 _gate: Any = _UNSET
