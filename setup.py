@@ -13,8 +13,9 @@ with open("README.md", encoding="utf-8") as _f:
     README = _f.read()
 
 HOST = ["libvirt-python>=7.0", "aiohttp>=3.7", "cryptography>=3.4", "prometheus-client>=0.9",
-        # optional at run time (diag_protocol.framing.use_fast_json): same results, slower without
-        "orjson>=3.6"]
+        # optional at run time (diag_protocol.framing.use_fast_json, vdsm_hooks/relay/plain.py):
+        # same results, slower without
+        "orjson>=3.6", "msgspec>=0.18"]
 ENGINE = ["aiohttp>=3.7", "jinja2>=2.11", "ovirt-engine-sdk-python>=4.4",
           "psycopg[binary]>=3.1", "psycopg-pool>=3.1", "prometheus-client>=0.9",
           # optional at run time (engine_plugin/fastjson.py): same results, slower without

@@ -23,9 +23,9 @@ ALLOWED: Dict[str, Set[str]] = {
     "guest_agent": {"diag_protocol", "psutil", "dbus"},
     # cryptography: the CN of the host certificate; prometheus_client: the relay's /metrics
     # orjson (optional in both): faster JSON, same results (diag_protocol.framing.use_fast_json);
-    # msgspec (optional): the native gate of diag_protocol.native, same results
+    # msgspec (optional in both): the native gate of diag_protocol.native, same results
     "vdsm_hooks": {"diag_protocol", "libvirt", "libvirtaio", "aiohttp", "vdsm", "cryptography",
-                   "prometheus_client", "orjson"},
+                   "prometheus_client", "orjson", "msgspec"},
     "engine_plugin": {"diag_protocol", "aiohttp", "jinja2", "markupsafe", "ovirtsdk4",
                       "psycopg", "psycopg2", "psycopg_pool", "prometheus_client", "numpy",
                       "yarl", "multidict", "orjson", "msgspec"},

@@ -15,19 +15,19 @@ from typing import Any, List
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diag_protocol import LineDecoder, encode, make_heartbeat
+from diag_protocol import LineDecoder, encode, make_heartbeat, make_hello
 from diag_protocol.framing import loads
 from lab.fake_guest import sample_report
 from tests.protocol.generate import mutate_one_path
 from vdsm_hooks.relay.cache import ReportCache
-from vdsm_hooks.relay.plain import PlainLineDecoder, report_gate
+from vdsm_hooks.relay.plain import PlainLineDecoder, message_gate
 from vdsm_hooks.relay.session import Runstate, SessionConfig, VMSession
 
 VM = "00000000-0000-4000-8000-000000000001"
 
 
 def gate() -> Any:
-    found = report_gate()
+    found = message_gate()
     assert found is not None, "diag_protocol.native's gate is missing: install msgspec"
     return found
 
@@ -65,11 +65,12 @@ ODD = st.one_of(
     st.lists(st.integers(), max_size=3))
 
 
-def test_well_formed_reports_take_the_plain_path_with_their_own_bytes():
+def test_well_formed_messages_take_the_plain_path_with_their_own_bytes():
     line = encode(REPORT)
-    got, decoder = both([line, HEARTBEAT, line])
-    assert [taken for _, taken in got] == [True, False, True]
-    assert decoder.plain == 2
+    hello = encode(make_hello("1.0", {"name": "Debian"}, "guest", "boot-1", ["ack"]))
+    got, decoder = both([line, HEARTBEAT, line, hello])
+    assert [taken for _, taken in got] == [True, True, True, True]
+    assert decoder.plain == 4
 
 
 def test_unusual_text_takes_the_ordinary_path_and_is_judged_as_before():

@@ -1,23 +1,26 @@
-"""Reports that cleaning leaves as they are, taken without the compiled walk (optional).
+"""Guest lines that cleaning leaves as they are, taken without the validation walk (optional).
 
-``diag_protocol.native.Gate`` (msgspec, an optional accelerator) tells from a line's bytes
-that the reference walk would accept the report *and* that cleaning would change nothing in
+``diag_protocol.native``'s gate (msgspec, an optional accelerator; the one
+``diag_protocol.framing.use_native_gate`` would give ``decode_line``) tells from a line's bytes
+that the reference walk would accept the message *and* that cleaning would change nothing in
 it. For such a line the plainly decoded value is the validated message, and the line's own
-bytes are its JSON: the cache keeps them and the uploader forwards them, instead of encoding
-the message again. Most of what the relay spent on a report was that walk (a validated copy
-of a ~20 KB tree) and the second encoding (docs/relay.md, "Where a report's CPU goes").
+bytes are its JSON: for a report, the cache keeps them and the uploader forwards them instead
+of encoding the report again, which ``decode_line`` could not tell its caller. Most of what the
+relay spent on a report was that walk (a validated copy of a ~20 KB tree) and the second
+encoding (docs/relay.md, "Where a report's CPU goes").
 
 Every line the gate does not take (hostile or unusual text, a newer agent's extra field, no
-msgspec installed) goes through ``LineDecoder``'s ordinary path, which decides as it always
-did: the gate can make acceptance cheaper, never change what is accepted or how a refusal is
-counted. ``tests/relay/test_plain.py`` checks this differentially.
+msgspec installed) goes through ``LineDecoder``'s ordinary path (the walk), which decides as it
+always did: the gate can make acceptance cheaper, never change what is accepted or how a
+refusal is counted. ``tests/relay/test_plain.py`` checks this differentially; the relay does
+not also call ``use_native_gate``, so a refused line is not passed through the gate twice.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from diag_protocol import MAX_LINE_BYTES, LineDecoder
+from diag_protocol import MAX_LINE_BYTES, MESSAGE_TYPES, LineDecoder
 from diag_protocol.framing import loads
 
 Message = Dict[str, Any]
@@ -31,9 +34,9 @@ _UNSET: Any = object()
 _gate: Any = _UNSET
 
 
-def report_gate() -> Any:
-    """The process's gate for report lines, or None without msgspec (or for a schema it
-    cannot express): every line then takes the ordinary path."""
+def message_gate() -> Any:
+    """The process's gate for guest lines (every message kind), or None without msgspec (or
+    for a schema it cannot express): every line then takes the ordinary path."""
     global _gate
     if _gate is _UNSET:
         _gate = None
@@ -44,17 +47,17 @@ def report_gate() -> Any:
         except ImportError:
             return None
         try:
-            _gate = Gate("report", msgspec)
+            _gate = Gate.messages(MESSAGE_TYPES, msgspec)
         except Unsupported:
             pass
     return _gate
 
 
 class PlainLineDecoder(LineDecoder):
-    """``LineDecoder`` that takes the reports its gate passes as they are.
+    """``LineDecoder`` that takes the messages its gate passes as they are.
 
-    After each ``feed``, ``encoded`` maps ``id(message)`` of every report it took that way to
-    the line's bytes (without the newline): the report's JSON, value for value. The ids are
+    After each ``feed``, ``encoded`` maps ``id(message)`` of every message it took that way to
+    the line's bytes (without the newline): the message's JSON, value for value. The ids are
     those of the messages that ``feed`` just returned, valid until the next ``feed``.
     """
 

@@ -61,7 +61,7 @@ from diag_protocol import (
 )
 
 from .cache import ReportCache, VMEntry
-from .plain import PlainLineDecoder, report_gate
+from .plain import PlainLineDecoder, message_gate
 
 Message = Dict[str, Any]
 #: Called once a report is safe from a relay crash: the session then acknowledges it to the
@@ -357,8 +357,8 @@ class VMSession:
 
     def _new_decoder(self) -> PlainLineDecoder:
         limited = self.config.min_report_interval > 0  # else no line is ever over the rate
-        return PlainLineDecoder(max_line=self.config.max_line,
-                                skip=self._skip_line if limited else None, gate=report_gate())
+        return PlainLineDecoder(max_line=self.config.max_line, gate=message_gate(),
+                                skip=self._skip_line if limited else None)
 
     def _skip_line(self, line: bytes) -> str | None:
         """While the VM is over its report rate, a report line is dropped as ``rate_limited``
