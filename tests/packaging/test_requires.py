@@ -34,6 +34,9 @@ EL9_PACKAGES: Dict[str, Tuple[str, str]] = {
     "vdsm": ("vdsm", "oVirt 4.5 repositories"),
     "orjson": ("python3-orjson", "Fedora; no EL9 build confirmed (optional, Recommends only: "
                                  "the standard json module gives the same results, slower)"),
+    "msgspec": ("python3-msgspec", "Fedora; no EL9 build confirmed (optional, Recommends only: "
+                                   "diag_protocol's validation walk gives the same results, "
+                                   "slower)"),
 }
 
 #: the project's own top-level packages -> the RPM that ships each
