@@ -12,7 +12,6 @@ fast or hostile, can pin a VM's latest report.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence, Tuple
@@ -99,7 +98,8 @@ def prepare(envelopes: Sequence[Dict[str, Any]],
             samples=extract_samples(report), hostname=hostname_of(report),
             agent_version=agent_version_of(env),
             worst_status=worst[0] if worst else None,
-            worst_checks=json.dumps(worst[1], separators=(",", ":")) if worst else None))
+            # orjson when installed: the standard library built an encoder per call
+            worst_checks=fastjson.dumps(worst[1]) if worst else None))
     return items, duplicates
 
 
