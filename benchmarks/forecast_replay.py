@@ -6,6 +6,7 @@
     python3 benchmarks/forecast_replay.py --tune          # the seeds the method was tuned on
     python3 benchmarks/forecast_replay.py --fresh         # the second held-out range
     python3 benchmarks/forecast_replay.py --unseen        # the third (9000..9019)
+    python3 benchmarks/forecast_replay.py --last          # the fourth (13000..13019)
 
 Every case (``lab/forecast_corpus.py``: families, truth, replay and scoring are described
 there) is replayed for each method through the same evaluation (``evaluate_vm`` every
@@ -34,6 +35,7 @@ from lab.forecast_corpus import (  # noqa: E402
     CADENCE_S,
     FAMILIES,
     FRESH_SEEDS,
+    LAST_SEEDS,
     METHODS,
     REPORT_SEEDS,
     TUNE_SEEDS,
@@ -71,13 +73,16 @@ def main() -> int:
                     help="use the second held-out range (never looked at while tuning)")
     ap.add_argument("--unseen", action="store_true",
                     help="use the third held-out range (picked before the last changes)")
+    ap.add_argument("--last", action="store_true",
+                    help="use the fourth held-out range (picked before the sawtooth change)")
     ap.add_argument("--cadence", type=float, default=CADENCE_S, help="seconds between passes")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
     ap.add_argument("--families", default=",".join(FAMILIES), help="comma-separated")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     args = ap.parse_args()
     seeds = list(TUNE_SEEDS if args.tune else FRESH_SEEDS if args.fresh
-                 else UNSEEN_SEEDS if args.unseen else REPORT_SEEDS)[:args.seeds]
+                 else UNSEEN_SEEDS if args.unseen else LAST_SEEDS if args.last
+                 else REPORT_SEEDS)[:args.seeds]
     methods = [m for m in args.methods.split(",") if m]
     families = [f for f in args.families.split(",") if f]
     jobs = [(f, s, m, args.cadence) for f in families for s in seeds for m in methods]
