@@ -43,6 +43,17 @@ will go on doing so. It is made only when the data supports every part of that c
 5. **Cleanups.** Drops larger than the noise and than ``reset_floor_fraction`` of capacity are
    resets. After exactly one reset (a cleanup) only the data since it counts; with two or more
    (rotation, a periodic job) the whole history stays, so earlier ramps are the reference of (4).
+5b. **A cleanup cycle.** With ``CYCLE_MIN_RESETS`` cleanups or more, their shape is taken
+   out (``_cycle``): each cleanup is placed at the sample where the level falls most, the
+   period is the median time between them, and the shape is the median level in each
+   ``CYCLE_BINS``-th of the period after a cleanup, less each cycle's own level and the
+   trend across cycles. What remains is the level across the cleanups: flat for a plain
+   sawtooth, rising for a fill on top of it, from its first cycles (the raw series shows it
+   only once its peaks rise above the earlier ones, a day or more on a daily rotation).
+   Windows longer than the current cycle and than ``CYCLE_MIN_PERIODS`` periods are judged
+   on it by the same tests (method ``cleanup_cycle``), and the limit is reached by the
+   cycle's peaks: the fitted level plus the shape's top. Inside the current cycle the raw
+   samples are judged as before (a fast fill on one ramp).
 6. **Persistence proportional to the horizon.** A window may forecast a time left of at most
    ``MAX_EXTRAPOLATION`` times its length, or ``LONG_EXTRAPOLATION`` times if it covers
    ``min_span_s`` (``[health] forecast_min_span_s``) and passed (4) against earlier windows:
@@ -233,11 +244,17 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
     passed: List[Trend] = []
     shown: Optional[Trend] = None
     reason = "history shorter than %d s" % FIRST_WINDOW_S
+    cycle = _cycle(s, resets, end) if len(resets) >= CYCLE_MIN_RESETS else None
+    # on a cleanup cycle, the raw series is judged only inside the current cycle (its ramp);
+    # longer windows are judged on the series with the cycle's shape removed (below)
+    longest = (end - cycle.cuts[-1]) if cycle is not None else math.inf
     width = FIRST_WINDOW_S
     while True:
         whole = width >= end - seg_start
         a = seg_start if whole else end - width
         w = end - a
+        if w > longest and (passed or shown is not None):
+            break
         judged = _judge(s, a, end, w, seg_start, capacity, now, min_span_s)
         if judged is not None:
             trend, ok, why = judged
@@ -250,6 +267,33 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
         if whole:
             break
         width *= 2
+    if cycle is not None:
+        # the level across the cleanups: each sample less the cycle's typical shape at its
+        # time since the last cleanup; its windows longer than the current cycle are judged
+        # like the raw series', and the limit is reached by the cycle's peaks (the level
+        # plus the shape's top)
+        ds = cycle.series
+        width = FIRST_WINDOW_S
+        while True:
+            whole = width >= end - ts[0]
+            a = ts[0] if whole else end - width
+            w = end - a
+            if w > longest and w >= CYCLE_MIN_PERIODS * cycle.period:
+                judged = _judge(ds, a, end, w, ts[0], None if capacity is None
+                                else capacity - cycle.top, now, min_span_s)
+                if judged is not None:
+                    trend, ok, why = judged
+                    trend = dataclasses.replace(trend, method="cleanup_cycle",
+                                                intercept=trend.intercept + cycle.top)
+                    shown = trend
+                    if ok:
+                        passed.append(trend)
+                    else:
+                        reason = why
+            if whole:
+                break
+            width *= 2
+        passed.sort(key=lambda tr: tr.end - tr.start)
     if passed:
         best = passed[-1]
         for trend in reversed(passed[:-1]):
@@ -258,7 +302,10 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
             error = math.hypot(trend.slope_error, best.slope_error)
             if trend.slope > max(best.slope + 2.0 * error, 1.1 * best.slope):
                 best = trend
-        best = _trim(s, best)
+        if best.method == "cleanup_cycle" and cycle is not None:
+            best = _trim(cycle.series, best, cycle.top)
+        else:
+            best = _trim(s, best)
         eta = _eta(best, capacity, now)
         if eta is not None and eta > best.reach:
             best = dataclasses.replace(best, reason="too far ahead for %s of data"
@@ -350,6 +397,89 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
     return dataclasses.replace(trend, confidence=confidence, reach=reach), True, ""
 
 
+CYCLE_MIN_RESETS = 4               # cleanups needed before a cycle's shape is removed
+CYCLE_BINS = 32                   # the shape: mean level per this many parts of the period
+CYCLE_MIN_PERIODS = 2.0           # windows across cleanups: at least this many periods long
+
+
+@dataclasses.dataclass
+class _Cycle:
+    cuts: List[float]             # the cleanups' times, to the sample
+    period: float                 # the typical time between cleanups
+    top: float                    # the shape's highest part, above the level
+    series: "_Series"             # the samples less the shape at their time since a cleanup
+
+
+def _cycle(s: _Series, resets: Sequence[float], end: float) -> Optional[_Cycle]:
+    """The cleanup cycle's shape (a sawtooth: rotation, a periodic cleanup job), found from
+    the cleanups ``resets``: each cleanup placed at the sample where the level falls most,
+    the typical period (median time between cleanups), and the mean level per part of that
+    period after a cleanup (less each cycle's own level and the trend across cycles), so that
+    the samples less that shape show the level across the cleanups: flat for a plain
+    sawtooth, rising for a fill on top of it."""
+    width = (end - s.t[0]) / RESET_BUCKETS
+    cuts: List[float] = []
+    for r in resets:
+        if cuts and r - 1.5 * width <= cuts[-1]:
+            continue        # the same drop, flagged in two buckets
+        lo, hi = s.index(r - 1.5 * width), s.index(r + 0.5 * width)
+        half = width / 4
+        step = max(1, (hi - lo) // 16)
+        best, at = 0.0, None
+        for i in range(lo, hi, step):
+            t = s.t[i]
+            before, after = s.mean(t - half, t), s.mean(t, t + half)
+            if before is not None and after is not None and before - after > best:
+                best, at = before - after, t
+        if at is not None and (not cuts or at > cuts[-1]):
+            cuts.append(at)
+    if len(cuts) < CYCLE_MIN_RESETS:
+        return None
+    period = median([b - a for a, b in zip(cuts, cuts[1:])])
+    if period <= 0:
+        return None
+    part = period / CYCLE_BINS
+    # each complete cycle's level (mean over one period after its cleanup) and the trend
+    # across cycles (Theil-Sen of those levels), so the shape does not absorb a fill
+    levels: List[Point] = []
+    for a, b in zip(cuts, cuts[1:]):
+        m = s.mean(a, min(b, a + period))
+        if m is not None:
+            levels.append((a + min(b - a, period) / 2, m))
+    if len(levels) < 3:
+        return None
+    slopes = [(q[1] - p[1]) / (q[0] - p[0]) for i, p in enumerate(levels)
+              for q in levels[i + 1:] if q[0] > p[0]]
+    trend = median(slopes) if slopes else 0.0
+    shape: List[List[float]] = [[] for _ in range(CYCLE_BINS)]
+    for (a, b), (mid, m) in zip(zip(cuts, cuts[1:]), levels):
+        for k in range(CYCLE_BINS):
+            lo, hi = a + k * part, a + (k + 1) * part
+            if hi > b:
+                break
+            v = s.mean(lo, hi)
+            if v is not None:
+                shape[k].append(v - m - trend * ((lo + hi) / 2 - mid))
+    profile = [median(x) if x else math.nan for x in shape]
+    for k in range(CYCLE_BINS):     # parts no cycle reached: the last known part's level
+        if math.isnan(profile[k]):
+            profile[k] = profile[k - 1] if k else 0.0
+    top = max(profile)
+    values: List[float] = []
+    starts = [cuts[0] - period] + cuts
+    bounds = cuts + [math.inf]
+    lo = 0
+    for a, b in zip(starts, bounds):
+        for k in range(CYCLE_BINS):
+            hi = (s.index(min(b, a + (k + 1) * part)) if k < CYCLE_BINS - 1
+                  else s.index(b))
+            if hi > lo:
+                p = profile[k]
+                values.extend([v - p for v in s.v[lo:hi]])
+                lo = hi
+    return _Cycle(cuts, period, top, _Series(s.t, values))
+
+
 def _steps_explain(s: _Series, a: float, end: float) -> bool:
     """Whether one or two level shifts (flat between) explain the window's ``FIT_BUCKETS``
     bucket means better than a line does (each fitted by least squares), by the Bayesian
@@ -400,11 +530,12 @@ def _steps_explain(s: _Series, a: float, end: float) -> bool:
     return min(bic(one, 3), bic(two, 5)) < bic(line, 2)
 
 
-def _trim(s: _Series, trend: Trend) -> Trend:
+def _trim(s: _Series, trend: Trend, offset: float = 0.0) -> Trend:
     """The fit without the start of its window, where that start was still flat: a fill that
     began inside the window rises faster than the whole window says. Starts an eighth, a
     quarter and three eighths later are tried; one wins if it rises faster by a tenth and by
-    twice the combined error, and still by ``MIN_T`` errors."""
+    twice the combined error, and still by ``MIN_T`` errors. ``s`` is the series the trend
+    was fitted on, ``offset`` what its level was raised by (a cleanup cycle's top)."""
     best = trend
     w = trend.end - trend.start
     for k in (1, 2, 3):
@@ -428,7 +559,7 @@ def _trim(s: _Series, trend: Trend) -> Trend:
             if span > RAW_FIT_MAX_S:  # the upper envelope, as in _judge
                 resid = sorted(v - level - slope * (t - trend.end) for t, v in pts)
                 level += max(0.0, resid[int(0.9 * (len(resid) - 1))])
-            best = dataclasses.replace(trend, slope=slope, intercept=level, start=a,
+            best = dataclasses.replace(trend, slope=slope, intercept=level + offset, start=a,
                                        slope_error=error / span)
     return best
 

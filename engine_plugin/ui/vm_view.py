@@ -130,6 +130,7 @@ FIT_METHOD_TEXT = {
     "recent": "only the latest rise",
     "after_reset": "the data since the last cleanup",
     "sawtooth": "the whole history, across its cleanups",
+    "cleanup_cycle": "the level across its cleanups, their cycle's shape taken out",
     "insufficient": "too little data",
 }
 

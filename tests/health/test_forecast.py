@@ -61,7 +61,7 @@ def test_cleanup_then_new_fill_uses_only_the_new_data():
 def test_daily_log_rotation_sawtooth_raises_no_alarm():
     pts = series(lambda t: (60 + 20 * ((t % DAY) / DAY)) * GIB, noise=0.1 * GIB)
     f = forecast(pts, CAP, NOW)
-    assert f.resets >= 5 and f.trend.method == "sawtooth"
+    assert f.resets >= 5 and f.trend.method == "cleanup_cycle"
     assert f.eta_s is None
 
 
@@ -184,3 +184,16 @@ def test_noise_and_a_recent_spike_are_no_surge():
         spiked = series(lambda t: 40 * GIB + (50 * GIB if t > 7 * DAY - 600 else 0.0),
                         noise=0.05 * GIB, seed=seed)
         assert forecast(spiked, CAP, NOW).eta_s is None
+
+
+def test_fill_on_a_cleanup_sawtooth_is_fitted_across_the_cleanups():
+    # rotation every 6 hours (a 20 GiB ramp from 40 GiB), and for the last 1.5 days a fill of
+    # 8 GiB a day on top: the peaks reach 100 GiB 5 days after the fill began, 3.5 days from now
+    begin = 5.5 * DAY
+
+    def f(t):
+        return (40 + 20 * ((t % (6 * 3600)) / (6 * 3600)) + 8 * max(0.0, t - begin) / DAY) * GIB
+    fc = forecast(series(f, noise=0.05 * GIB), CAP, NOW)
+    assert fc.trend.method == "cleanup_cycle" and fc.resets >= 20
+    assert fc.eta_s / DAY == pytest.approx(3.5, rel=0.15)
+    assert fc.trend.slope * DAY == pytest.approx(8 * GIB, rel=0.15)
