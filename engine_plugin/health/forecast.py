@@ -50,10 +50,12 @@ will go on doing so. It is made only when the data supports every part of that c
    trend across cycles. What remains is the level across the cleanups: flat for a plain
    sawtooth, rising for a fill on top of it, from its first cycles (the raw series shows it
    only once its peaks rise above the earlier ones, a day or more on a daily rotation).
-   Windows longer than the current cycle and than ``CYCLE_MIN_PERIODS`` periods are judged
-   on it by the same tests (method ``cleanup_cycle``), and the limit is reached by the
-   cycle's peaks: the fitted level plus the shape's top. Inside the current cycle the raw
-   samples are judged as before (a fast fill on one ramp).
+   Windows longer than the current cycle and than ``CYCLE_MIN_PERIODS`` periods, and
+   windows inside the current cycle (after its first eighth of a period), are judged on it
+   by the same tests (method ``cleanup_cycle``): a ramp that rises faster than the earlier
+   ramps at the same time after their cleanups is a fill, even below their peaks. The limit
+   is reached by the cycle's peaks: the fitted level plus the shape's top. Inside the
+   current cycle the raw samples are judged too, as before (a fast fill on one ramp).
 6. **Persistence proportional to the horizon.** A window may forecast a time left of at most
    ``MAX_EXTRAPOLATION`` times its length, or ``LONG_EXTRAPOLATION`` times if it covers
    ``min_span_s`` (``[health] forecast_min_span_s``) and passed (4) against earlier windows:
@@ -246,7 +248,8 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
     reason = "history shorter than %d s" % FIRST_WINDOW_S
     cycle = _cycle(s, resets, end) if len(resets) >= CYCLE_MIN_RESETS else None
     # on a cleanup cycle, the raw series is judged only inside the current cycle (its ramp);
-    # longer windows are judged on the series with the cycle's shape removed (below)
+    # longer windows are judged on the series with the cycle's shape taken out (below), and
+    # so are the windows inside the current cycle (its ramp against the earlier ramps)
     longest = (end - cycle.cuts[-1]) if cycle is not None else math.inf
     width = FIRST_WINDOW_S
     while True:
@@ -269,16 +272,18 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
         width *= 2
     if cycle is not None:
         # the level across the cleanups: each sample less the cycle's typical shape at its
-        # time since the last cleanup; its windows longer than the current cycle are judged
-        # like the raw series', and the limit is reached by the cycle's peaks (the level
-        # plus the shape's top)
+        # time since the last cleanup, judged like the raw series on windows of two periods
+        # or more and on windows inside the current cycle (less its first eighth of a period,
+        # where a cleanup placed a little off leaves a jump); the limit is reached by the
+        # cycle's peaks (the level plus the shape's top)
         ds = cycle.series
         width = FIRST_WINDOW_S
         while True:
             whole = width >= end - ts[0]
             a = ts[0] if whole else end - width
             w = end - a
-            if w > longest and w >= CYCLE_MIN_PERIODS * cycle.period:
+            if (w > longest and w >= CYCLE_MIN_PERIODS * cycle.period) or \
+                    w <= longest - cycle.period / 8:
                 judged = _judge(ds, a, end, w, ts[0], None if capacity is None
                                 else capacity - cycle.top, now, min_span_s)
                 if judged is not None:
