@@ -7,6 +7,7 @@
     python3 benchmarks/forecast_replay.py --fresh         # the second held-out range
     python3 benchmarks/forecast_replay.py --unseen        # the third (9000..9019)
     python3 benchmarks/forecast_replay.py --last          # the fourth (13000..13019)
+    python3 benchmarks/forecast_replay.py --built --seeds 40   # sawtooth cases built to tune
 
 Every case (``lab/forecast_corpus.py``: families, truth, replay and scoring are described
 there) is replayed for each method through the same evaluation (``evaluate_vm`` every
@@ -32,6 +33,7 @@ from typing import Dict, List, Optional, Tuple
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lab.forecast_corpus import (  # noqa: E402
+    BUILT_FAMILIES,
     CADENCE_S,
     FAMILIES,
     FRESH_SEEDS,
@@ -75,6 +77,9 @@ def main() -> int:
                     help="use the third held-out range (picked before the last changes)")
     ap.add_argument("--last", action="store_true",
                     help="use the fourth held-out range (picked before the sawtooth change)")
+    ap.add_argument("--built", action="store_true",
+                    help="the sawtooth cases built to tune the cleanup cycle (seeds from 0), "
+                         "instead of the corpus")
     ap.add_argument("--cadence", type=float, default=CADENCE_S, help="seconds between passes")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
     ap.add_argument("--families", default=",".join(FAMILIES), help="comma-separated")
@@ -85,6 +90,9 @@ def main() -> int:
                  else REPORT_SEEDS)[:args.seeds]
     methods = [m for m in args.methods.split(",") if m]
     families = [f for f in args.families.split(",") if f]
+    if args.built:
+        seeds = list(range(args.seeds))
+        families = list(BUILT_FAMILIES)
     jobs = [(f, s, m, args.cadence) for f in families for s in seeds for m in methods]
     cells: Dict[Tuple[str, str], Score] = {}
     cpu: Dict[str, float] = {m: 0.0 for m in methods}
@@ -97,7 +105,8 @@ def main() -> int:
     wall = time.perf_counter() - wall
     vm_weeks = len(families) * len(seeds)
     print("Forecast replay: %d VM-weeks (%s seeds %s), a pass every %d s over each week"
-          % (vm_weeks, "tuning" if args.tune else "held-out", _seed_text(seeds), args.cadence))
+          % (vm_weeks, "built" if args.built else "tuning" if args.tune else "held-out",
+             _seed_text(seeds), args.cadence))
     print("(vmdiag keeps a fit between passes while new samples agree with it; the peers "
           "refit on every pass, as deployed)")
     print("cell: false alarms per 1,000 VM-days | fills raised in time | time-left error p90")

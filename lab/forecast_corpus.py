@@ -361,12 +361,46 @@ FAMILIES: Dict[str, Callable[[random.Random], Dict[str, Any]]] = {
 }
 
 
+def built_sawtooth(rnd: random.Random, with_fill: bool) -> Dict[str, Any]:
+    """Not part of the corpus: cleanups at irregular times (each period drawn within
+    +-``jitter`` of a typical one from 4 hours to 2.5 days), a ramp that stops at its top
+    if the cleanup is late, and (``with_fill``) a fill on top from 3 % a day to 3 % a minute.
+    Built with its own parameters to tune the cleanup cycle (issue 13, fourth round)."""
+    level = rnd.uniform(0.05, 0.45)
+    period = _log_uniform(rnd, 4 * HOUR, 2.5 * DAY)
+    amplitude = rnd.uniform(0.03, 0.35)
+    jitter = rnd.uniform(0, 0.3)
+    t, cuts = T0 - rnd.uniform(0, period), []
+    while t < T0 + (HISTORY_DAYS + REPLAY_DAYS + 1) * DAY:
+        t += period * rnd.uniform(1 - jitter, 1 + jitter)
+        cuts.append(t)
+
+    def saw(x: float) -> float:
+        i = bisect.bisect_right(cuts, x)
+        return amplitude * min(1.0, (x - (cuts[i - 1] if i else x - period)) / period)
+    parts: List[Signal] = [lambda t: level, saw]
+    out: Dict[str, Any] = {"noise": _white(rnd, _log_uniform(rnd, 1e-4, 0.006))}
+    if with_fill:
+        fill, start = _fill_parts(rnd, level + amplitude, 0.03 / DAY, 0.03 / MINUTE)
+        parts.append(fill)
+        out["fill_start"] = start
+    out["signal"] = parts
+    return out
+
+
+#: cases built for tuning, outside the corpus (``benchmarks/forecast_replay.py --built``)
+BUILT_FAMILIES: Dict[str, Callable[[random.Random], Dict[str, Any]]] = {
+    "built sawtooth + fill": lambda rnd: built_sawtooth(rnd, True),
+    "built sawtooth": lambda rnd: built_sawtooth(rnd, False),
+}
+
+
 # -- building a case --------------------------------------------------------------------------
 
 def make_case(family: str, seed: int) -> Case:
     """The case of ``family`` for ``seed``: parameters, disturbances and noise from the seed."""
     rnd = random.Random("%s/%d" % (family, seed))
-    spec = FAMILIES[family](rnd)
+    spec = (FAMILIES[family] if family in FAMILIES else BUILT_FAMILIES[family])(rnd)
     signal: List[Signal] = spec["signal"]
     noise: Noise = spec["noise"]
     target = spec.get("metric", "fs")
