@@ -459,12 +459,12 @@ def _cycle(s: _Series, resets: Sequence[float], end: float) -> Optional[_Cycle]:
     shape: List[List[float]] = [[] for _ in range(CYCLE_BINS)]
     for (a, b), (mid, m) in zip(zip(cuts, cuts[1:]), levels):
         for k in range(CYCLE_BINS):
-            lo, hi = a + k * part, a + (k + 1) * part
-            if hi > b:
+            t_lo, t_hi = a + k * part, a + (k + 1) * part
+            if t_hi > b:
                 break
-            v = s.mean(lo, hi)
+            v = s.mean(t_lo, t_hi)
             if v is not None:
-                shape[k].append(v - m - trend * ((lo + hi) / 2 - mid))
+                shape[k].append(v - m - trend * ((t_lo + t_hi) / 2 - mid))
     profile = [median(x) if x else math.nan for x in shape]
     for k in range(CYCLE_BINS):     # parts no cycle reached: the last known part's level
         if math.isnan(profile[k]):
