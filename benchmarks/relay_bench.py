@@ -32,8 +32,12 @@ runs, the host's load varied): relay CPU 37.2 % of a core (3.4-3.9 ms per report
 clean-then-check validation; 16.8 % (1.6-1.9 ms per report), p99 5-8 ms, with the compiled
 validators (diag_protocol/compiled.py), uploader left out. With the uploader (issue 16):
 30.2 % (3.1 ms per report) before each report was encoded once, 17.8 % (1.75 ms) after, load
-8.6-9.6; docs/relay.md has the table and the latency. ``benchmarks/validate_bench.py`` times
-validation alone.
+8.6-9.6; docs/relay.md has the table and the latency. On a quiet host (another machine):
+23.4 % (2.35 ms). With the plain path (vdsm_hooks/relay/plain.py, msgspec's gate instead of
+the validation walk, the guest's bytes forwarded): 0.65x the ms per report of the code before,
+alternated in the same period on the shared machine (0.61 against 0.90 ms, 6.1 % against
+8.9 % of a core, medians of five pairs, load 3-11; docs/relay.md, "Where a report's CPU goes").
+``benchmarks/validate_bench.py`` times validation alone.
 """
 
 from __future__ import annotations
