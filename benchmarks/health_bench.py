@@ -3,6 +3,7 @@
 
     python3 benchmarks/health_bench.py            # 10k VMs: cold, and steady state
     python3 benchmarks/health_bench.py --quick
+    python3 benchmarks/health_bench.py --store sqlite,postgresql --store-vms 400
 
 Each VM has 8 series (two filesystems in bytes and inodes, memory, swap, two processes) in
 the shape the store hands the health pass: 5-minute rollups older than 48 hours and raw
@@ -26,6 +27,25 @@ Rows:
   VMs got their first forecasts, and how many passes the whole fleet needs at that rate. The
   store is an in-memory stand-in over the same histories (the real store's read is not
   timed here; benchmarks/pass_bench.py times it).
+
+With ``--store sqlite``, ``--store postgresql`` or both, only this: **steady passes on the
+real store**. ``--store-vms`` VMs (default 200, one service batch) get a week of history
+with ``Store.import_history`` in the store's shape (14 health series: the 8 forecast ones
+and their capacities, 5-minute rollups older than 48 hours, raw 1-minute samples after,
+about 60,000 rows a VM; PostgreSQL in its time partitions), then one realistic report each
+(ingest) and a first pass with no budget. Then every ``--cadence`` seconds (default 5
+minutes) each VM sends one new report and a pass runs over all of them the way the service
+does: ``workers.compute`` (the batch's latest reports and states, the history reads,
+``evaluate_vm``) and ``HealthPass.apply`` (verdicts and states, one transaction), in batches of
+200, for ``2 * --store-hours`` (the first half a warm-up, so refreshes have spread out).
+Measured: CPU of this process plus, with PostgreSQL, of the server's processes (from
+/proc), per VM, for compute with the reads as today (the samples since each VM's last fits,
+series refitted read whole) and as before (every VM's whole week every pass), alternated
+batch by batch on the same data; the two reads' results are compared (they must be equal).
+Each store is a throwaway one (a temporary SQLite file; a PostgreSQL server of its own,
+``lab.pg_cluster``). What the store run leaves out: the service's worker processes (compute
+runs in this process), the hourly roll-up during the run, and the series of the reports that
+the health pass does not read (CPU, network: in the live reports, not in the imported week).
 
 The "full refit" column of the steady-state rows is the same passes forced to refit every
 series (no state kept between passes): the method before kept fits, as the peer in the same run.
@@ -329,7 +349,9 @@ def store_run(kind, url, server_cpu, args, in_memory_ms):
             ths = {v: th["v"] for v in batch}
             results = {}
             order = modes if (p + k // BATCH) % 2 == 0 else modes[::-1]
-            for mode in order if measured else modes[-1:]:
+            if not measured or (p - passes // 2) % args.full_every:
+                order = modes[-1:]
+            for mode in order:
                 s0 = cpu()
                 c0 = time.process_time()
                 results[mode] = workers.compute(store, batch, ths, t,
@@ -421,6 +443,8 @@ def main():
     ap.add_argument("--store-hours", type=float, default=2.0,
                     help="hours of warm-up, then as many measured")
     ap.add_argument("--cadence", type=float, default=300.0, help="seconds between passes")
+    ap.add_argument("--full-every", type=int, default=1,
+                    help="the read as before on every n-th measured pass only (it is slow)")
     ap.add_argument("--store-modes", default="full,incremental",
                     help="reads compared: full (a week each pass, before), incremental")
     args = ap.parse_args()

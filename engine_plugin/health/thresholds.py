@@ -37,8 +37,9 @@ class Thresholds:
     forecast_min_duration_s: float = 3600.0  # a forecast must hold this long before it is raised
     forecast_refresh_s: float = 4 * 3600.0  # a fit the new samples agree with is kept this long
     leak_min_growth_percent: float = 20.0  # a process growing this much over the window, steadily
-    # CPU a pass may spend on first forecasts (VMs with no kept fit), per VM of the pass, in
-    # milliseconds; 0: no limit (engine_plugin/service/workers.py)
+    # CPU a pass may spend on reads of whole histories (first forecasts, refits: a kept fit's
+    # refresh due, or new samples that strayed), per VM of the pass, in milliseconds; 0: no
+    # limit (engine_plugin/service/workers.py)
     forecast_cold_budget_ms: float = 1.0
 
     @classmethod

@@ -29,8 +29,8 @@ NEW_DATA_POLL_S = 5.0
 #: How far back each such query looks before the previous one began: an ingest stamps its
 #: receive time before its transaction commits.
 NEW_DATA_SLACK_S = 120.0
-#: VMs whose first forecasts did not fit in a pass's budget (workers.compute) are marked
-#: again this long after that pass, the VMs that waited longest first
+#: VMs whose first forecasts or refits did not fit in a pass's budget (workers.compute) are
+#: marked again this long after that pass, the VMs that waited longest first
 COLD_RETRY_S = 60.0
 
 
@@ -64,7 +64,8 @@ class HealthPass:
         self.pool = pool
         self._polled_from: float | None = None
         self._dirty: Set[str] = set()
-        #: VMs whose first forecasts were put off (``Evaluated.deferred``), for a later pass
+        #: VMs whose first forecasts or refits were put off (``Evaluated.deferred``), for a
+        #: later pass
         self._deferred: Set[str] = set()
         self._retry: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()

@@ -1,8 +1,8 @@
 """Where the health pass computes: the reading and evaluating half of a pass, in worker
 processes (issue 16).
 
-A pass has two halves. ``compute`` reads what it needs (each VM's latest report and
-evaluation state, one bulk history query for the batch) and runs
+A pass has two halves. ``compute`` reads what it needs (the batch's latest reports and
+evaluation states, and in one query the samples since each VM's last fits) and runs
 ``engine_plugin.health.evaluate_vm``: nearly all of the CPU. The other half, storing verdicts
 and planning oVirt events, stays in the service (``evaluation.HealthPass.apply``), the only
 writer of the event outbox.
@@ -47,7 +47,8 @@ class Evaluated:
     #: the guest's hostname from the latest report (names the VM in events without oVirt)
     hostname: str | None
     error: str | None = None
-    #: its first forecasts did not fit in this pass's budget (checks were judged): due again
+    #: its first forecasts or refits did not fit in this pass's budget (checks were judged,
+    #: its kept forecasts shown): due again
     deferred: bool = False
 
 
