@@ -332,7 +332,7 @@ def store_run(kind, url, server_cpu, args, in_memory_ms):
         health.evaluate(ids[k:k + BATCH])
     th["v"] = Thresholds()
     cpu = server_cpu or (lambda: 0.0)
-    modes = [m for m in ("full", "incremental") if m in args.store_modes]
+    modes = [m for m in ("full", "unbudgeted", "incremental") if m in args.store_modes]
     spent = {m: [] for m in modes}
     applied = []
     deferred = 0
@@ -347,6 +347,7 @@ def store_run(kind, url, server_cpu, args, in_memory_ms):
         for k in range(0, len(ids), BATCH):
             batch = ids[k:k + BATCH]
             ths = {v: th["v"] for v in batch}
+            open_ths = {v: Thresholds(forecast_cold_budget_ms=0) for v in batch}
             results = {}
             order = modes if (p + k // BATCH) % 2 == 0 else modes[::-1]
             if not measured or (p - passes // 2) % args.full_every:
@@ -354,17 +355,19 @@ def store_run(kind, url, server_cpu, args, in_memory_ms):
             for mode in order:
                 s0 = cpu()
                 c0 = time.process_time()
-                results[mode] = workers.compute(store, batch, ths, t,
-                                                **({"full_reads": True} if mode == "full"
-                                                   else {}))
+                results[mode] = workers.compute(
+                    store, batch, open_ths if mode == "unbudgeted" else ths, t,
+                    **({"full_reads": True} if mode == "full" else {}))
                 c1 = time.process_time()
                 if measured:
                     spent[mode].append((c1 - c0 + cpu() - s0) / len(batch))
             final = results[modes[-1]]
             deferred += sum(r.deferred for r in final)
-            if len(results) == 2 and not any(r.deferred for r in final):
-                mismatched += sum(a.verdict != b.verdict or a.state != b.state
-                                  for a, b in zip(results["full"], results["incremental"]))
+            if "full" in results and not any(r.deferred for r in final):
+                for other in ("unbudgeted", "incremental"):
+                    mismatched += sum(a.verdict != b.verdict or a.state != b.state
+                                      for a, b in zip(results["full"],
+                                                      results.get(other, results["full"])))
             s0 = cpu()
             c0 = time.process_time()
             health.apply(final, t)
@@ -399,7 +402,8 @@ def store_table(args, results, in_memory_ms):
             ms = 1000 * statistics.median(per)
             mean = 1000 * statistics.fmean(per)
             label = {"full": "a week per VM per pass (before)",
-                     "incremental": "samples since the last fit"}[mode]
+                     "unbudgeted": "since the last fit, no budget",
+                     "incremental": "since the last fit, budget"}[mode]
             apply_mean = 1000 * statistics.fmean(res["apply"])
             print("%-40s %11.2f %11.2f %11.2f %11.2f %16.1f"
                   % ("%s, %s" % (kind, label), ms, apply_ms, ms + apply_ms,
@@ -445,8 +449,10 @@ def main():
     ap.add_argument("--cadence", type=float, default=300.0, help="seconds between passes")
     ap.add_argument("--full-every", type=int, default=1,
                     help="the read as before on every n-th measured pass only (it is slow)")
-    ap.add_argument("--store-modes", default="full,incremental",
-                    help="reads compared: full (a week each pass, before), incremental")
+    ap.add_argument("--store-modes", default="full,unbudgeted,incremental",
+                    help="reads compared: full (a week each pass, before), unbudgeted (since "
+                    "the last fits, refits never put off), incremental (the service's, with "
+                    "[health] forecast_cold_budget_ms)")
     args = ap.parse_args()
     if args.store:
         args.store = [s for s in args.store.split(",") if s]

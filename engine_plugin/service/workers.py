@@ -140,19 +140,18 @@ def compute(store: Any, vm_ids: Sequence[str], thresholds: Dict[str, Thresholds]
 
     Full reads (first forecasts of VMs never forecast, refits) are bounded by a CPU budget,
     ``[health] forecast_cold_budget_ms`` per VM of the batch (of at least
-    ``COLD_FLOOR_VMS``), less what the batch's other VMs cost (and at least ``COLD_MIN_VMS``
-    of them whatever they cost): the VMs never forecast, with a raised forecast or whose
-    samples strayed come first, then the routine refreshes, each the longest-waiting first;
-    the others are judged on their report with their kept forecasts (checks, silence,
-    memory: an observed critical status is never delayed) and come back
+    ``COLD_FLOOR_VMS``), on top of what the batch's other VMs cost (and at least
+    ``COLD_MIN_VMS`` of them whatever they cost): the VMs never forecast, with a raised
+    forecast or whose samples strayed come first, then the routine refreshes, each the
+    longest-waiting first; the others are judged on their report with their kept forecasts
+    (checks, silence, memory: an observed critical status is never delayed) and come back
     (``Evaluated.deferred``) until their turn. So a pass after an outage longer than
-    ``forecast_refresh_s`` (every VM's refresh due) costs what a steady pass does, and the
-    refreshes spread over the next passes."""
+    ``forecast_refresh_s`` (every VM's refresh due) costs at most the budget more than a
+    steady pass, and the refreshes spread over the next passes."""
     latests = _bulk(store, "latests", "latest", vm_ids)
     states = _bulk(store, "event_states", "event_state", [STATE_PREFIX + v for v in vm_ids])
     loaded = {v: (latests.get(v), states.get(STATE_PREFIX + v)) for v in vm_ids}
     fresh = [v for v, (latest, previous) in loaded.items() if has_new_data(latest, previous)]
-    started = time.process_time()
     out: Dict[str, Evaluated] = {}
     cold = [v for v in fresh if is_cold(loaded[v][1])]
     warm = [v for v in fresh if v not in set(cold)]
@@ -167,6 +166,7 @@ def compute(store: Any, vm_ids: Sequence[str], thresholds: Dict[str, Thresholds]
         _evaluate(store, [v for v in vm_ids if v not in set(fresh)], [], loaded, thresholds,
                   now, out)
     budgeted = [v for v in vm_ids if v in rereads]
+    started = time.process_time()
     limited = bool(budgeted) and all(thresholds[v].forecast_cold_budget_ms > 0 for v in vm_ids)
     if not limited:
         for v in budgeted:
