@@ -80,9 +80,12 @@ def test_unusual_text_takes_the_ordinary_path_and_is_judged_as_before():
     duplicate = encode(REPORT)[:-2] + b',"seq":2}\n'  # a key twice: the last one wins
     extra = encode(dict(REPORT, newer_field=1))
     overflow = encode(REPORT).replace(b'"seq":1', b'"seq":%d' % 2**64)
-    got, _ = both([spaced, escaped, controls, duplicate, extra, overflow,
+    # deeper than msgspec skips while it looks for the type (its RecursionError)
+    deep = b'{"a":' * 3000 + b"1" + b"}" * 3000 + b"\n"
+    got, decoder = both([spaced, escaped, controls, duplicate, extra, overflow, deep,
                    b'{"type":"report"}\n', b"\xff\n", b"[" * 3000 + b"\n"])
     assert len(got) >= 4  # the valid ones, whichever path took them
+    assert decoder.drops["too_deep"] == 2  # this one and the bare "[[[..."
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
