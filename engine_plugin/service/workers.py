@@ -134,9 +134,10 @@ def compute(store: Any, vm_ids: Sequence[str], thresholds: Dict[str, Thresholds]
     with it and its refresh is not due, the steady state) needs only the samples since its
     last fits: they are read for the whole batch in one query from where the VM's state says
     (``READS_KEY``, ``_next_reads``), and the result is the one a read of its whole history
-    gives (``tests/engine/test_pass_reads.py``). A VM whose fits are due or whose new samples
-    call for a refit, or whose state says nothing of its reads, is read whole (``full
-    read``); ``full_reads`` reads every VM whole (as before; benchmarks compare).
+    gives (``tests/engine/test_pass_reads.py``). The series of a VM that must be refitted
+    (refresh due, new samples that strayed, a series new or gone) are then read whole by name
+    (``_reread``); a VM never forecast, or whose state says nothing of its reads, is read
+    whole. ``full_reads`` reads every VM whole (as before; benchmarks compare).
 
     Full reads (first forecasts of VMs never forecast, refits) are bounded by a CPU budget,
     ``[health] forecast_cold_budget_ms`` per VM of the batch (of at least
