@@ -7,6 +7,8 @@
     python3 benchmarks/forecast_replay.py --fresh         # the second held-out range
     python3 benchmarks/forecast_replay.py --unseen        # the third (9000..9019)
     python3 benchmarks/forecast_replay.py --last          # the fourth (13000..13019)
+    python3 benchmarks/forecast_replay.py --held 17000    # the fifth round's: 17000.., 21000..
+    python3 benchmarks/forecast_replay.py --start 100     # any seeds: 100..119 (more tuning)
     python3 benchmarks/forecast_replay.py --built --seeds 40   # sawtooth cases built to tune
 
 Every case (``lab/forecast_corpus.py``: families, truth, replay and scoring are described
@@ -37,6 +39,7 @@ from lab.forecast_corpus import (  # noqa: E402
     CADENCE_S,
     FAMILIES,
     FRESH_SEEDS,
+    HELD_OUT_SEEDS,
     LAST_SEEDS,
     METHODS,
     REPORT_SEEDS,
@@ -77,6 +80,9 @@ def main() -> int:
                     help="use the third held-out range (picked before the last changes)")
     ap.add_argument("--last", action="store_true",
                     help="use the fourth held-out range (picked before the sawtooth change)")
+    ap.add_argument("--held", type=int, choices=[r[0] for r in HELD_OUT_SEEDS],
+                    help="one of the fifth round's held-out ranges, by its first seed")
+    ap.add_argument("--start", type=int, help="seeds from this one (e.g. more tuning seeds)")
     ap.add_argument("--built", action="store_true",
                     help="the sawtooth cases built to tune the cleanup cycle (seeds from 0), "
                          "instead of the corpus")
@@ -88,6 +94,10 @@ def main() -> int:
     seeds = list(TUNE_SEEDS if args.tune else FRESH_SEEDS if args.fresh
                  else UNSEEN_SEEDS if args.unseen else LAST_SEEDS if args.last
                  else REPORT_SEEDS)[:args.seeds]
+    if args.held is not None:
+        seeds = list([r for r in HELD_OUT_SEEDS if r[0] == args.held][0])[:args.seeds]
+    if args.start is not None:
+        seeds = list(range(args.start, args.start + args.seeds))
     methods = [m for m in args.methods.split(",") if m]
     families = [f for f in args.families.split(",") if f]
     if args.built:
@@ -105,7 +115,8 @@ def main() -> int:
     wall = time.perf_counter() - wall
     vm_weeks = len(families) * len(seeds)
     print("Forecast replay: %d VM-weeks (%s seeds %s), a pass every %d s over each week"
-          % (vm_weeks, "built" if args.built else "tuning" if args.tune else "held-out",
+          % (vm_weeks, "built" if args.built else "tuning" if args.tune or args.start is not None
+             else "held-out",
              _seed_text(seeds), args.cadence))
     print("(vmdiag keeps a fit between passes while new samples agree with it; the peers "
           "refit on every pass, as deployed)")

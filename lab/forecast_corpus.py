@@ -72,6 +72,11 @@ UNSEEN_SEEDS = range(9000, 9020)
 #: a fourth, picked before the sawtooth change of issue 13's fourth round (written down in
 #: that round's first commit) and replayed only with its final version and the one before
 LAST_SEEDS = range(13000, 13020)
+#: issue 13, fifth round: 9000.. and 13000.. had their figures reported and became tuning
+#: data (their false alarms were looked into); these two were picked before that round's
+#: tuning (written down in its first commit), and are replayed only with its final version
+#: and the version before it, never tuned on
+HELD_OUT_SEEDS = (range(17000, 17020), range(21000, 21020))
 
 
 @dataclasses.dataclass
@@ -656,7 +661,7 @@ def _peer(name: str, eta_of: Callable[[Sequence[Point], float, float], Optional[
                    **_: Any) -> Forecast:
         current = points[-1][1] if points else 0.0
         eta = eta_of(points, capacity, now) if capacity and points else None
-        slope = (capacity - current) / eta if eta else 0.0
+        slope = (capacity - current) / eta if eta and capacity else 0.0
         trend = Trend(slope, current, now, 1.0, name)
         return Forecast(trend, current, capacity, eta, 0)
     return forecaster
