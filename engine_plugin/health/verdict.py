@@ -248,10 +248,12 @@ def forecast_vm(report: Optional[Mapping[str, Any]], histories: Histories, t: Th
             continue
         before = (previous or {}).get(name)
         memo = (fits or {}).get(name)
-        if memo is not None and before is not None and _agrees(memo, before, pts, cap, t, now):
+        kept = (_agrees(memo, before, pts, cap, t, now)
+                if memo is not None and before is not None else None)
+        if kept is not None:
             out.append(_aged(before, pts, now))
             if new_fits is not None:
-                new_fits[name] = memo
+                new_fits[name] = kept
             continue
         f = forecaster(pts, cap, now, min_span_s=t.forecast_min_span_s)
         doc = _forecast_doc(name, kind, label, f, t, active, now, pts)
@@ -303,7 +305,8 @@ def _screen(pts: Sequence[Point], cap: Optional[float], t: Thresholds, now: floa
     time and value of the last ``SCREEN_S`` of samples and their noise (robust scale of the
     sample-to-sample changes), and when the refit is due at the latest: spread over half to
     one and a half ``forecast_refresh_s`` (so a fleet's refits do not all fall on one pass),
-    an eighth of that for a raised forecast."""
+    an eighth of that for a raised forecast. ``seen``, ``k``, ``st`` and ``sv`` sum up the
+    samples since the fit (``_agrees``): none yet."""
     last = pts[-1][0]
     recent = pts[bisect.bisect_left(pts, (last - SCREEN_S,)):]
     vs = [v for _, v in recent]
@@ -314,42 +317,56 @@ def _screen(pts: Sequence[Point], cap: Optional[float], t: Thresholds, now: floa
     if status != "ok":
         spread /= RAISED_REFRESH_SHARE
     return {"last": last, "t": math.fsum(p[0] for p in recent) / k, "mean": math.fsum(vs) / k,
-            "noise": noise, "capacity": cap, "due": now + spread * t.forecast_refresh_s}
+            "noise": noise, "capacity": cap, "due": now + spread * t.forecast_refresh_s,
+            "seen": last, "k": 0, "st": 0.0, "sv": 0.0}
 
 
 def _agrees(memo: Mapping[str, Any], before: Mapping[str, Any], pts: Sequence[Point],
-            cap: Optional[float], t: Thresholds, now: float) -> bool:
+            cap: Optional[float], t: Thresholds, now: float) -> Optional[Dict[str, Any]]:
     """Whether the kept forecast ``before`` still stands: its refresh is not due, capacity is
     the same, its time left has not come near the next horizon (raised nothing: 1.5 times the
     warning horizon; a warning: 1.25 times the critical one), and the mean of the samples since
     its fit lies within ``SCREEN_SIGMAS`` standard errors (and ``SCREEN_CAPACITY_SHARE`` of
     capacity) of where they should be: for a raised forecast on its fitted line, for one that
-    raised nothing at the level of the samples before its fit."""
+    raised nothing at the level of the samples before its fit. Returns the memo to keep (its
+    sums of the samples since the fit brought up to date), or None: refit.
+
+    The samples since the fit are summed up in the memo as they arrive (``seen``: the newest
+    one counted; ``k`` of them, ``st`` the sum of their times after ``last``, ``sv`` of their
+    values), so a pass needs only the samples after ``seen`` (``workers``), not all of those
+    since the fit. A memo without them (a state of an earlier version) counts from ``last``."""
     try:
         status = before.get("status")
         if (now >= memo["due"] or memo["capacity"] != cap or not pts
                 or pts[-1][0] < memo["last"] or before.get("held")):
-            return False
+            return None
         eta_at = before.get("eta_at")
         near = {"ok": 1.5 * t.forecast_warning_s, "warning": 1.25 * t.forecast_critical_s,
                 "critical": -math.inf}.get(str(status))
         if near is None or (eta_at is not None and eta_at - now <= near):
-            return False
-        new = pts[bisect.bisect_right(pts, (memo["last"], math.inf)):]
-        if not new:
-            return True
-        k = len(new)
+            return None
+        last = memo["last"]
+        seen = memo.get("seen", last)
+        new = pts[bisect.bisect_right(pts, (seen, math.inf)):]
+        if not new and "k" in memo:
+            return dict(memo)
+        k = memo.get("k", 0) + len(new)
+        st = math.fsum([memo.get("st", 0.0)] + [p[0] - last for p in new])
+        sv = math.fsum([memo.get("sv", 0.0)] + [p[1] for p in new])
+        kept = {**memo, "seen": max(seen, pts[-1][0]), "k": k, "st": st, "sv": sv}
+        if not k:
+            return kept
         # a raised forecast is checked against its line; an unraised one against no change,
         # since more of the same rise may be what it lacked (too short, too far ahead)
         slope = (before.get("fit") or {}).get("slope") or 0.0 if status != "ok" else 0.0
-        t_new = math.fsum(p[0] for p in new) / k
+        t_new = last + st / k
         expected = memo["mean"] + slope * (t_new - memo["t"])
         allowed = SCREEN_SIGMAS * memo["noise"] / math.sqrt(k)
         if cap:
             allowed += SCREEN_CAPACITY_SHARE * cap
-        return abs(math.fsum(p[1] for p in new) / k - expected) <= allowed
+        return kept if abs(sv / k - expected) <= allowed else None
     except (KeyError, TypeError, ValueError):
-        return False  # a state written by another version: refit
+        return None  # a state written by another version: refit
 
 
 def _aged(before: Mapping[str, Any], pts: Sequence[Point], now: float) -> Dict[str, Any]:

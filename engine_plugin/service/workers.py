@@ -2,7 +2,7 @@
 processes (issue 16).
 
 A pass has two halves. ``compute`` reads what it needs (the batch's latest reports and
-evaluation states, and in one query the samples since each VM's last fits) and runs
+evaluation states, and in one query the samples since each VM's last pass) and runs
 ``engine_plugin.health.evaluate_vm``: nearly all of the CPU. The other half, storing verdicts
 and planning oVirt events, stays in the service (``evaluation.HealthPass.apply``), the only
 writer of the event outbox.
@@ -132,12 +132,13 @@ def compute(store: Any, vm_ids: Sequence[str], thresholds: Dict[str, Thresholds]
 
     A VM whose forecasts are all kept (``health.verdict``: the samples since each fit agree
     with it and its refresh is not due, the steady state) needs only the samples since its
-    last fits: they are read for the whole batch in one query from where the VM's state says
-    (``READS_KEY``, ``_next_reads``), and the result is the one a read of its whole history
-    gives (``tests/engine/test_pass_reads.py``). The series of a VM that must be refitted
-    (refresh due, new samples that strayed, a series new or gone) are then read whole by name
-    (``_reread``); a VM never forecast, or whose state says nothing of its reads, is read
-    whole. ``full_reads`` reads every VM whole (as before; benchmarks compare).
+    last pass (each kept fit's memo sums up those before: ``health.verdict._agrees``) and its
+    series' last ``TAIL_POINTS``: they are read for the whole batch in one query from where
+    the VM's state says (``READS_KEY``, ``_next_reads``), and the result is the one a read of
+    its whole history gives (``tests/engine/test_pass_reads.py``). The series of a VM that
+    must be refitted (refresh due, new samples that strayed, a series new or gone) are then
+    read whole by name (``_reread``); a VM never forecast, or whose state says nothing of its
+    reads, is read whole. ``full_reads`` reads every VM whole (as before; benchmarks compare).
 
     Full reads (first forecasts of VMs never forecast, refits) are bounded by a CPU budget,
     ``[health] forecast_cold_budget_ms`` per VM of the batch (of at least
@@ -249,7 +250,8 @@ def _store_result(vm_id: str, hist: Dict[str, Any] | None, loaded: Dict[str, Any
 
 def _next_reads(hist: Dict[str, Any], fits: Dict[str, Any]) -> Dict[str, Any]:
     """Where the next pass's read of a VM starts (``from``): early enough for every live
-    series to hold its samples since its fit and its last ``TAIL_POINTS``; series that
+    series to hold its samples after the newest one its kept fit counted (``_counted``: the
+    samples of this pass) and its last ``TAIL_POINTS``; series that
     stopped (``STALE_S``) are kept as ``ghosts`` (their samples from that point) instead of
     pulling the read back to them."""
     newest = max((float(pts[-1][0]) for pts in hist.values() if pts), default=None)
@@ -259,9 +261,8 @@ def _next_reads(hist: Dict[str, Any], fits: Dict[str, Any]) -> Dict[str, Any]:
         if not pts or newest is None:
             continue
         need = float(pts[max(0, len(pts) - TAIL_POINTS)][0])
-        memo = fits.get(name)
-        last = memo.get("last") if isinstance(memo, dict) else None
-        if isinstance(last, (int, float)):
+        last = _counted(fits.get(name))
+        if last is not None:
             need = min(need, float(last))
         if float(pts[-1][0]) < newest - STALE_S:
             ghosts[name] = [[float(t), float(v)] for t, v in
@@ -368,17 +369,29 @@ def _unkept(previous: Dict[str, Any], state: Dict[str, Any], view: Dict[str, Any
             ) -> Set[str]:
     """The series whose evaluation on ``view`` may differ from the one their whole history
     gives: those refitted, appeared or gone (``previous`` against ``state``, their fits),
-    and kept ones whose view does not hold every sample since their fit and their last
-    ``TAIL_POINTS`` (what a kept forecast reads). Empty: the result is the whole history's."""
+    and kept ones whose view does not hold every sample after the newest their fit counted
+    and their last ``TAIL_POINTS`` (what a kept forecast reads). Empty: the result is the
+    whole history's."""
     before, after = _fits(previous), _fits(state)
     out = set(before.keys() ^ after.keys())
     for name, memo in before.items():
         pts = view.get(name)
-        if (after.get(name) is not memo or not isinstance(memo, dict) or not pts
-                or len(pts) < TAIL_POINTS or not isinstance(memo.get("last"), (int, float))
-                or pts[0][0] > memo["last"]):
+        now = after.get(name)
+        counted = _counted(memo)
+        if (not isinstance(memo, dict) or not isinstance(now, dict) or not pts
+                or now.get("last") != memo.get("last") or now.get("due") != memo.get("due")
+                or len(pts) < TAIL_POINTS or counted is None or pts[0][0] > counted):
             out.add(name)
     return out
+
+
+def _counted(memo: Any) -> float | None:
+    """The newest sample a kept fit has counted (``health.verdict``: its sums of the samples
+    since the fit hold every one up to it): the next read must hold every sample after it."""
+    if not isinstance(memo, dict):
+        return None
+    seen = memo.get("seen", memo.get("last"))
+    return float(seen) if isinstance(seen, (int, float)) else None
 
 
 # -- worker processes ------------------------------------------------------------------------

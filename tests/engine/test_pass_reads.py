@@ -127,6 +127,7 @@ def test_a_pass_reads_the_samples_since_the_last_fits_and_decides_as_a_whole_rea
     health.apply(workers.compute(store, ids, {v: th for v in ids}, clock[0]), clock[0])
     since_fit_reads = 0
     whole_reads = 0
+    starts = []
     for k in range(1, 31):
         t = t0 + k * STEP
         reporting = [n for n in range(7) if not (n == 6 and 5 <= k < 20)]   # VM 6 silent
@@ -138,6 +139,8 @@ def test_a_pass_reads_the_samples_since_the_last_fits_and_decides_as_a_whole_rea
             assert a.state == b.state, (k, a.vm_id)
             assert not a.deferred
         for vms, since, names in reads:
+            if names is None and since >= t - 3 * 3600 and ids[0] in vms:
+                starts.append(t - since)
             if names is None and since >= t - 3 * 3600:
                 since_fit_reads += len(vms)       # the batch's query since the last fits
             elif names is None:
@@ -150,6 +153,9 @@ def test_a_pass_reads_the_samples_since_the_last_fits_and_decides_as_a_whole_rea
     # the series refitted (names), rarely a whole VM
     assert since_fit_reads >= 6 * 25
     assert whole_reads <= 3
+    # and that read starts at the last pass's last samples (its TAIL_POINTS), not at the
+    # fits, hours back: the state sums up the samples since each fit (health.verdict)
+    assert max(starts) <= (workers.TAIL_POINTS + 1) * STEP
     # the story each VM tells: the fill raised, the grown disk and the new process seen,
     # java's series kept from the state after it exited (no read back to it)
     final = {r.vm_id: r for r in incremental}
@@ -245,5 +251,8 @@ def test_next_reads_start_early_enough_for_the_tail_and_the_fit(points):
                                 {"a": {"last": newest - 600}, "gone": {"last": 1000.0}})
     want = min(pts[max(0, points - workers.TAIL_POINTS)][0], newest - 600)
     assert reads["from"] == want
+    # a fit that has summed up the samples since it (``seen``) needs only those after it
+    counted = workers._next_reads({"a": pts}, {"a": {"last": newest - 600, "seen": newest}})
+    assert counted["from"] == pts[max(0, points - workers.TAIL_POINTS)][0]
     if newest - stopped[-1][0] > workers.STALE_S:
         assert reads["ghosts"] == {"gone": [list(p) for p in stopped]}
