@@ -39,7 +39,7 @@ does: ``workers.compute`` (the batch's latest reports and states, the history re
 ``evaluate_vm``) and ``HealthPass.apply`` (verdicts and states, one transaction), in batches of
 200, for ``2 * --store-hours`` (the first half a warm-up, so refreshes have spread out).
 Measured: CPU of this process plus, with PostgreSQL, of the server's processes (from
-/proc), per VM, for compute with the reads as today (the samples since each VM's last fits,
+/proc), per VM, for compute with the reads as today (the samples since each VM's last pass,
 series refitted read whole) and as before (every VM's whole week every pass), alternated
 batch by batch on the same data; the two reads' results are compared (they must be equal).
 Each store is a throwaway one (a temporary SQLite file; a PostgreSQL server of its own,
@@ -402,8 +402,8 @@ def store_table(args, results, in_memory_ms):
             ms = 1000 * statistics.median(per)
             mean = 1000 * statistics.fmean(per)
             label = {"full": "a week per VM per pass (before)",
-                     "unbudgeted": "since the last fit, no budget",
-                     "incremental": "since the last fit, budget"}[mode]
+                     "unbudgeted": "since the last pass, no budget",
+                     "incremental": "since the last pass, budget"}[mode]
             apply_mean = 1000 * statistics.fmean(res["apply"])
             print("%-40s %11.2f %11.2f %11.2f %11.2f %16.1f"
                   % ("%s, %s" % (kind, label), ms, apply_ms, ms + apply_ms,
@@ -451,7 +451,7 @@ def main():
                     help="the read as before on every n-th measured pass only (it is slow)")
     ap.add_argument("--store-modes", default="full,unbudgeted,incremental",
                     help="reads compared: full (a week each pass, before), unbudgeted (since "
-                    "the last fits, refits never put off), incremental (the service's, with "
+                    "the last pass, refits never put off), incremental (the service's, with "
                     "[health] forecast_cold_budget_ms)")
     args = ap.parse_args()
     if args.store:

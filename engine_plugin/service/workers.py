@@ -158,7 +158,7 @@ def compute(store: Any, vm_ids: Sequence[str], thresholds: Dict[str, Thresholds]
     cold = [v for v in fresh if is_cold(loaded[v][1])]
     warm = [v for v in fresh if v not in set(cold)]
     #: VMs whose full read is budgeted: the series to read whole (None: all of them) and
-    #: the view of the samples since their last fits that the others keep
+    #: the view of the samples since their last pass that the others keep
     rereads: Dict[str, Tuple[Set[str] | None, Dict[str, Any]]] = {v: (None, {}) for v in cold}
     if full_reads:
         _evaluate(store, [v for v in vm_ids if v not in set(cold)], warm, loaded, thresholds,

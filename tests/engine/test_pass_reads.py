@@ -1,4 +1,4 @@
-"""What a health pass reads (real SQLite and PostgreSQL): the samples since a VM's last fits,
+"""What a health pass reads (real SQLite and PostgreSQL): the samples since a VM's last pass,
 with the same verdicts and states as a read of its whole history, and refits that fall due at
 once (after an outage) bounded by the pass's budget."""
 
@@ -142,14 +142,14 @@ def test_a_pass_reads_the_samples_since_the_last_fits_and_decides_as_a_whole_rea
             if names is None and since >= t - 3 * 3600 and ids[0] in vms:
                 starts.append(t - since)
             if names is None and since >= t - 3 * 3600:
-                since_fit_reads += len(vms)       # the batch's query since the last fits
+                since_fit_reads += len(vms)       # the batch's query since the last pass
             elif names is None:
                 whole_reads += len(vms)           # a VM read whole
         health.apply(incremental, t)
         if k == 19:
             silent = real.event_state(STATE_PREFIX + ids[6])
             assert silent["status"] == "unknown"
-    # most VMs of most passes read only their samples since the last fits; refits read
+    # most VMs of most passes read only their samples since the last pass; refits read
     # the series refitted (names), rarely a whole VM
     assert since_fit_reads >= 6 * 25
     assert whole_reads <= 3
