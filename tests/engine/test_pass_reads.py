@@ -138,9 +138,9 @@ def test_a_pass_reads_the_samples_since_the_last_fits_and_decides_as_a_whole_rea
             assert a.verdict == b.verdict, (k, a.vm_id)
             assert a.state == b.state, (k, a.vm_id)
             assert not a.deferred
+            if a.vm_id != ids[6]:     # (back from silence, its last samples are older)
+                starts.append((t - a.state[workers.READS_KEY]["from"], k, ids.index(a.vm_id)))
         for vms, since, names in reads:
-            if names is None and since >= t - 3 * 3600 and ids[0] in vms:
-                starts.append(t - since)
             if names is None and since >= t - 3 * 3600:
                 since_fit_reads += len(vms)       # the batch's query since the last pass
             elif names is None:
@@ -153,9 +153,13 @@ def test_a_pass_reads_the_samples_since_the_last_fits_and_decides_as_a_whole_rea
     # the series refitted (names), rarely a whole VM
     assert since_fit_reads >= 6 * 25
     assert whole_reads <= 3
-    # and that read starts at the last pass's last samples (its TAIL_POINTS), not at the
-    # fits, hours back: the state sums up the samples since each fit (health.verdict)
-    assert max(starts) <= (workers.TAIL_POINTS + 1) * STEP
+    # and the next pass's read starts at this pass's last samples (TAIL_POINTS of them), not
+    # at the fits, up to hours back: the state sums up the samples since each fit
+    # (health.verdict)
+    # (but for java's series on VM 2, which stopped at pass 10: until it is stale, its last
+    # samples hold the read back)
+    assert {(k, n) for start, k, n in starts if start > workers.TAIL_POINTS * STEP} <= {
+        (k, 2) for k in range(10, 10 + int(workers.STALE_S / STEP))}
     # the story each VM tells: the fill raised, the grown disk and the new process seen,
     # java's series kept from the state after it exited (no read back to it)
     final = {r.vm_id: r for r in incremental}
