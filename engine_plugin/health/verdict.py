@@ -250,7 +250,7 @@ def forecast_vm(report: Optional[Mapping[str, Any]], histories: Histories, t: Th
         memo = (fits or {}).get(name)
         kept = (_agrees(memo, before, pts, cap, t, now)
                 if memo is not None and before is not None else None)
-        if kept is not None:
+        if kept is not None and before is not None:
             out.append(_aged(before, pts, now))
             if new_fits is not None:
                 new_fits[name] = kept
