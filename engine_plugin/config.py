@@ -155,6 +155,11 @@ OPTIONS: Tuple[Option, ...] = (
            "How long a VM that stopped reporting is remembered at all."),
     Option("storage", "retention_interval", "duration", "1h",
            "How often the running service applies retention."),
+    Option("storage", "max_series_per_vm", "int", "5000",
+           "Most time series (metric names: fixed ones plus one per mountpoint, interface "
+           "and top process name) one VM may have; samples that would start a new series "
+           "beyond it are dropped and counted, the report itself is stored. Series not "
+           "reported for longer than rollup_retention are dropped by retention."),
     Option("ovirt", "url", "str", "https://localhost/ovirt-engine/api",
            "oVirt REST API base URL used for permission checks and events."),
     Option("ovirt", "ca_file", "str", "/etc/pki/ovirt-engine/ca.pem",

@@ -53,7 +53,8 @@ def open_configured_store(config: Config) -> Any:
     store = open_store(StorageConfig(
         url=config.storage.url, raw_retention_s=config.storage.raw_retention,
         rollup_retention_s=config.storage.rollup_retention,
-        vm_retention_s=config.storage.vm_retention))
+        vm_retention_s=config.storage.vm_retention,
+        max_series_per_vm=config.storage.max_series_per_vm))
     store.migrate()
     return store
 

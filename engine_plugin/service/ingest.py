@@ -219,7 +219,21 @@ class IngestHandler:
                 return [refused(UNSTORABLE, str(err))]
             half = len(valid) // 2
             return await self._store(valid[:half], now) + await self._store(valid[half:], now)
+        self._count_dropped(result, now)
         return [{"outcome": outcome} for outcome in result.outcomes]
+
+    def _count_dropped(self, result: Any, now: float) -> None:
+        """Count the samples the store did not keep; a VM over its series cap is logged
+        once an hour."""
+        if result.stale_samples:
+            self.metrics.samples_dropped.labels("stale").inc(result.stale_samples)
+        if result.capped_samples:
+            self.metrics.samples_dropped.labels("series_cap").inc(result.capped_samples)
+        for vm_id in result.capped_vms:
+            if self.log_once(now, "series_cap", vm_id):
+                log.warning("VM %s reports more time series (mountpoints, interfaces, process "
+                            "names) than [storage] max_series_per_vm allows; samples of its "
+                            "new series are dropped (its reports are stored)", vm_id)
 
     async def close(self) -> None:
         """Wait for a directory refresh this handler started (the service is stopping)."""

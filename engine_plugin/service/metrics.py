@@ -39,6 +39,13 @@ class ServiceMetrics:
             "vmdiag_ingest_not_this_host", "Envelopes refused because oVirt does not run "
             "the VM on the sending host, by host (certificate CN; at most %d hosts, the "
             "rest as \"other\")." % MAX_HOST_LABELS, ["host"], registry=r)
+        self.samples_dropped = Counter(
+            "vmdiag_ingest_samples_dropped", "Metric samples of stored reports that were not "
+            "kept, by reason: series_cap (a new series of a VM that has [storage] "
+            "max_series_per_vm already), stale (older than what retention rolled up).",
+            ["reason"], registry=r)
+        for reason in ("series_cap", "stale"):
+            self.samples_dropped.labels(reason)
         self.clock_ahead = Counter(
             "vmdiag_ingest_clock_ahead", "Envelopes whose relay receive time was ahead of "
             "the engine's clock by more than [ingest] max_clock_skew (stored with the "

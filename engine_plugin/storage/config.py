@@ -17,6 +17,8 @@ class StorageConfig:
 
     ``pool_size`` bounds the PostgreSQL connection pool (the service calls the store from a
     thread executor, so more connections than executor threads buy nothing).
+    ``max_series_per_vm``: most series (metric names) one VM may have; samples of new ones
+    beyond it are dropped and counted (``series.py``).
     """
 
     url: str = "sqlite:////var/lib/vmdiag/vmdiag.db"
@@ -25,6 +27,7 @@ class StorageConfig:
     vm_retention_s: float = 30 * DAY
     pool_size: int = 4
     busy_timeout_s: float = 30.0
+    max_series_per_vm: int = 5000
 
     def __post_init__(self) -> None:
         for name in ("raw_retention_s", "rollup_retention_s", "vm_retention_s"):
@@ -36,3 +39,5 @@ class StorageConfig:
                              % (self.rollup_retention_s, self.raw_retention_s))
         if self.pool_size < 1:
             raise ValueError("StorageConfig.pool_size must be at least 1")
+        if self.max_series_per_vm < 1:
+            raise ValueError("StorageConfig.max_series_per_vm must be at least 1")

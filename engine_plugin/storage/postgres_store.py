@@ -434,6 +434,15 @@ class PostgresStore(SqlStore):
 
     # -- dialect ----------------------------------------------------------------------------
 
+    _lock_timeouts = (pg_errors.LockNotAvailable,)
+
+    def _lock_names(self, tx: Tx) -> None:
+        # SHARE ROW EXCLUSIVE waits for, and holds off, every INSERT into metrics: ingest
+        # inserts a VM's names before it registers its series, so no series is registered
+        # on a name this transaction drops. Ingest of known series does not touch metrics.
+        tx.execute("SET LOCAL lock_timeout = '%ds'" % PARTITION_LOCK_TIMEOUT_S)
+        tx.execute("LOCK TABLE metrics IN SHARE ROW EXCLUSIVE MODE")
+
     def _in(self, column: str, values: Sequence[Any]) -> Tuple[str, List[Any]]:
         return "%s = ANY(?)" % column, [list(values)]
 
@@ -541,6 +550,7 @@ class PostgresStore(SqlStore):
             tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATE_LOCK,))
             version = apply_migrations(tx, migrations, "the database (%s)" % self._target)
             self._adopt_unpartitioned(tx, time.time())
+            self._backfill_series(tx, time.time())
             self._prefer_lz4(tx)
             return version
         return self._write(work)

@@ -18,12 +18,17 @@ class IngestResult:
     seq) and changed nothing. ``stale_samples`` counts metric samples dropped because they are
     older than raw retention: they arrived after their time range was already rolled up.
     ``outcomes`` holds, per envelope of the call in its order, ``STORED`` or ``DUPLICATE``.
+    ``capped_samples`` counts samples dropped because they would have started a new series
+    of a VM that has ``max_series_per_vm`` already (their reports are stored all the same);
+    ``capped_vms`` names those VMs.
     """
 
     accepted: int
     duplicates: int
     stale_samples: int = 0
     outcomes: Tuple[str, ...] = ()
+    capped_samples: int = 0
+    capped_vms: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

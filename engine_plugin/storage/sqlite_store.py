@@ -13,6 +13,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from typing import Any, Callable, List, Sequence, Set, Tuple, TypeVar
 
 from .config import StorageConfig
@@ -187,7 +188,11 @@ class SqliteStore(SqlStore):
     def migrate(self) -> int:
         migrations = load_migrations("sqlite")
 
-        return self._write(lambda tx: apply_migrations(tx, migrations, self.path))
+        def work(tx: Tx) -> int:
+            version = apply_migrations(tx, migrations, self.path)
+            self._backfill_series(tx, time.time())
+            return version
+        return self._write(work)
 
     def claim_instance(self) -> None:
         """One service instance per SQLite file: the duties that must run once (health

@@ -13,6 +13,7 @@ import json
 import math
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import (
     Any,
     Callable,
@@ -33,6 +34,7 @@ from .errors import Unstorable
 from .extract import prefix_match
 from .incoming import Incoming, encode_latest_candidates, newest_per_vm, prepare
 from .records import DUPLICATE, STORED, IngestResult, LatestReport, VmSummaryRow
+from .series import SLACK_S, SeriesCache
 from .store import Point, Store
 
 T = TypeVar("T")
@@ -92,8 +94,7 @@ class SqlStore(Store):
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        self._metric_ids: Dict[str, int] = {}
-        self._metric_names: Dict[int, str] = {}
+        self._series = SeriesCache()
 
     # -- what a backend provides ------------------------------------------------------------
 
@@ -155,49 +156,84 @@ class SqlStore(Store):
         return keys
 
     def _ensure_metrics(self, tx: Tx, names: Iterable[str]) -> Dict[str, int]:
-        """metric_id of each name; ids never change, so known ones come from a cache (which
-        the caller extends only after the transaction committed)."""
-        known = self._metric_ids
-        wanted = set(names)
-        # Membership tests only: other threads may extend the cache meanwhile.
-        missing = sorted(name for name in wanted if name not in known)
-        found = {name: known[name] for name in wanted if name in known}
-        if missing:
+        """metric_id of each name, creating the missing ones (in name order, so two
+        transactions creating the same names queue rather than deadlock). Always asks the
+        database: retention may have dropped a name another process still remembers."""
+        wanted = sorted(set(names))
+        found: Dict[str, int] = {}
+        if wanted:
             tx.executemany(self._insert_ignore("metrics", ("name",), ("name",)),
-                           [(name,) for name in missing])
-            for part in chunks(missing):
+                           [(name,) for name in wanted])
+            for part in chunks(wanted):
                 cond, params = self._in("name", part)
-                for metric_id, name in tx.fetchall(
-                        "SELECT metric_id, name FROM metrics WHERE " + cond, params):
-                    found[name] = metric_id
+                found.update((name, metric_id) for metric_id, name in tx.fetchall(
+                    "SELECT metric_id, name FROM metrics WHERE " + cond, params))
         return found
 
-    def _remember_metrics(self, ids: Dict[str, int]) -> None:
-        self._metric_ids.update(ids)
-        self._metric_names.update((v, k) for k, v in ids.items())
+    def _register_series(self, tx: Tx, wanted: Dict[int, Set[str]], now: float
+                         ) -> Dict[int, Dict[str, int]]:
+        """Register (or confirm) the series ``wanted`` of each vm_key; ``{vm_key: {name:
+        metric_id}}`` of those accepted. A VM's series already
+        registered are always accepted and their ``seen_at`` refreshed; new ones only while
+        the VM has fewer than ``max_series_per_vm`` (the first ones in name order).
 
-    def _metric_id(self, name: str) -> int | None:
-        if name not in self._metric_ids:
-            row = self._read(lambda tx: tx.fetchone(
-                "SELECT metric_id FROM metrics WHERE name = ?", (name,)))
-            if row is None:
-                return None
-            self._remember_metrics({name: row[0]})
-        return self._metric_ids[name]
+        The count is what this transaction sees: with two processes registering new series
+        of one VM at once (PostgreSQL), each may add up to the room it saw, so a VM can end
+        with up to that many more than the cap (at most the cap times the writers), never
+        more after that. SQLite has one writer at a time: exact there."""
+        cap = self.config.max_series_per_vm
+        counts = dict.fromkeys(wanted, 0)
+        registered: Dict[int, Set[str]] = {vm_key: set() for vm_key in wanted}
+        for part in chunks(sorted(wanted)):
+            cond, params = self._in("s.vm_key", part)
+            for vm_key, name in tx.fetchall(
+                    "SELECT s.vm_key, m.name FROM series s JOIN metrics m"
+                    " ON m.metric_id = s.metric_id WHERE " + cond, params):
+                counts[vm_key] += 1
+                if name in wanted[vm_key]:
+                    registered[vm_key].add(name)
+        accepted: Dict[int, List[str]] = {}
+        for vm_key, names in wanted.items():
+            new = sorted(names - registered[vm_key])
+            room = max(cap - counts[vm_key], 0)
+            accepted[vm_key] = sorted(registered[vm_key]) + new[:room]
+        # The names first: their INSERT takes the lock retention's pruning waits for
+        # (PostgreSQL), and the ids are read after it, so a name pruned meanwhile is made
+        # again rather than used dangling.
+        ids = self._ensure_metrics(tx, (name for names in accepted.values() for name in names))
+        tx.executemany(
+            "INSERT INTO series (vm_key, metric_id, seen_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (vm_key, metric_id) DO UPDATE SET seen_at = excluded.seen_at",
+            sorted((vm_key, ids[name], now) for vm_key, names in accepted.items()
+                   for name in names))
+        return {vm_key: {name: ids[name] for name in names}
+                for vm_key, names in accepted.items()}
 
-    def _names_of(self, metric_ids: Iterable[int]) -> Dict[int, str]:
-        metric_ids = set(metric_ids)
-        missing = sorted(mid for mid in metric_ids if mid not in self._metric_names)
-        if missing:
-            def load(tx: Tx) -> Dict[str, int]:
-                found: Dict[str, int] = {}
-                for part in chunks(missing):
-                    cond, params = self._in("metric_id", part)
-                    found.update((name, mid) for mid, name in tx.fetchall(
-                        "SELECT metric_id, name FROM metrics WHERE " + cond, params))
-                return found
-            self._remember_metrics(self._read(load))
-        return {mid: self._metric_names[mid] for mid in metric_ids if mid in self._metric_names}
+    def _metric_ids_of(self, tx: Tx, vm_key: int) -> Set[int]:
+        """Every metric_id the VM has samples or rollups of."""
+        ids: Set[int] = set()
+        for table in ("samples", "rollups"):
+            # Loose index scan: one index probe per distinct metric instead of reading
+            # every sample of the VM.
+            ids.update(r[0] for r in tx.fetchall(
+                "WITH RECURSIVE m(id) AS ("
+                " SELECT (SELECT min(metric_id) FROM {t} WHERE vm_key = ?)"
+                " UNION ALL SELECT (SELECT min(metric_id) FROM {t}"
+                "  WHERE vm_key = ? AND metric_id > m.id) FROM m WHERE m.id IS NOT NULL)"
+                " SELECT id FROM m WHERE id IS NOT NULL".format(t=table),
+                (vm_key, vm_key)))
+        return ids
+
+    def _backfill_series(self, tx: Tx, now: float) -> None:
+        """After migration 5: register the series of the data already stored (seen now, so
+        they are kept at least a rollup retention). One loose index scan per VM."""
+        if tx.fetchone("SELECT value FROM meta WHERE key = 'series_backfill'") is None:
+            return
+        for (vm_key,) in tx.fetchall("SELECT vm_key FROM vms ORDER BY vm_key"):
+            tx.executemany("INSERT INTO series (vm_key, metric_id, seen_at) VALUES (?, ?, ?)"
+                           " ON CONFLICT DO NOTHING",
+                           [(vm_key, mid, now) for mid in sorted(self._metric_ids_of(tx, vm_key))])
+        tx.execute("DELETE FROM meta WHERE key = 'series_backfill'")
 
     @staticmethod
     def _insert_ignore(table: str, columns: Sequence[str], conflict: Sequence[str]) -> str:
@@ -219,48 +255,72 @@ class SqlStore(Store):
         if not items:
             return IngestResult(accepted=0, duplicates=in_batch,
                                 outcomes=(DUPLICATE,) * len(envelopes))
-        names = {name for item in items for name, _, _ in item.samples}
         try:
             encode_latest_candidates(items)
         except ValueError as err:  # text that is no UTF-8 (validation cleans it away)
             raise Unstorable("a report cannot be encoded: %s" % err) from err
+        ingested_at = items[0].ingested_at
+        self._series.sweep(ingested_at)
         try:
-            accepted, stale, metric_ids = self._write(
-                lambda tx: self._ingest_tx(tx, items, names))
+            done = self._write(lambda tx: self._ingest_tx(tx, items, ingested_at))
         except self._data_errors as err:
             raise Unstorable("the database cannot hold this batch (%s: %s); check the "
                              "values against diag_protocol's ranges"
                              % (type(err).__name__, err)) from err
-        self._remember_metrics(metric_ids)
+        for vm_id, vm_key, ids in done.confirmed:  # committed: ingest may rely on them
+            self._series.confirm(vm_id, vm_key, ids, ingested_at)
         outcomes = [DUPLICATE] * len(envelopes)
-        for index in accepted:
+        for index in done.accepted:
             outcomes[index] = STORED
-        return IngestResult(accepted=len(accepted),
-                            duplicates=in_batch + len(items) - len(accepted),
-                            stale_samples=stale, outcomes=tuple(outcomes))
+        return IngestResult(accepted=len(done.accepted),
+                            duplicates=in_batch + len(items) - len(done.accepted),
+                            stale_samples=done.stale, outcomes=tuple(outcomes),
+                            capped_samples=sum(done.capped.values()),
+                            capped_vms=tuple(sorted(done.capped)))
 
-    def _ingest_tx(self, tx: Tx, items: List[Incoming],
-                   names: Set[str]) -> Tuple[List[int], int, Dict[str, int]]:
+    def _ingest_tx(self, tx: Tx, items: List[Incoming], now: float) -> _Ingested:
         hosts = {item.vm_id: item.host_id for item in items}
         vm_keys = self._ensure_vms(tx, hosts)
-        metric_ids = self._ensure_metrics(tx, names)
         new_keys = self._insert_ledger(tx, sorted(
             (vm_keys[i.vm_id], i.run_id, i.seq, i.ingested_at) for i in items))
         new = [i for i in items if (vm_keys[i.vm_id], i.run_id, i.seq) in new_keys]
         cutoff = self._raw_cutoff(tx)
+        done = _Ingested([i.index for i in new])
         rows = []
-        stale = 0
+        # samples of series ingest does not know yet: (vm_id, name, t, value)
+        unknown: List[Tuple[str, str, float, float]] = []
+        capped: Dict[str, int] = {}
         for item in new:
             vm_key = vm_keys[item.vm_id]
+            known = self._series.get(item.vm_id, vm_key, now)
+            ids = known.ids if known is not None else {}
             for name, t, value in item.samples:
                 if cutoff is not None and t < cutoff:
-                    stale += 1
+                    done.stale += 1
+                    continue
+                metric_id = ids.get(name)  # the one lookup a known series costs
+                if metric_id is not None:
+                    rows.append((vm_key, metric_id, t, value))
                 else:
-                    rows.append((vm_key, metric_ids[name], t, value))
+                    unknown.append((item.vm_id, name, t, value))
+        if unknown:
+            wanted: Dict[int, Set[str]] = {}
+            for vm_id, name, _, _ in unknown:
+                wanted.setdefault(vm_keys[vm_id], set()).add(name)
+            registered = self._register_series(tx, wanted, now)
+            for vm_id, name, t, value in unknown:
+                metric_id = registered[vm_keys[vm_id]].get(name)
+                if metric_id is None:
+                    capped[vm_id] = capped.get(vm_id, 0) + 1
+                else:
+                    rows.append((vm_keys[vm_id], metric_id, t, value))
+            done.confirmed = [(vm_id, vm_keys[vm_id], registered[vm_keys[vm_id]])
+                              for vm_id in sorted({u[0] for u in unknown})]
+        done.capped = capped
         rows.sort()
         self._insert_samples(tx, rows)
         self._update_latests(tx, [(vm_keys[i.vm_id], i) for i in newest_per_vm(new)])
-        return [i.index for i in new], stale, metric_ids
+        return done
 
     def _update_latests(self, tx: Tx, items: List[Tuple[int, Incoming]]) -> None:
         """``_update_latest`` for each (vm_key, report); a backend may do it in bulk."""
@@ -491,12 +551,11 @@ class SqlStore(Store):
     # -- history ----------------------------------------------------------------------------
 
     def _series_keys(self, vm_id: str, metric: str) -> Tuple[int, int] | None:
-        metric_id = self._metric_id(metric)
-        if metric_id is None:
-            return None
-        row = self._read(lambda tx: tx.fetchone("SELECT vm_key FROM vms WHERE vm_id = ?",
-                                                (vm_id,)))
-        return (row[0], metric_id) if row else None
+        # No cache of names: retention may drop a name, and one reported again gets a new id.
+        row = self._read(lambda tx: tx.fetchone(
+            "SELECT v.vm_key, m.metric_id FROM vms v, metrics m WHERE v.vm_id = ?"
+            " AND m.name = ?", (vm_id, metric)))
+        return (row[0], row[1]) if row else None
 
     def history(self, vm_id: str, metric: str, since: float, until: float,
                 max_points: int = 1000) -> Tuple[str, List[Point]]:
@@ -544,23 +603,17 @@ class SqlStore(Store):
         return [(float(b), float(a), float(lo), float(hi), int(n)) for b, a, lo, hi, n in rows]
 
     def metric_names(self, vm_id: str) -> List[str]:
-        def query(tx: Tx) -> Set[int]:
+        def query(tx: Tx) -> List[str]:
             row = tx.fetchone("SELECT vm_key FROM vms WHERE vm_id = ?", (vm_id,))
             if row is None:
-                return set()
-            ids: Set[int] = set()
-            for table in ("samples", "rollups"):
-                # Loose index scan: one index probe per distinct metric instead of reading
-                # every sample of the VM.
-                ids.update(r[0] for r in tx.fetchall(
-                    "WITH RECURSIVE m(id) AS ("
-                    " SELECT (SELECT min(metric_id) FROM {t} WHERE vm_key = ?)"
-                    " UNION ALL SELECT (SELECT min(metric_id) FROM {t}"
-                    "  WHERE vm_key = ? AND metric_id > m.id) FROM m WHERE m.id IS NOT NULL)"
-                    " SELECT id FROM m WHERE id IS NOT NULL".format(t=table),
-                    (row[0], row[0])))
-            return ids
-        return sorted(self._names_of(self._read(query, snapshot=True)).values())
+                return []
+            names: List[str] = []
+            for part in chunks(sorted(self._metric_ids_of(tx, row[0]))):
+                cond, params = self._in("metric_id", part)
+                names.extend(r[0] for r in tx.fetchall(
+                    "SELECT name FROM metrics WHERE " + cond, params))
+            return names
+        return sorted(self._read(query, snapshot=True))
 
     def histories(self, vm_ids: Iterable[str], metric_prefixes: Iterable[str],
                   since: float, names: Iterable[str] | None = None
@@ -626,13 +679,42 @@ class SqlStore(Store):
         return stats
 
     def _prune(self, now: float, raw_cutoff: float, stats: Dict[str, int]) -> None:
-        """The ledger, event states and silent VMs (the end of every retention pass)."""
+        """The ledger, event states, silent VMs, then series and metric names no longer
+        used (the end of every retention pass)."""
         cfg = self.config
         stats["ledger_pruned"] = self._write(lambda tx: tx.execute(
             "DELETE FROM ingested WHERE ingested_at < ?", (raw_cutoff,)))
         stats["event_states_pruned"] = self._write(lambda tx: tx.execute(
             "DELETE FROM event_states WHERE updated_at < ?", (now - cfg.vm_retention_s,)))
         stats["vms_removed"] = self._remove_silent_vms(now - cfg.vm_retention_s)
+        stats["series_pruned"] = stats["metrics_pruned"] = 0
+        try:
+            stats["series_pruned"], stats["metrics_pruned"] = self._write(
+                lambda tx: self._prune_series(tx, now - cfg.rollup_retention_s - SLACK_S))
+        except self._lock_timeouts:
+            stats["lock_timeouts"] = 1  # the next pass does it
+
+    def _lock_names(self, tx: Tx) -> None:
+        """Keep ingest from registering series until this transaction ends (a backend with
+        concurrent writers locks ``metrics``; SQLite has one writer anyway)."""
+
+    #: Exceptions of ``_lock_names`` giving up on a long transaction.
+    _lock_timeouts: Tuple[Type[BaseException], ...] = ()
+
+    def _prune_series(self, tx: Tx, cutoff: float) -> Tuple[int, int]:
+        """Drop series not seen since ``cutoff`` with what is left of their data (normally
+        nothing but samples a guest dated far ahead), then the metric names no series uses;
+        (series, names) dropped. The newest name is kept, so SQLite never hands a dropped
+        metric_id out again."""
+        self._lock_names(tx)
+        expired = [(r[0], r[1]) for r in tx.fetchall(
+            "SELECT vm_key, metric_id FROM series WHERE seen_at < ? ORDER BY 1, 2", (cutoff,))]
+        for table in ("samples", "rollups", "series"):
+            tx.executemany("DELETE FROM %s WHERE vm_key = ? AND metric_id = ?" % table, expired)
+        names = tx.execute(
+            "DELETE FROM metrics WHERE metric_id < (SELECT max(metric_id) FROM metrics)"
+            " AND NOT EXISTS (SELECT 1 FROM series s WHERE s.metric_id = metrics.metric_id)")
+        return len(expired), names
 
     def _roll_step(self, tx: Tx, raw_cutoff: float) -> Tuple[int, int] | None:
         """Roll the oldest span of raw samples, or record the cutoff and return None."""
@@ -667,7 +749,7 @@ class SqlStore(Store):
             for part in chunks(keys):
                 cond, params = self._in("vm_key", part)
                 for table in ("latest_reports", "verdicts", "ingested", "samples", "rollups",
-                              "vms"):
+                              "series", "vms"):
                     tx.execute("DELETE FROM %s WHERE %s" % (table, cond), params)
             return len(keys)
         return self._write(work)
@@ -680,18 +762,34 @@ class SqlStore(Store):
         raw = list(samples)
         rolled = list(rollups)
 
-        def work(tx: Tx) -> Tuple[int, Dict[str, int]]:
+        def work(tx: Tx) -> int:
             vm_key = self._ensure_vms(tx, {vm_id: host_id})[vm_id]
             ids = self._ensure_metrics(tx, {r[0] for r in raw} | {r[0] for r in rolled})
+            # registered like ingest's series (an import is not capped)
+            tx.executemany("INSERT INTO series (vm_key, metric_id, seen_at) VALUES (?, ?, ?)"
+                           " ON CONFLICT (vm_key, metric_id) DO UPDATE SET"
+                           " seen_at = excluded.seen_at",
+                           [(vm_key, mid, time.time()) for mid in sorted(ids.values())])
             self._insert_samples(tx, sorted((vm_key, ids[m], float(t), float(v))
                                             for m, t, v in raw))
             self._insert_rollups(tx, sorted(
                 (vm_key, ids[m], float(b), float(a), float(lo), float(hi), int(n))
                 for m, b, a, lo, hi, n in rolled))
-            return len(raw) + len(rolled), ids
-        written, ids = self._write(work)
-        self._remember_metrics(ids)
-        return written
+            return len(raw) + len(rolled)
+        return self._write(work)
+
+
+@dataclass
+class _Ingested:
+    """What one ingest transaction did: the batch positions of the reports it stored, the
+    samples it dropped (stale: behind the raw cutoff; capped: new series beyond a VM's cap,
+    by vm_id) and the series it confirmed ``(vm_id, vm_key, {name: metric_id})``,
+    for the cache once committed."""
+
+    accepted: List[int]
+    stale: int = 0
+    capped: Dict[str, int] = field(default_factory=dict)
+    confirmed: List[Tuple[str, int, Dict[str, int]]] = field(default_factory=list)
 
 
 def _merge_buckets(rolled: List[Tuple[Any, ...]], raw: List[Tuple[Any, ...]]) -> List[Point]:

@@ -26,7 +26,8 @@ def relkind(url: str, table: str) -> str:
 
 
 def at_schema_3(url: str) -> None:
-    """The database as vmdiag before issue 16 left it."""
+    """The database as vmdiag before issue 16 left it; plus, for this code's ingest to fill
+    it, the series registry of schema 5 (``without_series`` takes it away again)."""
     with psycopg.connect(url) as conn:
         conn.execute(CREATE_VERSIONS_TABLE)
         for migration in load_migrations("postgresql")[:3]:
@@ -34,6 +35,13 @@ def at_schema_3(url: str) -> None:
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_migrations VALUES (%s, %s, %s)",
                          (migration.version, migration.name, time.time()))
+        conn.execute("CREATE TABLE series (vm_key integer, metric_id integer,"
+                     " seen_at float8, PRIMARY KEY (vm_key, metric_id))")
+
+
+def without_series(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE series")
 
 
 def test_migration_keeps_every_row_and_retention_drops_partitions(pg_cluster) -> None:
@@ -55,9 +63,17 @@ def test_migration_keeps_every_row_and_retention_drops_partitions(pg_cluster) ->
               for vm, m in ((1, "cpu.percent"), (1, "fs.used:/"), (2, "memory.used"),
                             (3, "cpu.percent"))}
     old.close()
+    without_series(url)
 
     store = open_store(config)
     assert store.migrate() == len(load_migrations("postgresql"))
+    # schema 5 registered the series of the data it found (migration 5, its backfill)
+    assert sorted(store._read(lambda tx: tx.fetchall(
+        "SELECT v.vm_id, m.name FROM series s JOIN vms v ON v.vm_key = s.vm_key"
+        " JOIN metrics m ON m.metric_id = s.metric_id WHERE m.name IN"
+        " ('cpu.percent', 'memory.used')"))) == [
+        (vm_uuid(1), "cpu.percent"), (vm_uuid(1), "memory.used"), (vm_uuid(2), "memory.used"),
+        (vm_uuid(3), "cpu.percent")]
     assert relkind(url, "samples") == "p" and relkind(url, "rollups") == "p"
     assert relkind(url, "samples_unpartitioned") == ""
     for (vm, metric), series in before.items():
