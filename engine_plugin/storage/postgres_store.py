@@ -85,6 +85,32 @@ def partition_widths(config: StorageConfig) -> Dict[str, float]:
                    * ROLLUP_STEP)
     return {"samples": width(SAMPLE_PARTITION_S, config.raw_retention_s),
             "rollups": width(ROLLUP_PARTITION_S, config.rollup_retention_s)}
+
+
+def missing_partitions(start: float, end: float, width: float,
+                       existing: Sequence[Tuple[str, float, float]]) -> List[Tuple[float, float]]:
+    """Ranges to create so that ``[start, end)`` is covered: steps of ``width`` (multiples of
+    it), less what the ``existing`` partitions (name, start, end; sorted) cover. After a
+    retention change the existing ones may have another width: a step they cover in part
+    gets a partition for each uncovered piece. Every bound stays a multiple of 5 minutes
+    (widths are), so a bucket never spans two partitions."""
+    out: List[Tuple[float, float]] = []
+    low = start
+    while low < end:
+        high = low + width
+        piece = low
+        for _, a, b in existing:
+            if b <= piece or a >= high:
+                continue
+            if a > piece:
+                out.append((piece, a))
+            piece = max(piece, b)
+        if piece < high:
+            out.append((piece, high))
+        low = high
+    return out
+
+
 _BOUND = re.compile(r"FROM \('?([-0-9.e+]+)'?\) TO \('?([-0-9.e+]+)'?\)")
 
 _SQL_CACHE: Dict[str, str] = {}
@@ -576,20 +602,11 @@ class PostgresStore(SqlStore):
         row = tx.fetchone("SELECT relkind FROM pg_class WHERE oid = to_regclass(?)", (table,))
         return row is not None and row[0] == "p"
 
-    def _ensure_partition(self, tx: Tx, table: str, column: str, start: float,
-                          width: float) -> bool:
-        """Create ``table``'s partition for ``[start, start + width)`` unless it exists;
-        rows the default partition holds in that range move into it. True if created."""
+    def _create_partition(self, tx: Tx, table: str, column: str, start: float,
+                          end: float) -> None:
+        """Create ``table``'s partition for ``[start, end)``; rows the default partition
+        holds in that range move into it. The caller holds the parent's lock."""
         name = "%s_p%d" % (table, int(start))
-        if tx.fetchone("SELECT to_regclass(?)", (name,))[0] is not None:  # type: ignore[index]
-            return False
-        end = start + width
-        # The parent first (the order ingest locks in), so no insert into the default
-        # partition slips in between moving its rows and creating the partition; then look
-        # again (another instance's migration may have created it meanwhile).
-        tx.execute("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE" % table)
-        if tx.fetchone("SELECT to_regclass(?)", (name,))[0] is not None:  # type: ignore[index]
-            return False
         moved = tx.fetchall("DELETE FROM %s_default WHERE %s >= ? AND %s < ? RETURNING *"
                             % (table, column, column), (start, end))
         tx.execute("CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%r) TO (%r)"
@@ -597,20 +614,27 @@ class PostgresStore(SqlStore):
         if moved:
             tx.executemany("INSERT INTO %s VALUES (%s)" % (name, ", ".join("?" * len(moved[0]))),
                            moved)
-        return True
 
     def _ensure_partitions(self, tx: Tx, now: float, since: Dict[str, float]) -> int:
-        """Partitions from ``since[table]`` up to the ones kept ready ahead of ``now``."""
+        """Partitions from ``since[table]`` up to the ones kept ready ahead of ``now``; the
+        number created. Existing partitions are left as they are, whatever their width (a
+        retention changed since they were made): only the gaps between them are filled."""
         tx.execute("SET LOCAL lock_timeout = '%ds'" % PARTITION_LOCK_TIMEOUT_S)
         created = 0
         widths = partition_widths(self.config)
         for table, column in (("samples", "t"), ("rollups", "bucket")):
             width = widths[table]
             start = math.floor(since[table] / width) * width
-            last = math.floor(now / width) * width + AHEAD * width
-            while start <= last:
-                created += self._ensure_partition(tx, table, column, start, width)
-                start += width
+            end = math.floor(now / width) * width + (AHEAD + 1) * width
+            if not missing_partitions(start, end, width, self._partitions(tx, table)):
+                continue
+            # The parent first (the order ingest locks in), so no insert into the default
+            # partition slips in between moving its rows and creating a partition; then look
+            # again (another instance may have created some meanwhile).
+            tx.execute("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE" % table)
+            for low, high in missing_partitions(start, end, width, self._partitions(tx, table)):
+                self._create_partition(tx, table, column, low, high)
+                created += 1
         return created
 
     def _adopt_unpartitioned(self, tx: Tx, now: float) -> None:
