@@ -23,9 +23,8 @@ DAY = 86400.0
 VMS = (1, 2, 3)
 
 
-def overlaps(store: PostgresStore, table: str) -> list:
-    parts = store._read(lambda tx: store._partitions(tx, table))
-    return [(a, b) for a, b in zip(parts, parts[1:]) if a[2] > b[1]]
+def partitions(store: PostgresStore, table: str) -> list:
+    return store._read(lambda tx: store._partitions(tx, table))
 
 
 def test_retention_widths_change_on_an_existing_database(pg_cluster) -> None:
@@ -52,9 +51,9 @@ def test_retention_widths_change_on_an_existing_database(pg_cluster) -> None:
         assert stats["lock_timeouts"] == 0 and stats["skipped"] == 0, phase
         store.roll_up(now, budget_s=600)
         for table in ("samples", "rollups"):
-            assert overlaps(store, table) == [], (phase, table)
-            widths |= {(table, end - start) for _, start, end in
-                       store._read(lambda tx, t=table: store._partitions(tx, t))}
+            parts = partitions(store, table)
+            assert [(a, b) for a, b in zip(parts, parts[1:]) if a[2] > b[1]] == [], phase
+            widths |= {(table, end - start) for _, start, end in parts}
         check(store, fleet)
         assert store.history(fleet.accepted[0][0], "cpu.percent", now - 4 * HOUR, now)[1]
         store.close()
