@@ -52,12 +52,21 @@ from lab.forecast_corpus import (  # noqa: E402
 )
 
 
-def _job(args: Tuple[str, int, str, float]) -> Tuple[str, str, Score, float]:
+def _job(args: Tuple[str, int, str, float]) -> Tuple[str, str, Score, float, List[str]]:
     family, seed, method, cadence = args
     case = make_case(family, seed)
     start = time.process_time()
     result = replay(case, method, METHODS[method], cadence_s=cadence)
-    return method, family, score_one(result), time.process_time() - start
+    spent = time.process_time() - start
+    false = []
+    for ev in result.events:
+        if not ev.justified:
+            left = [case.full_at.get(m) for m in ev.metrics]
+            true = ", ".join("%.1f d" % ((f - ev.at) / 86400) if f else "never" for f in left)
+            false.append("%s %s seed %d: %s at day %.2f of the week (%s), true time left %s"
+                         % (method, family, seed, ev.status, (ev.at - case.start) / 86400,
+                            ",".join(ev.metrics) or "-", true or "-"))
+    return method, family, score_one(result), spent, false
 
 
 def _cell(s: Optional[Score]) -> str:
@@ -90,6 +99,8 @@ def main() -> int:
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
     ap.add_argument("--families", default=",".join(FAMILIES), help="comma-separated")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
+    ap.add_argument("--false", action="store_true",
+                    help="list the false alarms (case, moment, status, true time left)")
     args = ap.parse_args()
     seeds = list(TUNE_SEEDS if args.tune else FRESH_SEEDS if args.fresh
                  else UNSEEN_SEEDS if args.unseen else LAST_SEEDS if args.last
@@ -107,11 +118,13 @@ def main() -> int:
     cells: Dict[Tuple[str, str], Score] = {}
     cpu: Dict[str, float] = {m: 0.0 for m in methods}
     wall = time.perf_counter()
+    false: List[str] = []
     with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
-        for method, family, s, spent in pool.map(_job, jobs, chunksize=4):
+        for method, family, s, spent, listed in pool.map(_job, jobs, chunksize=4):
             cells.setdefault((method, family), Score()).add(s)
             cells.setdefault((method, "all"), Score()).add(s)
             cpu[method] += spent
+            false += listed
     wall = time.perf_counter() - wall
     vm_weeks = len(families) * len(seeds)
     print("Forecast replay: %d VM-weeks (%s seeds %s), a pass every %d s over each week"
@@ -131,6 +144,10 @@ def main() -> int:
     print("%-*s%s" % (width, "CPU s (replay)",
                       "".join("%-24.1f" % cpu[m] for m in methods)))
     print("wall %.0f s with %d worker(s)" % (wall, args.jobs))
+    if args.false:
+        print("false alarms:" if false else "false alarms: none")
+        for line in false:
+            print("  " + line)
     return 0
 
 

@@ -41,6 +41,8 @@ SCREEN_SIGMAS = 4.0
 SCREEN_CAPACITY_SHARE = 0.002
 #: a raised forecast is refitted this many times more often (its time left is counted down)
 RAISED_REFRESH_SHARE = 8.0
+#: the ``pending`` key of a raised warning forecast that turned critical (its code + this)
+ESCALATION = ">critical"
 
 
 @dataclasses.dataclass
@@ -112,6 +114,16 @@ def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Optional[Histori
         if finding.code not in active and at - first < need - 1e-3:
             new_pending[finding.code] = first
             continue
+        if finding.code in persist and finding.status == "critical" \
+                and active.get(finding.code) == "warning":
+            # a raised warning forecast turning critical holds its persistence at the worse
+            # status too, as a new one does: a fit that dips for a pass (a cycle's steep
+            # half, a shorter window rising faster for a while) is no critical event
+            key = finding.code + ESCALATION
+            first = pending.get(key, at)
+            if at - first < persist[finding.code] - 1e-3:
+                new_pending[key] = first
+                finding = dataclasses.replace(finding, status="warning")
         raised.append(finding)
     before_since = {f.get("metric"): f.get("since") for f in prev.get("forecasts") or ()
                     if isinstance(f, _MAPPING)}
@@ -264,7 +276,7 @@ def forecast_vm(report: Optional[Mapping[str, Any]], histories: Histories, t: Th
         if new_fits is not None:
             new_fits[name] = _screen(pts, cap, t, now, doc["status"])
         if doc["status"] == "ok" and before is not None and "forecast:" + name in active:
-            doc = _held(doc, before, t, now) or doc
+            doc = _held(doc, before, t, now, active["forecast:" + name]) or doc
         out.append(doc)
     return out
 
@@ -380,9 +392,10 @@ def _aged(before: Mapping[str, Any], pts: Sequence[Point], now: float) -> Dict[s
     return doc
 
 
-def _held(doc: Dict[str, Any], before: Mapping[str, Any], t: Thresholds, now: float
-          ) -> Optional[Dict[str, Any]]:
-    """The previous raised forecast, aged, if it may still hold (see ``forecast_vm``)."""
+def _held(doc: Dict[str, Any], before: Mapping[str, Any], t: Thresholds, now: float,
+          raised: str) -> Optional[Dict[str, Any]]:
+    """The previous raised forecast, aged, if it may still hold (see ``forecast_vm``);
+    ``raised`` is the status it was raised at."""
     confirmed = before.get("confirmed_at")
     eta_at = before.get("eta_at")
     current = before.get("current")
@@ -395,7 +408,7 @@ def _held(doc: Dict[str, Any], before: Mapping[str, Any], t: Thresholds, now: fl
         return None  # it went down: a cleanup, or the burst is over
     eta = max(0.0, eta_at - now)
     status = "critical" if eta <= t.forecast_critical_s else "warning"
-    if status == "critical" and before.get("status") != "critical":
+    if status == "critical" and (before.get("status") != "critical" or raised != "critical"):
         status = "warning"  # holding never worsens a forecast; fresh evidence does
     return {**before, "status": status, "eta_s": eta, "current": doc.get("current"),
             "held": True}
