@@ -186,8 +186,8 @@ def _passes(rise, passes=12, step=900.0):
         upto = pts[:bisect.bisect_right(pts, (now, float("inf")))]
         verdict, state = evaluate_vm(None, {"fs.used:/data": upto, "fs.total:/data": [(now, cap)]},
                                      Thresholds(), state, now, now)
-        out.append((verdict["forecasts"][0]["status"],
-                    [f["status"] for f in verdict["findings"] if f["code"].startswith("forecast:")]))
+        out.append((verdict["forecasts"][0]["status"], [
+            f["status"] for f in verdict["findings"] if f["code"].startswith("forecast:")]))
     return out
 
 
