@@ -221,3 +221,27 @@ def test_decode_line_with_the_gate_answers_as_without_it():
         framing.use_native_gate(None)
     assert gated == [outcome(line) for line in lines]
     assert gated[0][0] and gated[4][0] and not gated[1][0]
+
+
+def test_a_gate_that_cannot_judge_says_no_and_the_walk_decides():
+    """msgspec raises RecursionError on an object nested about 3,000 deep, which it skips
+    while it looks for the type tag; the gate answers no, and ``decode_line`` with the gate
+    drops the line as too deep, as without it."""
+    from diag_protocol import framing
+
+    deep = b'{"a":' * 3000 + b"1" + b"}" * 3000
+    gate = native.Gate.messages(MESSAGE_TYPES, msgspec)
+    assert gate.accepts(deep) is False
+    assert gate.accepts(b'{"envelopes":[' + deep + b"]}") is False
+
+    def reason(line):
+        with pytest.raises(ProtocolError) as caught:
+            framing.decode_line(line)
+        return caught.value.reason
+
+    without = reason(deep)
+    framing.use_native_gate(msgspec)
+    try:
+        assert reason(deep) == without == "too_deep"
+    finally:
+        framing.use_native_gate(None)

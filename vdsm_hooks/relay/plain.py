@@ -103,11 +103,8 @@ class PlainLineDecoder(LineDecoder):
     def _plain(gate: Any, line: bytes) -> Optional[Message]:
         if len(line) > MAX_LINE_BYTES:
             return None
-        try:
-            if not gate.accepts(line):
-                return None
-        except Exception:  # noqa: BLE001 - e.g. msgspec's RecursionError on deep nesting:
-            return None  # the ordinary path decides (too_deep), as without the gate
+        if not gate.accepts(line):  # no, also when it cannot judge (native.Gate.accepts):
+            return None  # the ordinary path decides, as without the gate
         try:
             # every number within its schema range and nothing nested deep: orjson decodes
             # it as ``loads`` would, without loads' wide-number scan
