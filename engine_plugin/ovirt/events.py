@@ -38,6 +38,7 @@ from ovirtsdk4 import types
 
 from diag_protocol.vocabulary import CRITICAL, WARNING, at_least, findings_of, rank
 
+from ..tasks import cancel_and_wait
 from .connection import EngineEndpoint
 
 log = logging.getLogger(__name__)
@@ -337,13 +338,8 @@ class EventDispatcher:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await asyncio.get_running_loop().run_in_executor(self.executor, self.account.close)
 
     async def _run(self) -> None:

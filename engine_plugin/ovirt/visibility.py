@@ -58,6 +58,7 @@ from typing import Any, Callable, Dict, Iterator, List, Set, Tuple, cast
 
 import ovirtsdk4
 
+from ..tasks import cancel_and_wait
 from .connection import (
     EngineEndpoint,
     enum_value,
@@ -349,13 +350,7 @@ class Visibility:
         tasks = list(self._refreshing.values()) + [
             view.reading.task for view in self._views.values()
             if view.reading is not None and view.reading.task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(*tasks)
 
     async def host(self, token: str, host_id: str) -> HostInfo | None:
         admin = await self.admin(token)

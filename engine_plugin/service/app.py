@@ -28,6 +28,7 @@ from ..ovirt import Visibility
 from ..ovirt.connection import EngineEndpoint
 from ..ovirt.directory import VmDirectory
 from ..ovirt.events import EventDispatcher, EventOutbox, ServiceAccount
+from ..tasks import cancel_and_wait
 from .api import ApiRoutes, make_middleware
 from .documents import DocumentSource
 from .evaluation import HealthPass
@@ -293,13 +294,7 @@ class EngineService:
         if self._stopped:
             return
         self._stopped = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         for runner in reversed(self._runners):
             await runner.cleanup()

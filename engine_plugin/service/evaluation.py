@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Iterable, List, Set, Tuple
 
 from ..ovirt.events import EventOutbox
+from ..tasks import cancel_and_wait
 from .metrics import ServiceMetrics
 from .workers import STATE_PREFIX, Evaluated, EvaluationPool, compute, heard_at
 
@@ -80,13 +81,7 @@ class HealthPass:
         self._poller = loop.create_task(self._poll(), name="vmdiag-health-poll")
 
     async def stop(self) -> None:
-        for task in (self._task, self._poller):
-            if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+        await cancel_and_wait(self._task, self._poller)
         self._task = self._poller = None
         if self._retry is not None:
             self._retry.cancel()

@@ -32,6 +32,8 @@ import socket
 import time
 from typing import Any, Callable, List
 
+from ..tasks import cancel_and_wait
+
 log = logging.getLogger("vmdiag.engine.leadership")
 
 #: Name of the lease that carries every once-only duty.
@@ -125,13 +127,8 @@ class Leadership:
 
     async def stop(self) -> None:
         """Stop renewing and give the lease up, so another instance takes over at once."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         was_leader = self.is_leader()
         self._valid_until = 0.0
         self._leader = False
