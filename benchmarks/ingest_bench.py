@@ -4,6 +4,7 @@
     python3 benchmarks/ingest_bench.py                  # SQLite, PostgreSQL, PostgreSQL x 2
     python3 benchmarks/ingest_bench.py --quick          # 2,000 VMs, 3 rounds (a smoke run)
     python3 benchmarks/ingest_bench.py --setups sqlite --rounds 5 --json out.json
+    python3 benchmarks/ingest_bench.py --ingest-processes 1,2 --repeat 2  # p1 p2 p1 p2 a setup
 
 What runs (all real, on this machine): a test engine CA (``lab.ovirt_standin.TestPKI``) signs
 the ingest listener's certificate and one client certificate per simulated host, CN = the host's
@@ -12,7 +13,9 @@ its own engine.conf, standalone (no oVirt service account, so every certified ho
 every VM, docs/engine.md), on a fresh store: a SQLite file, or a throwaway PostgreSQL cluster
 (``lab.pg_cluster``, durable settings). In the ``postgresql-x2`` setup two service processes
 share the database and one ingest address (``[ingest] reuse_port = yes``: the kernel hands each
-new connection to one of them).
+new connection to one of them). ``--ingest-processes`` runs each setup with each ``[ingest]
+processes`` value in turn (1: the service's own process only, as before that option; ``auto``
+one per core), so old and new are measured minutes apart; ``--repeat`` alternates them again.
 
 The relays are ``--hosts`` clients in ``--clients`` processes, each one TLS connection with its
 host's certificate, uploading ``{"envelopes": [...]}`` batches of ``--batch`` envelopes, one at
@@ -167,12 +170,15 @@ def client_main(conn: Any, port: int, ca: str, hosts: List[Tuple[str, str, str, 
 
 def run_setup(name: str, url: str, instances: int, pki: TestPKI, folder: str,
               certs: List[Tuple[str, str, str]], lines: List[bytes],
-              args: argparse.Namespace, cluster: PgCluster | None = None) -> Dict[str, Any]:
-    print("\n== %s: %d instance(s), %d VMs on %d hosts, batches of %d"
-          % (name, instances, args.vms, args.hosts, args.batch), flush=True)
+              args: argparse.Namespace, cluster: PgCluster | None = None,
+              processes: str = "1") -> Dict[str, Any]:
+    print("\n== %s: %d instance(s) of %s ingest process(es), %d VMs on %d hosts, batches of %d"
+          % (name, instances, processes, args.vms, args.hosts, args.batch), flush=True)
     port = free_port()
-    engines = [EngineProcess(folder, "%s-%d" % (name, i), pki, url, port, instances > 1)
+    engines = [EngineProcess(folder, "%s-%d" % (name.replace(" ", "-"), i), pki, url, port,
+                             instances > 1, processes=processes)
                for i in range(instances)]
+    running = 1 + len(engines[0].ingest_children())
     ctx = multiprocessing.get_context("fork")
     clients = []
     try:
@@ -229,7 +235,7 @@ def run_setup(name: str, url: str, instances: int, pki: TestPKI, folder: str,
                                  % (rnd, stored, args.vms, counts, engines[0].tail()))
             rounds.append(row)
         later = [r["reports_per_s"] for r in rounds[1:]] or [rounds[0]["reports_per_s"]]
-        return {"instances": instances, "rounds": rounds,
+        return {"instances": instances, "processes": running, "rounds": rounds,
                 "first_round_reports_per_s": rounds[0]["reports_per_s"],
                 "median_reports_per_s": statistics.median(later),
                 "min_reports_per_s": min(later), "max_reports_per_s": max(later),
@@ -267,6 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--processes", type=int, default=50, help="processes per report")
     parser.add_argument("--units", type=int, default=80, help="units per report")
+    parser.add_argument("--ingest-processes", default="1,auto",
+                        help="comma-separated [ingest] processes per instance, each setup run "
+                             "with each in turn (1: the service's own process only; auto)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the --ingest-processes list this many times, alternating")
     parser.add_argument("--quick", action="store_true", help="2,000 VMs, 3 rounds")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
@@ -281,21 +292,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         for h in range(args.hosts):
             files = pki.host(host_cn(h))
             certs.append((host_cn(h), files.cert, files.key))
+        counts = [p.strip() for p in args.ingest_processes.split(",") if p.strip()]
         for setup in [s.strip() for s in args.setups.split(",") if s.strip()]:
-            if setup == "sqlite":
-                results[setup] = run_setup(setup, "sqlite:///%s/bench.db" % folder, 1, pki,
-                                           folder, certs, lines, args)
-            elif setup in ("postgresql", "postgresql-x2"):
-                cluster = PgCluster(settings=PG_SETTINGS).start()
-                try:
-                    results[setup] = run_setup(
-                        setup, cluster.create_database("vmdiag_ingest"),
-                        2 if setup.endswith("x2") else 1, pki, folder, certs, lines, args,
-                        cluster)
-                finally:
-                    cluster.stop()
-            else:
+            if setup not in ("sqlite", "postgresql", "postgresql-x2"):
                 parser.error("unknown setup %r" % setup)
+            for turn in range(args.repeat):
+                for processes in counts:
+                    name = "%s p%s%s" % (setup, processes,
+                                         " #%d" % (turn + 1) if args.repeat > 1 else "")
+                    if setup == "sqlite":
+                        results[name] = run_setup(
+                            name, "sqlite:///%s/bench-%d-%s.db" % (folder, turn, processes), 1,
+                            pki, folder, certs, lines, args, processes=processes)
+                        continue
+                    cluster = PgCluster(settings=PG_SETTINGS).start()
+                    try:
+                        results[name] = run_setup(
+                            name, cluster.create_database("vmdiag_ingest"),
+                            2 if setup.endswith("x2") else 1, pki, folder, certs, lines, args,
+                            cluster, processes=processes)
+                    finally:
+                        cluster.stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print("\n== ingest end to end: %d VMs, %d hosts, batches of %d, ~%d KB reports, %d rounds; "
@@ -303,13 +320,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                        os.cpu_count() or 0))
     print("reports/s: first round (creates the VMs), median and range of the later rounds; "
           "engine CPU: % of one core per instance, and CPU ms per report (all instances)")
-    print("%-15s%8s%8s%12s%12s%10s%10s%12s  %-15s %s" % (
-        "setup", "first", "median", "range", "engine CPU%", "ms/report", "PG ms/r",
+    print("%-22s%6s%8s%8s%12s%12s%10s%10s%12s  %-15s %s" % (
+        "setup", "procs", "first", "median", "range", "engine CPU%", "ms/report", "PG ms/r",
         "relays ms/r", "native", "load avg"))
     for setup, res in results.items():
         loads = [r["loadavg_1m"] for r in res["rounds"]]
-        print("%-15s%8.0f%8.0f%12s%12s%10.2f%10.2f%12.3f  %-15s %s" % (
-            setup, res["first_round_reports_per_s"], res["median_reports_per_s"],
+        print("%-22s%6d%8.0f%8.0f%12s%12s%10.2f%10.2f%12.3f  %-15s %s" % (
+            setup, res["processes"], res["first_round_reports_per_s"],
+            res["median_reports_per_s"],
             "%.0f-%.0f" % (res["min_reports_per_s"], res["max_reports_per_s"]),
             "+".join("%.0f" % c for c in res["engine_cpu_percent"]),
             res["engine_cpu_ms_per_report"], res["server_cpu_ms_per_report"],
@@ -319,10 +337,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             or "none",
             "%s .. %s" % (loads[0].split()[0], loads[-1].split()[-1])))
     print("reports/s is a throughput figure only at a load average below 2 (a shared machine); "
-          "CPU ms per report (engine processes' CPU seconds / reports stored) holds at any load")
-    if "postgresql" in results and "postgresql-x2" in results:
-        print("two instances / one: %.2f" % (results["postgresql-x2"]["median_reports_per_s"]
-                                             / results["postgresql"]["median_reports_per_s"]))
+          "CPU ms per report (engine processes' CPU seconds / reports stored) holds at any load; "
+          "engine CPU%: the service and its ingest processes, per instance")
+    for base in [n for n in results if " p1" in n]:
+        for other in [n for n in results if n.split(" ")[0] == base.split(" ")[0]
+                      and " p1" not in n and n.split("#")[-1] == base.split("#")[-1]]:
+            print("%s / %s: reports/s %.2f, engine CPU a report %.2f" % (
+                other, base, results[other]["median_reports_per_s"]
+                / results[base]["median_reports_per_s"],
+                results[other]["engine_cpu_ms_per_report"]
+                / results[base]["engine_cpu_ms_per_report"]))
+    for single, double in [(n, n.replace("postgresql ", "postgresql-x2 ", 1)) for n in results
+                           if n.startswith("postgresql ")]:
+        if double in results:
+            print("two instances / one (%s): %.2f" % (
+                single.split(" ", 1)[1], results[double]["median_reports_per_s"]
+                / results[single]["median_reports_per_s"]))
     print("target: >= 2000 reports/s on each setup")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

@@ -84,6 +84,16 @@ def _parse_workers(text: str) -> int:
     return value
 
 
+def _parse_processes(text: str) -> int:
+    """``auto`` (-1: one per core this process may use) or a count of processes, 1 or more."""
+    if text == "auto":
+        return -1
+    value = int(text)
+    if value < 1:
+        raise ValueError("expected auto or a number of processes, 1 or more")
+    return value
+
+
 PARSERS: Dict[str, Callable[[str], Any]] = {
     "str": str,
     "int": int,
@@ -96,6 +106,7 @@ PARSERS: Dict[str, Callable[[str], Any]] = {
     "list": _parse_list,
     "networks": _parse_networks,
     "workers": _parse_workers,
+    "processes": _parse_processes,
 }
 
 
@@ -127,6 +138,12 @@ OPTIONS: Tuple[Option, ...] = (
            "Let several vmdiag-engine processes listen on the same ingest address "
            "(SO_REUSEPORT; the kernel hands each new relay connection to one of them). "
            "With 'no' a second process on the address fails to start."),
+    Option("ingest", "processes", "processes", "auto",
+           "Processes that take relay connections (TLS, decoding, validation, storing), so "
+           "ingest uses every core: 'auto' one per core this process may use, 1 the "
+           "service's own process only. The service starts the others, which listen on "
+           "the same address (SO_REUSEPORT) and do nothing but ingest, and restarts one "
+           "that dies."),
     Option("ingest", "max_body_bytes", "int", "33554432",
            "Largest accepted upload body; a relay splits bigger spools into several batches."),
     Option("ingest", "max_envelopes", "int", "500", "Most envelopes accepted in one batch."),

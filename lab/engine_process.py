@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from typing import List
 
 from lab.ovirt_standin import TestPKI
 
@@ -34,11 +35,12 @@ class EngineProcess:
     by the constructor, ready when it returns. ``nice`` lowers its CPU priority below its
     parent's (a benchmark of something else on the same cores); ``storage`` and ``ingest`` add
     lines to those sections, ``sections`` whole sections (``[evaluation]``, ``[ovirt]``: without
-    an ``[ovirt]`` service account it runs standalone)."""
+    an ``[ovirt]`` service account it runs standalone). ``processes``: ``[ingest] processes``
+    (1, the service's own process only, unless asked: what benchmarks measured before it)."""
 
     def __init__(self, folder: str, name: str, pki: TestPKI, url: str, ingest_port: int,
                  reuse_port: bool, nice: int = 0, storage: str = "", ingest: str = "",
-                 sections: str = "") -> None:
+                 sections: str = "", processes: int | str = 1) -> None:
         self.url = url
         self.api_port = free_port()
         self.ingest_port = ingest_port
@@ -49,9 +51,10 @@ class EngineProcess:
             handle.write(
                 "[api]\nlisten = 127.0.0.1\nport = %d\n"
                 "[ingest]\nlisten = 127.0.0.1\nport = %d\ncert = %s\nkey = %s\nca = %s\n"
-                "reuse_port = %s\n%s[storage]\nurl = %s\n%s%s[events]\nenabled = no\n"
+                "reuse_port = %s\nprocesses = %s\n%s[storage]\nurl = %s\n%s%s[events]\n"
+                "enabled = no\n"
                 % (self.api_port, ingest_port, server.cert, server.key, pki.ca_file,
-                   "yes" if reuse_port else "no", ingest, url, storage, sections))
+                   "yes" if reuse_port else "no", processes, ingest, url, storage, sections))
         env = dict(os.environ, PYTHONPATH=ROOT)
         with open(self.log, "w", encoding="utf-8") as log:
             self.proc = subprocess.Popen(
@@ -79,8 +82,33 @@ class EngineProcess:
         with open(self.log, errors="replace") as handle:
             return "\n".join(handle.read().splitlines()[-30:])
 
+    def ingest_children(self) -> List[int]:
+        """Process ids of its ingest processes ([ingest] processes) running now."""
+        try:
+            with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as handle:
+                pids = [int(pid) for pid in handle.read().split()]
+        except OSError:
+            return []
+        out = []
+        for pid in pids:
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as handle:
+                    if b"ingest_processes" in handle.read():
+                        out.append(pid)
+            except OSError:
+                pass
+        return out
+
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.proc.pid)
+        """CPU seconds of the service and of its ingest processes running now (not of its
+        health pass workers, as before those existed)."""
+        total = cpu_seconds(self.proc.pid)
+        for pid in self.ingest_children():
+            try:
+                total += cpu_seconds(pid)
+            except OSError:
+                pass
+        return total
 
     def stop(self) -> None:
         if self.proc.poll() is None:

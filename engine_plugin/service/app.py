@@ -32,7 +32,8 @@ from ..tasks import cancel_and_wait
 from .api import ApiRoutes, make_middleware
 from .documents import DocumentSource
 from .evaluation import HealthPass
-from .ingest import IngestHandler, make_ingest_app, server_ssl_context
+from .ingest import IngestHandler, configured_handler, make_ingest_app, server_ssl_context
+from .ingest_processes import IngestProcesses, bind_sockets, process_count
 from .leadership import Leadership
 from .metrics import NetworkAllowList, ServiceMetrics
 from .pattern_events import PatternWatch
@@ -47,8 +48,9 @@ ROLL_UP_BUDGET_S = 20.0
 DIRECTORY_REFRESH_S = 300.0
 
 
-def open_configured_store(config: Config) -> Any:
-    """The store of ``[storage]``, migrated."""
+def open_configured_store(config: Config, migrate: bool = True) -> Any:
+    """The store of ``[storage]``, migrated (unless ``migrate`` is false: an ingest process
+    opens the store its service migrated)."""
     from ..storage import StorageConfig, open_store
 
     store = open_store(StorageConfig(
@@ -56,7 +58,8 @@ def open_configured_store(config: Config) -> Any:
         rollup_retention_s=config.storage.rollup_retention,
         vm_retention_s=config.storage.vm_retention,
         max_series_per_vm=config.storage.max_series_per_vm))
-    store.migrate()
+    if migrate:
+        store.migrate()
     return store
 
 
@@ -100,6 +103,8 @@ class EngineService:
                                      observe=self.metrics.observe_engine)
         self.directory: VmDirectory | None = None
         self.ingest_handler: IngestHandler | None = None
+        #: the other ingest processes ([ingest] processes), None when there are none
+        self.ingest_processes: IngestProcesses | None = None
         self.outbox: EventOutbox | None = None
         self.dispatcher: EventDispatcher | None = None
         self.health: HealthPass | None = None
@@ -199,15 +204,13 @@ class EngineService:
                   fleet_verdicts=self.fleet_verdicts if cfg.metrics.fleet else None,
                   fleet_max_vms=cfg.metrics.max_vms).register(api_app, cfg.api.prefix)
         self._setup_ui(api_app)
-        ownership = self.directory if cfg.ingest.ownership == "ovirt" else None
-        if ownership is None:
+        if cfg.ingest.ownership != "ovirt" or self.directory is None:
             log.info("ingest accepts every VM's reports from every host with an engine-CA "
                      "certificate ([ingest] ownership = %s%s)", cfg.ingest.ownership,
                      ", no [ovirt] service account" if self.directory is None else "")
-        ingest = IngestHandler(self._store_call, self.metrics, self.health.mark,
-                               self.store_executor, cfg.ingest.max_envelopes,
-                               cfg.ingest.host_identity, ownership, self.refresh_directory,
-                               cfg.ingest.max_clock_skew, self.clock)
+        ingest = configured_handler(cfg, self._store_call, self.metrics, self.health.mark,
+                                    self.store_executor, self.directory,
+                                    self.refresh_directory, self.clock)
         self.ingest_handler = ingest
         ingest_app = make_ingest_app(ingest, cfg.ingest.max_body_bytes)
 
@@ -219,8 +222,24 @@ class EngineService:
         await leadership.renew()  # decided before serving: the first instance leads at once
 
         self.api_port = await self._listen(api_app, cfg.api.listen, cfg.api.port, None)
-        self.ingest_port = await self._listen(ingest_app, cfg.ingest.listen, cfg.ingest.port,
-                                              ssl_ctx, bool(cfg.ingest.reuse_port))
+        # A store object handed in (tests) cannot be shared with other processes.
+        processes = process_count(cfg.ingest.processes) if self._own_store else 1
+        if processes > 1:
+            groups = bind_sockets(cfg.ingest.listen, cfg.ingest.port, processes,
+                                  exclusive=not cfg.ingest.reuse_port)
+            self.ingest_processes = IngestProcesses(cfg, groups[1:], self.metrics,
+                                                    self.health.mark)
+            self.ingest_port = await self._listen(ingest_app, cfg.ingest.listen,
+                                                  cfg.ingest.port, ssl_ctx, sockets=groups[0])
+            try:
+                await self.ingest_processes.start()
+            except BaseException:
+                await self.ingest_processes.stop()
+                raise
+        else:
+            self.ingest_port = await self._listen(ingest_app, cfg.ingest.listen,
+                                                  cfg.ingest.port, ssl_ctx,
+                                                  bool(cfg.ingest.reuse_port))
         await self.refresh_directory()
         health, dispatcher = self.health, self.dispatcher
         leadership.start()
@@ -230,9 +249,9 @@ class EngineService:
         self._tasks.append(loop.create_task(self._periodic(), name="vmdiag-periodic"))
         self._tasks.append(loop.create_task(self.source.keep_fresh(),
                                             name="vmdiag-fleet-lists"))
-        log.info("vmdiag-engine: API on %s:%d%s, ingest (TLS) on %s:%d, store %s",
-                 cfg.api.listen, self.api_port, cfg.api.prefix, cfg.ingest.listen,
-                 self.ingest_port, getattr(self.store, "backend", "?"))
+        log.info("vmdiag-engine: API on %s:%d%s, ingest (TLS) on %s:%d in %d process(es), "
+                 "store %s", cfg.api.listen, self.api_port, cfg.api.prefix, cfg.ingest.listen,
+                 self.ingest_port, processes, getattr(self.store, "backend", "?"))
 
     def _setup_ui(self, app: web.Application) -> None:
         try:
@@ -243,10 +262,14 @@ class EngineService:
         ui.setup_ui(app, self.source)
 
     async def _listen(self, app: web.Application, host: str, port: int, ssl_ctx: Any,
-                      reuse_port: bool = False) -> int:
+                      reuse_port: bool = False, sockets: List[Any] | None = None) -> int:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._runners.append(runner)
+        if sockets:  # bound already (bind_sockets)
+            for sock in sockets:
+                await web.SockSite(runner, sock, ssl_context=ssl_ctx).start()
+            return int(runner.addresses[-1][1])
         site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, reuse_address=True,
                            reuse_port=reuse_port or None)
         try:
@@ -296,9 +319,14 @@ class EngineService:
         self._stopped = True
         await cancel_and_wait(*self._tasks)
         self._tasks.clear()
-        for runner in reversed(self._runners):
-            await runner.cleanup()
-        self._runners.clear()
+
+        async def stop_listening() -> None:
+            for runner in reversed(self._runners):
+                await runner.cleanup()
+            self._runners.clear()
+        # the ingest processes finish their requests meanwhile
+        await asyncio.gather(stop_listening(), *(
+            [self.ingest_processes.stop()] if self.ingest_processes is not None else []))
         await self.visibility.close()
         if self.ingest_handler is not None:
             await self.ingest_handler.close()

@@ -57,6 +57,14 @@ def parse_args(argv: List[str] | None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+def tune_gc() -> None:
+    """Ingest decodes large batches into many short-lived objects; the collector's default
+    pace (every 700 allocations) rescans them often: about a tenth of the parse and
+    validation CPU (benchmarks/ingest_bench.py). What start-up built stays for good."""
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
+
+
 async def serve(cfg: config_mod.Config) -> int:
     from .app import EngineService
 
@@ -66,11 +74,7 @@ async def serve(cfg: config_mod.Config) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await service.start()
-    # Ingest decodes large batches into many short-lived objects; the collector's default
-    # pace (every 700 allocations) rescans them often: about a tenth of the parse and
-    # validation CPU (benchmarks/ingest_bench.py). What start-up built stays for good.
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, 20, 20)
+    tune_gc()
     try:
         await stop.wait()
     finally:

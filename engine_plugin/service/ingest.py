@@ -144,7 +144,7 @@ class IngestHandler:
                  host_identity: str = "certificate", directory: VmDirectory | None = None,
                  refresh_directory: Callable[[], Coroutine[Any, Any, Any]] | None = None,
                  max_clock_skew: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, process: str = "0") -> None:
         self.store_call = store_call
         self.executor = executor
         self.metrics = metrics
@@ -155,10 +155,13 @@ class IngestHandler:
         self.refresh_directory = refresh_directory
         self.max_clock_skew = max_clock_skew
         self.clock = clock
+        #: which of the service's ingest processes this is ("0": the service's own)
+        self.process = process
         self.log_once = OncePerHour()
         self._refreshing: asyncio.Task | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
+        self.metrics.ingest_process_requests.labels(self.process).inc()
         cn = peer_common_name(request)
         if cn is None:  # CERT_REQUIRED makes this unreachable; keep the guard explicit
             return self._error(403, "no_client_certificate",
@@ -343,6 +346,20 @@ class IngestHandler:
     @staticmethod
     def _error(status: int, code: str, message: str) -> web.Response:
         return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def configured_handler(cfg: Any, store_call: Callable[..., Awaitable[Any]],
+                       metrics: ServiceMetrics, on_stored: Callable[[Iterable[str]], None],
+                       executor: concurrent.futures.Executor, directory: VmDirectory | None,
+                       refresh_directory: Callable[[], Coroutine[Any, Any, Any]] | None,
+                       clock: Callable[[], float] = time.time, process: str = "0"
+                       ) -> IngestHandler:
+    """The handler ``[ingest]`` of ``cfg`` describes (the service's and each ingest
+    process's); ``directory`` checks ownership with ``[ingest] ownership = ovirt``."""
+    ownership = directory if cfg.ingest.ownership == "ovirt" else None
+    return IngestHandler(store_call, metrics, on_stored, executor, cfg.ingest.max_envelopes,
+                         cfg.ingest.host_identity, ownership, refresh_directory,
+                         cfg.ingest.max_clock_skew, clock, process)
 
 
 def make_ingest_app(handler: IngestHandler, max_body_bytes: int) -> web.Application:

@@ -29,6 +29,13 @@ class ServiceMetrics:
         self.ingest_requests = Counter(
             "vmdiag_ingest_requests", "Upload requests from relays, by outcome.",
             ["outcome"], registry=r)
+        self.ingest_process_requests = Counter(
+            "vmdiag_ingest_process_requests", "Upload requests taken by each ingest process of "
+            "this service ('0' the service's own, '1'... the others of [ingest] processes).",
+            ["process"], registry=r)
+        self.ingest_process_restarts = Counter(
+            "vmdiag_ingest_process_restarts", "Ingest processes ([ingest] processes) that "
+            "ended unasked and were started again.", registry=r)
         self.ingest_envelopes = Counter(
             "vmdiag_ingest_envelopes", "Envelopes received, by result "
             "(stored, duplicate, refused, retry).", ["result"], registry=r)
@@ -96,6 +103,12 @@ class ServiceMetrics:
             else:
                 self._host_labels.add(host)
         self.ingest_not_this_host.labels(host).inc()
+
+    def counters(self) -> Dict[str, Counter]:
+        """Every counter, by its name without ``_total`` (to add an ingest process's
+        counts)."""
+        return {next(iter(c.describe())).name: c for c in vars(self).values()
+                if isinstance(c, Counter)}
 
     def observe_engine(self, kind: str, seconds: float, outcome: str) -> None:
         self.engine_latency.labels(kind, outcome).observe(seconds)

@@ -59,8 +59,10 @@ def service_config(pki: TestPKI, standin: StandinEngine, store_url: str,
     server = pki.server("ingest")
     overrides: Dict[str, Dict[str, str]] = {
         "api": {"listen": "127.0.0.1", "port": "0"},
+        # one ingest process: these tests read the service's own counters and state right
+        # after an upload (tests/engine/test_ingest_processes.py runs several)
         "ingest": {"listen": "127.0.0.1", "port": "0", "cert": server.cert, "key": server.key,
-                   "ca": pki.ca_file},
+                   "ca": pki.ca_file, "processes": "1"},
         "storage": {"url": store_url},
         "ovirt": {"url": standin.url, "ca_file": pki.ca_file, "user": "vmdiag@internal",
                   "password": "svcpw", "visibility_cache_ttl": "30", "timeout": "5"},

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List
+from typing import Any, Callable, List
 
 import pytest
 
@@ -146,3 +147,60 @@ def test_closing_waits_for_reads_in_flight_then_refuses_new_ones(tmp_path) -> No
         closed.result(10)
     with pytest.raises(StoreClosed):
         store.latest(vm_uuid(1))
+
+
+def _ingest_rounds(url: str, worker: int, rounds: int, vms: List[int], barrier: Any,
+                   results: Any) -> None:
+    """One process of a service ([ingest] processes): its own store on the shared database,
+    every round new VMs, new metric names and the same reports as the other process."""
+    store = open_store(url)  # the service migrated it; its caches are this process's own
+    accepted = 0
+    try:
+        for rnd in range(rounds):
+            batch = [envelope(vm, rnd, START + 60 * rnd, cpu=float(vm + rnd),
+                              filesystems=(("/mnt-%d" % rnd, 1e9 + vm, 1e10),),
+                              processes=(("job-%d" % rnd, 1e8 + vm),))
+                     for vm in vms + fresh_vms(vms, rnd)]
+            if worker % 2:
+                batch.reverse()
+            barrier.wait(60)
+            accepted += store.ingest(batch).accepted
+    finally:
+        store.close()
+        results.put(accepted)
+
+
+def fresh_vms(vms: List[int], rnd: int) -> List[int]:
+    return [vm + 100 * (rnd + 1) for vm in vms]
+
+
+def test_processes_creating_vms_and_metric_names_at_once_agree(
+        make_store: Callable[..., Store], store_url: str) -> None:
+    # Several ingest processes of one service (and several instances) each keep their own
+    # metric-name and VM caches; every round here brings VMs and metric names that neither
+    # process has seen, sent by both at once.
+    store = make_store()
+    vms, rounds, workers = list(range(1, 21)), 6, 2
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(workers), ctx.Queue()
+    procs = [ctx.Process(target=_ingest_rounds, args=(store_url, w, rounds, vms, barrier,
+                                                      results)) for w in range(workers)]
+    for proc in procs:
+        proc.start()
+    accepted = sum(results.get(timeout=300) for _ in procs)
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    # each report once: round r holds the 20 VMs and 20 new ones, each sent by both processes
+    assert accepted == rounds * 2 * len(vms)
+    for rnd in range(rounds):
+        t = START + 60 * rnd
+        for vm in vms + fresh_vms(vms, rnd):
+            assert store.history(vm_uuid(vm), "fs.used:/mnt-%d" % rnd, t, t)[1] == [
+                (t, 1e9 + vm)]
+            assert store.history(vm_uuid(vm), "proc.rss:job-%d" % rnd, t, t)[1] == [
+                (t, 1e8 + vm)]
+            assert store.history(vm_uuid(vm), "cpu.percent", t, t)[1] == [(t, float(vm + rnd))]
+    assert len(store.vm_ids()) == len(vms) * (rounds + 1)
+    assert {"fs.used:/mnt-%d" % rnd for rnd in range(rounds)} <= set(
+        store.metric_names(vm_uuid(1)))
