@@ -245,6 +245,8 @@ class IngestProcesses:
                 child.ready.set()
                 log.error("%s", child.failed)
                 return
+            if self._stopping and proc.stdin is not None:
+                proc.stdin.close()  # stop() came while it started
             await self._follow(child, proc)
             code = await proc.wait()
             if self._stopping:
@@ -301,6 +303,8 @@ class IngestProcesses:
             proc = child.proc
             if proc is not None and proc.stdin is not None:
                 proc.stdin.close()
+            if child.task is not None and (proc is None or proc.returncode is not None):
+                child.task.cancel()  # waiting to start one again
         tasks = [c.task for c in self.children if c.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=STOP_WAIT_S)

@@ -5,6 +5,12 @@ WAL lets readers run while the writer commits, so the API never waits for an ing
 corrupts the file; the relay retries unacknowledged batches, and ingest is idempotent.
 ``BEGIN IMMEDIATE`` takes the file's write lock at the start of every write, so a second
 process on the same file waits (``busy_timeout``) instead of failing half way.
+
+Processes of one service (``[ingest] processes``) write the file at once. SQLite's own lock
+makes a waiting writer poll, sleeping up to 100 ms between tries: a writer that commits and
+begins again at once keeps the lock, and the others starve until their busy timeout. So every
+write first takes an exclusive ``flock`` on ``<file>-write.lock``, which the kernel hands to a
+waiting process the moment it is released (and drops if its holder dies).
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, List, Sequence, Set, Tuple, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, List, Sequence, Set, Tuple, TypeVar
 
 from .config import StorageConfig
 from .errors import StorageError, StoreClosed, UnsupportedUrl
@@ -81,6 +88,13 @@ class SqliteStore(SqlStore):
         self._instance_lock: int | None = None
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
+        write_lock = self.path + "-write.lock"
+        try:
+            self._write_lock = os.open(write_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError as err:
+            self._writer.close()
+            raise StorageError("cannot open %s (%s); the service user must be able to write "
+                               "the database's folder" % (write_lock, err.strerror)) from err
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -98,19 +112,32 @@ class SqliteStore(SqlStore):
 
     # -- transactions -----------------------------------------------------------------------
 
+    @contextmanager
+    def _file_write_lock(self) -> Iterator[None]:
+        """The write lock among processes (the module's docstring says why)."""
+        fcntl.flock(self._write_lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._write_lock, fcntl.LOCK_UN)
+
     def _write(self, work: Callable[[Tx], T]) -> T:
         with self._lock:
             if self._closed:
                 raise StoreClosed("the store was closed; open a new one")
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(_SqliteTx(conn))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+            with self._file_write_lock():
+                return self._write_locked(work)
+
+    def _write_locked(self, work: Callable[[Tx], T]) -> T:
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(_SqliteTx(conn))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
 
     def _reader(self) -> sqlite3.Connection:
         if self._closed:
@@ -238,7 +265,9 @@ class SqliteStore(SqlStore):
             for conn in readers:
                 conn.close()
             try:
-                self._writer.execute("PRAGMA optimize")
+                with self._file_write_lock():
+                    self._writer.execute("PRAGMA optimize")
             except sqlite3.Error:
                 pass
             self._writer.close()
+            os.close(self._write_lock)
