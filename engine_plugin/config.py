@@ -88,7 +88,10 @@ def _parse_processes(text: str) -> int:
     """``auto`` (-1: one per core this process may use) or a count of processes, 1 or more."""
     if text == "auto":
         return -1
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
         raise ValueError("expected auto or a number of processes, 1 or more")
     return value
