@@ -231,16 +231,17 @@ class EngineService:
                                                     self.health.mark)
             self.ingest_port = await self._listen(ingest_app, cfg.ingest.listen,
                                                   cfg.ingest.port, ssl_ctx, sockets=groups[0])
-            try:
-                await self.ingest_processes.start()
-            except BaseException:
-                await self.ingest_processes.stop()
-                raise
         else:
             self.ingest_port = await self._listen(ingest_app, cfg.ingest.listen,
                                                   cfg.ingest.port, ssl_ctx,
                                                   bool(cfg.ingest.reuse_port))
         await self.refresh_directory()
+        if self.ingest_processes is not None:
+            try:
+                await self.ingest_processes.start()  # each refreshes its own directory first
+            except BaseException:
+                await self.ingest_processes.stop()
+                raise
         health, dispatcher = self.health, self.dispatcher
         leadership.start()
         health.start()

@@ -429,6 +429,8 @@ async def _serve(orders: Dict[str, Any]) -> None:
     runner = web.AppRunner(make_ingest_app(handler, cfg.ingest.max_body_bytes),
                            access_log=None)
     await runner.setup()
+    # placements known before it takes connections (the kernel queues them meanwhile)
+    await refresh_directory()
     for fd in orders["fds"]:
         await web.SockSite(runner, socket.socket(fileno=int(fd)), ssl_context=ssl_ctx).start()
     tune_gc()
@@ -437,12 +439,12 @@ async def _serve(orders: Dict[str, Any]) -> None:
 
     async def keep_directory() -> None:
         while True:
+            await asyncio.sleep(DIRECTORY_REFRESH_S)
             try:
                 await refresh_directory()
             except Exception:
                 log.exception("VM directory refresh failed; retrying in %.0f s",
                               DIRECTORY_REFRESH_S)
-            await asyncio.sleep(DIRECTORY_REFRESH_S)
 
     refresher = loop.create_task(keep_directory()) if directory is not None else None
     try:
