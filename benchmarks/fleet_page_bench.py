@@ -126,8 +126,9 @@ def service_config(pki: TestPKI, engine: StandinEngine, store_url: str) -> Any:
     server = pki.server("ingest")
     return config_mod.load("/nonexistent/engine.conf", overrides={
         "api": {"listen": "127.0.0.1", "port": "0"},
+        # one process: an ingest process would read the whole directory from the stand-in too
         "ingest": {"listen": "127.0.0.1", "port": "0", "cert": server.cert, "key": server.key,
-                   "ca": pki.ca_file},
+                   "ca": pki.ca_file, "processes": "1"},
         "storage": {"url": store_url},
         "ovirt": {"url": engine.url, "ca_file": pki.ca_file, "user": "vmdiag@internal",
                   "password": "svcpw", "visibility_cache_ttl": "30", "timeout": "60"},
