@@ -508,6 +508,14 @@ class PostgresStore(SqlStore):
             rows = [(r[0], r[1], r[2], r[3]) for r in inserted]
         self._merge_late(tx, rows)
 
+    def _upsert_series(self, tx: Tx, rows: List[Tuple[int, int, float]]) -> None:
+        # one statement: a batch of new VMs registers tens of thousands of series
+        if rows:
+            tx.execute("INSERT INTO series (vm_key, metric_id, seen_at)"
+                       " SELECT * FROM unnest(?::int4[], ?::int4[], ?::float8[])"
+                       " ON CONFLICT (vm_key, metric_id) DO UPDATE SET seen_at = excluded.seen_at",
+                       [list(c) for c in zip(*rows)])
+
     def _update_latests(self, tx: Tx, items: List[Tuple[int, Incoming]]) -> None:
         """All VMs of a batch in three statements: lock their rows in key order (two
         instances updating the same VMs then queue instead of deadlocking), update those

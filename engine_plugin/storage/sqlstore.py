@@ -201,13 +201,17 @@ class SqlStore(Store):
         # (PostgreSQL), and the ids are read after it, so a name pruned meanwhile is made
         # again rather than used dangling.
         ids = self._ensure_metrics(tx, (name for names in accepted.values() for name in names))
-        tx.executemany(
-            "INSERT INTO series (vm_key, metric_id, seen_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (vm_key, metric_id) DO UPDATE SET seen_at = excluded.seen_at",
-            sorted((vm_key, ids[name], now) for vm_key, names in accepted.items()
-                   for name in names))
+        self._upsert_series(tx, sorted((vm_key, ids[name], now)
+                                       for vm_key, names in accepted.items() for name in names))
         return {vm_key: {name: ids[name] for name in names}
                 for vm_key, names in accepted.items()}
+
+    def _upsert_series(self, tx: Tx, rows: List[Tuple[int, int, float]]) -> None:
+        """Register (vm_key, metric_id, seen_at) rows, refreshing ``seen_at`` of existing
+        ones; a backend may do it in one statement."""
+        tx.executemany(
+            "INSERT INTO series (vm_key, metric_id, seen_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (vm_key, metric_id) DO UPDATE SET seen_at = excluded.seen_at", rows)
 
     def _metric_ids_of(self, tx: Tx, vm_key: int) -> Set[int]:
         """Every metric_id the VM has samples or rollups of."""
@@ -766,10 +770,7 @@ class SqlStore(Store):
             vm_key = self._ensure_vms(tx, {vm_id: host_id})[vm_id]
             ids = self._ensure_metrics(tx, {r[0] for r in raw} | {r[0] for r in rolled})
             # registered like ingest's series (an import is not capped)
-            tx.executemany("INSERT INTO series (vm_key, metric_id, seen_at) VALUES (?, ?, ?)"
-                           " ON CONFLICT (vm_key, metric_id) DO UPDATE SET"
-                           " seen_at = excluded.seen_at",
-                           [(vm_key, mid, time.time()) for mid in sorted(ids.values())])
+            self._upsert_series(tx, [(vm_key, mid, time.time()) for mid in sorted(ids.values())])
             self._insert_samples(tx, sorted((vm_key, ids[m], float(t), float(v))
                                             for m, t, v in raw))
             self._insert_rollups(tx, sorted(
