@@ -27,6 +27,7 @@ from .config import ROLLUP_STEP, StorageConfig
 from .errors import StorageError, StoreClosed
 from .incoming import Incoming
 from .schema import apply_migrations, load_migrations
+from .series import REFRESH_S
 from .sqlstore import NEWER_SQL, LedgerKey, SqlStore, Tx, bucket_of
 
 T = TypeVar("T")
@@ -513,7 +514,8 @@ class PostgresStore(SqlStore):
         if rows:
             tx.execute("INSERT INTO series (vm_key, metric_id, seen_at)"
                        " SELECT * FROM unnest(?::int4[], ?::int4[], ?::float8[])"
-                       " ON CONFLICT (vm_key, metric_id) DO UPDATE SET seen_at = excluded.seen_at",
+                       " ON CONFLICT (vm_key, metric_id) DO UPDATE SET seen_at = excluded.seen_at"
+                       " WHERE series.seen_at < excluded.seen_at - %r" % REFRESH_S,
                        [list(c) for c in zip(*rows)])
 
     def _update_latests(self, tx: Tx, items: List[Tuple[int, Incoming]]) -> None:

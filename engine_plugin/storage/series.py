@@ -26,9 +26,12 @@ from typing import Dict, Tuple
 #: at most each series' ``seen_at`` is written: between half this and this (spread, so VMs
 #: that all started at once do not recheck at once).
 RECHECK_S = 86400.0
+#: A confirmation rewrites a series' ``seen_at`` only when it is older than this: with
+#: several processes (or a restart) confirming the same series, it is written at most twice
+#: a day, and a restarted service's confirmations mostly write nothing.
+REFRESH_S = RECHECK_S / 2
 #: A series is dropped once nothing was seen of it for rollup retention plus this: its
-#: ``seen_at`` lags the last report by up to ``RECHECK_S``, and a rollup partition outlives
-#: its retention by up to a day.
+#: ``seen_at`` lags the last report by up to ``RECHECK_S + REFRESH_S`` (a day and a half).
 SLACK_S = 2 * 86400.0
 
 

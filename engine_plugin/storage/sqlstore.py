@@ -34,7 +34,7 @@ from .errors import Unstorable
 from .extract import prefix_match
 from .incoming import Incoming, encode_latest_candidates, newest_per_vm, prepare
 from .records import DUPLICATE, STORED, IngestResult, LatestReport, VmSummaryRow
-from .series import SLACK_S, SeriesCache
+from .series import REFRESH_S, SLACK_S, SeriesCache
 from .store import Point, Store
 
 T = TypeVar("T")
@@ -211,7 +211,8 @@ class SqlStore(Store):
         ones; a backend may do it in one statement."""
         tx.executemany(
             "INSERT INTO series (vm_key, metric_id, seen_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (vm_key, metric_id) DO UPDATE SET seen_at = excluded.seen_at", rows)
+            " ON CONFLICT (vm_key, metric_id) DO UPDATE SET seen_at = excluded.seen_at"
+            " WHERE series.seen_at < excluded.seen_at - %r" % REFRESH_S, rows)
 
     def _metric_ids_of(self, tx: Tx, vm_key: int) -> Set[int]:
         """Every metric_id the VM has samples or rollups of."""
