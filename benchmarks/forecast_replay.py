@@ -52,11 +52,11 @@ from lab.forecast_corpus import (  # noqa: E402
 )
 
 
-def _job(args: Tuple[str, int, str, float]) -> Tuple[str, str, Score, float, List[str]]:
-    family, seed, method, cadence = args
+def _job(args: Tuple[str, int, str, float, bool]) -> Tuple[str, str, Score, float, List[str]]:
+    family, seed, method, cadence, raw_week = args
     case = make_case(family, seed)
     start = time.process_time()
-    result = replay(case, method, METHODS[method], cadence_s=cadence)
+    result = replay(case, method, METHODS[method], cadence_s=cadence, raw_week=raw_week)
     spent = time.process_time() - start
     false = []
     for ev in result.events:
@@ -101,6 +101,9 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     ap.add_argument("--false", action="store_true",
                     help="list the false alarms (case, moment, status, true time left)")
+    ap.add_argument("--raw-week", action="store_true",
+                    help="refits see raw samples back to the raw retention (48 h), as before "
+                    "they read 5-minute means older than workers.raw_since")
     args = ap.parse_args()
     seeds = list(TUNE_SEEDS if args.tune else FRESH_SEEDS if args.fresh
                  else UNSEEN_SEEDS if args.unseen else LAST_SEEDS if args.last
@@ -114,7 +117,8 @@ def main() -> int:
     if args.built:
         seeds = list(range(args.seeds))
         families = list(BUILT_FAMILIES)
-    jobs = [(f, s, m, args.cadence) for f in families for s in seeds for m in methods]
+    jobs = [(f, s, m, args.cadence, args.raw_week) for f in families for s in seeds
+            for m in methods]
     cells: Dict[Tuple[str, str], Score] = {}
     cpu: Dict[str, float] = {m: 0.0 for m in methods}
     wall = time.perf_counter()

@@ -44,6 +44,7 @@ from diag_protocol.vocabulary import findings_of
 from engine_plugin.health import Thresholds, evaluate_vm
 from engine_plugin.health.forecast import Forecast, Trend
 from engine_plugin.ovirt.events import plan
+from engine_plugin.service.workers import raw_since
 
 Point = Tuple[float, float]
 Forecaster = Callable[..., Forecast]
@@ -489,7 +490,8 @@ def corpus(seeds: Iterable[int], families: Optional[Iterable[str]] = None) -> Li
 
 class StoreView:
     """``store.histories`` for one series: 5-minute rollup averages (stamped at the bucket's
-    start) older than the raw retention, raw samples after."""
+    start) older than the raw retention, raw samples after; given ``raw_since`` (what the
+    health pass asks for, ``workers.raw_since``), 5-minute means before it too."""
 
     def __init__(self, points: Sequence[Point]) -> None:
         self.raw = list(points)
@@ -500,8 +502,10 @@ class StoreView:
         self.rollups = [(b, math.fsum(vs) / len(vs)) for b, vs in sorted(buckets.items())]
         self.rollup_times = [b for b, _ in self.rollups]
 
-    def at(self, now: float, since: float) -> List[Point]:
+    def at(self, now: float, since: float, raw_since: Optional[float] = None) -> List[Point]:
         cut = now - RAW_RETENTION_S
+        if raw_since is not None:
+            cut = max(cut, raw_since)
         cut -= cut % ROLLUP_S
         old = self.rollups[bisect.bisect_left(self.rollup_times, since):
                            bisect.bisect_left(self.rollup_times, cut)]
@@ -531,8 +535,14 @@ class Result:
 
 
 def replay(case: Case, method: str = "vmdiag", forecaster: Optional[Forecaster] = None,
-           thresholds: Optional[Thresholds] = None, cadence_s: float = CADENCE_S) -> Result:
-    """Run the health pass over the replayed week of ``case`` and collect what a person sees."""
+           thresholds: Optional[Thresholds] = None, cadence_s: float = CADENCE_S,
+           raw_week: bool = False) -> Result:
+    """Run the health pass over the replayed week of ``case`` and collect what a person sees.
+
+    Each pass sees the history as the service's refits read it: raw samples since
+    ``workers.raw_since``, 5-minute means before (a kept fit looks only at the samples since
+    the last pass, raw either way); ``raw_week``: raw samples back to the raw retention, as
+    refits read them before they read means."""
     th = thresholds or Thresholds()
     views = {m: StoreView(pts) for m, pts in case.series.items()}
     state: Optional[Dict[str, Any]] = None
@@ -545,8 +555,9 @@ def replay(case: Case, method: str = "vmdiag", forecaster: Optional[Forecaster] 
     now = case.start
     while now <= case.end:
         passes += 1
+        raw_from = None if raw_week else raw_since(th, now)
         histories: Dict[str, List[Point]] = {
-            m: v.at(now, now - th.forecast_window_s) for m, v in views.items()}
+            m: v.at(now, now - th.forecast_window_s, raw_from) for m, v in views.items()}
         for name, value in case.constants.items():
             histories[name] = [(now, value)]
         received = max((times[bisect.bisect_right(times, now) - 1]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import concurrent.futures
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Set, Tuple
 
 from ..health import HISTORY_PREFIXES, Thresholds, evaluate_vm
+from ..health.forecast import RAW_FIT_MAX_S
 
 log = logging.getLogger("vmdiag.engine.health")
 
@@ -87,6 +89,36 @@ TAIL_POINTS = 5
 #: a series with no sample this long before the VM's newest one stopped (a process that
 #: exited, a file system unmounted): its last samples are kept in the state, not re-read
 STALE_S = 900.0
+
+
+def raw_since(t: Thresholds, now: float) -> float:
+    """Where a whole read's raw samples begin (``Store.histories``' ``raw_since``): before it,
+    5-minute means. The forecast fits raw samples in windows up to ``RAW_FIT_MAX_S`` (means
+    of time buckets beyond), and a new forecast is made again on the data as it was up to
+    ``forecast_min_duration_s`` earlier (``health.verdict._held_since``): those windows are
+    raw; older data is seen as the 5-minute means the store keeps beyond raw retention."""
+    return now - RAW_FIT_MAX_S - t.forecast_min_duration_s
+
+
+#: a VM whose history is shorter than this is read raw whole: the forecast places each
+#: cleanup of a cycle looking at a 168th of the history around it, a quarter of which must
+#: hold samples (``forecast._cycle``), which 5-minute means do only beyond about 56 hours
+MEANS_MIN_HISTORY_S = 3 * 86400.0
+
+
+def read_whole(store: Any, vm_ids: Sequence[str], since: float, raw_from: float,
+               names: Set[str] | None = None) -> Dict[str, Dict[str, Any]]:
+    """The histories of ``vm_ids`` since ``since`` for fitting: raw samples after
+    ``raw_from`` (``raw_since``), 5-minute means before; a VM whose history is shorter than
+    ``MEANS_MIN_HISTORY_S`` is read again all raw."""
+    kw: Dict[str, Any] = {} if names is None else {"names": names}
+    out = store.histories(list(vm_ids), HISTORY_PREFIXES, since, raw_since=raw_from, **kw)
+    young = [v for v, series in out.items()
+             if min((pts[0][0] for pts in series.values() if pts), default=math.inf)
+             > raw_from - MEANS_MIN_HISTORY_S]
+    if young:
+        out.update(store.histories(young, HISTORY_PREFIXES, since, **kw))
+    return out
 
 
 def is_cold(previous: Dict[str, Any] | None) -> bool:
@@ -218,7 +250,8 @@ def _evaluate(store: Any, vm_ids: Sequence[str], fresh: Sequence[str],
     histories: Dict[str, Dict[str, Any]] = {}
     if fresh:
         longest = max(thresholds[v].forecast_window_s for v in fresh)
-        histories = store.histories(list(fresh), HISTORY_PREFIXES, now - longest)
+        histories = read_whole(store, fresh, now - longest,
+                               min(raw_since(thresholds[v], now) for v in fresh))
     fresh_set = set(fresh)
     for vm_id in vm_ids:
         hist = histories.get(vm_id, {}) if vm_id in fresh_set else None
@@ -321,7 +354,8 @@ def _reread(store: Any, vm_id: str, plan: Tuple[Set[str] | None, Dict[str, Any]]
     names, view = plan
     since = now - thresholds[vm_id].forecast_window_s
     if names is not None:
-        whole = store.histories([vm_id], HISTORY_PREFIXES, since, names=names).get(vm_id, {})
+        whole = read_whole(store, [vm_id], since, raw_since(thresholds[vm_id], now),
+                           names).get(vm_id, {})
         merged = {n: pts for n, pts in view.items() if n not in names}
         merged.update(whole)
         previous = loaded[vm_id][1] or {}

@@ -621,8 +621,8 @@ class SqlStore(Store):
         return sorted(self._read(query, snapshot=True))
 
     def histories(self, vm_ids: Iterable[str], metric_prefixes: Iterable[str],
-                  since: float, names: Iterable[str] | None = None
-                  ) -> Dict[str, Dict[str, List[Point]]]:
+                  since: float, names: Iterable[str] | None = None,
+                  raw_since: float | None = None) -> Dict[str, Dict[str, List[Point]]]:
         prefixes = [p for p in metric_prefixes if p]
         exact = None if names is None else set(names)
         wanted = sorted(set(vm_ids))
@@ -641,13 +641,19 @@ class SqlStore(Store):
                 return out
             mcond, mparams = self._in("metric_id", sorted(metrics))
             visible, visible_params = self._visible_rollups(tx)
+            reads = [("SELECT vm_key, metric_id, bucket, v_avg FROM rollups WHERE %s AND %s"
+                      " AND bucket >= ? AND " + visible, [bucket_of(since)] + visible_params)]
+            raw_from = since
+            if raw_since is not None and bucket_of(raw_since) > since:
+                raw_from = bucket_of(raw_since)
+                reads.append(("SELECT vm_key, metric_id, (" + self._bucket("t") + ") * 1.0,"
+                              " avg(value) FROM samples WHERE %s AND %s AND t >= ? AND t < ?"
+                              " GROUP BY 1, 2, 3", [since, raw_from]))
+            reads.append(("SELECT vm_key, metric_id, t, value FROM samples WHERE %s AND %s"
+                          " AND t >= ?", [raw_from]))
             for part in chunks(sorted(by_key)):
                 vcond, vparams = self._in("vm_key", part)
-                for sql, params in (
-                        ("SELECT vm_key, metric_id, bucket, v_avg FROM rollups WHERE %s AND %s"
-                         " AND bucket >= ? AND " + visible, [bucket_of(since)] + visible_params),
-                        ("SELECT vm_key, metric_id, t, value FROM samples WHERE %s AND %s"
-                         " AND t >= ?", [since])):
+                for sql, params in reads:
                     for vm_key, metric_id, t, value in tx.fetchall(
                             sql % (vcond, mcond), vparams + mparams + params):
                         out[by_key[vm_key]].setdefault(metrics[metric_id], []).append((t, value))

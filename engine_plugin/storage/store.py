@@ -80,13 +80,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def histories(self, vm_ids: Iterable[str], metric_prefixes: Iterable[str],
-                  since: float, names: Iterable[str] | None = None
-                  ) -> Dict[str, Dict[str, List[Point]]]:
+                  since: float, names: Iterable[str] | None = None,
+                  raw_since: float | None = None) -> Dict[str, Dict[str, List[Point]]]:
         """Bulk history for the health pass: ``{vm_id: {metric: [(t, v), ...]}}``.
 
         Metrics whose name starts with any prefix (and, given ``names``, is one of them);
         rollup averages (at bucket start) for times already rolled up, raw samples after;
-        sorted by time. Unknown VMs are absent.
+        sorted by time. Given ``raw_since``, raw samples before the start of its rollup bucket
+        are averaged by rollup bucket too (computed by the database, stamped at the bucket's
+        start, as the rollups will be): a refit reads its week's older part as 5-minute means.
+        Unknown VMs are absent.
         """
 
     @abc.abstractmethod

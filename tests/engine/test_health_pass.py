@@ -20,9 +20,9 @@ class CountingStore:
         self.store = store
         self.history_reads = []
 
-    def histories(self, vm_ids, prefixes, since, names=None):
+    def histories(self, vm_ids, prefixes, since, names=None, raw_since=None):
         self.history_reads.append(sorted(vm_ids))
-        return self.store.histories(vm_ids, prefixes, since, names=names)
+        return self.store.histories(vm_ids, prefixes, since, names=names, raw_since=raw_since)
 
     def __getattr__(self, name):
         return getattr(self.store, name)

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from engine_plugin.health import Thresholds
+from engine_plugin.health import HISTORY_PREFIXES, Thresholds, evaluate_vm
 from engine_plugin.service import workers
 from engine_plugin.service.evaluation import STATE_PREFIX, HealthPass
 from engine_plugin.service.metrics import ServiceMetrics
@@ -30,9 +30,9 @@ class RecordingStore:
         self.store = store
         self.reads: List[Tuple[List[str], float, Any]] = []
 
-    def histories(self, vm_ids, prefixes, since, names=None):
+    def histories(self, vm_ids, prefixes, since, names=None, raw_since=None):
         self.reads.append((sorted(vm_ids), since, None if names is None else sorted(names)))
-        return self.store.histories(vm_ids, prefixes, since, names=names)
+        return self.store.histories(vm_ids, prefixes, since, names=names, raw_since=raw_since)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -265,3 +265,64 @@ def test_next_reads_start_early_enough_for_the_tail_and_the_fit(points):
     assert counted["from"] == pts[max(0, points - workers.TAIL_POINTS)][0]
     if newest - stopped[-1][0] > workers.STALE_S:
         assert reads["ghosts"] == {"gone": [list(p) for p in stopped]}
+
+
+def _shape(n: int, t: float, now: float, rnd: random.Random) -> float:
+    hour, day = 3600.0, DAY
+    grown = t - (now - 2 * day)
+    noise = rnd.gauss(0, 1)
+    return {
+        0: lambda: 30 * GIB + 10 * GIB * grown / day + 0.1 * GIB * noise,    # a fill: warning
+        1: lambda: 40 * GIB + 0.5 * GIB * noise,                              # flat, noisy
+        2: lambda: 40 * GIB + max(0.0, t - (now - 6 * hour)) / hour * 4 * GIB
+        + 0.05 * GIB * noise,                                                 # began 6 h ago
+        3: lambda: 50 * GIB + 20 * GIB * ((t % (6 * hour)) / (6 * hour))
+        + 0.05 * GIB * noise,                                                 # cleanups, 6 h
+        4: lambda: 40 * GIB + 30 * GIB * ((t % day) / day) + 0.1 * GIB * noise,   # daily ramp
+        5: lambda: 40 * GIB + (10 * GIB if t > now - 20 * hour else 0.0)
+        + 0.05 * GIB * noise,                                                 # a step
+        6: lambda: 20 * GIB + 3 * GIB * grown / day
+        + 5 * GIB * math.sin(2 * math.pi * t / (8 * hour)) + 0.3 * GIB * noise,   # on a cycle
+        7: lambda: 60 * GIB + 0.5 * GIB * max(0.0, t - (now - 3 * hour)) / hour
+        + 0.02 * GIB * noise,                                                 # began 3 h ago
+    }[n]()
+
+
+def test_refits_read_means_before_raw_since_and_decide_as_on_raw_samples(store_url):
+    # what changes with a refit's input (5-minute means older than workers.raw_since, raw
+    # samples after) against raw samples throughout: the same statuses and methods, the time
+    # left within 5 %, on four days of 1-minute samples of eight shapes, at three moments
+    real = open_store(store_url)
+    real.migrate()
+    now = start_time()
+    ids = [vm_uuid(n) for n in range(8)]
+    for n, vm_id in enumerate(ids):
+        rnd = random.Random(n)
+        samples = []
+        t = now - 4 * DAY + 60
+        while t <= now:
+            samples += [("fs.used:/", t, float(int(_shape(n, t, now, rnd)))),
+                        ("fs.total:/", t, 100 * GIB)]
+            t += 60
+        real.import_history(vm_id, samples=samples, host_id="host-1")
+    th = Thresholds()
+    raised = 0
+    for at in (now - 2 * 3600, now - 3600, now):
+        since = at - th.forecast_window_s
+        raw = real.histories(ids, HISTORY_PREFIXES, since)
+        means = workers.read_whole(real, ids, since, workers.raw_since(th, at))
+        for vm_id in ids:
+            upto = {name: [p for p in pts if p[0] <= at] for name, pts in raw[vm_id].items()}
+            got = {name: [p for p in pts if p[0] <= at] for name, pts in means[vm_id].items()}
+            assert len(got["fs.used:/"]) < len(upto["fs.used:/"]) / 3      # fewer rows
+            a = evaluate_vm(None, upto, th, None, at, at)[0]["forecasts"][0]
+            b = evaluate_vm(None, got, th, None, at, at)[0]["forecasts"][0]
+            assert (a["status"], a["method"]) == (b["status"], b["method"]), (at, vm_id)
+            if a["eta_s"] is not None:
+                assert b["eta_s"] == pytest.approx(a["eta_s"], rel=0.05), (at, vm_id)
+            raised += a["status"] != "ok"
+    assert raised >= 6     # (the fill and the fast fill, at each moment)
+    # a VM with less history than workers.MEANS_MIN_HISTORY_S is read raw
+    young = workers.read_whole(real, ids[:1], now - 3600, workers.raw_since(th, now) + 3600)
+    assert young == real.histories(ids[:1], HISTORY_PREFIXES, now - 3600)
+    real.close()

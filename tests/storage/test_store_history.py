@@ -154,6 +154,30 @@ def test_bulk_histories_by_prefix_mix_rollups_and_raw(store: Store) -> None:
     assert store.histories([vm_uuid(1)], [], since=0) == {}
 
 
+def test_bulk_histories_average_raw_samples_before_raw_since(store: Store) -> None:
+    # a refit's read (workers.raw_since): 5-minute means of the raw samples before the bucket
+    # of raw_since, computed by the database and stamped at the bucket's start like the
+    # rollups, then raw samples
+    store.ingest(minutes(3, 180, filesystems=[("/", 3e9, 1e10)]))
+    now = START + 180 * 60
+    store.apply_retention(now)
+    since = START + 2 * HOUR - 600
+    raw_since = START + 150 * 60 + 100
+    out = store.histories([vm_uuid(3)], ["cpu.percent", "fs.used:"], since=since,
+                          raw_since=raw_since)[vm_uuid(3)]
+    cpu = out["cpu.percent"]
+    assert cpu[:2] == [(START + 2 * HOUR - 600, 112.0), (START + 2 * HOUR - 300, 117.0)]
+    means = [(START + 60 * i, float(i + 2)) for i in range(120, 150, 5)]
+    assert cpu[2:8] == means
+    assert cpu[8:] == [(START + 60 * i, float(i)) for i in range(150, 180)]
+    assert {v for _, v in out["fs.used:/"]} == {3e9}
+    # the same read without raw_since, or with it before since: raw samples after the rollups
+    plain = store.histories([vm_uuid(3)], ["cpu.percent"], since=since)[vm_uuid(3)]
+    assert plain["cpu.percent"][2:] == [(START + 60 * i, float(i)) for i in range(120, 180)]
+    assert store.histories([vm_uuid(3)], ["cpu.percent"], since=since,
+                           raw_since=since - HOUR)[vm_uuid(3)] == plain
+
+
 def test_retention_drops_old_rollups_silent_vms_and_old_event_states(store: Store) -> None:
     ingest_as_received(store, minutes(1, 180))
     ingest_as_received(store, minutes(2, 10, first=170))
