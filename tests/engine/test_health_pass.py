@@ -42,8 +42,9 @@ def test_forecasts_are_recomputed_only_for_vms_with_new_data(tmp_path):
                            now=t)
         store.store.ingest([envelope(VM_B, "host1", seq, now=t)], now=t)
     health.evaluate([VM_A, VM_B])
-    # never forecast: each one's history is read on its own (the cold budget counts them)
-    assert store.history_reads == [[VM_A], [VM_B]]
+    # never forecast: each one's history is read on its own (the cold budget counts them);
+    # with half an hour of history, a second time raw (workers.MEANS_MIN_HISTORY_S)
+    assert store.history_reads == [[VM_A], [VM_A], [VM_B], [VM_B]]
     state = store.event_state(STATE_PREFIX + VM_A)
     [root] = [f for f in state["forecasts"] if f["metric"] == "fs.used:/"]
     assert root["status"] == "critical" and state["forecasts_at"] == clock[0]

@@ -152,7 +152,7 @@ def test_a_pass_reads_the_samples_since_the_last_fits_and_decides_as_a_whole_rea
     # most VMs of most passes read only their samples since the last pass; refits read
     # the series refitted (names), rarely a whole VM
     assert since_fit_reads >= 6 * 25
-    assert whole_reads <= 3
+    assert whole_reads <= 6     # (a day of history is read twice: workers.MEANS_MIN_HISTORY_S)
     # and the next pass's read starts at this pass's last samples (TAIL_POINTS of them), not
     # at the fits, up to hours back: the state sums up the samples since each fit
     # (health.verdict)
