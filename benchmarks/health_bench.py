@@ -43,8 +43,10 @@ Measured: CPU of this process plus, with PostgreSQL, of the server's processes (
 series refitted read whole) and as before (every VM's whole week every pass), alternated
 batch by batch on the same data; the two reads' results are compared (they must be equal).
 Each store is a throwaway one (a temporary SQLite file; a PostgreSQL server of its own,
-``lab.pg_cluster``). What the store run leaves out: the service's worker processes (compute
-runs in this process), the hourly roll-up during the run, and the series of the reports that
+``lab.pg_cluster``). Before each pass the store rolls closed hours up as the service's leader
+does every minute (``Store.roll_up``: PostgreSQL, ahead of retention; not timed). What the
+store run leaves out: the service's worker processes (compute runs in this process), the
+hourly retention pass during the run, and the series of the reports that
 the health pass does not read (CPU, network: in the live reports, not in the imported week).
 
 The "full refit" column of the steady-state rows is the same passes forced to refit every
@@ -327,6 +329,7 @@ def store_run(kind, url, server_cpu, args, in_memory_ms):
             store.ingest(envs[k:k + 200], now=t)
 
     report_all(now)
+    store.roll_up(now)    # (the leader's minute: PostgreSQL rolls closed hours ahead)
     th["v"] = Thresholds(forecast_cold_budget_ms=0)
     clock[0] = now + 5
     for k in range(0, len(ids), BATCH):
@@ -343,6 +346,7 @@ def store_run(kind, url, server_cpu, args, in_memory_ms):
     for p in range(passes):
         t += args.cadence
         report_all(t - 30)
+        store.roll_up(t)
         clock[0] = t
         measured = p >= passes // 2
         for k in range(0, len(ids), BATCH):

@@ -422,6 +422,38 @@ class PostgresStore(SqlStore):
                    " SELECT * FROM unnest(?::int4[], ?::int4[], ?::float8[], ?::float8[],"
                    " ?::float8[], ?::float8[], ?::int8[])" + _MERGE_INTO_ROLLUPS, cols)
 
+    def _history_reads(self, tx: Tx, since: float, raw_from: float
+                       ) -> List[Tuple[str, List[Any]]]:
+        """As the base class, but the 5-minute means come from the rollups the continuous
+        roll-up already wrote (``roll_up``: every closed hour, hidden while its raw samples
+        are kept), so only the hours not rolled yet are averaged from raw samples: the same
+        means (a rollup is its bucket's mean, late samples merged), from a few day partitions
+        instead of an aggregate over every hour partition."""
+        full = [(start, end) for start, end, upto in self._rolled(tx) if upto >= ALL_KEYS]
+        if raw_from <= since or not full:
+            return super()._history_reads(tx, since, raw_from)
+        first, rolled = full[0][0], full[0][0]
+        for start, end in full:   # the span rolled whole, without a gap
+            if start > rolled:
+                break
+            rolled = max(rolled, end)
+        first, rolled = max(first, bucket_of(since)), min(rolled, raw_from)
+        if rolled <= first:
+            return super()._history_reads(tx, since, raw_from)
+        visible, visible_params = self._visible_rollups(tx)
+        reads = [("SELECT vm_key, metric_id, bucket, v_avg FROM rollups WHERE %s AND %s"
+                  " AND bucket >= ? AND bucket < ? AND " + visible,
+                  [bucket_of(since), first] + visible_params)]
+        if first > since:
+            reads.append(self._means_read(since, first))
+        reads.append(("SELECT vm_key, metric_id, bucket, v_avg FROM rollups WHERE %s AND %s"
+                      " AND bucket >= ? AND bucket < ?", [first, rolled]))
+        if rolled < raw_from:
+            reads.append(self._means_read(rolled, raw_from))
+        reads.append(("SELECT vm_key, metric_id, t, value FROM samples WHERE %s AND %s"
+                      " AND t >= ?", [raw_from]))
+        return reads
+
     def _visible_rollups(self, tx: Tx) -> Tuple[str, List[Any]]:
         """SQL condition (on ``bucket`` and ``vm_key``) for rollups queries may show: not
         those the continuous roll-up wrote for raw samples still kept."""

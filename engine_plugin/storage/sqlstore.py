@@ -640,17 +640,10 @@ class SqlStore(Store):
             if not metrics or not keys:
                 return out
             mcond, mparams = self._in("metric_id", sorted(metrics))
-            visible, visible_params = self._visible_rollups(tx)
-            reads = [("SELECT vm_key, metric_id, bucket, v_avg FROM rollups WHERE %s AND %s"
-                      " AND bucket >= ? AND " + visible, [bucket_of(since)] + visible_params)]
             raw_from = since
             if raw_since is not None and bucket_of(raw_since) > since:
                 raw_from = bucket_of(raw_since)
-                reads.append(("SELECT vm_key, metric_id, (" + self._bucket("t") + ") * 1.0,"
-                              " avg(value) FROM samples WHERE %s AND %s AND t >= ? AND t < ?"
-                              " GROUP BY 1, 2, 3", [since, raw_from]))
-            reads.append(("SELECT vm_key, metric_id, t, value FROM samples WHERE %s AND %s"
-                          " AND t >= ?", [raw_from]))
+            reads = self._history_reads(tx, since, raw_from)
             for part in chunks(sorted(by_key)):
                 vcond, vparams = self._in("vm_key", part)
                 for sql, params in reads:
@@ -662,6 +655,26 @@ class SqlStore(Store):
                     points.sort()
             return out
         return self._read(query, snapshot=True)
+
+    def _history_reads(self, tx: Tx, since: float, raw_from: float
+                       ) -> List[Tuple[str, List[Any]]]:
+        """The queries of ``histories`` (each with ``%s`` for the VM and the metric
+        conditions, and its parameters): the rollups shown, 5-minute means of the raw samples
+        from ``since`` to ``raw_from`` (a bucket start), raw samples after."""
+        visible, visible_params = self._visible_rollups(tx)
+        reads = [("SELECT vm_key, metric_id, bucket, v_avg FROM rollups WHERE %s AND %s"
+                  " AND bucket >= ? AND " + visible, [bucket_of(since)] + visible_params)]
+        if raw_from > since:
+            reads.append(self._means_read(since, raw_from))
+        reads.append(("SELECT vm_key, metric_id, t, value FROM samples WHERE %s AND %s"
+                      " AND t >= ?", [raw_from]))
+        return reads
+
+    def _means_read(self, start: float, end: float) -> Tuple[str, List[Any]]:
+        """5-minute means of the raw samples from ``start`` to ``end``, at bucket starts."""
+        return ("SELECT vm_key, metric_id, (" + self._bucket("t") + ") * 1.0, avg(value)"
+                " FROM samples WHERE %s AND %s AND t >= ? AND t < ? GROUP BY 1, 2, 3",
+                [start, end])
 
     # -- retention --------------------------------------------------------------------------
 

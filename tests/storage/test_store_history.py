@@ -178,6 +178,28 @@ def test_bulk_histories_average_raw_samples_before_raw_since(store: Store) -> No
                            raw_since=since - HOUR)[vm_uuid(3)] == plain
 
 
+def test_means_before_raw_since_are_the_same_once_rolled_up(make_store) -> None:
+    # PostgreSQL rolls closed hours into rollups ahead of retention (roll_up): a refit's read
+    # takes its 5-minute means from them, and the raw samples of the hours not rolled yet;
+    # the same means as averaging the raw samples (SQLite: roll_up does nothing)
+    import time
+
+    store = make_store(raw_retention_s=12 * HOUR, rollup_retention_s=30 * 86400)
+    hs = math.floor(time.time() / HOUR) * HOUR     # partitions cover [hs - 13 h, hs + 4 h)
+    first = hs - 6 * HOUR
+    store.ingest([envelope(4, i, first + 60 * i, cpu=float(i)) for i in range(6 * 60 - 10)],
+                 now=hs)
+    since, raw_since = first - 600, hs - HOUR + 100
+    before = store.histories([vm_uuid(4)], ["cpu.percent"], since=since, raw_since=raw_since)
+    rolled = store.roll_up(hs)
+    assert rolled.get("rolled", 0) > 0 or store.backend == "sqlite"
+    after = store.histories([vm_uuid(4)], ["cpu.percent"], since=since, raw_since=raw_since)
+    cpu = after[vm_uuid(4)]["cpu.percent"]
+    assert after == before
+    assert cpu[:60] == [(first + 300 * k, 5.0 * k + 2) for k in range(60)]
+    assert cpu[60:] == [(hs - HOUR + 60 * i, 300.0 + i) for i in range(50)]
+
+
 def test_retention_drops_old_rollups_silent_vms_and_old_event_states(store: Store) -> None:
     ingest_as_received(store, minutes(1, 180))
     ingest_as_received(store, minutes(2, 10, first=170))
