@@ -284,17 +284,26 @@ class IngestProcesses:
                 continue
             if not isinstance(message, dict):
                 continue
-            if message.get("ready"):
-                log.info("ingest process %d (pid %d) takes relay connections",
-                         child.index, proc.pid)
-                child.ready.set()
-            stored = message.get("stored")
-            if isinstance(stored, list) and stored:
-                self.on_stored([vm for vm in stored if isinstance(vm, str)])
-            counters = message.get("counters")
-            if isinstance(counters, list):
-                add_counters(self.metrics, (c for c in counters
-                                            if isinstance(c, list) and len(c) == 3))
+            try:
+                self._act(child, proc, message)
+            except Exception:  # a bug here must not end the supervision of this child
+                log.exception("ingest process %d: a message could not be acted on",
+                              child.index)
+
+    def _act(self, child: _Child, proc: asyncio.subprocess.Process,
+             message: Dict[str, Any]) -> None:
+        """One message of a child: it listens, it stored VMs, its counters grew."""
+        if message.get("ready"):
+            log.info("ingest process %d (pid %d) takes relay connections", child.index,
+                     proc.pid)
+            child.ready.set()
+        stored = message.get("stored")
+        if isinstance(stored, list) and stored:
+            self.on_stored([vm for vm in stored if isinstance(vm, str)])
+        counters = message.get("counters")
+        if isinstance(counters, list):
+            add_counters(self.metrics, (c for c in counters
+                                        if isinstance(c, list) and len(c) == 3))
 
     async def stop(self) -> None:
         """Tell every child to stop (end of its stdin), wait for them, kill what is left."""
