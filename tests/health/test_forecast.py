@@ -197,3 +197,38 @@ def test_fill_on_a_cleanup_sawtooth_is_fitted_across_the_cleanups():
     assert fc.trend.method == "cleanup_cycle" and fc.resets >= 20
     assert fc.eta_s / DAY == pytest.approx(3.5, rel=0.15)
     assert fc.trend.slope * DAY == pytest.approx(8 * GIB, rel=0.15)
+
+
+# -- a routine job's bursts are no cleanup cycle ---------------------------------------------
+
+HOUR = 3600.0
+#: a routine job: writes 30 GiB in an hour, holds it for hours, deletes it; its runs end at
+#: irregular times (a day to a day and a half apart), each after 4 to 7 hours
+RUNS = [(0.35, 6.0), (1.55, 4.5), (2.6, 7.0), (3.9, 5.0), (5.2, 6.5), (6.3, 4.0)]
+
+
+def job(t):
+    v = 30.0
+    for end, hours in RUNS:
+        if end * DAY - hours * HOUR <= t < end * DAY:
+            v += 30.0 * min(1.0, (t - end * DAY + hours * HOUR) / HOUR)
+    return v * GIB
+
+
+def test_a_fast_fill_on_a_routine_job_s_bursts_is_caught():
+    # the bursts' deletions come six times, at irregular moments: before, they made a cleanup
+    # cycle whose "shape" (the bursts' blur) hid the earlier bursts and put its top on the
+    # level (a fill like this one was forecast full at once); now the bursts are compared as
+    # they are, and a fill writing 75 GiB an hour (2.5 times the job's rate) for the last 40
+    # minutes is raised with its time left: 20 GiB at 75 GiB an hour, 16 minutes
+    def f(t):
+        return job(t) + 75 * GIB * max(0.0, t - (NOW - 2400)) / HOUR
+    fc = forecast(series(f, noise=0.05 * GIB), CAP, NOW)
+    assert fc.trend.method == "recent"
+    assert fc.eta_s / 60 == pytest.approx(16, rel=0.3)
+
+
+def test_a_routine_job_s_bursts_make_no_cleanup_cycle():
+    # the same job alone: its deletions are resets, but its cycles do not look alike
+    fc = forecast(series(job, noise=0.05 * GIB), CAP, NOW)
+    assert fc.resets >= 4 and fc.trend.method != "cleanup_cycle" and fc.eta_s is None
