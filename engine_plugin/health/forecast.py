@@ -405,7 +405,8 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
 CYCLE_MIN_RESETS = 4               # cleanups needed before a cycle's shape is removed
 CYCLE_BINS = 32                   # the shape: mean level per this many parts of the period
 CYCLE_MIN_PERIODS = 2.0           # windows across cleanups: at least this many periods long
-CYCLE_MIN_EXPLAINED = 0.75        # the share of the spread within cycles their shape explains
+CYCLE_JITTER = 1.0 / 3.0           # the typical deviation of the cleanups' intervals from
+                                  # their median, at most this share of it
 
 
 @dataclasses.dataclass
@@ -441,8 +442,14 @@ def _cycle(s: _Series, resets: Sequence[float], end: float) -> Optional[_Cycle]:
             cuts.append(at)
     if len(cuts) < CYCLE_MIN_RESETS:
         return None
-    period = median([b - a for a, b in zip(cuts, cuts[1:])])
-    if period <= 0:
+    intervals = [b - a for a, b in zip(cuts, cuts[1:])]
+    period = median(intervals)
+    if period <= 0 or median([abs(x - period) for x in intervals]) > CYCLE_JITTER * period:
+        # a cycle comes at a regular period (a rotation, a periodic job: 0.01 of it and less
+        # on the corpus's tuning seeds, up to about 0.2 on the built cases, whose periods
+        # vary by up to 30 %); a routine job's bursts whose
+        # deletions come at random moments do not, and a "shape" made of them would hide the
+        # earlier bursts a new one must be compared with
         return None
     part = period / CYCLE_BINS
     # each complete cycle's level (mean over one period after its cleanup) and the trend
@@ -483,24 +490,6 @@ def _cycle(s: _Series, resets: Sequence[float], end: float) -> Optional[_Cycle]:
                 p = profile[k]
                 values.extend([v - p for v in s.v[lo:hi]])
                 lo = hi
-    # the cycles must look alike: within the complete cycles, the shape must explain most of
-    # the samples' spread about each cycle's mean. A rotation or a periodic cleanup does
-    # (0.92 and more on the corpus's tuning seeds); a routine job's bursts whose deletions
-    # happen to come four times or more do not (0.5 and less): each burst sits at another
-    # time after the cleanup before it, so the "shape" is their blur, and the level less it
-    # hides the earlier bursts a new one must be compared with
-    left = total = 0.0
-    for a, b in zip(cuts, cuts[1:]):
-        i, j = s.index(a), s.index(b)
-        if j - i < 2:
-            continue
-        raw_mean = (s.cs[j] - s.cs[i]) / (j - i)
-        less = values[i:j]
-        less_mean = math.fsum(less) / (j - i)
-        total += math.fsum((v - raw_mean) ** 2 for v in s.v[i:j])
-        left += math.fsum((v - less_mean) ** 2 for v in less)
-    if total <= 0 or left > (1.0 - CYCLE_MIN_EXPLAINED) * total:
-        return None
     return _Cycle(cuts, period, top, _Series(s.t, values))
 
 

@@ -203,8 +203,8 @@ def test_fill_on_a_cleanup_sawtooth_is_fitted_across_the_cleanups():
 
 HOUR = 3600.0
 #: a routine job: writes 30 GiB in an hour, holds it for hours, deletes it; its runs end at
-#: irregular times (a day to a day and a half apart), each after 4 to 7 hours
-RUNS = [(0.35, 6.0), (1.55, 4.5), (2.6, 7.0), (3.9, 5.0), (5.2, 6.5), (6.3, 4.0)]
+#: random moments (half a day to two days apart), each after 4 to 7 hours
+RUNS = [(0.35, 6.0), (0.9, 4.5), (2.6, 7.0), (3.1, 5.0), (5.2, 6.5), (6.3, 4.0)]
 
 
 def job(t):
@@ -216,11 +216,10 @@ def job(t):
 
 
 def test_a_fast_fill_on_a_routine_job_s_bursts_is_caught():
-    # the bursts' deletions come six times, at irregular moments: before, they made a cleanup
-    # cycle whose "shape" (the bursts' blur) hid the earlier bursts and put its top on the
-    # level (a fill like this one was forecast full at once); now the bursts are compared as
-    # they are, and a fill writing 75 GiB an hour (2.5 times the job's rate) for the last 40
-    # minutes is raised with its time left: 20 GiB at 75 GiB an hour, 16 minutes
+    # the bursts' deletions come six times, at random moments: before, they made a cleanup
+    # cycle (whose "shape", the bursts' blur, hid the earlier bursts); now the bursts are
+    # compared as they are, and a fill writing 75 GiB an hour (2.5 times the job's rate) for
+    # the last 40 minutes is still caught, with its time left: 20 GiB at 75 GiB an hour
     def f(t):
         return job(t) + 75 * GIB * max(0.0, t - (NOW - 2400)) / HOUR
     fc = forecast(series(f, noise=0.05 * GIB), CAP, NOW)
@@ -229,6 +228,6 @@ def test_a_fast_fill_on_a_routine_job_s_bursts_is_caught():
 
 
 def test_a_routine_job_s_bursts_make_no_cleanup_cycle():
-    # the same job alone: its deletions are resets, but its cycles do not look alike
+    # the same job alone: its deletions are resets, but they come at no regular period
     fc = forecast(series(job, noise=0.05 * GIB), CAP, NOW)
     assert fc.resets >= 4 and fc.trend.method != "cleanup_cycle" and fc.eta_s is None

@@ -114,14 +114,3 @@ def test_held_out_corpus_slice():
              if not e.justified]
     assert false == []
 
-
-def test_a_double_run_of_a_routine_job_after_a_short_cleanup_interval_raises_nothing():
-    # a tuning case (issue 13, fifth round): a job's bursts of temporary files, whose
-    # deletions came four times about a day apart in the week, so they passed for a cleanup
-    # cycle; two runs at once, 5 hours after a deletion, rose 55 % of the disk in two hours
-    # and held. Judged on the level less that cycle's "shape" (which had taken out the
-    # earlier runs), it was raised critical "full now" after the writing had stopped. A
-    # cycle must explain most of the spread within its cycles now: this one did not
-    from lab.forecast_corpus import make_case
-    result = replay(make_case("bursts", 13005))
-    assert [e for e in result.events if not e.justified] == []
