@@ -43,7 +43,9 @@ will go on doing so. It is made only when the data supports every part of that c
 5. **Cleanups.** Drops larger than the noise and than ``reset_floor_fraction`` of capacity are
    resets. After exactly one reset (a cleanup) only the data since it counts; with two or more
    (rotation, a periodic job) the whole history stays, so earlier ramps are the reference of (4).
-5b. **A cleanup cycle.** With ``CYCLE_MIN_RESETS`` cleanups or more, their shape is taken
+5b. **A cleanup cycle.** With ``CYCLE_MIN_RESETS`` cleanups or more at a regular period (the
+   median deviation of their intervals within ``CYCLE_JITTER`` of the median interval: a
+   routine job's bursts, deleted at random moments, are no cycle), their shape is taken
    out (``_cycle``): each cleanup is placed at the sample where the level falls most, the
    period is the median time between them, and the shape is the median level in each
    ``CYCLE_BINS``-th of the period after a cleanup, less each cycle's own level and the

@@ -6,7 +6,9 @@ VM document) and the state to keep for the next pass. The state holds when each 
 first seen (a warning must last ``warning_min_duration_s`` before it is raised) and which are
 active (a raised metric clears only ``hysteresis_percent`` below its limit; a raised forecast
 only when the time left exceeds its horizon by a quarter), so values hovering at a threshold
-do not raise and clear events on every report.
+do not raise and clear events on every report. A forecast is raised once it held its
+persistence (``forecast_persistence``, in the data's time), and a raised warning turns
+critical only once the critical forecast held it too.
 """
 
 import bisect
