@@ -113,4 +113,3 @@ def test_held_out_corpus_slice():
     false = [(r.case.family, r.case.seed, e.status) for r in results for e in r.events
              if not e.justified]
     assert false == []
-
