@@ -170,7 +170,8 @@ def compute(store: Any, vm_ids: Sequence[str], thresholds: Dict[str, Thresholds]
     its whole history gives (``tests/engine/test_pass_reads.py``). The series of a VM that
     must be refitted (refresh due, new samples that strayed, a series new or gone) are then
     read whole by name (``_reread``); a VM never forecast, or whose state says nothing of its
-    reads, is read whole. ``full_reads`` reads every VM whole (as before; benchmarks compare).
+    reads, is read whole. A whole read is raw since ``raw_since``, 5-minute means before
+    (``read_whole``). ``full_reads`` reads every VM whole (as before; benchmarks compare).
 
     Full reads (first forecasts of VMs never forecast, refits) are bounded by a CPU budget,
     ``[health] forecast_cold_budget_ms`` per VM of the batch (of at least
