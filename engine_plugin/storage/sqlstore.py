@@ -142,9 +142,15 @@ class SqlStore(Store):
         """vm_key of each vm_id, creating rows for new VMs (in vm_id order, to avoid deadlocks
         between instances creating the same VMs)."""
         ids = sorted(hosts)
-        tx.executemany(self._insert_ignore("vms", ("vm_id", "host_id"), ("vm_id",)),
-                       [(vm_id, hosts[vm_id]) for vm_id in ids])
-        return self._vm_keys(tx, ids)
+        # Known VMs first, with one query: after its first report a VM is always known, and
+        # an insert per VM that finds it there was a statement per report for nothing.
+        keys = self._vm_keys(tx, ids)
+        missing = [vm_id for vm_id in ids if vm_id not in keys]
+        if missing:
+            tx.executemany(self._insert_ignore("vms", ("vm_id", "host_id"), ("vm_id",)),
+                           [(vm_id, hosts[vm_id]) for vm_id in missing])
+            keys.update(self._vm_keys(tx, missing))
+        return keys
 
     def _vm_keys(self, tx: Tx, vm_ids: Sequence[str]) -> Dict[str, int]:
         keys: Dict[str, int] = {}
