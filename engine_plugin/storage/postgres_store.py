@@ -14,6 +14,7 @@ import functools
 import math
 import random
 import re
+import struct
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Sequence, Set, Tuple, TypeVar
@@ -115,6 +116,22 @@ def missing_partitions(start: float, end: float, width: float,
 _BOUND = re.compile(r"FROM \('?([-0-9.e+]+)'?\) TO \('?([-0-9.e+]+)'?\)")
 
 _SQL_CACHE: Dict[str, str] = {}
+
+#: COPY's binary format (PostgreSQL docs, "COPY", "Binary Format"): a header, per row the field
+#: count and each field as its length and value in network order, a trailer. A sample row is
+#: (int4 vm_key, int4 metric_id, float8 t, float8 value).
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER = struct.pack("!h", -1)
+_SAMPLE_ROW = struct.Struct("!hiiiiidid")
+
+
+def copy_samples_data(rows: Sequence[Tuple[int, int, float, float]]) -> bytes:
+    """The whole binary COPY stream of sample rows: packed with one ``struct`` call a row,
+    several times cheaper than psycopg's ``write_row`` (which adapts each value by its type)."""
+    pack = _SAMPLE_ROW.pack
+    return b"".join([_COPY_HEADER] + [pack(4, 4, vm_key, 4, metric_id, 8, t, 8, value)
+                                      for vm_key, metric_id, t, value in rows]
+                    + [_COPY_TRAILER])
 
 
 def _pg(sql: str) -> str:
@@ -526,12 +543,11 @@ class PostgresStore(SqlStore):
             # COPY is 2-3 times faster than INSERT ... ON CONFLICT; a point that exists
             # already (a report re-sent under a new seq) is rare, and then the savepoint
             # rolls the COPY back and the careful statement runs instead.
+            data = copy_samples_data(rows)
             with tx.cursor.connection.transaction(), tx.cursor.copy(
                     "COPY samples (vm_key, metric_id, t, value) FROM STDIN (FORMAT BINARY)"
             ) as copy:
-                copy.set_types(["int4", "int4", "float8", "float8"])
-                for row in rows:
-                    copy.write_row(row)
+                copy.write(data)
         except pg_errors.UniqueViolation:
             inserted = tx.fetchall(
                 "INSERT INTO samples (vm_key, metric_id, t, value)"
