@@ -45,6 +45,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
+from .cores import usable_cores
 from .metrics import ServiceMetrics
 
 log = logging.getLogger("vmdiag.engine.ingest")
@@ -72,13 +73,7 @@ CHILD_CODE = ("import sys\nr = %r\nif r not in sys.path: sys.path.append(r)\n"
 
 def process_count(setting: int) -> int:
     """``[ingest] processes``: -1 (auto) is one per core this process may use."""
-    if setting >= 1:
-        return setting
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, cores)
+    return setting if setting >= 1 else usable_cores()
 
 
 def _addresses(host: str, port: int) -> List[Tuple[int, int, int, Any]]:

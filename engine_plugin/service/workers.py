@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Sequence, Set, Tuple
 
 from ..health import HISTORY_PREFIXES, Thresholds, evaluate_vm
 from ..health.forecast import RAW_FIT_MAX_S
+from .cores import usable_cores
 
 log = logging.getLogger("vmdiag.engine.health")
 
@@ -453,13 +454,7 @@ def _compute_in_worker(vm_ids: Sequence[str], thresholds: Dict[str, Thresholds],
 
 def worker_count(setting: int) -> int:
     """``[evaluation] workers``: -1 (auto) is one process per core this process may use."""
-    if setting >= 0:
-        return setting
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, cores)
+    return setting if setting >= 0 else usable_cores()
 
 
 class EvaluationPool:
