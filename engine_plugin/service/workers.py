@@ -11,7 +11,9 @@ writer of the event outbox.
 connection, at a lower CPU priority (``WORKER_NICE``): a pass uses every core the machine has,
 and neither holds the service's interpreter lock nor outranks ingest and the API for a core.
 Processes are started with ``spawn`` (the service has threads and open connections, which a
-``fork`` would copy half-way) when the first batch arrives, and live as long as the service.
+``fork`` would copy half-way) when the first batch arrives, and live as long as the service:
+each watches its parent and ends when the service is gone, SIGKILL included (the pool's queues
+never tell a worker: it holds both ends of their pipes).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import math
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Set, Tuple
@@ -433,11 +436,22 @@ def _counted(memo: Any) -> float | None:
 # -- worker processes ------------------------------------------------------------------------
 
 _STORE: Any = None
+#: How often a worker looks whether the service that started it is still there (seconds).
+PARENT_CHECK_S = 2.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once its parent is gone (it is then re-parented: another ppid)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)
 
 
 def _start_worker(storage_config: Any, nice: int) -> None:
     global _STORE
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service decides when workers stop
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
+                     name="parent-watch").start()
     try:
         os.nice(nice)
     except OSError:

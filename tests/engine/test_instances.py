@@ -147,6 +147,29 @@ def pid_of(holder: str) -> int:
     return int(holder.split(":")[-2])
 
 
+def children_of(pid: int) -> List[int]:
+    """Process ids whose parent is ``pid`` now (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as handle:
+                    stat = handle.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def wait_until(what: str, condition: Any, timeout: float, logs: Any) -> float:
     started = time.monotonic()
     while not condition():
@@ -207,6 +230,9 @@ def test_two_instances_raise_each_event_once_and_survive_a_kill(pg_cluster, pki,
         # Mid-run: the second half turns critical on both instances, then the leader dies.
         send_round(1, VMS[len(half):], critical=True)
         assert leader.proc is not None
+        # its ingest processes, health pass workers and their resource tracker
+        helpers = children_of(leader.proc.pid)
+        assert len(helpers) >= 2, helpers
         leader.proc.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         leader.proc.wait(10)
@@ -218,6 +244,10 @@ def test_two_instances_raise_each_event_once_and_survive_a_kill(pg_cluster, pki,
                           pid_of(lease(url)["holder"]) == survivor.proc.pid,
                           HANDOVER_S, logs)
         assert took < HANDOVER_S
+        # nothing the dead leader started lives on (workers watch their parent)
+        wait_until("the dead leader's processes end",
+                   lambda: not [pid for pid in helpers if alive(pid)], 30,
+                   lambda: "alive: %s\n%s" % ([p for p in helpers if alive(p)], logs()))
         # whichever instance is asked, /healthz names the new holder of the duties
         assert survivor.healthz()["leader"] == lease(url)["holder"]
         # The survivor raises what the dead leader left undone: the second half's critical
