@@ -77,7 +77,7 @@ import dataclasses
 import itertools
 import math
 import operator
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 Point = Tuple[float, float]
 
@@ -137,6 +137,10 @@ class Forecast:
     capacity: Optional[float]
     eta_s: Optional[float]
     resets: int
+    #: the cleanup cycle found, if any: its last cleanup's time, its period and its shape
+    #: (``CYCLE_BINS`` levels after a cleanup, ``shape_at``), which the verdict's kept fits
+    #: expect the next samples to follow
+    cycle: Optional[Tuple[float, float, Tuple[float, ...]]] = None
 
     @property
     def trend_per_day(self) -> float:
@@ -318,12 +322,25 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
             best = dataclasses.replace(best, reason="too far ahead for %s of data"
                                        % _span(best.end - best.start))
             eta = None
-        return Forecast(best, current, capacity, eta, len(resets))
+        return Forecast(best, current, capacity, eta, len(resets), _shown(cycle))
     if shown is None:
         shown = Trend(0.0, current, end, 0.0, "insufficient", seg_start, end, 0.0, reason)
     else:
         shown = dataclasses.replace(shown, confidence=min(shown.confidence, 0.49), reason=reason)
-    return Forecast(shown, current, capacity, None, len(resets))
+    return Forecast(shown, current, capacity, None, len(resets), _shown(cycle))
+
+
+def _shown(cycle: Optional["_Cycle"]) -> Optional[Tuple[float, float, Tuple[float, ...]]]:
+    return None if cycle is None else (cycle.cuts[-1], cycle.period, tuple(cycle.profile))
+
+
+def shape_at(cycle: Sequence[Any], t: float) -> float:
+    """The cycle's shape (``Forecast.cycle``: last cleanup, period, levels) at time ``t``:
+    the level of its part of the period since the last cleanup, cycles repeating at the
+    period after it."""
+    cut, period, shape = cycle[0], cycle[1], cycle[2]
+    k = int((t - cut) % period / period * len(shape))
+    return float(shape[min(max(k, 0), len(shape) - 1)])
 
 
 def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
@@ -417,6 +434,7 @@ class _Cycle:
     period: float                 # the typical time between cleanups
     top: float                    # the shape's highest part, above the level
     series: "_Series"             # the samples less the shape at their time since a cleanup
+    profile: List[float]          # the shape: the level of each CYCLE_BINS-th of the period
 
 
 def _cycle(s: _Series, resets: Sequence[float], end: float) -> Optional[_Cycle]:
@@ -492,7 +510,7 @@ def _cycle(s: _Series, resets: Sequence[float], end: float) -> Optional[_Cycle]:
                 p = profile[k]
                 values.extend([v - p for v in s.v[lo:hi]])
                 lo = hi
-    return _Cycle(cuts, period, top, _Series(s.t, values))
+    return _Cycle(cuts, period, top, _Series(s.t, values), profile)
 
 
 def _steps_explain(s: _Series, a: float, end: float) -> bool:

@@ -21,7 +21,7 @@ from diag_protocol.vocabulary import NOT_OK, worst, worst_first
 from diag_protocol.vocabulary import finding as finding_doc
 
 from . import humanize
-from .forecast import Forecast, Point, forecast, median
+from .forecast import Forecast, Point, forecast, median, shape_at
 from .thresholds import Thresholds
 
 Histories = Mapping[str, Sequence[Point]]
@@ -41,6 +41,9 @@ SCREEN_SIGMAS = 4.0
 #: nor by more than this share of capacity: a change smaller than that cannot bring a limit
 #: within a horizon before the refresh is due anyway
 SCREEN_CAPACITY_SHARE = 0.002
+#: an unraised forecast is refitted once its time left comes within this share of the warning
+#: horizon (``_agrees``), and judged against its line only while it stays beyond (``_far``)
+NEAR_SHARE = 1.5
 #: a raised forecast is refitted this many times more often (its time left is counted down)
 RAISED_REFRESH_SHARE = 8.0
 #: the ``pending`` key of a raised warning forecast that turned critical (its code + this)
@@ -276,7 +279,7 @@ def forecast_vm(report: Optional[Mapping[str, Any]], histories: Histories, t: Th
             doc["since"] = _held_since(doc, name, kind, label, pts, cap, t, active, forecaster,
                                        (seen or {}).get(name), now)
         if new_fits is not None:
-            new_fits[name] = _screen(pts, cap, t, now, doc["status"])
+            new_fits[name] = _screen(pts, cap, t, now, doc, kind, f.cycle)
         if doc["status"] == "ok" and before is not None and "forecast:" + name in active:
             doc = _held(doc, before, t, now, active["forecast:" + name]) or doc
         out.append(doc)
@@ -314,13 +317,18 @@ def _held_since(doc: Mapping[str, Any], name: str, kind: str, label: str,
 
 
 def _screen(pts: Sequence[Point], cap: Optional[float], t: Thresholds, now: float,
-            status: str) -> Dict[str, Any]:
+            doc: Mapping[str, Any], kind: str,
+            cycle: Optional[Tuple[float, float, Tuple[float, ...]]] = None) -> Dict[str, Any]:
     """What the next passes compare their new samples with: the last sample's time, the mean
     time and value of the last ``SCREEN_S`` of samples and their noise (robust scale of the
-    sample-to-sample changes), and when the refit is due at the latest: spread over half to
-    one and a half ``forecast_refresh_s`` (so a fleet's refits do not all fall on one pass),
-    an eighth of that for a raised forecast. ``seen``, ``k``, ``st`` and ``sv`` sum up the
-    samples since the fit (``_agrees``): none yet."""
+    sample-to-sample changes), the slope they are expected to follow (``_far``), the
+    cleanup cycle's shape they follow on top of it (``cycle``, the forecast's, with ``p0``
+    its mean over those samples: the level of a cycle's ramp is its level across the
+    cleanups, which is what the forecast judges), and when the refit is due at the latest:
+    spread over half to one and a half ``forecast_refresh_s`` (so a fleet's refits do not all
+    fall on one pass), an eighth of that for a raised forecast (unless ``_far``). ``seen``,
+    ``k``, ``st``, ``sv`` (and ``sp``, the shape's sum) sum up the samples since the fit
+    (``_agrees``): none yet."""
     last = pts[-1][0]
     recent = pts[bisect.bisect_left(pts, (last - SCREEN_S,)):]
     vs = [v for _, v in recent]
@@ -328,11 +336,58 @@ def _screen(pts: Sequence[Point], cap: Optional[float], t: Thresholds, now: floa
     diffs = sorted(abs(b - a) for a, b in zip(vs, vs[1:]))
     noise = 1.4826 * diffs[len(diffs) // 2] / math.sqrt(2.0) if diffs else 0.0
     spread = 0.5 + (last * 0.6180339887) % 1.0
-    if status != "ok":
-        spread /= RAISED_REFRESH_SHARE
-    return {"last": last, "t": math.fsum(p[0] for p in recent) / k, "mean": math.fsum(vs) / k,
-            "noise": noise, "capacity": cap, "due": now + spread * t.forecast_refresh_s,
+    due = now + spread * t.forecast_refresh_s
+    far = _far(doc, cap, t, due)
+    if doc["status"] != "ok" and not far:
+        due = now + spread / RAISED_REFRESH_SHARE * t.forecast_refresh_s
+    memo = {"last": last, "t": math.fsum(p[0] for p in recent) / k, "mean": math.fsum(vs) / k,
+            "noise": noise, "capacity": cap, "due": due,
             "seen": last, "k": 0, "st": 0.0, "sv": 0.0}
+    slope = 0.0
+    if far and doc["status"] == "ok" and not _leaks(doc, kind, t, due):
+        slope = doc["fit"]["slope"]
+        memo["slope"] = slope
+    if cycle is not None and doc["status"] == "ok" and (not slope
+                                                        or doc["method"] == "cleanup_cycle"):
+        # (a trusted fit's slope is the cycle's level's only when fitted on it; a ramp's
+        # slope already holds the shape. A raised or pending forecast is judged on its line
+        # alone, as before: refitted an eighth of the refresh, it costs little, and a pending
+        # one refitted where the shape is a little off can fail for a pass and start its
+        # persistence again: the built cases' fills on a sawtooth were raised later)
+        memo["cycle"] = [cycle[0], cycle[1], list(cycle[2])]
+        memo["p0"] = math.fsum(shape_at(cycle, p[0]) for p in recent) / k
+        memo["sp"] = 0.0
+    return memo
+
+
+def _far(doc: Mapping[str, Any], cap: Optional[float], t: Thresholds, due: float) -> bool:
+    """Whether the forecast's fit passed every test and its line stays more than
+    ``NEAR_SHARE`` of the warning horizon from the limit until ``due``. The samples after such
+    an unraised fit are expected to follow its line (``_screen``: a fill whose time left is
+    beyond the horizon is not refitted at every pass while it goes on as fitted; one that
+    speeds up leaves the line, and one that keeps its pace comes near the horizon only after
+    ``due``; anything else is expected to stay at its level: more of the same rise may be
+    what it lacked, too short, too far ahead, no higher than before), and such a raised one
+    (a process's leak, far from the limit: no time left to count down) is refitted at the
+    usual refresh, not ``RAISED_REFRESH_SHARE`` times as often."""
+    fit = doc.get("fit") or {}
+    slope = fit.get("slope")
+    if (not cap or not isinstance(slope, float) or slope <= 0
+            or not doc["confidence"] >= t.forecast_min_confidence):
+        return False
+    at_due = fit["intercept"] + slope * (due - fit["t0"])
+    return (cap - at_due) / slope > NEAR_SHARE * t.forecast_warning_s
+
+
+def _leaks(doc: Mapping[str, Any], kind: str, t: Thresholds, due: float) -> bool:
+    """Whether a process's fitted line grows by ``leak_min_growth_percent`` over the longest
+    window a refit fits (``forecast_window_s``) by ``due``: a refit might call it a leak."""
+    if kind != "process_memory":
+        return False
+    fit = doc["fit"]
+    span = fit["slope"] * t.forecast_window_s
+    start = fit["intercept"] + fit["slope"] * (due - fit["t0"]) - span
+    return start <= 0 or span / start * 100 >= t.leak_min_growth_percent
 
 
 def _agrees(memo: Mapping[str, Any], before: Mapping[str, Any], pts: Sequence[Point],
@@ -342,8 +397,10 @@ def _agrees(memo: Mapping[str, Any], before: Mapping[str, Any], pts: Sequence[Po
     warning horizon; a warning: 1.25 times the critical one), and the mean of the samples since
     its fit lies within ``SCREEN_SIGMAS`` standard errors (and ``SCREEN_CAPACITY_SHARE`` of
     capacity) of where they should be: for a raised forecast on its fitted line, for one that
-    raised nothing at the level of the samples before its fit. Returns the memo to keep (its
-    sums of the samples since the fit brought up to date), or None: refit.
+    raised nothing on the slope its screen chose (``_far``: its fitted line while that stays
+    far from the limit, else the level of the samples before its fit), plus the
+    shape of its cleanup cycle where it has one. Returns the memo to keep (its sums of the
+    samples since the fit brought up to date), or None: refit.
 
     The samples since the fit are summed up in the memo as they arrive (``seen``: the newest
     one counted; ``k`` of them, ``st`` the sum of their times after ``last``, ``sv`` of their
@@ -355,7 +412,8 @@ def _agrees(memo: Mapping[str, Any], before: Mapping[str, Any], pts: Sequence[Po
                 or pts[-1][0] < memo["last"] or before.get("held")):
             return None
         eta_at = before.get("eta_at")
-        near = {"ok": 1.5 * t.forecast_warning_s, "warning": 1.25 * t.forecast_critical_s,
+        near = {"ok": NEAR_SHARE * t.forecast_warning_s,
+                "warning": 1.25 * t.forecast_critical_s,
                 "critical": -math.inf}.get(str(status))
         if near is None or (eta_at is not None and eta_at - now <= near):
             return None
@@ -368,13 +426,21 @@ def _agrees(memo: Mapping[str, Any], before: Mapping[str, Any], pts: Sequence[Po
         st = math.fsum([memo.get("st", 0.0)] + [p[0] - last for p in new])
         sv = math.fsum([memo.get("sv", 0.0)] + [p[1] for p in new])
         kept = {**memo, "seen": max(seen, pts[-1][0]), "k": k, "st": st, "sv": sv}
+        cycle = memo.get("cycle")
+        if cycle is not None:
+            kept["sp"] = math.fsum([memo["sp"]] + [shape_at(cycle, p[0]) for p in new])
         if not k:
             return kept
-        # a raised forecast is checked against its line; an unraised one against no change,
-        # since more of the same rise may be what it lacked (too short, too far ahead)
-        slope = (before.get("fit") or {}).get("slope") or 0.0 if status != "ok" else 0.0
+        # a raised forecast is checked against its line; an unraised one against the slope
+        # its screen chose (``_far``: its line, or no change)
+        slope = ((before.get("fit") or {}).get("slope") or 0.0 if status != "ok"
+                 else memo.get("slope", 0.0))
         t_new = last + st / k
         expected = memo["mean"] + slope * (t_new - memo["t"])
+        if cycle is not None:
+            # the shape of the cleanup cycle, where the new samples are, against where the
+            # samples before the fit were
+            expected += kept["sp"] / k - memo["p0"]
         allowed = SCREEN_SIGMAS * memo["noise"] / math.sqrt(k)
         if cap:
             allowed += SCREEN_CAPACITY_SHARE * cap
