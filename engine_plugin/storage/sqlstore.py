@@ -9,7 +9,6 @@ PostgreSQL backend translates them.
 from __future__ import annotations
 
 import abc
-import json
 import math
 import time
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from typing import (
     TypeVar,
 )
 
+from ..fastjson import dumps_stored, loads_stored
 from .config import ROLLUP_STEP
 from .downsample import lttb
 from .errors import Unstorable
@@ -380,7 +380,7 @@ class SqlStore(Store):
         if row is None:
             return None
         return LatestReport(vm_id=row[0], host_id=row[1], received_at=row[2],
-                            report=json.loads(row[3]), ingested_at=row[4])
+                            report=loads_stored(row[3]), ingested_at=row[4])
 
     def latests(self, vm_ids: Iterable[str]) -> Dict[str, LatestReport]:
         def query(tx: Tx) -> List[Tuple[Any, ...]]:
@@ -393,7 +393,7 @@ class SqlStore(Store):
                     params))
             return rows
         return {r[0]: LatestReport(vm_id=r[0], host_id=r[1], received_at=r[2],
-                                   report=json.loads(r[3]), ingested_at=r[4])
+                                   report=loads_stored(r[3]), ingested_at=r[4])
                 for r in self._read(query)}
 
     def vm_ids(self, host_id: str | None = None) -> List[str]:
@@ -435,7 +435,7 @@ class SqlStore(Store):
                 return None
             value = parsed.get(text)
             if value is None:
-                value = parsed[text] = json.loads(text)
+                value = parsed[text] = loads_stored(text)
             return value
 
         out = [VmSummaryRow(
@@ -454,9 +454,9 @@ class SqlStore(Store):
 
     def set_verdicts(self, verdicts: Sequence[Tuple[str, Dict[str, Any], float | None]],
                      now: float, states: Dict[str, Dict[str, Any]] | None = None) -> None:
-        rows = [(vm_id, json.dumps(verdict, separators=(",", ":"), sort_keys=True),
+        rows = [(vm_id, dumps_stored(verdict),
                  data_through) for vm_id, verdict, data_through in verdicts]
-        state_rows = [(key, json.dumps(state, separators=(",", ":"), sort_keys=True),
+        state_rows = [(key, dumps_stored(state),
                        float(now)) for key, state in sorted((states or {}).items())]
 
         def work(tx: Tx) -> None:
@@ -496,12 +496,12 @@ class SqlStore(Store):
                 cond, params = self._in("v.vm_id", part)
                 rows.extend(tx.fetchall(base + " WHERE " + cond, params))
             return rows
-        return {vm_id: json.loads(text) for vm_id, text in self._read(query)}
+        return {vm_id: loads_stored(text) for vm_id, text in self._read(query)}
 
     def event_state(self, key: str) -> Dict[str, Any] | None:
         row = self._read(lambda tx: tx.fetchone(
             "SELECT state FROM event_states WHERE key = ?", (key,)))
-        return json.loads(row[0]) if row else None
+        return loads_stored(row[0]) if row else None
 
     def set_event_state(self, key: str, state: Dict[str, Any],
                         now: float | None = None) -> None:
@@ -510,7 +510,7 @@ class SqlStore(Store):
     def set_event_states(self, states: Dict[str, Dict[str, Any]],
                          now: float | None = None) -> None:
         when = time.time() if now is None else float(now)
-        rows = [(key, json.dumps(state, separators=(",", ":"), sort_keys=True), when)
+        rows = [(key, dumps_stored(state), when)
                 for key, state in sorted(states.items())]
         if rows:
             self._write(lambda tx: tx.executemany(
@@ -550,7 +550,7 @@ class SqlStore(Store):
                 rows.extend(tx.fetchall("SELECT key, state FROM event_states WHERE " + cond,
                                         params))
             return rows
-        return {key: json.loads(text) for key, text in self._read(query)}
+        return {key: loads_stored(text) for key, text in self._read(query)}
 
     def leases(self) -> Dict[str, Dict[str, Any]]:
         rows = self._read(lambda tx: tx.fetchall(

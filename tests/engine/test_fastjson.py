@@ -1,10 +1,13 @@
 """With orjson installed (engine_plugin.fastjson, the relay), diag_protocol's decoder gives what
 it gives on the standard library alone, on valid and hostile bodies alike, and the report text
-written decodes to the report."""
+written decodes to the report; the store's states and verdicts (``dumps_stored``,
+``loads_stored``) decode to what the standard library's text gave, NaN and infinities
+included."""
 
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -159,3 +162,117 @@ def test_mutated_batches_decode_as_the_reference_and_pass_the_gate_only_when_val
         plain += bool(passed)
         assert got == outcome(reference_loads, bytes(raw)), bytes(raw)[:200]
     assert plain > 0  # some mutations keep the batch valid (a digit in a number, ...)
+
+
+# -- the store's JSON: states, verdicts, reports (dumps_stored, loads_stored) ------------------
+
+def typed(value):
+    """A value's tree with every leaf's type and repr: NaN equals NaN, 1 differs from 1.0."""
+    if isinstance(value, dict):
+        return ("dict", sorted((repr(k), typed(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [typed(v) for v in value])
+    return (type(value).__name__, repr(value))
+
+
+def stored_reference(value) -> str:
+    """What the store wrote before (the standard library)."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def health_state():
+    """A health pass's state and verdict: a fill, a daily cleanup cycle, noise."""
+    from engine_plugin.health import Thresholds, evaluate_vm
+    rnd = random.Random(5)
+    now = 1_800_000_000.0
+    gib = float(2**30)
+    series = {"fs.used:/": [], "fs.used:/var": [], "memory.used": []}
+    t = now - 4 * 86400
+    while t <= now:
+        series["fs.used:/"].append((t, 30 * gib + t % 86400 / 86400 * 20 * gib))
+        series["fs.used:/var"].append((t, 10 * gib + 5 * gib * (t - now) / 86400 / 4))
+        series["memory.used"].append((t, 3 * gib + rnd.gauss(0, 0.1 * gib)))
+        t += 300
+    series.update({"fs.total:/": [(now, 100 * gib)], "fs.total:/var": [(now, 30 * gib)],
+                   "memory.total": [(now, 8 * gib)]})
+    verdict, state = evaluate_vm(None, series, Thresholds(), None, now, now)
+    return verdict, state
+
+
+STORED = [
+    {"nan": math.nan, "inf": [math.inf, -math.inf], "x": 1.5},
+    {"big": 2**70, "small": -2**63 - 1, "ok": 2**63 - 1},
+    {"pair": (1, 2.5), "keys": {1: "int key", 2: "two"}},
+    {"s": "h\u00f6st-\u6f22\ufffd", "lone": "\ud800", "nul": "a\u0000b", "ctl": "\t\x7f"},
+    {"neg0": -0.0, "tiny": 5e-324, "huge": 1.7976931348623157e308, "third": 1 / 3},
+    {"none": None, "t": True, "f": False, "e": {}, "l": [], "deep": [[[[{"a": [1]}]]]]},
+    {"b": 1, "a": 2, "\u00e9": 3, "Z": 4},
+]
+
+
+@pytest.mark.parametrize("value", STORED, ids=range(len(STORED)))
+def test_stored_text_decodes_as_the_standard_library_text_did(value) -> None:
+    text = fastjson.dumps_stored(value)
+    want = typed(json.loads(stored_reference(value)))
+    assert typed(json.loads(text)) == want
+    assert typed(fastjson.loads_stored(text)) == want
+    assert typed(fastjson.loads_stored(stored_reference(value))) == want
+
+
+def test_a_health_state_takes_the_fast_path_and_decodes_to_itself() -> None:
+    verdict, state = health_state()
+    assert any("cycle" in memo for memo in state["fits"].values())
+    for value in (verdict, state):
+        text = fastjson.dumps_stored(value)
+        assert typed(fastjson.loads_stored(text)) == typed(json.loads(stored_reference(value)))
+        # no tuple, no wide number: orjson's text (non-ASCII as it is, floats its own way)
+        assert text.encode() == orjson_text(value)
+
+
+def orjson_text(value) -> bytes:
+    import orjson
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def loads_outcome(decode, text):
+    try:
+        return ("value", typed(decode(text)))
+    except RecursionError:
+        return ("error", "RecursionError")
+    except (ValueError, UnicodeDecodeError) as err:
+        return ("error", type(err).__name__)
+
+
+def test_stored_texts_tricky_or_mutated_decode_or_fail_as_the_standard_library() -> None:
+    texts = []
+    for raw in TRICKY:
+        try:
+            texts.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            pass
+    texts += [stored_reference(v) for v in STORED]
+    texts.append(fastjson.dumps_stored(health_state()[1]))
+    rng = random.Random(1318)
+    valid = texts[-1]
+    alphabet = '0123456789-+.eE"\\[]{}:, \x00\u00e9uaNIfinty'
+    for _ in range(1500):
+        text = list(valid)
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(text))
+            if rng.random() < 0.6:
+                text[pos] = rng.choice(alphabet)
+            else:
+                del text[pos:pos + rng.randint(1, 5)]
+        texts.append("".join(text))
+    for text in texts:
+        assert loads_outcome(fastjson.loads_stored, text) == loads_outcome(json.loads, text), \
+            text[:200]
+
+
+def test_stored_json_without_orjson_is_the_standard_library(monkeypatch) -> None:
+    values = STORED + list(health_state())
+    monkeypatch.setattr(fastjson, "orjson", None)
+    for value in values:
+        assert fastjson.dumps_stored(value) == stored_reference(value)
+        assert typed(fastjson.loads_stored(stored_reference(value))) == \
+            typed(json.loads(stored_reference(value)))

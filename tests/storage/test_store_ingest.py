@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 
 from engine_plugin.storage import IngestResult, Store
@@ -148,6 +151,33 @@ def test_event_state_round_trip(store: Store) -> None:
     store.set_event_state("vm:1", {"severity": "normal", "custom_id": 8})
     assert store.event_state("vm:1") == {"severity": "normal", "custom_id": 8}
     assert store.event_state("vm:2") is None
+
+
+def _typed(value):
+    """A value's tree with every leaf's type and repr: NaN equals NaN, 1 differs from 1.0."""
+    if isinstance(value, dict):
+        return ("dict", sorted((repr(k), _typed(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [_typed(v) for v in value])
+    return (type(value).__name__, repr(value))
+
+
+def test_states_and_verdicts_read_back_as_the_standard_library_wrote_them(store: Store) -> None:
+    # the store writes them with orjson where that gives the same values
+    # (engine_plugin.fastjson.dumps_stored), else as before: NaN, infinities, wide integers
+    # and tuples come back as json.dumps/json.loads gave them
+    odd = {"nan": math.nan, "inf": [math.inf, -math.inf], "big": 2**70, "pair": (1, 2.5),
+           "s": "h\u00f6st \u6f22", "neg0": -0.0, "tiny": 5e-324, "none": None}
+    plain = {"status": "ok", "since": 1.5, "fits": {"m": {"k": 3, "sv": 1e15 / 3}}}
+    store.set_event_states({"health:a": odd, "health:b": plain}, now=10.0)
+    store.set_verdicts([(vm_uuid(1), odd, 2.0), (vm_uuid(2), plain, None)], 11.0,
+                       states={"health:c": odd})
+    got = store.event_states(["health:a", "health:b", "health:c"])
+    got_verdicts = store.verdicts([vm_uuid(1), vm_uuid(2)])
+    for value, back in ((odd, got["health:a"]), (plain, got["health:b"]),
+                        (odd, got["health:c"]), (odd, store.event_state("health:c")),
+                        (odd, got_verdicts[vm_uuid(1)]), (plain, got_verdicts[vm_uuid(2)])):
+        assert _typed(back) == _typed(json.loads(json.dumps(value))), back
 
 
 def test_malformed_envelope_is_refused_with_a_hint(store: Store) -> None:
