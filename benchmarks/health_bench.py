@@ -34,7 +34,9 @@ with ``Store.import_history`` in the store's shape (14 health series: the 8 fore
 and their capacities, 5-minute rollups older than 48 hours, raw 1-minute samples after,
 about 60,000 rows a VM; PostgreSQL in its time partitions), then one realistic report each
 (ingest) and a first pass with no budget. Then every ``--cadence`` seconds (default 5
-minutes) each VM sends one new report and a pass runs over all of them the way the service
+minutes) each VM sends one new report (each at its own second of the minute, so the kept
+fits' refreshes spread over the fleet as they do in a real one: with one timestamp for all,
+every VM's refreshes fell on one pass) and a pass runs over all of them the way the service
 does: ``workers.compute`` (the batch's latest reports and states, the history reads,
 ``evaluate_vm``) and ``HealthPass.apply`` (verdicts and states, one transaction), in batches of
 200, for ``2 * --store-hours`` (the first half a warm-up, so refreshes have spread out).
@@ -322,8 +324,11 @@ def store_run(kind, url, server_cpu, args, in_memory_ms):
                         clock=lambda: clock[0])
 
     def report_all(t):
-        envs = [envelope(vm.n, seq[0], t, host_id="host-1", received_at=t,
-                         **vm.report_values(t)) for vm in vms]
+        # each VM at its own second of the minute, as agents report: the refreshes of kept
+        # fits, spread by the time of a fit's last sample, spread over the fleet
+        envs = [envelope(vm.n, seq[0], t - vm.n * 7 % 60, host_id="host-1",
+                         received_at=t - vm.n * 7 % 60, **vm.report_values(t - vm.n * 7 % 60))
+                for vm in vms]
         seq[0] += 1
         for k in range(0, len(envs), 200):
             store.ingest(envs[k:k + 200], now=t)
