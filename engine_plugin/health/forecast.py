@@ -58,6 +58,21 @@ will go on doing so. It is made only when the data supports every part of that c
    ramps at the same time after their cleanups is a fill, even below their peaks. The limit
    is reached by the cycle's peaks: the fitted level plus the shape's top. Inside the
    current cycle the raw samples are judged too, as before (a fast fill on one ramp).
+5c. **Any other cycle** (a daily load, an hourly job; a sine or a ramp and a fall, 20
+   minutes to 1.75 days: ``_season``). Where no window passed and some rose clearly but
+   failed a later test (no cleanup cycle found), the history's 5-minute means are searched
+   for a period: the lag at which the series differs least from itself against half that
+   lag (a cycle differs most half a period apart; a level that wanders or fills differs
+   more the longer the lag), the shortest such peak among candidates ``SEASON_SPACING``
+   apart, refined on multiples of it. The profile is the median, per part of the period,
+   of the means less their moving mean over one period (which follows a fill, so the
+   profile does not absorb it); it must explain ``SEASON_SHARE`` of what the moving mean
+   leaves (a wandering level's "profile" explains little). The samples less the profile
+   at their phase are judged by every test above on every window (method ``seasonal``): a
+   fill shows as the level rising across the cycles, each part of the cycle higher than
+   at the same phase of the earlier ones, long before the raw series rises above the
+   cycle's earlier peaks. The limit is reached by the peaks (the level plus the profile's
+   top).
 6. **Persistence proportional to the horizon.** A window may forecast a time left of at most
    ``MAX_EXTRAPOLATION`` times its length, or ``LONG_EXTRAPOLATION`` times if it covers
    ``min_span_s`` (``[health] forecast_min_span_s``) and passed (4) against earlier windows:
@@ -257,6 +272,7 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
     # longer windows are judged on the series with the cycle's shape taken out (below), and
     # so are the windows inside the current cycle (its ramp against the earlier ramps)
     longest = (end - cycle.cuts[-1]) if cycle is not None else math.inf
+    compared = False    # a window rose clearly, but failed a later test: a cycle's, maybe
     width = FIRST_WINDOW_S
     while True:
         whole = width >= end - seg_start
@@ -273,6 +289,7 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
                 passed.append(trend)
             else:
                 reason = why
+                compared = compared or why not in _NOISE
         if whole:
             break
         width *= 2
@@ -305,6 +322,36 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
                 break
             width *= 2
         passed.sort(key=lambda tr: tr.end - tr.start)
+    import os
+    gate = os.environ.get("SEASON_GATE", "rose")
+    if gate == "rose":
+        want = cycle is None and not passed and compared
+    elif gate == "rosecycle":
+        want = not passed and compared
+    else:
+        want = (compared and cycle is None) or (cycle is not None and not passed)
+    season = _season(s, end) if want else None
+    if season is not None:
+        # a cycle that is no cleanup sawtooth (a daily load, an hourly job): the samples less
+        # its profile at their phase are judged like the raw series, on every window; the
+        # limit is reached by the cycle's peaks (the level plus the profile's top)
+        ds = season.series
+        width = FIRST_WINDOW_S
+        while True:
+            whole = width >= end - seg_start
+            a = seg_start if whole else end - width
+            judged = _judge(ds, a, end, end - a, seg_start, None if capacity is None
+                            else capacity - season.top, now, min_span_s)
+            if judged is not None:
+                trend, ok, why = judged
+                trend = dataclasses.replace(trend, method="seasonal",
+                                            intercept=trend.intercept + season.top)
+                if ok:
+                    passed.append(trend)
+            if whole:
+                break
+            width *= 2
+        passed.sort(key=lambda tr: tr.end - tr.start)
     if passed:
         best = passed[-1]
         for trend in reversed(passed[:-1]):
@@ -315,6 +362,8 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
                 best = trend
         if best.method == "cleanup_cycle" and cycle is not None:
             best = _trim(cycle.series, best, cycle.top)
+        elif best.method == "seasonal" and season is not None:
+            best = _trim(season.series, best, season.top)
         else:
             best = _trim(s, best)
         eta = _eta(best, capacity, now)
@@ -421,6 +470,9 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
     return dataclasses.replace(trend, confidence=confidence, reach=reach), True, ""
 
 
+_NOISE = ("not growing", "growth within the noise", "growth within the noise (correlated)",
+          "gaps in the data")
+
 CYCLE_MIN_RESETS = 4               # cleanups needed before a cycle's shape is removed
 CYCLE_BINS = 32                   # the shape: mean level per this many parts of the period
 CYCLE_MIN_PERIODS = 2.0           # windows across cleanups: at least this many periods long
@@ -511,6 +563,152 @@ def _cycle(s: _Series, resets: Sequence[float], end: float) -> Optional[_Cycle]:
                 values.extend([v - p for v in s.v[lo:hi]])
                 lo = hi
     return _Cycle(cuts, period, top, _Series(s.t, values), profile)
+
+
+SEASON_GRID_S = 300.0              # the grid a cycle is looked for on (the rollups' width)
+SEASON_MIN_LAG = 4                 # the shortest period looked for, in grid steps (20 min)
+SEASON_MIN_CYCLES = 4.0            # the history must hold this many periods
+SEASON_SPACING = 1.1               # candidate periods, this much apart
+SEASON_STRENGTH = 2.0              # a cycle: half a period apart, the series differs this many
+                                   # times more than a period apart
+SEASON_COARSE = 16                 # candidates are compared on means of grid steps, at least
+                                   # this many to a period
+SEASON_SPAN = 16                   # ... over at most this many periods (the most recent)
+SEASON_BINS = 64                   # the profile: a mean level per part of the period
+SEASON_SHARE = 0.5                 # the profile explains at least this share of the series
+                                   # less its moving mean
+
+
+@dataclasses.dataclass
+class _Season:
+    period: float                 # seconds
+    top: float                    # the profile's highest point, above the level
+    series: "_Series"             # the samples less the profile at their phase
+
+
+def _grid(s: _Series, end: float) -> Tuple[float, List[float]]:
+    """Means of ``SEASON_GRID_S`` buckets aligned on multiples of it (a rollup is its
+    bucket's mean), from the first sample's bucket to ``end``'s; an empty bucket takes the
+    previous one's mean."""
+    start = s.t[0] - s.t[0] % SEASON_GRID_S
+    n = int((end - start) // SEASON_GRID_S) + 1
+    cs, t = s.cs, s.t
+    out: List[float] = []
+    lo = 0
+    last = s.v[0]
+    for k in range(1, n + 1):
+        hi = bisect.bisect_left(t, start + k * SEASON_GRID_S, lo)
+        if hi > lo:
+            last = (cs[hi] - cs[lo]) / (hi - lo)
+        out.append(last)
+        lo = hi
+    return start, out
+
+
+def _lagdiff(xs: Sequence[float], lag: int, span: int) -> float:
+    """Mean absolute difference of ``xs`` ``lag`` apart, over its last ``span`` values."""
+    a = xs[max(lag, len(xs) - span):]
+    b = xs[max(0, len(xs) - span - lag):len(xs) - lag]
+    return sum(map(abs, map(operator.sub, a, b))) / len(a) if a else math.inf
+
+
+def _season(s: _Series, end: float) -> Optional[_Season]:
+    """A cycle that is not a cleanup sawtooth (a daily load, an hourly job: a sine, a ramp
+    and a fall, minutes to days), found on the grid of 5-minute means: its period is the
+    lag at which the series differs least from itself compared with half that lag (a cycle
+    differs most half a period apart; a level that wanders or fills differs more the longer
+    the lag), refined on multiples of it; its profile is the median, per part of the
+    period, of the series less its moving mean over a period (which follows a fill, so the
+    profile does not absorb it). Returns the samples less the profile at their phase, or
+    None when there is no clear cycle."""
+    start, g = _grid(s, end)
+    n = len(g)
+    levels = [g]
+    while len(levels[-1]) >= 4 * SEASON_COARSE * SEASON_MIN_CYCLES:
+        x = levels[-1]
+        levels.append([(a + b) / 2 for a, b in zip(x[::2], x[1::2])])
+
+    def strength(lag: float) -> Tuple[float, float]:
+        r = 0
+        while r + 1 < len(levels) and lag / 2 ** (r + 1) >= SEASON_COARSE:
+            r += 1
+        x = levels[r]
+        k = max(2, int(round(lag / 2 ** r)))
+        span = SEASON_SPAN * k
+        whole = _lagdiff(x, k, span)
+        half = _lagdiff(x, k // 2, span)
+        return (half / whole if whole > 0 else math.inf if half > 0 else 0.0), k * 2.0 ** r
+
+    found: List[Tuple[float, float]] = []
+    lag = float(SEASON_MIN_LAG)
+    while lag * SEASON_MIN_CYCLES <= n:
+        found.append(strength(lag))
+        lag *= SEASON_SPACING
+    # a cycle's multiples differ as little from themselves (on coarser means, even less
+    # noisily): the period is the shortest lag whose strength peaks among its neighbours
+    best_lag = next((at for i, (ratio, at) in enumerate(found) if ratio >= SEASON_STRENGTH
+                     and ratio >= max(x[0] for x in found[max(0, i - 1):i + 2])), 0.0)
+    if not best_lag:
+        return None
+    # refine: the lag nearest a multiple of the period, each multiple four times the last
+    p, tol, m = best_lag, SEASON_SPACING * best_lag - best_lag + 1.0, 1
+    while True:
+        r = 0
+        while r + 1 < len(levels) and 2 ** (r + 1) <= m * tol / 3:
+            r += 1
+        x = levels[r]
+        unit = 2 ** r
+        lo = max(1, int(math.floor((m * (p - tol)) / unit)))
+        hi = int(math.ceil((m * (p + tol)) / unit))
+        if hi * 2 > len(x):
+            break
+        k = min(range(lo, hi + 1), key=lambda j: _lagdiff(x, j, len(x)))
+        p, tol = k * unit / m, unit / (2.0 * m)
+        m *= 4
+        if m * p * 2 > n:
+            break
+    period = p * SEASON_GRID_S
+    # the profile: grid means less their moving mean over a period, by phase
+    w = max(2, int(round(p)))
+    bins = max(4, min(SEASON_BINS, w))
+    cg = [0.0]
+    cg.extend(itertools.accumulate(g))
+    parts: List[List[float]] = [[] for _ in range(bins)]
+    half_w = w // 2
+    for i in range(half_w, n - (w - half_w)):
+        moving = (cg[i - half_w + w] - cg[i - half_w]) / w
+        phase = ((i + 0.5) * SEASON_GRID_S / period) % 1.0
+        parts[int(phase * bins) % bins].append(g[i] - moving)
+    if not all(parts):
+        return None
+    profile = [median(part) for part in parts]
+    mean = math.fsum(profile) / bins
+    profile = [x - mean for x in profile]
+    top = max(profile)
+    # the profile must explain most of what the moving mean leaves: a level that wanders
+    # around shows a "profile" too, made of its excursions, but it explains little
+    total = left = 0.0
+    for part, p_b in zip(parts, profile):
+        total += math.fsum([d * d for d in part])
+        left += math.fsum([(d - p_b) ** 2 for d in part])
+    if top <= 0 or total <= 0 or left > (1.0 - SEASON_SHARE) * total:
+        return None
+    # each sample less the profile at its phase (interpolated; a sample followed by the
+    # next only a grid step or more later is a rollup: it stands for the step after its stamp)
+    fine = 8 * bins
+    table = []
+    for j in range(fine):
+        pos = (j + 0.5) / 8.0 - 0.5
+        i = int(math.floor(pos))
+        f = pos - i
+        table.append((1 - f) * profile[i % bins] + f * profile[(i + 1) % bins])
+    ts, vs = s.t, s.v
+    scale, half, last = fine / period, SEASON_GRID_S / 2, SEASON_GRID_S - 1
+    nxt = itertools.chain(itertools.islice(ts, 1, None), (ts[-1],))
+    values = [v - table[int(((t + half if u - t >= last and not t % SEASON_GRID_S else t)
+                              - start) * scale) % fine]
+              for t, v, u in zip(ts, vs, nxt)]
+    return _Season(period, top, _Series(ts, values))
 
 
 def _steps_explain(s: _Series, a: float, end: float) -> bool:

@@ -1,6 +1,7 @@
 """Synthetic histories whose answer is known: the forecast must find the fill, within a
 tolerance, and stay silent on sawtooth, spikes, cleanups and flat lines."""
 
+import math
 import random
 
 import pytest
@@ -231,3 +232,53 @@ def test_a_routine_job_s_bursts_make_no_cleanup_cycle():
     # the same job alone: its deletions are resets, but they come at no regular period
     fc = forecast(series(job, noise=0.05 * GIB), CAP, NOW)
     assert fc.resets >= 4 and fc.trend.method != "cleanup_cycle" and fc.eta_s is None
+
+
+# -- a fill on a cycle (issue 13, sixth round) -------------------------------------------------
+
+def rolled(pts, now=NOW, raw_s=3 * HOUR):
+    """``pts`` up to ``now`` as the health pass reads them: 5-minute means (stamped at their
+    bucket's start) older than ``raw_s``, raw samples after."""
+    pts = [p for p in pts if p[0] <= now]
+    cut = now - raw_s
+    cut -= cut % 300
+    buckets = {}
+    for t, v in pts:
+        if t < cut:
+            buckets.setdefault(t - t % 300, []).append(v)
+    return sorted((b, sum(vs) / len(vs)) for b, vs in buckets.items()) + \
+        [p for p in pts if p[0] >= cut]
+
+
+def cycle(shape, period):
+    """A cycle of +-8 GiB around 60 GiB (a daily load, an hourly job): a sine, or a ramp and a
+    fall (a job's files, written then deleted)."""
+    if shape == "sine":
+        return lambda t: (60 + 8 * math.sin(2 * math.pi * t / period)) * GIB
+    return lambda t: (60 + 8 * (2 * ((t / period) % 1.0) - 1)) * GIB
+
+
+@pytest.mark.parametrize("shape,period", [("sine", 2400), ("sine", 5400), ("sine", 9 * HOUR),
+                                          ("sine", DAY), ("ramp", 2400)])
+def test_a_fill_on_a_cycle_is_caught_before_it_rises_above_the_cycle_s_peaks(shape, period):
+    # a writer adding 1.5 GiB an hour for the last 6 hours (9 GiB) under a cycle of 16 GiB
+    # from trough to peak: the series is still inside the band the cycle has always drawn,
+    # but each part of the cycle is higher than at the same phase of the earlier cycles; the
+    # peaks (68 GiB, 77 now) reach 100 GiB in 15.3 hours
+    base = cycle(shape, period)
+
+    def f(t):
+        return base(t) + 1.5 * GIB * max(0.0, t - (NOW - 6 * HOUR)) / HOUR
+    fc = forecast(rolled(series(f, noise=0.3 * GIB)), CAP, NOW)
+    assert fc.trend.method == "seasonal"
+    assert fc.eta_s / HOUR == pytest.approx(15.3, rel=0.15)
+    assert fc.trend.slope * HOUR == pytest.approx(1.5 * GIB, rel=0.2)
+
+
+@pytest.mark.parametrize("shape", ["sine", "ramp"])
+def test_a_plain_cycle_raises_nothing_at_any_phase(shape):
+    for period in (2400, 5400, 4 * HOUR, 9 * HOUR, DAY):
+        for k in range(6):
+            end = NOW - k * period / 6   # the pass falls anywhere in the cycle
+            pts = rolled(series(cycle(shape, period), noise=0.3 * GIB, seed=k), end)
+            assert forecast(pts, CAP, end).eta_s is None, (period, k)
