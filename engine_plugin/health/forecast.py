@@ -322,15 +322,10 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
                 break
             width *= 2
         passed.sort(key=lambda tr: tr.end - tr.start)
-    import os
-    gate = os.environ.get("SEASON_GATE", "rose")
-    if gate == "rose":
-        want = cycle is None and not passed and compared
-    elif gate == "rosecycle":
-        want = not passed and compared
-    else:
-        want = (compared and cycle is None) or (cycle is not None and not passed)
-    season = _season(s, end) if want else None
+    # any other cycle, looked for where nothing passed and the history is wide against its
+    # noise or some window rose clearly but failed a later test
+    season = (_season(s, end) if cycle is None and not passed
+              and (compared or _wide(vs, spread)) else None)
     if season is not None:
         # a cycle that is no cleanup sawtooth (a daily load, an hourly job): the samples less
         # its profile at their phase are judged like the raw series, on every window; the
@@ -470,6 +465,16 @@ def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,
     return dataclasses.replace(trend, confidence=confidence, reach=reach), True, ""
 
 
+def _wide(vs: Sequence[float], spread: float) -> bool:
+    """Whether the history's range is wide against the noise of its latest samples (the
+    robust scale of their changes): white noise spans a few times its scale, a cycle (or a
+    level that wanders, steps or fills) many."""
+    recent = vs[-SEASON_NOISE_SAMPLES:]
+    diffs = sorted([abs(b - a) for a, b in zip(recent, recent[1:])])
+    noise = 1.4826 * diffs[len(diffs) // 2] / math.sqrt(2.0) if diffs else 0.0
+    return spread > SEASON_WIDE * noise
+
+
 _NOISE = ("not growing", "growth within the noise", "growth within the noise (correlated)",
           "gaps in the data")
 
@@ -574,6 +579,9 @@ SEASON_STRENGTH = 2.0              # a cycle: half a period apart, the series di
 SEASON_COARSE = 16                 # candidates are compared on means of grid steps, at least
                                    # this many to a period
 SEASON_SPAN = 16                   # ... over at most this many periods (the most recent)
+SEASON_WIDE = 10.0                 # looked for only in histories this many times wider
+                                   # than their noise
+SEASON_NOISE_SAMPLES = 120         # (the noise of this many latest samples: raw, 2 hours)
 SEASON_BINS = 64                   # the profile: a mean level per part of the period
 SEASON_SHARE = 0.5                 # the profile explains at least this share of the series
                                    # less its moving mean
@@ -592,16 +600,19 @@ def _grid(s: _Series, end: float) -> Tuple[float, List[float]]:
     previous one's mean."""
     start = s.t[0] - s.t[0] % SEASON_GRID_S
     n = int((end - start) // SEASON_GRID_S) + 1
-    cs, t = s.cs, s.t
-    out: List[float] = []
-    lo = 0
-    last = s.v[0]
-    for k in range(1, n + 1):
-        hi = bisect.bisect_left(t, start + k * SEASON_GRID_S, lo)
-        if hi > lo:
-            last = (cs[hi] - cs[lo]) / (hi - lo)
-        out.append(last)
-        lo = hi
+    bounds = [0]
+    bounds.extend(map(bisect.bisect_left, itertools.repeat(s.t, n),
+                      [start + k * SEASON_GRID_S for k in range(1, n + 1)]))
+    cs = s.cs
+    out = [(cs[hi] - cs[lo]) / (hi - lo) if hi > lo else math.nan
+           for lo, hi in zip(bounds, bounds[1:])]
+    if any(map(math.isnan, out)):
+        last = s.v[0]
+        for k, v in enumerate(out):
+            if v != v:
+                out[k] = last
+            else:
+                last = v
     return start, out
 
 

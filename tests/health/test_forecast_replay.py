@@ -101,6 +101,35 @@ def test_a_burst_of_minutes_after_a_quiet_week_is_raised_in_time():
     assert [e.status for e in result.events][:1] == ["critical"]
 
 
+def test_a_fill_on_a_cycle_is_raised_before_it_rises_above_the_cycle_s_peaks():
+    # a cycle of 5 hours (45 % +- 10 %: a batch load), and from day 2 a writer adding 2 % an
+    # hour: the peaks (55 %) reach the limit 22.5 hours later. The raw series leaves the band
+    # the cycle has always drawn only after 10 hours; each part of the cycle is higher than
+    # at the same phase of the earlier cycles from the first (issue 13, sixth round)
+    cap = 100 * GIB
+    begin = START + 2 * DAY + 3 * HOUR
+    full = begin + 0.45 / 0.02 * HOUR
+    n = noise(6, 0.005 * cap)
+    def cycle(t):
+        return 0.45 + 0.1 * math.sin(2 * math.pi * (t - T0) / (5 * HOUR))
+    result = replay(case(lambda t: cap * (cycle(t) + 0.02 * max(0.0, t - begin) / HOUR) + n(),
+                         cap, full_at=full,
+                         truths=[Truth("fs.used:/data", "fill", begin, full)]))
+    raised_at, eta = result.raised["fs.used:/data"]
+    assert full - raised_at >= 0.5 * (full - begin)    # while half of its time was left
+    assert abs(eta - (full - raised_at)) <= 0.3 * (full - raised_at)
+    assert result.events and all(e.justified for e in result.events)
+
+
+def test_a_plain_cycle_raises_nothing():
+    # the same cycle, no writer
+    cap = 100 * GIB
+    n = noise(6, 0.005 * cap)
+    result = replay(case(lambda t: cap * (0.45 + 0.1 * math.sin(
+        2 * math.pi * (t - T0) / (5 * HOUR))) + n(), cap))
+    assert result.events == [] and result.raised == {}
+
+
 def test_held_out_corpus_slice():
     # two held-out seeds of every family (15 VM-weeks each), a pass every 30 minutes
     results = [replay(c, cadence_s=30 * MINUTE) for c in corpus(REPORT_SEEDS[:2])]
