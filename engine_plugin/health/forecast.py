@@ -132,7 +132,8 @@ class Trend:
     intercept: float        # fitted value at t0
     t0: float
     confidence: float       # 0..1
-    method: str             # "linear", "recent", "after_reset", "sawtooth", "insufficient"
+    method: str             # "linear", "recent", "after_reset", "sawtooth", "cleanup_cycle",
+                            # "seasonal", "insufficient"
     start: float = 0.0
     end: float = 0.0
     slope_error: float = 0.0

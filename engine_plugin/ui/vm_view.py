@@ -131,6 +131,7 @@ FIT_METHOD_TEXT = {
     "after_reset": "the data since the last cleanup",
     "sawtooth": "the whole history, across its cleanups",
     "cleanup_cycle": "the level across its cleanups, their cycle's shape taken out",
+    "seasonal": "the level across its cycle, the cycle's profile taken out",
     "insufficient": "too little data",
 }
 
