@@ -381,11 +381,17 @@ def _shown(cycle: Optional["_Cycle"]) -> Optional[Tuple[float, float, Tuple[floa
 
 def shape_at(cycle: Sequence[Any], t: float) -> float:
     """The cycle's shape (``Forecast.cycle``: last cleanup, period, levels) at time ``t``:
-    the level of its part of the period since the last cleanup, cycles repeating at the
-    period after it."""
+    its levels, each at the middle of its part of the period since the last cleanup, joined
+    by straight lines (a ramp, not a staircase; held flat in the first and last half part,
+    around the cleanup), cycles repeating at the period after the last cleanup."""
     cut, period, shape = cycle[0], cycle[1], cycle[2]
-    k = int((t - cut) % period / period * len(shape))
-    return float(shape[min(max(k, 0), len(shape) - 1)])
+    x = (t - cut) % period / period * len(shape) - 0.5
+    if x <= 0:
+        return float(shape[0])
+    k = int(x)
+    if k >= len(shape) - 1:
+        return float(shape[-1])
+    return float(shape[k] + (shape[k + 1] - shape[k]) * (x - k))
 
 
 def _judge(s: _Series, a: float, end: float, w: float, seg_start: float,

@@ -164,3 +164,34 @@ def test_an_unraised_fit_near_the_horizon_or_a_leak_is_expected_at_its_level() -
     verdict, state = evaluate_vm(None, leak(now, 0.04, days=3), th, None, now, now)
     assert verdict["forecasts"][0]["status"] == "ok"
     assert "slope" not in state["fits"]["proc.rss:java"]
+
+
+def test_a_change_long_after_the_fit_is_seen_at_once_not_diluted() -> None:
+    # a flat disk kept for 5 hours (an unraised fit is refreshed after 6 to 18 hours), then a
+    # fill of 0.5 % of capacity an hour: the samples of a pass alone leave the band within
+    # about half an hour; their mean since the fit (5 hours of flat samples before them)
+    # would take some two hours more
+    th = Thresholds()
+    now = 1_800_000_000.0
+    start = now + 5 * HOUR
+    rnd = random.Random(3)
+    first = now - 4 * DAY
+    end = now + 8 * HOUR
+    pts = [(t, 40 * GIB + 0.5 * GIB * max(0.0, t - start) / HOUR + 0.02 * GIB * rnd.gauss(0, 1))
+           for t in (first + 60 * i for i in range(int((end - first) / 60) + 1))]
+    state: Optional[Dict[str, Any]] = None
+    refits = []
+    k = 0
+    while now + k * STEP <= end:
+        at = now + k * STEP
+        hist = {"fs.used:/": pts[:bisect.bisect_right(pts, (at, math.inf))],
+                "fs.total:/": [(at, 100 * GIB)]}
+        before = (state or {}).get("fits", {}).get("fs.used:/")
+        _, state = evaluate_vm(None, hist, th, state, at, at)
+        memo = state["fits"]["fs.used:/"]
+        if before is None:
+            assert memo["due"] - at >= 1.5 * th.forecast_refresh_s
+        elif memo["last"] != before["last"]:
+            refits.append(at)
+        k += 1
+    assert refits and start < refits[0] <= start + 3600, [(t - start) / 60 for t in refits]
