@@ -353,9 +353,9 @@ def _screen(pts: Sequence[Point], cap: Optional[float], t: Thresholds, now: floa
     if quiet:
         due = now + spread * UNRAISED_REFRESH_SHARE * t.forecast_refresh_s
         far = _far(doc, cap, t, due)
-    memo = {"last": last, "t": math.fsum(p[0] for p in recent) / k, "mean": math.fsum(vs) / k,
-            "noise": noise, "capacity": cap, "due": due,
-            "seen": last, "k": 0, "st": 0.0, "sv": 0.0}
+    memo: Dict[str, Any] = {
+        "last": last, "t": math.fsum(p[0] for p in recent) / k, "mean": math.fsum(vs) / k,
+        "noise": noise, "capacity": cap, "due": due, "seen": last, "k": 0, "st": 0.0, "sv": 0.0}
     if quiet:
         memo["quiet"] = True
     slope = 0.0
