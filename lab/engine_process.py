@@ -84,13 +84,8 @@ class EngineProcess:
 
     def ingest_children(self) -> List[int]:
         """Process ids of its ingest processes ([ingest] processes) running now."""
-        try:
-            with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as handle:
-                pids = [int(pid) for pid in handle.read().split()]
-        except OSError:
-            return []
         out = []
-        for pid in pids:
+        for pid in children_of(self.proc.pid):
             try:
                 with open("/proc/%d/cmdline" % pid, "rb") as handle:
                     if b"ingest_processes" in handle.read():
@@ -118,3 +113,27 @@ class EngineProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def children_of(pid: int) -> List[int]:
+    """Process ids whose parent is ``pid`` now, whichever of its threads started them."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as handle:
+                    stat = handle.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

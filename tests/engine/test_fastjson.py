@@ -16,6 +16,7 @@ from diag_protocol import framing
 from diag_protocol.framing import may_overflow
 from engine_plugin import fastjson
 from lab.fake_guest import sample_report
+from tests.jsontree import typed
 
 
 def test_orjson_is_installed_here() -> None:
@@ -144,36 +145,35 @@ def test_tricky_batches_decode_or_fail_as_the_reference(raw: bytes) -> None:
     assert got == outcome(reference_loads, raw)
 
 
+def mutations(valid, alphabet, seed: int, count: int = 1500) -> list:
+    """``count`` copies of ``valid`` (bytes or text), each with one to three characters
+    replaced from ``alphabet`` or runs of up to five deleted, the same for a seed."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        chars = list(valid)
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(chars))
+            if rng.random() < 0.6:
+                chars[pos] = rng.choice(alphabet)
+            else:
+                del chars[pos:pos + rng.randint(1, 5)]
+        out.append(bytes(chars) if isinstance(valid, bytes) else "".join(chars))
+    return out
+
+
 def test_mutated_batches_decode_as_the_reference_and_pass_the_gate_only_when_valid() -> None:
-    rng = random.Random(1017)
     valid = body()
     assert batch_outcome(valid) == (("value", json.loads(valid)), True)
-    alphabet = b'0123456789-+.eE"\\[]{}:, \x00\xff\xc3ua'
     plain = 0
-    for _ in range(1500):
-        raw = bytearray(valid)
-        for _ in range(rng.randint(1, 3)):
-            pos = rng.randrange(len(raw))
-            if rng.random() < 0.6:
-                raw[pos] = rng.choice(alphabet)
-            else:
-                del raw[pos:pos + rng.randint(1, 5)]
-        got, passed = batch_outcome(bytes(raw))
+    for raw in mutations(valid, b'0123456789-+.eE"\\[]{}:, \x00\xff\xc3ua', 1017):
+        got, passed = batch_outcome(raw)
         plain += bool(passed)
-        assert got == outcome(reference_loads, bytes(raw)), bytes(raw)[:200]
+        assert got == outcome(reference_loads, raw), raw[:200]
     assert plain > 0  # some mutations keep the batch valid (a digit in a number, ...)
 
 
 # -- the store's JSON: states, verdicts, reports (dumps_stored, loads_stored) ------------------
-
-def typed(value):
-    """A value's tree with every leaf's type and repr: NaN equals NaN, 1 differs from 1.0."""
-    if isinstance(value, dict):
-        return ("dict", sorted((repr(k), typed(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return (type(value).__name__, [typed(v) for v in value])
-    return (type(value).__name__, repr(value))
-
 
 def stored_reference(value) -> str:
     """What the store wrote before (the standard library)."""
@@ -252,18 +252,7 @@ def test_stored_texts_tricky_or_mutated_decode_or_fail_as_the_standard_library()
             pass
     texts += [stored_reference(v) for v in STORED]
     texts.append(fastjson.dumps_stored(health_state()[1]))
-    rng = random.Random(1318)
-    valid = texts[-1]
-    alphabet = '0123456789-+.eE"\\[]{}:, \x00\u00e9uaNIfinty'
-    for _ in range(1500):
-        text = list(valid)
-        for _ in range(rng.randint(1, 3)):
-            pos = rng.randrange(len(text))
-            if rng.random() < 0.6:
-                text[pos] = rng.choice(alphabet)
-            else:
-                del text[pos:pos + rng.randint(1, 5)]
-        texts.append("".join(text))
+    texts += mutations(texts[-1], '0123456789-+.eE"\\[]{}:, \x00\u00e9uaNIfinty', 1318)
     for text in texts:
         assert loads_outcome(fastjson.loads_stored, text) == loads_outcome(json.loads, text), \
             text[:200]

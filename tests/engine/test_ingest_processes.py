@@ -26,7 +26,7 @@ import pytest
 from engine_plugin import config as config_mod
 from engine_plugin.service.ingest_processes import FORWARD_S, process_count
 from engine_plugin.storage import StorageConfig, open_store
-from lab.engine_process import EngineProcess, free_port
+from lab.engine_process import EngineProcess, alive, free_port
 from tests.engine.conftest import HOST_1_CN, relay_ssl
 from tests.engine.reports import envelope
 
@@ -81,14 +81,6 @@ def wait_until(what: str, condition: Callable[[], Any], engine: EngineProcess,
         assert time.monotonic() < deadline, "%s: not within %.0f s\n%s" % (what, timeout,
                                                                            engine.tail())
         time.sleep(0.2)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_processes_setting() -> None:

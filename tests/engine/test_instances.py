@@ -25,6 +25,7 @@ from typing import Any, Dict, List
 import psycopg
 import pytest
 
+from lab.engine_process import alive, children_of
 from tests.engine.conftest import CLUSTER, HOST_1, HOST_1_CN, relay_ssl
 from tests.engine.reports import envelope
 
@@ -145,29 +146,6 @@ def lease(url: str) -> Dict[str, Any] | None:
 
 def pid_of(holder: str) -> int:
     return int(holder.split(":")[-2])
-
-
-def children_of(pid: int) -> List[int]:
-    """Process ids whose parent is ``pid`` now (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as handle:
-                    stat = handle.read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def wait_until(what: str, condition: Any, timeout: float, logs: Any) -> float:

@@ -17,6 +17,7 @@ from engine_plugin.service.evaluation import STATE_PREFIX, HealthPass
 from engine_plugin.service.metrics import ServiceMetrics
 from engine_plugin.storage import open_store
 from lab.store_reports import envelope, vm_uuid
+from tests.health import shapes
 
 GIB = float(2**30)
 DAY = 86400.0
@@ -273,24 +274,7 @@ def test_next_reads_start_early_enough_for_the_tail_and_the_fit(points):
 
 
 def _shape(n: int, t: float, now: float, rnd: random.Random) -> float:
-    hour, day = 3600.0, DAY
-    grown = t - (now - 2 * day)
-    noise = rnd.gauss(0, 1)
-    return {
-        0: lambda: 30 * GIB + 10 * GIB * grown / day + 0.1 * GIB * noise,    # a fill: warning
-        1: lambda: 40 * GIB + 0.5 * GIB * noise,                              # flat, noisy
-        2: lambda: 40 * GIB + max(0.0, t - (now - 6 * hour)) / hour * 4 * GIB
-        + 0.05 * GIB * noise,                                                 # began 6 h ago
-        3: lambda: 50 * GIB + 20 * GIB * ((t % (6 * hour)) / (6 * hour))
-        + 0.05 * GIB * noise,                                                 # cleanups, 6 h
-        4: lambda: 40 * GIB + 30 * GIB * ((t % day) / day) + 0.1 * GIB * noise,   # daily ramp
-        5: lambda: 40 * GIB + (10 * GIB if t > now - 20 * hour else 0.0)
-        + 0.05 * GIB * noise,                                                 # a step
-        6: lambda: 20 * GIB + 3 * GIB * grown / day
-        + 5 * GIB * math.sin(2 * math.pi * t / (8 * hour)) + 0.3 * GIB * noise,   # on a cycle
-        7: lambda: 60 * GIB + 0.5 * GIB * max(0.0, t - (now - 3 * hour)) / hour
-        + 0.02 * GIB * noise,                                                 # began 3 h ago
-    }[n]()
+    return shapes.value(n, t, now, rnd.gauss(0, 1))
 
 
 def test_refits_read_means_before_raw_since_and_decide_as_on_raw_samples(store_url):

@@ -9,16 +9,14 @@ from __future__ import annotations
 import bisect
 import math
 import random
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
 from engine_plugin.health import Thresholds, evaluate_vm
 from engine_plugin.health.forecast import forecast
+from tests.health.shapes import DAY, GIB, HOUR, value
 
-GIB = float(2**30)
-DAY = 86400.0
-HOUR = 3600.0
 STEP = 300.0
 HOURS = 12
 
@@ -28,35 +26,24 @@ def refit_every_pass(*args: Any, **kw: Any) -> Any:
     return forecast(*args, **kw)
 
 
-def value(n: int, t: float, now: float, noise: float) -> float:
-    """The shapes of test_pass_reads (0..7, ``now`` the first pass) and two more."""
-    grown = t - (now - 2 * DAY)
-    return {
-        0: lambda: 30 * GIB + 10 * GIB * grown / DAY + 0.1 * GIB * noise,    # a fill: warning
-        1: lambda: 40 * GIB + 0.5 * GIB * noise,                              # flat, noisy
-        2: lambda: 40 * GIB + max(0.0, t - (now - 6 * HOUR)) / HOUR * 4 * GIB
-        + 0.05 * GIB * noise,                                                 # began 6 h ago
-        3: lambda: 50 * GIB + 20 * GIB * ((t % (6 * HOUR)) / (6 * HOUR))
-        + 0.05 * GIB * noise,                                                 # cleanups, 6 h
-        4: lambda: 40 * GIB + 30 * GIB * ((t % DAY) / DAY) + 0.1 * GIB * noise,   # daily ramp
-        5: lambda: 40 * GIB + (10 * GIB if t > now - 20 * HOUR else 0.0)
-        + 0.05 * GIB * noise,                                                 # a step
-        6: lambda: 20 * GIB + 3 * GIB * grown / DAY
-        + 5 * GIB * math.sin(2 * math.pi * t / (8 * HOUR)) + 0.3 * GIB * noise,   # on a cycle
-        7: lambda: 60 * GIB + 0.5 * GIB * max(0.0, t - (now - 3 * HOUR)) / HOUR
-        + 0.02 * GIB * noise,                                                 # began 3 h ago
-        # a fill full in about 20 days (no alarm due) that, 3 hours into the passes, speeds
-        # up to full in about 2 days
-        8: lambda: 40 * GIB + 3 * GIB * grown / DAY
-        + max(0.0, t - (now + 3 * HOUR)) / DAY * 25 * GIB + 0.05 * GIB * noise,
-        # the daily ramp, and from the first pass a fill of 1 GiB an hour on top of it (below
-        # the earlier peaks for hours: the cleanup cycle's level shows it)
-        9: lambda: 40 * GIB + 30 * GIB * ((t % DAY) / DAY) + max(0.0, t - now) / HOUR * GIB
-        + 0.1 * GIB * noise,
-    }[n]()
-
-
 FILLS = {0, 2, 7, 8, 9}
+
+
+def replay(pts: List[Tuple[float, float]], now: float, end: float, th: Thresholds,
+           **kw: Any) -> Iterator[Tuple[int, float, Optional[Dict[str, Any]], Dict[str, Any]]]:
+    """Passes every ``STEP`` from ``now`` to ``end`` over the root file system's samples
+    ``pts`` (100 GiB), state carried: each pass's number, time, the fit's memo before it and
+    the state after it."""
+    state: Optional[Dict[str, Any]] = None
+    k = 0
+    while now + k * STEP <= end:
+        at = now + k * STEP
+        hist = {"fs.used:/": pts[:bisect.bisect_right(pts, (at, math.inf))],
+                "fs.total:/": [(at, 100 * GIB)]}
+        before = (state or {}).get("fits", {}).get("fs.used:/")
+        _, state = evaluate_vm(None, hist, th, state, at, at, **kw)
+        yield k, at, before, state
+        k += 1
 
 
 def passes(n: int, keep: bool) -> Tuple[List[Optional[str]], List[int], List[Dict[str, Any]]]:
@@ -68,23 +55,14 @@ def passes(n: int, keep: bool) -> Tuple[List[Optional[str]], List[int], List[Dic
     first = now - 4 * DAY + 60
     pts = [(t, float(int(value(n, t, now, rnd.gauss(0, 1)))))
            for t in (first + 60 * i for i in range(int((end - first) / 60) + 1))]
-    th = Thresholds()
-    state: Optional[Dict[str, Any]] = None
     raised, refits, memos = [], [], []
-    k = 0
-    while now + k * STEP <= end:
-        at = now + k * STEP
-        hist = {"fs.used:/": pts[:bisect.bisect_right(pts, (at, math.inf))],
-                "fs.total:/": [(at, 100 * GIB)]}
-        before = (state or {}).get("fits", {}).get("fs.used:/")
-        _, state = evaluate_vm(None, hist, th, state, at, at,
-                               **({} if keep else {"forecaster": refit_every_pass}))
+    kw = {} if keep else {"forecaster": refit_every_pass}
+    for k, _, before, state in replay(pts, now, end, Thresholds(), **kw):
         memo = state["fits"]["fs.used:/"]
         if before is None or memo["last"] != before["last"]:
             refits.append(k)
         raised.append(state["active"].get("forecast:fs.used:/"))
         memos.append(memo)
-        k += 1
     return raised, refits, memos
 
 
@@ -179,19 +157,11 @@ def test_a_change_long_after_the_fit_is_seen_at_once_not_diluted() -> None:
     end = now + 8 * HOUR
     pts = [(t, 40 * GIB + 0.5 * GIB * max(0.0, t - start) / HOUR + 0.02 * GIB * rnd.gauss(0, 1))
            for t in (first + 60 * i for i in range(int((end - first) / 60) + 1))]
-    state: Optional[Dict[str, Any]] = None
     refits = []
-    k = 0
-    while now + k * STEP <= end:
-        at = now + k * STEP
-        hist = {"fs.used:/": pts[:bisect.bisect_right(pts, (at, math.inf))],
-                "fs.total:/": [(at, 100 * GIB)]}
-        before = (state or {}).get("fits", {}).get("fs.used:/")
-        _, state = evaluate_vm(None, hist, th, state, at, at)
+    for _, at, before, state in replay(pts, now, end, th):
         memo = state["fits"]["fs.used:/"]
         if before is None:
             assert memo["due"] - at >= 1.5 * th.forecast_refresh_s
         elif memo["last"] != before["last"]:
             refits.append(at)
-        k += 1
     assert refits and start < refits[0] <= start + 3600, [(t - start) / 60 for t in refits]

@@ -10,6 +10,7 @@ import pytest
 from engine_plugin.storage import IngestResult, Store
 from engine_plugin.storage.errors import Unstorable
 from lab.store_reports import batch, envelope, vm_uuid
+from tests.jsontree import typed
 
 
 def test_ingest_stores_latest_report_as_received(store: Store) -> None:
@@ -153,15 +154,6 @@ def test_event_state_round_trip(store: Store) -> None:
     assert store.event_state("vm:2") is None
 
 
-def _typed(value):
-    """A value's tree with every leaf's type and repr: NaN equals NaN, 1 differs from 1.0."""
-    if isinstance(value, dict):
-        return ("dict", sorted((repr(k), _typed(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return (type(value).__name__, [_typed(v) for v in value])
-    return (type(value).__name__, repr(value))
-
-
 def test_states_and_verdicts_read_back_as_the_standard_library_wrote_them(store: Store) -> None:
     # the store writes them with orjson where that gives the same values
     # (engine_plugin.fastjson.dumps_stored), else as before: NaN, infinities, wide integers
@@ -177,7 +169,7 @@ def test_states_and_verdicts_read_back_as_the_standard_library_wrote_them(store:
     for value, back in ((odd, got["health:a"]), (plain, got["health:b"]),
                         (odd, got["health:c"]), (odd, store.event_state("health:c")),
                         (odd, got_verdicts[vm_uuid(1)]), (plain, got_verdicts[vm_uuid(2)])):
-        assert _typed(back) == _typed(json.loads(json.dumps(value))), back
+        assert typed(back) == typed(json.loads(json.dumps(value))), back
 
 
 def test_malformed_envelope_is_refused_with_a_hint(store: Store) -> None:
