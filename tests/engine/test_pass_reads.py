@@ -222,7 +222,9 @@ def test_refits_due_after_an_outage_are_bounded_by_the_budget(store_url):
         return out
 
     use[0] = tight
-    t = t0 + 2 * 3600                           # two hours later: all refreshes due
+    # three hours later: every refresh is due, a quiet fit's too (three times the refresh,
+    # spread by its last sample's time: 0.75 to 2.25 hours here; at two hours some were not)
+    t = t0 + 3 * 3600
     fleet.report(vms, t - 10, 1, checks={3: (("units.failed", "critical", "1 unit failed"),)})
     clock[0] = t
     health.evaluate(ids)
