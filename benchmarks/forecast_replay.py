@@ -9,6 +9,7 @@
     python3 benchmarks/forecast_replay.py --last          # the fourth (13000..13019)
     python3 benchmarks/forecast_replay.py --held 17000    # the fifth round's: 17000.., 21000..
     python3 benchmarks/forecast_replay.py --held 25000    # the sixth round's: 25000.., 29000..
+    python3 benchmarks/forecast_replay.py --held 33000    # the seventh round's: 33000.., 37000..
     python3 benchmarks/forecast_replay.py --start 100     # any seeds: 100..119 (more tuning)
     python3 benchmarks/forecast_replay.py --built --seeds 40   # sawtooth cases built to tune
 
@@ -40,11 +41,10 @@ from lab.forecast_corpus import (  # noqa: E402
     CADENCE_S,
     FAMILIES,
     FRESH_SEEDS,
-    HELD_OUT_SEEDS,
+    HELD_OUT_RANGES,
     LAST_SEEDS,
     METHODS,
     REPORT_SEEDS,
-    SIXTH_HELD_OUT_SEEDS,
     TUNE_SEEDS,
     UNSEEN_SEEDS,
     Score,
@@ -92,8 +92,8 @@ def main() -> int:
     ap.add_argument("--last", action="store_true",
                     help="use the fourth held-out range (picked before the sawtooth change)")
     ap.add_argument("--held", type=int,
-                    choices=[r[0] for r in HELD_OUT_SEEDS + SIXTH_HELD_OUT_SEEDS],
-                    help="one of the fifth or sixth round's held-out ranges, by its first seed")
+                    choices=[r[0] for r in HELD_OUT_RANGES],
+                    help="one of the fifth to seventh rounds' held-out ranges, by its first seed")
     ap.add_argument("--start", type=int, help="seeds from this one (e.g. more tuning seeds)")
     ap.add_argument("--built", action="store_true",
                     help="the sawtooth cases built to tune the cleanup cycle (seeds from 0), "
@@ -112,7 +112,7 @@ def main() -> int:
                  else UNSEEN_SEEDS if args.unseen else LAST_SEEDS if args.last
                  else REPORT_SEEDS)[:args.seeds]
     if args.held is not None:
-        seeds = list([r for r in HELD_OUT_SEEDS + SIXTH_HELD_OUT_SEEDS
+        seeds = list([r for r in HELD_OUT_RANGES
                       if r[0] == args.held][0])[:args.seeds]
     if args.start is not None:
         seeds = list(range(args.start, args.start + args.seeds))
