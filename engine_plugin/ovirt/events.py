@@ -3,6 +3,7 @@
 Flow::
 
     verdict --plan()--> new events + new dedup state  --(store, under one lock)--> outbox
+            (the verdict, the VM's notified state and the outbox: one transaction)
     outbox --EventDispatcher--> EventsService.add(origin='vmdiag', custom_id, severity, vm)
 
 * Dedup: ``plan`` compares a verdict with the last *notified* state of the VM
@@ -143,8 +144,9 @@ class EventOutbox:
 
     The store is synchronous and this runs in executor threads; one lock serialises the
     read-modify-write of the outbox and the custom_id counter within this process, and each
-    change of the outbox, the counter and a VM's notified state is one store transaction
-    (``set_event_states``), so a process killed in between leaves either all or none. Only
+    change of the outbox, the counter and the VMs' notified states is one store transaction,
+    with the verdicts they were planned from (``record``), so a process killed in between
+    leaves either all or none. Only
     one of several service instances plans and delivers events at a time (the leader,
     engine_plugin.service.leadership), so no other process writes these keys meanwhile.
     """
@@ -157,20 +159,47 @@ class EventOutbox:
         self.dropped = 0
         self.lock = threading.Lock()
 
-    def record(self, vm_id: str, vm_label: str, verdict: Mapping[str, Any]) -> int:
-        """Plan events for one verdict; return how many were queued."""
-        with self.lock:
-            return self._record(vm_id, vm_label, verdict)
+    def record(self, verdicts: Sequence[Tuple[str, str, Mapping[str, Any]]],
+               write: Callable[[Dict[str, Dict[str, Any]]], None] | None = None
+               ) -> Tuple[int, List[str]]:
+        """Plan events for the verdicts ``(vm_id, vm_label, verdict)`` of several VMs; return
+        how many events were queued and the VMs whose planning failed (logged).
 
-    def _record(self, vm_id: str, vm_label: str, verdict: Mapping[str, Any]) -> int:
-        previous = self.store.event_state(vm_key(vm_id))
-        events, state = plan(vm_id, vm_label, verdict, previous, self.min_status)
-        if events:
-            ids, counter = next_custom_ids(self.store.event_state(KEY_COUNTER), len(events),
+        Every change (each VM's notified state, and when events were planned the outbox and
+        the custom_id counter) goes to ``write`` as one ``{key: state}`` mapping, which must
+        store it in one transaction (default ``store.set_event_states``). The health pass
+        writes its verdicts in that same transaction (``HealthPass.apply``): a verdict stored
+        without its events planned would never raise them, as a new leader evaluates again
+        only VMs whose latest report is newer than their verdict.
+        """
+        with self.lock:
+            changes, queued, failed = self._plan(verdicts)
+            (write or self.store.set_event_states)(changes)
+            return queued, failed
+
+    def _plan(self, verdicts: Sequence[Tuple[str, str, Mapping[str, Any]]]
+              ) -> Tuple[Dict[str, Dict[str, Any]], int, List[str]]:
+        previous = self.store.event_states([vm_key(vm_id) for vm_id, _, _ in verdicts])
+        changes: Dict[str, Dict[str, Any]] = {}
+        planned: List[PlannedEvent] = []
+        failed: List[str] = []
+        for vm_id, vm_label, verdict in verdicts:
+            try:
+                events, state = plan(vm_id, vm_label, verdict, previous.get(vm_key(vm_id)),
+                                     self.min_status)
+            except Exception:
+                log.exception("planning events for VM %s failed", vm_id)
+                failed.append(vm_id)
+                continue
+            # written even when steady: retention prunes states untouched for vm_retention
+            changes[vm_key(vm_id)] = previous[vm_key(vm_id)] = state
+            planned.extend(events)
+        if planned:
+            ids, counter = next_custom_ids(self.store.event_state(KEY_COUNTER), len(planned),
                                            self.clock())
             outbox = self._pending()
             now = self.clock()
-            for custom_id, event in zip(ids, events):
+            for custom_id, event in zip(ids, planned):
                 outbox.append({"custom_id": custom_id, "vm_id": event.vm_id,
                                "status": event.status, "description": event.description,
                                "planned_at": now, "attempts": 0})
@@ -179,13 +208,12 @@ class EventOutbox:
                 log.warning("event outbox full: dropped the %d oldest undelivered events",
                             len(outbox) - MAX_OUTBOX)
                 outbox = outbox[-MAX_OUTBOX:]
-            # One transaction: a crash between them would raise the event twice (the VM's
-            # state not yet notified) or never (the state notified, the event lost).
-            self.store.set_event_states({KEY_COUNTER: counter, KEY_OUTBOX: {"items": outbox},
-                                         vm_key(vm_id): state})
-        else:  # written even when steady: retention prunes states untouched for vm_retention
-            self.store.set_event_state(vm_key(vm_id), state)
-        return len(events)
+            # In the same transaction as the VMs' states: a crash between them would raise
+            # an event twice (the VM's state not yet notified) or never (the state notified,
+            # the event lost).
+            changes[KEY_COUNTER] = counter
+            changes[KEY_OUTBOX] = {"items": outbox}
+        return changes, len(planned), failed
 
     def record_patterns(self, found: List[Mapping[str, Any]]) -> int:
         """Plan one event per fleet pattern that appeared (attached to its host or cluster)

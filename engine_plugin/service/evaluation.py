@@ -224,29 +224,33 @@ class HealthPass:
         return self.apply(compute(self.store, vm_ids, thresholds, now), now)
 
     def apply(self, results: List[Evaluated], now: float) -> int:
-        """Store computed verdicts (one transaction) and plan their events; return how many
-        events were planned."""
+        """Store computed verdicts and plan their events in one transaction; return how many
+        events were planned.
+
+        One transaction, so a process killed (or a store failing) half-way leaves a verdict
+        with its events planned, or neither: the next leader evaluates again only VMs whose
+        latest report is newer than their verdict, so a verdict stored alone would never
+        raise its event (docs/engine.md, "Several instances")."""
         done = [r for r in results if r.verdict is not None]
         self._deferred.update(r.vm_id for r in done if r.deferred)
         failed = len(results) - len(done)
-        if done:
-            self.store.set_verdicts([(r.vm_id, r.verdict, r.data_through) for r in done], now,
-                                    {STATE_PREFIX + r.vm_id: r.state for r in done
-                                     if r.state is not None})
         planned = 0
-        for result in done:
-            assert result.verdict is not None
-            if self.outbox is not None:
-                name = self.names(result.vm_id)[0] if self.names is not None else None
-                try:
-                    planned += self.outbox.record(result.vm_id,
-                                                  vm_label(result.vm_id, name, result.hostname),
-                                                  result.verdict)
-                except Exception:
-                    log.exception("planning events for VM %s failed", result.vm_id)
-                    failed += 1
-                    continue
-            self.metrics.health_evaluations.labels("ok").inc()
+        if done:
+            rows = [(r.vm_id, r.verdict, r.data_through) for r in done]
+            states = {STATE_PREFIX + r.vm_id: r.state for r in done if r.state is not None}
+            if self.outbox is None:
+                self.store.set_verdicts(rows, now, states)
+            else:
+                verdicts = []
+                for r in done:
+                    assert r.verdict is not None
+                    name = self.names(r.vm_id)[0] if self.names is not None else None
+                    verdicts.append((r.vm_id, vm_label(r.vm_id, name, r.hostname), r.verdict))
+                planned, unplanned = self.outbox.record(
+                    verdicts, lambda events: self.store.set_verdicts(rows, now,
+                                                                     dict(states, **events)))
+                failed += len(unplanned)
+            self.metrics.health_evaluations.labels("ok").inc(len(results) - failed)
         if failed:
             self.metrics.health_evaluations.labels("error").inc(failed)
         if planned:
