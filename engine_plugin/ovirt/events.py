@@ -20,7 +20,9 @@ Flow::
   issued more than one a second on average; it lasts until 2088.
 * Delivery: the outbox lives in the store, so events planned while the engine is down survive
   a restart. An event keeps its custom_id across retries; if the engine accepted it but the
-  answer was lost, the retry is refused as a duplicate and that counts as delivered.
+  answer was lost, the retry is refused as a duplicate and that counts as delivered. So
+  delivery is at least once, and the engine keeps each event once: also across a handover,
+  when a new leader sends again what a dead one had sent but not yet settled.
   A down engine never blocks ingest: planning only writes the outbox.
 """
 

@@ -103,7 +103,8 @@ class Store(abc.ABC):
     def set_verdicts(self, verdicts: Sequence[Tuple[str, Dict[str, Any], float | None]],
                      now: float, states: Dict[str, Dict[str, Any]] | None = None) -> None:
         """``set_verdict`` for ``(vm_id, verdict, data_through)`` of many VMs, and
-        ``set_event_state`` for ``states``, in one transaction (a health pass's batch)."""
+        ``set_event_state`` for ``states``, in one transaction (a health pass's batch: its
+        verdicts, evaluation states and the oVirt events they call for)."""
 
     @abc.abstractmethod
     def vms_with_new_data(self, since: float | None = None) -> List[str]:
