@@ -220,6 +220,11 @@ class EngineService:
             # deliver what an earlier run (or a leader that died) left in the outbox
             leadership.on_gain(self.dispatcher.wake)
         await leadership.renew()  # decided before serving: the first instance leads at once
+        # Read oVirt's VM directory before serving too (as each ingest process does): until
+        # it is read, ingest can place no VM and answers every report "retry", while /healthz
+        # already told load balancers (and relays behind them) to send. A read that fails
+        # (engine down) is logged, and ingest answers "retry" until one succeeds, as before.
+        await self.refresh_directory()
 
         self.api_port = await self._listen(api_app, cfg.api.listen, cfg.api.port, None)
         # A store object handed in (tests) cannot be shared with other processes.
@@ -235,7 +240,6 @@ class EngineService:
             self.ingest_port = await self._listen(ingest_app, cfg.ingest.listen,
                                                   cfg.ingest.port, ssl_ctx,
                                                   bool(cfg.ingest.reuse_port))
-        await self.refresh_directory()
         if self.ingest_processes is not None:
             try:
                 await self.ingest_processes.start()  # each refreshes its own directory first

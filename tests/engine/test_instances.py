@@ -26,7 +26,7 @@ import psycopg
 import pytest
 
 from lab.engine_process import alive, children_of
-from tests.engine.conftest import CLUSTER, HOST_1, HOST_1_CN, relay_ssl
+from tests.engine.conftest import CLUSTER, HOST_1, HOST_1_CN, VM_ALICE, relay_ssl
 from tests.engine.reports import envelope
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -60,7 +60,8 @@ def engine_command() -> List[str]:
 
 
 class Instance:
-    def __init__(self, tmp_path: Any, name: str, pki: Any, standin: Any, url: str) -> None:
+    def __init__(self, tmp_path: Any, name: str, pki: Any, standin: Any, url: str,
+                 processes: str = "auto") -> None:
         self.name = name
         self.api_port = free_port()
         self.ingest_port = free_port()
@@ -69,13 +70,14 @@ class Instance:
         self.conf.write_text(
             "[api]\nlisten = 127.0.0.1\nport = %d\n"
             "[ingest]\nlisten = 127.0.0.1\nport = %d\ncert = %s\nkey = %s\nca = %s\n"
+            "processes = %s\n"
             "[storage]\nurl = %s\n"
             "[ovirt]\nurl = %s\nca_file = %s\nuser = vmdiag@internal\npassword = svcpw\n"
             "timeout = 5\n"
             "[events]\nretry_interval = 5\n"
             "[health]\nwarning_min_duration_s = 0\n"
-            % (self.api_port, self.ingest_port, server.cert, server.key, pki.ca_file, url,
-               standin.url, pki.ca_file))
+            % (self.api_port, self.ingest_port, server.cert, server.key, pki.ca_file,
+               processes, url, standin.url, pki.ca_file))
         self.log_path = tmp_path / ("%s.log" % name)
         self.proc: subprocess.Popen | None = None
 
@@ -260,6 +262,23 @@ def test_two_instances_raise_each_event_once_and_survive_a_kill(pg_cluster, pki,
     finally:
         for instance in instances:
             instance.stop()
+
+
+def test_healthz_answers_once_reports_can_be_placed(pki, standin, tmp_path) -> None:
+    """A load balancer (and the test above) send reports once /healthz answers: by then the
+    instance has read oVirt's VM directory, so the first report is stored, not answered
+    "retry" (placement_pending) as it was while the read still ran. One ingest process, the
+    service's own: each further one reads the directory before it serves."""
+    standin.request_cost_s = 2.0  # each engine request: the directory's read takes seconds
+    instance = Instance(tmp_path, "a", pki, standin, "sqlite:///%s/vmdiag.db" % tmp_path,
+                        processes="1")
+    try:
+        instance.start()
+        instance.wait_ready()
+        instance.send(relay_ssl(pki, HOST_1_CN), [envelope(VM_ALICE, HOST_1_CN, 0)])
+    finally:
+        standin.request_cost_s = 0.0
+        instance.stop()
 
 
 def test_a_second_instance_on_one_sqlite_file_refuses_to_start(pki, standin,
