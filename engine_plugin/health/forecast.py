@@ -157,6 +157,10 @@ class Forecast:
     #: (``CYCLE_BINS`` levels after a cleanup, ``shape_at``), which the verdict's kept fits
     #: expect the next samples to follow
     cycle: Optional[Tuple[float, float, Tuple[float, ...]]] = None
+    #: any other cycle found (``_season``), in the same form: a moment at phase 0, its period
+    #: and its profile (``SEASON_BINS`` levels at most), which the verdict takes out before it
+    #: judges whether a raised forecast's series went down
+    season: Optional[Tuple[float, float, Tuple[float, ...]]] = None
 
     @property
     def trend_per_day(self) -> float:
@@ -367,23 +371,30 @@ def forecast(points: Sequence[Point], capacity: Optional[float], now: float,
             best = dataclasses.replace(best, reason="too far ahead for %s of data"
                                        % _span(best.end - best.start))
             eta = None
-        return Forecast(best, current, capacity, eta, len(resets), _shown(cycle))
+        return Forecast(best, current, capacity, eta, len(resets), _shown(cycle),
+                        _profile(season))
     if shown is None:
         shown = Trend(0.0, current, end, 0.0, "insufficient", seg_start, end, 0.0, reason)
     else:
         shown = dataclasses.replace(shown, confidence=min(shown.confidence, 0.49), reason=reason)
-    return Forecast(shown, current, capacity, None, len(resets), _shown(cycle))
+    return Forecast(shown, current, capacity, None, len(resets), _shown(cycle),
+                    _profile(season))
 
 
 def _shown(cycle: Optional["_Cycle"]) -> Optional[Tuple[float, float, Tuple[float, ...]]]:
     return None if cycle is None else (cycle.cuts[-1], cycle.period, tuple(cycle.profile))
 
 
+def _profile(season: Optional["_Season"]) -> Optional[Tuple[float, float, Tuple[float, ...]]]:
+    return None if season is None else (season.start, season.period, tuple(season.profile))
+
+
 def shape_at(cycle: Sequence[Any], t: float) -> float:
-    """The cycle's shape (``Forecast.cycle``: last cleanup, period, levels) at time ``t``:
-    its levels, each at the middle of its part of the period since the last cleanup, joined
-    by straight lines (a ramp, not a staircase; held flat in the first and last half part,
-    around the cleanup), cycles repeating at the period after the last cleanup."""
+    """The cycle's shape (``Forecast.cycle``: last cleanup, period, levels; or
+    ``Forecast.season``: a moment at phase 0, period, profile) at time ``t``: its levels,
+    each at the middle of its part of the period since the last cleanup, joined by straight
+    lines (a ramp, not a staircase; held flat in the first and last half part, around the
+    cleanup), cycles repeating at the period after the last cleanup."""
     cut, period, shape = cycle[0], cycle[1], cycle[2]
     x = (t - cut) % period / period * len(shape) - 0.5
     if x <= 0:
@@ -599,6 +610,8 @@ class _Season:
     period: float                 # seconds
     top: float                    # the profile's highest point, above the level
     series: "_Series"             # the samples less the profile at their phase
+    start: float                  # a moment at phase 0 (the grid's start)
+    profile: List[float]          # the level of each part of the period
 
 
 def _grid(s: _Series, end: float) -> Tuple[float, List[float]]:
@@ -628,6 +641,20 @@ def _lagdiff(xs: Sequence[float], lag: int, span: int) -> float:
     a = xs[max(lag, len(xs) - span):]
     b = xs[max(0, len(xs) - span - lag):len(xs) - lag]
     return sum(map(abs, map(operator.sub, a, b))) / len(a) if a else math.inf
+
+
+def _lagcurve(xs: Sequence[float], lag: int) -> float:
+    """Mean absolute difference of ``xs`` ``lag`` apart, each difference less the mean of
+    the ``lag`` differences around it: how much the series differs from itself a lag apart,
+    less what it rose over the lag (``_season``'s refinement)."""
+    d = list(map(operator.sub, xs[lag:], xs[:len(xs) - lag]))
+    m = len(d) - lag
+    if lag < 1 or m < 1:
+        return math.inf
+    cs = [0.0]
+    cs.extend(itertools.accumulate(d))
+    around = map((1.0 / lag).__mul__, map(operator.sub, cs[lag:lag + m], cs[:m]))
+    return sum(map(abs, map(operator.sub, d[lag // 2:lag // 2 + m], around))) / m
 
 
 def _season(s: _Series, end: float) -> Optional[_Season]:
@@ -680,7 +707,12 @@ def _season(s: _Series, end: float) -> Optional[_Season]:
         hi = int(math.ceil((m * (p + tol)) / unit))
         if hi * 2 > len(x):
             break
-        k = min(range(lo, hi + 1), key=lambda j: _lagdiff(x, j, len(x)))
+        # about the differences' mean: a fill's rise over the lag adds to every difference,
+        # the more the longer the lag, so a lag shorter than the period differed least (a
+        # fill of 3 % a day on a cycle of 14 hours was given 13.5: in a week the profile
+        # drifted a third of a period off the cycle, and the peaks it left, taken for the
+        # level, brought the limit a day nearer than it was)
+        k = min(range(lo, hi + 1), key=lambda j: _lagcurve(x, j))
         p, tol = k * unit / m, unit / (2.0 * m)
         m *= 4
         if m * p * 2 > n:
@@ -726,7 +758,7 @@ def _season(s: _Series, end: float) -> Optional[_Season]:
     values = [v - table[int(((t + half if u - t >= last and not t % SEASON_GRID_S else t)
                               - start) * scale) % fine]
               for t, v, u in zip(ts, vs, nxt)]
-    return _Season(period, top, _Series(ts, values))
+    return _Season(period, top, _Series(ts, values), start, profile)
 
 
 def _steps_explain(s: _Series, a: float, end: float) -> bool:

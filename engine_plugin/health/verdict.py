@@ -57,6 +57,11 @@ QUIET_CONFIDENCE = 0.3
 RAISED_REFRESH_SHARE = 8.0
 #: the ``pending`` key of a raised warning forecast that turned critical (its code + this)
 ESCALATION = ">critical"
+#: the keys of a forecast object that stay in the state, not in the verdict (the API's)
+PRIVATE = ("message", "cycle", "level")
+#: a raised forecast whose series (less its cycle) fell by more than this share of its
+#: value since the last pass is not held (``_held``): a cleanup, or the burst is over
+DROP_SHARE = 0.01
 
 
 @dataclasses.dataclass
@@ -158,7 +163,8 @@ def evaluate_vm(report: Optional[Mapping[str, Any]], histories: Optional[Histori
     status = "unknown" if silence is not None else worst(f.status for f in raised)
     since = prev.get("since") if prev.get("status") == status else now
     verdict = {"status": status, "since": since, "findings": [f.as_dict() for f in raised],
-               "forecasts": [{k: v for k, v in f.items() if k != "message"} for f in forecasts]}
+               "forecasts": [{k: v for k, v in f.items() if k not in PRIVATE}
+                             for f in forecasts]}
     state = {"status": status, "since": since, "pending": new_pending,
              "forecasts": forecasts, "forecasts_at": forecasts_at, "fits": fits,
              "data_end": data_end,
@@ -289,8 +295,14 @@ def forecast_vm(report: Optional[Mapping[str, Any]], histories: Histories, t: Th
                                        (seen or {}).get(name), now)
         if new_fits is not None:
             new_fits[name] = _screen(pts, cap, t, now, doc, kind, f.cycle)
+        shape = f.cycle or f.season
+        if doc["status"] != "ok" and shape is not None:
+            # the cycle its fit found, kept with a raised forecast so that its series' fall
+            # along the cycle is not taken for a drop (``_held``)
+            doc["cycle"] = [shape[0], shape[1], list(shape[2])]
+            doc["level"] = _less_cycle(pts, doc["cycle"])
         if doc["status"] == "ok" and before is not None and "forecast:" + name in active:
-            doc = _held(doc, before, t, now, active["forecast:" + name]) or doc
+            doc = _held(doc, before, t, now, active["forecast:" + name], pts) or doc
         out.append(doc)
     return out
 
@@ -485,13 +497,29 @@ def _aged(before: Mapping[str, Any], pts: Sequence[Point], now: float) -> Dict[s
            "current": median([p[1] for p in pts[-5:]])}
     if doc.get("status") != "ok":
         doc["confirmed_at"] = now
+    if "cycle" in doc:
+        doc["level"] = _less_cycle(pts, doc["cycle"])
     return doc
 
 
+def _less_cycle(pts: Sequence[Point], cycle: Sequence[Any]) -> Optional[float]:
+    """The series' current value less its cycle's shape (``Forecast.cycle`` or ``season``,
+    as a forecast object keeps it): the median of its last five samples, each less the
+    shape at its time."""
+    try:
+        return median([p[1] - shape_at(cycle, p[0]) for p in pts[-5:]])
+    except (IndexError, TypeError, ValueError, ZeroDivisionError):
+        return None  # a state written by another version
+
+
 def _held(doc: Dict[str, Any], before: Mapping[str, Any], t: Thresholds, now: float,
-          raised: str) -> Optional[Dict[str, Any]]:
+          raised: str, pts: Sequence[Point] = ()) -> Optional[Dict[str, Any]]:
     """The previous raised forecast, aged, if it may still hold (see ``forecast_vm``);
-    ``raised`` is the status it was raised at."""
+    ``raised`` is the status it was raised at. It does not once its series went down since
+    the last pass (by ``DROP_SHARE`` of its value): on a cycle its fit found, less the
+    cycle's shape (a fill on a cycle falls back at each falling half of the cycle, and a
+    forecast let go there was raised again at the next rising half: one more event each
+    time)."""
     confirmed = before.get("confirmed_at")
     eta_at = before.get("eta_at")
     current = before.get("current")
@@ -499,15 +527,24 @@ def _held(doc: Dict[str, Any], before: Mapping[str, Any], t: Thresholds, now: fl
         return None
     if now - confirmed > t.forecast_hold_s or before.get("status") not in ("warning", "critical"):
         return None
-    if isinstance(current, (int, float)) and isinstance(doc.get("current"), (int, float)) \
-            and doc["current"] < current - 0.01 * abs(current):
+    if not isinstance(current, (int, float)) or not isinstance(doc.get("current"), (int, float)):
+        return None
+    cycle, was = before.get("cycle"), before.get("level")
+    level = _less_cycle(pts, cycle) if cycle is not None and pts else None
+    if level is not None and isinstance(was, (int, float)):
+        if level < was - DROP_SHARE * abs(current):
+            return None  # it went down, its cycle aside: a cleanup, or the burst is over
+    elif doc["current"] < current - DROP_SHARE * abs(current):
         return None  # it went down: a cleanup, or the burst is over
     eta = max(0.0, eta_at - now)
     status = "critical" if eta <= t.forecast_critical_s else "warning"
     if status == "critical" and (before.get("status") != "critical" or raised != "critical"):
         status = "warning"  # holding never worsens a forecast; fresh evidence does
-    return {**before, "status": status, "eta_s": eta, "current": doc.get("current"),
+    held = {**before, "status": status, "eta_s": eta, "current": doc.get("current"),
             "held": True}
+    if level is not None:
+        held["level"] = level
+    return held
 
 
 def _describe(name: str, capacity: Any, mem_total: Optional[float]
