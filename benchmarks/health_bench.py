@@ -41,9 +41,13 @@ does: ``workers.compute`` (the batch's latest reports and states, the history re
 ``evaluate_vm``) and ``HealthPass.apply`` (verdicts and states, one transaction), in batches of
 200, for ``2 * --store-hours`` (the first half a warm-up, so refreshes have spread out).
 Measured: CPU of this process plus, with PostgreSQL, of the server's processes (from
-/proc), per VM, for compute with the reads as today (the samples since each VM's last pass,
-series refitted read whole) and as before (every VM's whole week every pass), alternated
-batch by batch on the same data; the two reads' results are compared (they must be equal).
+/proc; the table splits the 10,000-VM figure into this process, ``engine``, the server's
+backends, ``queries``, and its background work, ``bg``: autovacuum, WAL, checkpoints, caused
+by ingest's writes as much as the passes', falling into the measured windows as it happens;
+and gives the costliest pass, ``worst``), per VM, for compute with the reads as today (the
+samples since each VM's last pass, series refitted read whole) and as before (every VM's
+whole week every pass), alternated batch by batch on the same data; the two reads' results
+are compared (they must be equal).
 Each store is a throwaway one (a temporary SQLite file; a PostgreSQL server of its own,
 ``lab.pg_cluster``). Before each pass the store rolls closed hours up as the service's leader
 does every minute (``Store.roll_up``: PostgreSQL, ahead of retention; not timed). What the
@@ -268,26 +272,52 @@ def import_week(store, vm, now):
 
 class ServerCpu:
     """CPU seconds used by a PostgreSQL server's processes (the postmaster and its
-    children), read from /proc: the store's share of a pass that the client does not see."""
+    children), read from /proc: the store's share of a pass that the client does not see.
+    ``backends()``: the processes serving connections (the pass's queries); the rest
+    (``__call__`` less that) is the server's own background work, autovacuum, WAL writing,
+    checkpoints, which the writes of ingest and of the passes cause alike, whenever it runs.
+    Children that ended (autovacuum workers come and go) are counted through the
+    postmaster's ``cutime``/``cstime`` once it has reaped them; without those, a child seen
+    at the start of a window and gone at its end took its CPU away from the window."""
+
+    BACKGROUND = ("checkpointer", "background writer", "walwriter", "autovacuum",
+                  "logical replication", "archiver", "stats collector", "io worker",
+                  "walsummarizer")
 
     def __init__(self, data_dir):
         with open(os.path.join(data_dir, "postmaster.pid"), encoding="ascii") as f:
             self.pid = int(f.readline())
         self.tick = os.sysconf("SC_CLK_TCK")
 
-    def __call__(self):
-        total = 0
+    def _read(self):
+        total = backends = 0
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
                 with open("/proc/%s/stat" % entry, encoding="ascii") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
+                if int(entry) == self.pid:
+                    total += sum(int(x) for x in fields[11:15])  # with reaped children's
+                    continue
+                if int(fields[1]) != self.pid:
+                    continue
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    title = f.read().decode("ascii", "replace")
             except OSError:
                 continue
-            if int(entry) == self.pid or int(fields[1]) == self.pid:
-                total += int(fields[11]) + int(fields[12])
-        return total / self.tick
+            used = int(fields[11]) + int(fields[12])
+            total += used
+            if not title.startswith(tuple("postgres: " + b for b in self.BACKGROUND)):
+                backends += used
+        return total / self.tick, backends / self.tick
+
+    def __call__(self):
+        return self._read()[0]
+
+    def both(self):
+        """(all of the server, its connection backends)."""
+        return self._read()
 
 
 def store_run(kind, url, server_cpu, args, in_memory_ms):
@@ -340,9 +370,17 @@ def store_run(kind, url, server_cpu, args, in_memory_ms):
     for k in range(0, len(ids), BATCH):
         health.evaluate(ids[k:k + BATCH])
     th["v"] = Thresholds()
-    cpu = server_cpu or (lambda: 0.0)
+    cpu = server_cpu.both if server_cpu else (lambda: (0.0, 0.0))
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile(time.process_time)  # this process's CPU, not waits
     modes = [m for m in ("full", "unbudgeted", "incremental") if m in args.store_modes]
     spent = {m: [] for m in modes}
+    #: the database server's share of each measured batch's compute and apply (per VM)
+    server = {m: [] for m in modes}
+    server_applied = []
     applied = []
     deferred = 0
     mismatched = 0
@@ -363,14 +401,21 @@ def store_run(kind, url, server_cpu, args, in_memory_ms):
             if not measured or (p - passes // 2) % args.full_every:
                 order = modes[-1:]
             for mode in order:
+                if profiler is not None and measured:
+                    profiler.enable()
                 s0 = cpu()
                 c0 = time.process_time()
                 results[mode] = workers.compute(
                     store, batch, open_ths if mode == "unbudgeted" else ths, t,
                     **({"full_reads": True} if mode == "full" else {}))
                 c1 = time.process_time()
+                if profiler is not None:
+                    profiler.disable()
                 if measured:
-                    spent[mode].append((c1 - c0 + cpu() - s0) / len(batch))
+                    s1 = cpu()
+                    spent[mode].append((c1 - c0 + s1[0] - s0[0]) / len(batch))
+                    server[mode].append(((s1[0] - s0[0]) / len(batch),
+                                         (s1[1] - s0[1]) / len(batch)))
             final = results[modes[-1]]
             deferred += sum(r.deferred for r in final)
             if "full" in results and not any(r.deferred for r in final):
@@ -383,11 +428,16 @@ def store_run(kind, url, server_cpu, args, in_memory_ms):
             health.apply(final, t)
             c1 = time.process_time()
             if measured:
-                applied.append((c1 - c0 + cpu() - s0) / len(batch))
+                s1 = cpu()
+                applied.append((c1 - c0 + s1[0] - s0[0]) / len(batch))
+                server_applied.append(((s1[0] - s0[0]) / len(batch),
+                                       (s1[1] - s0[1]) / len(batch)))
     executor.shutdown()
     store.close()
-    out = {"mode": {}, "apply": applied, "deferred": deferred, "mismatched": mismatched,
-           "passes": passes - passes // 2}
+    if profiler is not None:
+        profiler.dump_stats("%s.%s" % (args.profile, kind))
+    out = {"mode": {}, "server": server, "apply": applied, "server_apply": server_applied,
+           "deferred": deferred, "mismatched": mismatched, "passes": passes - passes // 2}
     for mode in modes:
         out["mode"][mode] = spent[mode]
     return out
@@ -401,8 +451,9 @@ def store_table(args, results, in_memory_ms):
           "pass every %d min, one new report per VM per pass, %d VMs with a week each "
           "(CPU of this process plus the database server's; per-VM cost of %d-VM batches)"
           % (args.cadence / 60, args.store_vms, min(200, args.store_vms)))
-    print("%-40s %11s %11s %11s %11s %16s" % ("store, read", "compute ms", "apply ms",
-                                              "median ms", "mean ms", "%d VMs (s)" % args.vms))
+    print("%-40s %11s %11s %11s %11s %16s %11s %11s %11s %11s" % (
+        "store, read", "compute ms", "apply ms", "median ms", "mean ms", "%d VMs (s)" % args.vms,
+        "engine (s)", "queries (s)", "bg (s)", "worst (s)"))
     print("%-40s %11s %11s %11s %11.2f %16.1f" % ("in memory (no read timed), this run",
                                                   "-", "-", "-", in_memory_ms,
                                                   in_memory_ms * args.vms / 1000))
@@ -415,9 +466,18 @@ def store_table(args, results, in_memory_ms):
                      "unbudgeted": "since the last pass, no budget",
                      "incremental": "since the last pass, budget"}[mode]
             apply_mean = 1000 * statistics.fmean(res["apply"])
-            print("%-40s %11.2f %11.2f %11.2f %11.2f %16.1f"
-                  % ("%s, %s" % (kind, label), ms, apply_ms, ms + apply_ms,
-                     mean + apply_mean, (mean + apply_mean) * args.vms / 1000))
+            # the pass's total (mean) split: this process (the engine's worker and apply),
+            # the database server's backends (the pass's queries) and its background work
+            server = [1000 * (statistics.fmean(x[i] for x in res["server"][mode])
+                              + statistics.fmean(x[i] for x in res["server_apply"]))
+                      for i in (0, 1)]
+            total = mean + apply_mean
+            worst = 1000 * max(per) + apply_ms
+            scale = args.vms / 1000
+            print("%-40s %11.2f %11.2f %11.2f %11.2f %16.1f %11.1f %11.1f %11.1f %11.1f"
+                  % ("%s, %s" % (kind, label), ms, apply_ms, ms + apply_ms, total,
+                     total * scale, (total - server[0]) * scale, server[1] * scale,
+                     (server[0] - server[1]) * scale, worst * scale))
         print("  %s: %d measured passes, %d VM evaluations put off by the budget, %d results "
               "differing between the two reads" % (kind, res["passes"], res["deferred"],
                                                   res["mismatched"]))
@@ -463,6 +523,8 @@ def main():
                     help="reads compared: full (a week each pass, before), unbudgeted (since "
                     "the last pass, refits never put off), incremental (the service's, with "
                     "[health] forecast_cold_budget_ms)")
+    ap.add_argument("--profile", metavar="PATH", help="cProfile the measured compute calls of "
+                    "the store runs (this process only) into PATH.<store>")
     args = ap.parse_args()
     if args.store:
         args.store = [s for s in args.store.split(",") if s]
