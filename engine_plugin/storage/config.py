@@ -9,6 +9,9 @@ DAY = 24 * HOUR
 
 #: Width of a rollup bucket in seconds; the "5m" resolution of ``Store.history``.
 ROLLUP_STEP = 300.0
+#: The roll-up ahead of retention (``Store.roll_up``) rolls an hour of raw samples once it
+#: has been closed this long (reports arrive up to a relay's batch interval and retries late).
+ROLLUP_GRACE_S = 300.0
 
 
 @dataclass(frozen=True)

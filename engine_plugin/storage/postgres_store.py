@@ -24,7 +24,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from .config import ROLLUP_STEP, StorageConfig
+from .config import ROLLUP_GRACE_S, ROLLUP_STEP, StorageConfig
 from .errors import StorageError, StoreClosed
 from .incoming import Incoming
 from .schema import apply_migrations, load_migrations
@@ -58,11 +58,10 @@ SAMPLE_PARTITION_S = 3600.0
 ROLLUP_PARTITION_S = 86400.0
 #: Partitions created ahead of the current one.
 AHEAD = 3
-#: Continuous roll-up (``roll_up``): an hour partition is rolled once it has been closed this
-#: long (reports arrive up to a relay's batch interval and retries late), in transactions of
-#: this many VMs each (an index range of the primary key), so no transaction is long: at 59
-#: series a minute, 100 VMs are 354,000 samples an hour, about 4 s (docs/storage.md).
-ROLLUP_GRACE_S = 300.0
+#: Continuous roll-up (``roll_up``): an hour partition is rolled once it has been closed
+#: ``ROLLUP_GRACE_S``, in transactions of this many VMs each (an index range of the primary
+#: key), so no transaction is long: at 59 series a minute, 100 VMs are 354,000 samples an
+#: hour, about 4 s (docs/storage.md).
 ROLLUP_CHUNK_VMS = 100
 #: ``meta`` rows of the roll-up's progress, one per hour partition it has started:
 #: ``rolled:<start>`` = "<end> <vm_key>": that partition's raw samples of VMs up to
@@ -439,37 +438,18 @@ class PostgresStore(SqlStore):
                    " SELECT * FROM unnest(?::int4[], ?::int4[], ?::float8[], ?::float8[],"
                    " ?::float8[], ?::float8[], ?::int8[])" + _MERGE_INTO_ROLLUPS, cols)
 
-    def _history_reads(self, tx: Tx, since: float, raw_from: float
-                       ) -> List[Tuple[str, List[Any]]]:
-        """As the base class, but the 5-minute means come from the rollups the continuous
-        roll-up already wrote (``roll_up``: every closed hour, hidden while its raw samples
-        are kept), so only the hours not rolled yet are averaged from raw samples: the same
-        means (a rollup is its bucket's mean, late samples merged), from a few day partitions
-        instead of an aggregate over every hour partition."""
+    def _rolled_span(self, tx: Tx) -> Tuple[float, float] | None:
+        """The hour partitions the continuous roll-up (``roll_up``) rolled whole, from the
+        oldest, while they follow one another without a gap."""
         full = [(start, end) for start, end, upto in self._rolled(tx) if upto >= ALL_KEYS]
-        if raw_from <= since or not full:
-            return super()._history_reads(tx, since, raw_from)
-        first, rolled = full[0][0], full[0][0]
-        for start, end in full:   # the span rolled whole, without a gap
+        if not full:
+            return None
+        first = rolled = full[0][0]
+        for start, end in full:
             if start > rolled:
                 break
             rolled = max(rolled, end)
-        first, rolled = max(first, bucket_of(since)), min(rolled, raw_from)
-        if rolled <= first:
-            return super()._history_reads(tx, since, raw_from)
-        visible, visible_params = self._visible_rollups(tx)
-        reads = [("SELECT vm_key, metric_id, bucket, v_avg FROM rollups WHERE %s AND %s"
-                  " AND bucket >= ? AND bucket < ? AND " + visible,
-                  [bucket_of(since), first] + visible_params)]
-        if first > since:
-            reads.append(self._means_read(since, first))
-        reads.append(("SELECT vm_key, metric_id, bucket, v_avg FROM rollups WHERE %s AND %s"
-                      " AND bucket >= ? AND bucket < ?", [first, rolled]))
-        if rolled < raw_from:
-            reads.append(self._means_read(rolled, raw_from))
-        reads.append(("SELECT vm_key, metric_id, t, value FROM samples WHERE %s AND %s"
-                      " AND t >= ?", [raw_from]))
-        return reads
+        return first, rolled
 
     def _visible_rollups(self, tx: Tx) -> Tuple[str, List[Any]]:
         """SQL condition (on ``bucket`` and ``vm_key``) for rollups queries may show: not

@@ -16,21 +16,31 @@ waiting process the moment it is released (and drops if its holder dies).
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Sequence, Set, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Set, Tuple, TypeVar
 
-from .config import StorageConfig
+from .config import HOUR, ROLLUP_GRACE_S, StorageConfig
 from .errors import StorageError, StoreClosed, UnsupportedUrl
 from .schema import apply_migrations, load_migrations
-from .sqlstore import LedgerKey, SqlStore, Tx
+from .sqlstore import ROLL_SPAN, LedgerKey, SqlStore, Tx, bucket_of
 
 T = TypeVar("T")
 #: How long close() waits for reads in flight before closing their connections anyway.
 CLOSE_WAIT_S = 60.0
+#: ``meta`` row of the roll-up ahead of retention (``roll_up``): "<from> <to>": the raw
+#: samples from ``from`` to ``to`` (5-minute bucket starts) are in rollups too, which queries
+#: do not show while those raw samples are kept (``_visible_rollups``).
+ROLLED_KEY = "rolled_ahead"
+#: Merging a 5-minute rollup with new samples: count-weighted mean, extremes, counts.
+_MERGE_ROLLUP = (" ON CONFLICT (vm_key, metric_id, bucket) DO UPDATE SET"
+                 " v_avg = (v_avg * n + excluded.v_avg * excluded.n) / (n + excluded.n),"
+                 " v_min = min(v_min, excluded.v_min), v_max = max(v_max, excluded.v_max),"
+                 " n = n + excluded.n")
 
 
 def sqlite_path(url: str) -> str:
@@ -187,8 +197,25 @@ class SqliteStore(SqlStore):
         return new
 
     def _insert_samples(self, tx: Tx, rows: List[Tuple[int, int, float, float]]) -> None:
-        tx.executemany("INSERT INTO samples (vm_key, metric_id, t, value) VALUES (?, ?, ?, ?)"
-                       " ON CONFLICT DO NOTHING", rows)
+        """Insert the rows, keeping existing points; those the roll-up already rolled past
+        (``roll_up``: a late report, an import) are merged into their rollups too, each one
+        that was new (one writer at a time: the roll-up cannot run in between)."""
+        insert = ("INSERT INTO samples (vm_key, metric_id, t, value) VALUES (?, ?, ?, ?)"
+                  " ON CONFLICT DO NOTHING")
+        rolled = self._rolled_ahead(tx) if rows else None
+        if rolled is None:
+            tx.executemany(insert, rows)
+            return
+        low, high = rolled
+        tx.executemany(insert, [r for r in rows if not low <= r[2] < high])
+        late: Dict[Tuple[int, int, float], List[float]] = {}
+        for row in rows:
+            if low <= row[2] < high and tx.execute(insert, row):
+                late.setdefault((row[0], row[1], bucket_of(row[2])), []).append(row[3])
+        tx.executemany("INSERT INTO rollups (vm_key, metric_id, bucket, v_avg, v_min, v_max, n)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)" + _MERGE_ROLLUP,
+                       [key + (math.fsum(values) / len(values), min(values), max(values),
+                               len(values)) for key, values in sorted(late.items())])
 
     def _insert_rollups(self, tx: Tx,
                         rows: List[Tuple[int, int, float, float, float, float, int]]) -> None:
@@ -196,19 +223,102 @@ class SqliteStore(SqlStore):
                        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
 
     def _roll(self, tx: Tx, end: float) -> Tuple[int, int]:
-        # INDEXED BY: without it the planner prefers scanning the whole table in key order
-        # (to skip sorting for GROUP BY), which costs the full table for every 5 minutes.
-        written = tx.execute(
-            "INSERT INTO rollups (vm_key, metric_id, bucket, v_avg, v_min, v_max, n)"
-            " SELECT vm_key, metric_id, CAST(t / 300 AS INTEGER) * 300 AS b, avg(value),"
-            " min(value), max(value), count(*) FROM samples INDEXED BY samples_t WHERE t < ?"
-            " GROUP BY vm_key, metric_id, b"
-            " ON CONFLICT (vm_key, metric_id, bucket) DO UPDATE SET"
-            " v_avg = (v_avg * n + excluded.v_avg * excluded.n) / (n + excluded.n),"
-            " v_min = min(v_min, excluded.v_min), v_max = max(v_max, excluded.v_max),"
-            " n = n + excluded.n", (end,))
+        """Retention: move the raw samples before ``end`` (one 5-minute bucket, ``_roll_step``)
+        into rollups; a bucket the roll-up already rolled (``roll_up``) is only deleted."""
+        rolled = self._rolled_ahead(tx)
+        oldest = tx.fetchone("SELECT min(t) FROM samples")
+        written = 0
+        if (rolled is None or oldest is None or oldest[0] is None
+                or not (rolled[0] <= bucket_of(oldest[0]) and end <= rolled[1])):
+            written = self._roll_into_rollups(tx, None, end)
         moved = tx.execute("DELETE FROM samples WHERE t < ?", (end,))
         return moved, written
+
+    @staticmethod
+    def _roll_into_rollups(tx: Tx, start: float | None, end: float) -> int:
+        """Merge the 5-minute aggregates of the raw samples from ``start`` (None: the
+        oldest) to ``end`` into rollups; the rollup rows written."""
+        # INDEXED BY: without it the planner prefers scanning the whole table in key order
+        # (to skip sorting for GROUP BY), which costs the full table for every 5 minutes.
+        return tx.execute(
+            "INSERT INTO rollups (vm_key, metric_id, bucket, v_avg, v_min, v_max, n)"
+            " SELECT vm_key, metric_id, CAST(t / 300 AS INTEGER) * 300 AS b, avg(value),"
+            " min(value), max(value), count(*) FROM samples INDEXED BY samples_t"
+            " WHERE t < ?" + ("" if start is None else " AND t >= ?")
+            + " GROUP BY vm_key, metric_id, b" + _MERGE_ROLLUP,
+            (end,) if start is None else (end, start))
+
+    # -- roll-up ahead of retention ---------------------------------------------------------
+
+    @staticmethod
+    def _rolled_ahead(tx: Tx) -> Tuple[float, float] | None:
+        row = tx.fetchone("SELECT value FROM meta WHERE key = ?", (ROLLED_KEY,))
+        if row is None:
+            return None
+        low, high = row[0].split()
+        return float(low), float(high)
+
+    def _rolled_span(self, tx: Tx) -> Tuple[float, float] | None:
+        rolled = self._rolled_ahead(tx)
+        if rolled is None:
+            return None
+        cutoff = self._raw_cutoff(tx)
+        low = rolled[0] if cutoff is None else max(rolled[0], cutoff)
+        return (low, rolled[1]) if low < rolled[1] else None
+
+    def _visible_rollups(self, tx: Tx) -> Tuple[str, List[Any]]:
+        span = self._rolled_span(tx)
+        if span is None:
+            return "1 = 1", []
+        return "NOT (bucket >= ? AND bucket < ?)", list(span)
+
+    def roll_up(self, now: float, budget_s: float = 30.0) -> Dict[str, int]:
+        """Roll the raw samples of closed hours (closed ``ROLLUP_GRACE_S``) into rollups
+        ahead of retention, oldest first, 5 minutes of the whole fleet a transaction (as
+        retention rolls them), until nothing is due or ``budget_s`` is spent; the leader calls
+        it every minute. The progress is one ``meta`` row (``ROLLED_KEY``), written in the
+        step's transaction. Raw samples stay (queries show them, not these rollups, until
+        retention deletes them, ``_roll``); a sample arriving late for a rolled bucket is
+        merged into its rollup by the ingest that stores it (``_insert_samples``). So a
+        refit's 5-minute means of the last two days are read from rollups
+        (``_history_reads``), not averaged from raw samples at each read."""
+        stats = {"rolled": 0, "rollups_written": 0, "steps": 0, "roll_ms": 0}
+        end = math.floor((now - ROLLUP_GRACE_S) / HOUR) * HOUR
+        started = time.perf_counter()
+        while time.perf_counter() - started < budget_s:
+            step = self._write(lambda tx: self._roll_ahead_step(tx, end))
+            if step is None:
+                break
+            stats["steps"] += 1
+            stats["rolled"] += step[0]
+            stats["rollups_written"] += step[1]
+        stats["roll_ms"] = int(1000 * (time.perf_counter() - started))
+        return stats
+
+    def _roll_ahead_step(self, tx: Tx, end: float) -> Tuple[int, int] | None:
+        """Roll the next 5 minutes before ``end``; (samples, rollup rows), or None if none
+        is due."""
+        rolled = self._rolled_ahead(tx)
+        cutoff = self._raw_cutoff(tx)
+        if rolled is None:
+            row = tx.fetchone("SELECT min(t) FROM samples")
+            if row is None or row[0] is None:
+                return None
+            low = high = bucket_of(row[0])
+        else:
+            low, high = rolled
+        if cutoff is not None and high < cutoff:
+            # retention rolled up to its cutoff itself (or the samples begin behind it): go
+            # on from there; what lies behind it is retention's (``_roll``)
+            low = high = cutoff
+        if high >= end:
+            return None
+        step_end = min(high + ROLL_SPAN, end)
+        count = tx.fetchone("SELECT count(*) FROM samples WHERE t >= ? AND t < ?",
+                            (high, step_end))
+        written = self._roll_into_rollups(tx, high, step_end)
+        self._set_meta(tx, ROLLED_KEY, "%r %r" % (low, step_end))
+        return (int(count[0]) if count else 0), written
 
     # -- schema -----------------------------------------------------------------------------
 

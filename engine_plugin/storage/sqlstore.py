@@ -662,19 +662,44 @@ class SqlStore(Store):
             return out
         return self._read(query, snapshot=True)
 
+    def _rolled_span(self, tx: Tx) -> Tuple[float, float] | None:
+        """``(start, end)``: raw samples still kept from ``start`` to ``end`` are in rollups
+        already (``roll_up``, ahead of retention; those rollups are hidden from other queries
+        while the raw samples are kept, ``_visible_rollups``), or None."""
+        return None
+
     def _history_reads(self, tx: Tx, since: float, raw_from: float
                        ) -> List[Tuple[str, List[Any]]]:
         """The queries of ``histories`` (each with ``%s`` for the VM and the metric
         conditions, and its parameters): the rollups shown, 5-minute means of the raw samples
-        from ``since`` to ``raw_from`` (a bucket start), raw samples after."""
+        from ``since`` to ``raw_from`` (a bucket start), raw samples after. The means of the
+        raw samples ``roll_up`` already rolled come from those rollups (``_rolled_span``), so
+        only the hours not rolled yet are averaged from raw samples: the same means (a rollup
+        is its bucket's mean, late samples merged), without an aggregate over two days of
+        raw samples at each refit."""
         visible, visible_params = self._visible_rollups(tx)
+        span = self._rolled_span(tx) if raw_from > since else None
+        first = rolled = since
+        if span is not None:
+            first, rolled = max(span[0], bucket_of(since)), min(span[1], raw_from)
+        raw = ("SELECT vm_key, metric_id, t, value FROM samples WHERE %s AND %s AND t >= ?",
+               [raw_from])
+        if rolled <= first:
+            reads = [("SELECT vm_key, metric_id, bucket, v_avg FROM rollups WHERE %s AND %s"
+                      " AND bucket >= ? AND " + visible, [bucket_of(since)] + visible_params)]
+            if raw_from > since:
+                reads.append(self._means_read(since, raw_from))
+            return reads + [raw]
         reads = [("SELECT vm_key, metric_id, bucket, v_avg FROM rollups WHERE %s AND %s"
-                  " AND bucket >= ? AND " + visible, [bucket_of(since)] + visible_params)]
-        if raw_from > since:
-            reads.append(self._means_read(since, raw_from))
-        reads.append(("SELECT vm_key, metric_id, t, value FROM samples WHERE %s AND %s"
-                      " AND t >= ?", [raw_from]))
-        return reads
+                  " AND bucket >= ? AND bucket < ? AND " + visible,
+                  [bucket_of(since), first] + visible_params)]
+        if first > since:
+            reads.append(self._means_read(since, first))
+        reads.append(("SELECT vm_key, metric_id, bucket, v_avg FROM rollups WHERE %s AND %s"
+                      " AND bucket >= ? AND bucket < ?", [first, rolled]))
+        if rolled < raw_from:
+            reads.append(self._means_read(rolled, raw_from))
+        return reads + [raw]
 
     def _means_read(self, start: float, end: float) -> Tuple[str, List[Any]]:
         """5-minute means of the raw samples from ``start`` to ``end``, at bucket starts."""

@@ -160,9 +160,9 @@ class Store(abc.ABC):
 
     def roll_up(self, now: float, budget_s: float = 30.0) -> Dict[str, int]:
         """Roll raw samples of closed periods into rollups ahead of retention, so that the
-        retention pass only drops them (PostgreSQL's partitions); at most ``budget_s`` of
-        work per call, idempotent, safe beside ingest and retention. A backend without it
-        (SQLite, which rolls up in its retention pass) does nothing."""
+        retention pass only drops or deletes them and refits read their 5-minute means from
+        rollups (``histories(..., raw_since=)``); at most ``budget_s`` of work per call,
+        idempotent, safe beside ingest and retention. A backend without it does nothing."""
         return {}
 
     @abc.abstractmethod

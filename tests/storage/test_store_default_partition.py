@@ -230,7 +230,7 @@ def test_default_partition_rows_racing_roll_up_and_retention(make_store) -> None
         barrier.wait()
         steps = 0
         while not done.is_set():
-            step = a.roll_up(t1).get("steps", 0)  # SQLite: nothing to roll ahead
+            step = a.roll_up(t1).get("steps", 0)
             steps += step
             if not step:
                 time.sleep(0.02)
