@@ -51,6 +51,8 @@ CHUNK = 500
 ROLL_SPAN = ROLLUP_STEP
 #: Rollups dropped per retention transaction.
 DROP_SPAN = 3600.0
+#: ``meta`` row: the newest rollup bucket ``import_history`` ever wrote (``_rollups_from``).
+IMPORTED_KEY = "imported_rollups_to"
 
 
 def chunks(values: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -685,8 +687,11 @@ class SqlStore(Store):
         raw = ("SELECT vm_key, metric_id, t, value FROM samples WHERE %s AND %s AND t >= ?",
                [raw_from])
         if rolled <= first:
-            reads = [("SELECT vm_key, metric_id, bucket, v_avg FROM rollups WHERE %s AND %s"
-                      " AND bucket >= ? AND " + visible, [bucket_of(since)] + visible_params)]
+            reads = []
+            if self._rollups_from(tx, bucket_of(since)):
+                reads.append(("SELECT vm_key, metric_id, bucket, v_avg FROM rollups WHERE %s"
+                              " AND %s AND bucket >= ? AND " + visible,
+                              [bucket_of(since)] + visible_params))
             if raw_from > since:
                 reads.append(self._means_read(since, raw_from))
             return reads + [raw]
@@ -700,6 +705,18 @@ class SqlStore(Store):
         if rolled < raw_from:
             reads.append(self._means_read(rolled, raw_from))
         return reads + [raw]
+
+    def _rollups_from(self, tx: Tx, bucket: float) -> bool:
+        """Whether a rollup that queries show may lie at ``bucket`` or later. Retention's lie
+        before the raw cutoff, the roll-up's are hidden while their raw samples are kept, so
+        after the cutoff only an import can have put one (``import_history`` keeps its newest
+        bucket in ``meta``, ``IMPORTED_KEY``): a pass's read of the samples since its last
+        pass skips a query of every rollup partition from then on that finds nothing."""
+        found = dict(tx.fetchall("SELECT key, value FROM meta WHERE key IN (?, ?)",
+                                 ("raw_cutoff", IMPORTED_KEY)))
+        if "raw_cutoff" in found and bucket < float(found["raw_cutoff"]):
+            return True
+        return IMPORTED_KEY in found and bucket <= float(found[IMPORTED_KEY])
 
     def _means_read(self, start: float, end: float) -> Tuple[str, List[Any]]:
         """5-minute means of the raw samples from ``start`` to ``end``, at bucket starts."""
@@ -827,6 +844,11 @@ class SqlStore(Store):
             self._insert_rollups(tx, sorted(
                 (vm_key, ids[m], float(b), float(a), float(lo), float(hi), int(n))
                 for m, b, a, lo, hi, n in rolled))
+            if rolled:
+                newest = max(float(r[1]) for r in rolled)
+                row = tx.fetchone("SELECT value FROM meta WHERE key = ?", (IMPORTED_KEY,))
+                if row is None or float(row[0]) < newest:
+                    self._set_meta(tx, IMPORTED_KEY, repr(newest))
             return len(raw) + len(rolled)
         return self._write(work)
 

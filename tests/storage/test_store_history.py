@@ -208,6 +208,25 @@ def test_means_before_raw_since_are_the_same_once_rolled_up(make_store) -> None:
     assert store.rollups(vm_uuid(4), "cpu.percent", first, hs) == []
 
 
+def test_recent_reads_show_rollups_imported_after_the_raw_cutoff(store: Store) -> None:
+    # a pass's read of its last minutes skips the rollups when none can lie there (after
+    # the raw cutoff only an import can put one): one imported there is still read
+    store.ingest(minutes(5, 180))
+    now = START + 180 * 60
+    store.apply_retention(now)
+    since = START + 150 * 60
+    assert store.histories([vm_uuid(5)], ["cpu.percent"], since=since)[vm_uuid(5)][
+        "cpu.percent"] == [(START + 60 * i, float(i)) for i in range(150, 180)]
+    store.import_history(vm_uuid(5), rollups=[("cpu.percent", START + 155 * 60, 7.0, 7.0,
+                                               7.0, 1), ("fs.used:/x", since - 300, 1.0, 1.0,
+                                                         1.0, 1)])
+    cpu = store.histories([vm_uuid(5)], ["cpu.percent"], since=since)[vm_uuid(5)]["cpu.percent"]
+    assert (START + 155 * 60, 7.0) in cpu and len(cpu) == 31
+    # and retention's rollups before the cutoff, as ever
+    early = store.histories([vm_uuid(5)], ["cpu.percent"], since=START + HOUR)[vm_uuid(5)]
+    assert early["cpu.percent"][0] == (START + HOUR, 62.0)
+
+
 def test_retention_drops_old_rollups_silent_vms_and_old_event_states(store: Store) -> None:
     ingest_as_received(store, minutes(1, 180))
     ingest_as_received(store, minutes(2, 10, first=170))
