@@ -115,14 +115,23 @@ def test_postgresql_over_tcp_loopback(pg_cluster) -> None:  # type: ignore[no-un
 
 
 @pytest.mark.postgres
-def test_postgresql_reports_are_lz4_compressed(pg_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_postgresql_reports_and_states_are_lz4_compressed(pg_cluster) -> None:  # type: ignore[no-untyped-def]
     import psycopg
 
     url = pg_cluster.create_database()
+    state = {"fits": {"m%d" % i: {"mean": i / 7, "noise": i / 3} for i in range(200)}}
     with open_store(url) as store:
         store.migrate()
         store.migrate()
+        store.set_verdicts([(vm_uuid(1), {"status": "ok"}, 1000.0)], 1000.0,
+                           {"health:" + vm_uuid(1): state})
+        assert store.event_states(["health:" + vm_uuid(1)]) == {"health:" + vm_uuid(1): state}
     with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT attcompression FROM pg_attribute WHERE attrelid ="
-                           " 'latest_reports'::regclass AND attname = 'report'").fetchone()
-    assert row == ("l",)
+        for table, column in (("latest_reports", "report"), ("event_states", "state"),
+                              ("verdicts", "verdict")):
+            row = conn.execute("SELECT attcompression FROM pg_attribute WHERE attrelid ="
+                               " %s::regclass AND attname = %s", (table, column)).fetchone()
+            assert row == ("l",), table
+        # the state written is stored lz4-compressed (pg_column_compression: 'lz4')
+        assert conn.execute("SELECT pg_column_compression(state) FROM event_states"
+                            ).fetchone() == ("lz4",)
