@@ -270,56 +270,6 @@ def import_week(store, vm, now):
     return store.import_history(vm_uuid(vm.n), samples=raw, rollups=rolled, host_id="host-1")
 
 
-class ServerCpu:
-    """CPU seconds used by a PostgreSQL server's processes (the postmaster and its
-    children), read from /proc: the store's share of a pass that the client does not see.
-    ``backends()``: the processes serving connections (the pass's queries); the rest
-    (``__call__`` less that) is the server's own background work, autovacuum, WAL writing,
-    checkpoints, which the writes of ingest and of the passes cause alike, whenever it runs.
-    Children that ended (autovacuum workers come and go) are counted through the
-    postmaster's ``cutime``/``cstime`` once it has reaped them; without those, a child seen
-    at the start of a window and gone at its end took its CPU away from the window."""
-
-    BACKGROUND = ("checkpointer", "background writer", "walwriter", "autovacuum",
-                  "logical replication", "archiver", "stats collector", "io worker",
-                  "walsummarizer")
-
-    def __init__(self, data_dir):
-        with open(os.path.join(data_dir, "postmaster.pid"), encoding="ascii") as f:
-            self.pid = int(f.readline())
-        self.tick = os.sysconf("SC_CLK_TCK")
-
-    def _read(self):
-        total = backends = 0
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % entry, encoding="ascii") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                if int(entry) == self.pid:
-                    total += sum(int(x) for x in fields[11:15])  # with reaped children's
-                    continue
-                if int(fields[1]) != self.pid:
-                    continue
-                with open("/proc/%s/cmdline" % entry, "rb") as f:
-                    title = f.read().decode("ascii", "replace")
-            except OSError:
-                continue
-            used = int(fields[11]) + int(fields[12])
-            total += used
-            if not title.startswith(tuple("postgres: " + b for b in self.BACKGROUND)):
-                backends += used
-        return total / self.tick, backends / self.tick
-
-    def __call__(self):
-        return self._read()[0]
-
-    def both(self):
-        """(all of the server, its connection backends)."""
-        return self._read()
-
-
 def store_run(kind, url, server_cpu, args, in_memory_ms):
     """Build ``--store-vms`` VMs with a week each in the real store, a first pass at
     ``now`` (not timed), then passes every ``--cadence`` seconds, each after one new report
@@ -370,7 +320,7 @@ def store_run(kind, url, server_cpu, args, in_memory_ms):
     for k in range(0, len(ids), BATCH):
         health.evaluate(ids[k:k + BATCH])
     th["v"] = Thresholds()
-    cpu = server_cpu.both if server_cpu else (lambda: (0.0, 0.0))
+    cpu = server_cpu or (lambda: (0.0, 0.0))
     profiler = None
     if args.profile:
         import cProfile
@@ -499,9 +449,7 @@ def run_stores(args, in_memory_ms):
                 pg = PgCluster(settings={"shared_buffers": "512MB"}).start()
                 try:
                     url = pg.create_database("bench")
-                    results[kind] = store_run(kind, url, ServerCpu(os.path.join(pg.base,
-                                                                                "data")),
-                                              args, in_memory_ms)
+                    results[kind] = store_run(kind, url, pg.server_cpu, args, in_memory_ms)
                 finally:
                     pg.stop()
     store_table(args, results, in_memory_ms)

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 
 class PgUnavailable(RuntimeError):
@@ -118,27 +118,48 @@ class PgCluster:
             conn.execute('CREATE DATABASE "%s"' % name)
         return self.url(name)
 
+    #: the server's own background processes (their ``ps`` titles), as against the backends
+    #: that serve connections (``server_cpu``)
+    BACKGROUND = ("checkpointer", "background writer", "walwriter", "autovacuum",
+                  "logical replication", "archiver", "stats collector", "io worker",
+                  "walsummarizer")
+
     def server_cpu_seconds(self) -> float:
         """CPU seconds of the server so far: the postmaster, its live children (backends,
         WAL writer, checkpointer, ...) and the children it already reaped."""
+        return self.server_cpu()[0]
+
+    def server_cpu(self) -> Tuple[float, float]:
+        """``(all, backends)``: CPU seconds of the server so far (``server_cpu_seconds``),
+        and of its live children serving connections (a client's queries); the rest is its
+        background work (``BACKGROUND``: autovacuum, WAL, checkpoints). Reaped children count
+        through the postmaster's ``cutime``/``cstime``: without them, a child seen at the
+        start of a window and gone at its end would take its CPU away from the window."""
         with open(os.path.join(self.base, "data", "postmaster.pid")) as handle:
             root = int(handle.readline())
         tick = os.sysconf("SC_CLK_TCK")
-        total = 0.0
+        titles = tuple("postgres: " + b for b in self.BACKGROUND)
+        total = backends = 0
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
                 with open("/proc/%s/stat" % entry) as handle:
                     fields = handle.read().rsplit(")", 1)[1].split()
+                if int(entry) == root:
+                    total += sum(int(f) for f in fields[11:15])  # + reaped children's
+                    continue
+                if int(fields[1]) != root:
+                    continue
+                with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                    title = handle.read().decode("ascii", "replace")
             except OSError:  # gone meanwhile
                 continue
-            pid, ppid = int(entry), int(fields[1])
-            if pid == root:
-                total += sum(int(f) for f in fields[11:15]) / tick  # + reaped children's
-            elif ppid == root:
-                total += (int(fields[11]) + int(fields[12])) / tick
-        return total
+            used = int(fields[11]) + int(fields[12])
+            total += used
+            if not title.startswith(titles):
+                backends += used
+        return total / tick, backends / tick
 
     def stop(self) -> None:
         if self._started:
