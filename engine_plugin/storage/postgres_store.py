@@ -171,6 +171,12 @@ class _PgTx(Tx):
         self._cur.execute(_pg(sql), params)
         return self._cur.fetchall()
 
+    def fetchnumbers(self, sql: str, params: Sequence[Any] = ()) -> List[Tuple[Any, ...]]:
+        # binary results: a float8 is sent as its 8 bytes, not printed by the server and
+        # parsed here (a quarter of the client's CPU of a history read, less of the server's)
+        self._cur.execute(_pg(sql), params, binary=True)
+        return self._cur.fetchall()
+
 
 class PostgresStore(SqlStore):
     """``postgresql://user@host/dbname`` (any libpq URL or conninfo)."""

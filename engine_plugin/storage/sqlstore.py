@@ -9,7 +9,9 @@ PostgreSQL backend translates them.
 from __future__ import annotations
 
 import abc
+import itertools
 import math
+import operator
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -82,6 +84,11 @@ class Tx(abc.ABC):
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Tuple[Any, ...] | None:
         rows = self.fetchall(sql, params)
         return rows[0] if rows else None
+
+    def fetchnumbers(self, sql: str, params: Sequence[Any] = ()) -> List[Tuple[Any, ...]]:
+        """``fetchall`` of a query whose columns are all integers and floats, in the driver's
+        fastest form for them (the same values)."""
+        return self.fetchall(sql, params)
 
 
 class SqlStore(Store):
@@ -655,12 +662,16 @@ class SqlStore(Store):
             for part in chunks(sorted(by_key)):
                 vcond, vparams = self._in("vm_key", part)
                 for sql, params in reads:
-                    for vm_key, metric_id, t, value in tx.fetchall(
-                            sql % (vcond, mcond), vparams + mparams + params):
-                        out[by_key[vm_key]].setdefault(metrics[metric_id], []).append((t, value))
+                    # rows in series order: each series' points are taken out in C
+                    # (``groupby``, ``map``), not one row at a time in Python
+                    rows = tx.fetchnumbers(sql % (vcond, mcond) + " ORDER BY 1, 2, 3, 4",
+                                           vparams + mparams + params)
+                    for (vm_key, metric_id), group in itertools.groupby(rows, _SERIES_KEY):
+                        out[by_key[vm_key]].setdefault(metrics[metric_id], []).extend(
+                            map(_POINT, group))
             for series in out.values():
                 for points in series.values():
-                    points.sort()
+                    points.sort()  # (one sorted run per read: merged in one pass)
             return out
         return self._read(query, snapshot=True)
 
@@ -864,6 +875,11 @@ class _Ingested:
     stale: int = 0
     capped: Dict[str, int] = field(default_factory=dict)
     confirmed: List[Tuple[str, int, Dict[str, int]]] = field(default_factory=list)
+
+
+#: a history row (vm_key, metric_id, t, value): its series, its point
+_SERIES_KEY = operator.itemgetter(0, 1)
+_POINT = operator.itemgetter(2, 3)
 
 
 def _merge_buckets(rolled: List[Tuple[Any, ...]], raw: List[Tuple[Any, ...]]) -> List[Point]:
