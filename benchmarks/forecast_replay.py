@@ -10,6 +10,7 @@
     python3 benchmarks/forecast_replay.py --held 17000    # the fifth round's: 17000.., 21000..
     python3 benchmarks/forecast_replay.py --held 25000    # the sixth round's: 25000.., 29000..
     python3 benchmarks/forecast_replay.py --held 33000    # the seventh round's: 33000.., 37000..
+    python3 benchmarks/forecast_replay.py --held 41000    # the eighth round's: 41000.., 45000..
     python3 benchmarks/forecast_replay.py --start 100     # any seeds: 100..119 (more tuning)
     python3 benchmarks/forecast_replay.py --built --seeds 40   # sawtooth cases built to tune
 
@@ -93,7 +94,7 @@ def main() -> int:
                     help="use the fourth held-out range (picked before the sawtooth change)")
     ap.add_argument("--held", type=int,
                     choices=[r[0] for r in HELD_OUT_RANGES],
-                    help="one of the fifth to seventh rounds' held-out ranges, by its first seed")
+                    help="one of the fifth to eighth rounds' held-out ranges, by its first seed")
     ap.add_argument("--start", type=int, help="seeds from this one (e.g. more tuning seeds)")
     ap.add_argument("--built", action="store_true",
                     help="the sawtooth cases built to tune the cleanup cycle (seeds from 0), "
