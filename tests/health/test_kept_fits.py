@@ -130,13 +130,23 @@ def test_a_raised_leak_far_from_the_limit_is_refitted_at_the_usual_refresh() -> 
 def test_an_unraised_fit_near_the_horizon_or_a_leak_is_expected_at_its_level() -> None:
     now = 1_800_000_000.0
     th = Thresholds()
-    # full in about 9 days (beyond the warning horizon, within 1.5 times it): no line
-    hist = {"fs.used:/": [(now - 4 * DAY + 60 * i, 40 * GIB + 4.5 * GIB * i * 60 / DAY)
-                          for i in range(int(4 * DAY / 60) + 1)],
-            "fs.total:/": [(now, 100 * GIB)]}
-    verdict, state = evaluate_vm(None, hist, th, None, now, now)
-    assert verdict["forecasts"][0]["status"] == "ok" and verdict["forecasts"][0]["eta_s"]
+    def fill(per_day: float) -> Dict[str, List[Tuple[float, float]]]:
+        return {"fs.used:/": [(now - 4 * DAY + 60 * i, 40 * GIB + per_day * GIB * i * 60 / DAY)
+                              for i in range(int(4 * DAY / 60) + 1)],
+                "fs.total:/": [(now, 100 * GIB)]}
+    # full in about 7.3 days (beyond the warning horizon, within NEAR_SHARE, 1.1 times it):
+    # no line, refitted at every pass until it is raised
+    verdict, state = evaluate_vm(None, fill(5.3), th, None, now, now)
+    assert verdict["forecasts"][0]["status"] == "ok"
+    assert 7 * DAY < verdict["forecasts"][0]["eta_s"] < 7.7 * DAY
     assert "slope" not in state["fits"]["fs.used:/"]
+    # full in about 9 days: kept on its line (before, within 1.5 times the horizon, it was
+    # refitted at every pass for three and a half days; its samples leave the line if it
+    # speeds up, and its time left counted down comes within 1.1 times before the horizon)
+    verdict, state = evaluate_vm(None, fill(4.5), th, None, now, now)
+    assert verdict["forecasts"][0]["status"] == "ok"
+    assert 8.5 * DAY < verdict["forecasts"][0]["eta_s"] < 9.5 * DAY
+    assert state["fits"]["fs.used:/"]["slope"] == pytest.approx(4.5 * GIB / DAY, rel=0.1)
     # a process growing 4 % a day for 3 days: no leak yet (12 %, under 20 %), but a refit on
     # a longer history might call it one (28 % a week): no line either
     verdict, state = evaluate_vm(None, leak(now, 0.04, days=3), th, None, now, now)
