@@ -671,7 +671,7 @@ class SqlStore(Store):
                             map(_POINT, group))
             for series in out.values():
                 for points in series.values():
-                    points.sort()  # (one sorted run per read: merged in one pass)
+                    points.sort()  # (one sorted run per read: timsort merges them)
             return out
         return self._read(query, snapshot=True)
 

@@ -50,8 +50,8 @@ def _scans(plan: Dict[str, Any]) -> List[Dict[str, Any]]:
     return out
 
 
-def test_a_refit_reads_its_series_by_key_when_the_statistics_lag(pg_cluster: PgCluster
-                                                                 ) -> None:
+def test_a_refit_reads_its_series_by_key_when_the_statistics_lag(
+        pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     url = pg_cluster.create_database()
     store = open_store(StorageConfig(url=url))
     assert isinstance(store, PostgresStore)
@@ -72,12 +72,10 @@ def test_a_refit_reads_its_series_by_key_when_the_statistics_lag(pg_cluster: PgC
     def seen(self: _PgTx, sql: str, params: Any = ()) -> Any:
         statements.append((sql, list(params)))
         return numbers(self, sql, params)
-    _PgTx.fetchnumbers = seen  # type: ignore[method-assign]
-    try:
-        got = store.histories([vm_uuid(7)], ["fs.used:", "memory.", "swap."],
-                              day + DAY / 2 + 3600)
-    finally:
-        _PgTx.fetchnumbers = numbers  # type: ignore[method-assign]
+    monkeypatch.setattr(_PgTx, "fetchnumbers", seen)  # (to see the store's statements)
+    got = store.histories([vm_uuid(7)], ["fs.used:", "memory.", "swap."],
+                          day + DAY / 2 + 3600)
+    monkeypatch.undo()
     assert sorted(got[vm_uuid(7)]) == sorted(NAMES)
     assert all(len(points) == (DAY / 2 - 3600) / 300 for points in got[vm_uuid(7)].values())
 
@@ -85,9 +83,9 @@ def test_a_refit_reads_its_series_by_key_when_the_statistics_lag(pg_cluster: PgC
     assert reads
     with psycopg.connect(url, autocommit=True) as conn:
         for sql, params in reads:
-            plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + _pg(sql),
-                                params).fetchone()[0]
-            plan = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+            row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + _pg(sql), params).fetchone()
+            assert row is not None
+            plan = (json.loads(row[0]) if isinstance(row[0], str) else row[0])[0]["Plan"]
             for scan in _scans(plan):
                 if not scan["Relation Name"].startswith("rollups_p"):
                     continue
